@@ -1,0 +1,223 @@
+//! The disk cache: the last good key and chain per name, so that a restart serves at
+//! once, before (or without) tailscaled answering.
+//!
+//! Layout under the cache directory (mode 0700):
+//!
+//! * `certs/<fqdn>.pem` — key PEM then chain PEM, exactly as tailscaled sent them (0600);
+//! * `state.json` — facts that must survive a restart: the tailnet's MagicDNS suffix
+//!   (needed to name the services before tailscaled answers) and when each name was
+//!   last issued a new certificate (for Let's Encrypt budget warnings).
+//!
+//! Every write goes to a temporary file in the same directory, is synced, then renamed
+//! over the old file, so a crash or a full disk never leaves a half-written file that
+//! would later be served. A file that does not parse, names another domain, has
+//! expired or whose key does not fit is reported and ignored, never served.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{CertError, CertSource, ServedCert};
+
+/// Why a cache file was not used.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// Reading or writing failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The file is not a key followed by a certificate chain.
+    #[error(
+        "{path}: not a usable key and certificate chain ({detail}); it will be replaced on the next successful fetch"
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The file parsed but cannot be served.
+    #[error("{path}: {source}; it will be replaced on the next successful fetch")]
+    Unusable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: CertError,
+    },
+}
+
+/// Facts kept across restarts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CacheState {
+    /// The tailnet's MagicDNS suffix when last seen.
+    #[serde(default)]
+    pub magic_dns_suffix: Option<String>,
+    /// Per FQDN, unix times at which tailscaled handed out a *new* certificate.
+    #[serde(default)]
+    pub issued: BTreeMap<String, Vec<u64>>,
+}
+
+/// The certificate cache directory.
+#[derive(Debug, Clone)]
+pub struct DiskCache {
+    dir: PathBuf,
+}
+
+impl DiskCache {
+    /// Opens (creating if needed) the cache at `dir` with mode 0700.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<DiskCache, CacheError> {
+        let dir = dir.into();
+        let certs = dir.join("certs");
+        for d in [&dir, &certs] {
+            fs::create_dir_all(d).map_err(|source| CacheError::Io { path: d.clone(), source })?;
+            fs::set_permissions(d, fs::Permissions::from_mode(0o700))
+                .map_err(|source| CacheError::Io { path: d.clone(), source })?;
+        }
+        Ok(DiskCache { dir })
+    }
+
+    /// The cache directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file holding `fqdn`'s key and chain.
+    pub fn cert_path(&self, fqdn: &str) -> PathBuf {
+        // FQDNs are validated DNS names (letters, digits, '-', '.'), so they are safe
+        // file names; anything else is replaced to be certain.
+        let safe: String =
+            fqdn.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect();
+        self.dir.join("certs").join(format!("{safe}.pem"))
+    }
+
+    /// Loads `fqdn` from the cache. `Ok(None)` when there is no file.
+    pub fn load(&self, fqdn: &str, now: SystemTime) -> Result<Option<ServedCert>, CacheError> {
+        let path = self.cert_path(fqdn);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(CacheError::Io { path, source }),
+        };
+        let pair = snirouter_localapi::parse_pair_pem(&bytes)
+            .map_err(|e| CacheError::Corrupt { path: path.clone(), detail: e.to_string() })?;
+        let cert = ServedCert::new(fqdn, &pair.key, pair.chain, CertSource::Cache, now)
+            .map_err(|source| CacheError::Unusable { path, source })?;
+        Ok(Some(cert))
+    }
+
+    /// Stores `pem` (key then chain) for `fqdn`, atomically, mode 0600.
+    pub fn store(&self, fqdn: &str, pem: &str) -> Result<(), CacheError> {
+        write_atomic(&self.cert_path(fqdn), pem.as_bytes())
+    }
+
+    /// Reads `state.json` (default when missing or unreadable — it only holds hints).
+    pub fn state(&self) -> CacheState {
+        let path = self.dir.join("state.json");
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable cache state file");
+                CacheState::default()
+            }),
+            Err(_) => CacheState::default(),
+        }
+    }
+
+    /// Writes `state.json` atomically.
+    pub fn set_state(&self, state: &CacheState) -> Result<(), CacheError> {
+        let path = self.dir.join("state.json");
+        let json = serde_json::to_vec_pretty(state)
+            .map_err(|e| CacheError::Io { path: path.clone(), source: io::Error::other(e) })?;
+        write_atomic(&path, &json)
+    }
+
+    /// Updates `state.json` with `f` (read-modify-write).
+    pub fn update_state(&self, f: impl FnOnce(&mut CacheState)) -> Result<(), CacheError> {
+        let mut state = self.state();
+        f(&mut state);
+        self.set_state(&state)
+    }
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> Result<(), CacheError> {
+    let io_err = |source| CacheError::Io { path: path.to_owned(), source };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let result = (|| {
+        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        // Make the rename durable too.
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(io_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tempdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("snirouter-cache-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn modes_and_atomic_write() {
+        let dir = tempdir("modes");
+        let cache = DiskCache::open(&dir).expect("open");
+        let mode = fs::metadata(&dir).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        cache.store("a.x.ts.net", "one").expect("store");
+        cache.store("a.x.ts.net", "two").expect("store");
+        let path = cache.cert_path("a.x.ts.net");
+        assert_eq!(fs::read_to_string(&path).expect("read"), "two");
+        assert_eq!(fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);
+        // no temp files left behind
+        let leftovers: Vec<_> = fs::read_dir(dir.join("certs"))
+            .expect("ls")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn corrupt_file_is_reported_not_served() {
+        let dir = tempdir("corrupt");
+        let cache = DiskCache::open(&dir).expect("open");
+        cache.store("a.x.ts.net", "-----BEGIN GARBAGE-----\nzz\n").expect("store");
+        let err = cache.load("a.x.ts.net", SystemTime::now()).expect_err("must not load");
+        assert!(matches!(err, CacheError::Corrupt { .. }), "{err}");
+        assert!(cache.load("missing.x.ts.net", SystemTime::now()).expect("ok").is_none());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn state_round_trip() {
+        let dir = tempdir("state");
+        let cache = DiskCache::open(&dir).expect("open");
+        assert_eq!(cache.state(), CacheState::default());
+        cache.update_state(|s| s.magic_dns_suffix = Some("t.ts.net".into())).expect("write");
+        assert_eq!(cache.state().magic_dns_suffix.as_deref(), Some("t.ts.net"));
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

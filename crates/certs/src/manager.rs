@@ -1,0 +1,452 @@
+//! Fetching and renewing: one task per name, a shared bound on concurrent requests,
+//! and one watcher that follows tailscaled's `CertDomains`.
+//!
+//! Guarantees, per name:
+//!
+//! * at most one request to tailscaled in flight (the task is sequential);
+//! * a request is never cancelled early and re-sent in a loop — it may take as long
+//!   as `request_timeout` (first issuance can take minutes; every cancelled attempt
+//!   is a new ACME order), and a failed one is followed by exponential backoff;
+//! * a 429 is followed by silence until its `Retry-After`;
+//! * a name missing from `CertDomains` is not requested at all; the task sleeps
+//!   until the watcher sees the list change (Tailscale Service approved, HTTPS
+//!   enabled, daemon back) and then asks at once.
+//!
+//! Names never wait for each other: the only shared resource is a small semaphore
+//! ([`ManagerOptions::concurrency`]), and one name failing does not touch the others.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use snirouter_localapi::{Error as LocalError, LocalClient};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::schedule::{self, Policy, Urgency};
+use crate::{CertSource, CertStore, DiskCache, ServedCert};
+
+/// Tuning for [`CertManager`].
+#[derive(Debug, Clone)]
+pub struct ManagerOptions {
+    /// How many names may be fetched at the same time.
+    pub concurrency: usize,
+    /// How long one certificate request may take (first issuance can take minutes).
+    pub request_timeout: Duration,
+    /// Renewal and backoff timing.
+    pub policy: Policy,
+    /// How often `CertDomains` is re-read even without a wake-up from the IPN bus.
+    pub domains_poll: Duration,
+}
+
+impl Default for ManagerOptions {
+    fn default() -> Self {
+        ManagerOptions {
+            concurrency: 4,
+            request_timeout: Duration::from_secs(600),
+            policy: Policy::default(),
+            domains_poll: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What the watcher knows about tailscaled's certificate domains.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Domains {
+    /// The `CertDomains` list, or `None` when tailscaled could not be asked.
+    pub list: Option<Vec<String>>,
+    /// Why the list is unknown.
+    pub error: Option<String>,
+}
+
+/// Keeps every name in a [`CertStore`] supplied with a fresh certificate.
+pub struct CertManager {
+    store: Arc<CertStore>,
+    client: LocalClient,
+    cache: Option<DiskCache>,
+    opts: ManagerOptions,
+    permits: Semaphore,
+    domains: watch::Sender<Domains>,
+    tasks: Mutex<HashMap<String, JoinHandle<()>>>,
+    watcher: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// `NotifyInitialState`: the bus answers at once, then on every change.
+const IPN_BUS_MASK: u64 = 2;
+
+impl CertManager {
+    /// A manager for the names in `store`. Nothing runs until [`CertManager::start`].
+    pub fn new(
+        store: Arc<CertStore>,
+        client: LocalClient,
+        cache: Option<DiskCache>,
+        opts: ManagerOptions,
+    ) -> Arc<CertManager> {
+        let (domains, _) = watch::channel(Domains::default());
+        Arc::new(CertManager {
+            store,
+            client,
+            cache,
+            permits: Semaphore::new(opts.concurrency.max(1)),
+            opts,
+            domains,
+            tasks: Mutex::new(HashMap::new()),
+            watcher: Mutex::new(None),
+        })
+    }
+
+    /// Serves every valid cached certificate at once. Returns how many were loaded.
+    /// Corrupt, mismatched or expired files are logged and skipped.
+    pub fn load_cache(&self) -> usize {
+        let Some(cache) = &self.cache else { return 0 };
+        let now = SystemTime::now();
+        let mut loaded = 0;
+        for fqdn in self.store.names() {
+            if self.store.current(&fqdn).is_some() {
+                continue;
+            }
+            match cache.load(&fqdn, now) {
+                Ok(Some(cert)) => {
+                    let days = cert.remaining(now).as_secs() / 86_400;
+                    tracing::info!(name = %fqdn, serial = %cert.serial, expires_in_days = days, "serving cached certificate");
+                    self.store.install(&fqdn, cert);
+                    loaded += 1;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(name = %fqdn, error = %e, "ignoring cached certificate"),
+            }
+        }
+        loaded
+    }
+
+    /// The latest `CertDomains` view.
+    pub fn domains(&self) -> watch::Receiver<Domains> {
+        self.domains.subscribe()
+    }
+
+    /// Starts the `CertDomains` watcher and one task per name.
+    pub fn start(self: &Arc<Self>) {
+        {
+            let mut watcher = self.watcher.lock().unwrap_or_else(|p| p.into_inner());
+            if watcher.is_none() {
+                *watcher = Some(tokio::spawn(Arc::clone(self).watch_domains()));
+            }
+        }
+        self.sync_names();
+    }
+
+    /// Starts tasks for names added to the store and stops those of removed names.
+    pub fn sync_names(self: &Arc<Self>) {
+        let names = self.store.names();
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.retain(|fqdn, task| {
+            let keep = names.contains(fqdn);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for fqdn in names {
+            tasks.entry(fqdn.clone()).or_insert_with(|| tokio::spawn(Arc::clone(self).run_name(fqdn)));
+        }
+    }
+
+    /// Stops every task (in-flight requests are dropped).
+    pub fn shutdown(&self) {
+        for (_, task) in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain() {
+            task.abort();
+        }
+        if let Some(w) = self.watcher.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            w.abort();
+        }
+    }
+
+    async fn watch_domains(self: Arc<Self>) {
+        let poll = self.opts.domains_poll;
+        let mut retry = Duration::from_secs(1);
+        loop {
+            self.refresh_domains().await;
+            match self.client.watch_ipn_bus(IPN_BUS_MASK).await {
+                Ok(mut bus) => {
+                    retry = Duration::from_secs(1);
+                    loop {
+                        tokio::select! {
+                            line = bus.next() => match line {
+                                Ok(Some(_)) => self.refresh_domains().await,
+                                Ok(None) => break,
+                                Err(e) => {
+                                    tracing::debug!(error = %e, "IPN bus watch ended");
+                                    break;
+                                }
+                            },
+                            _ = tokio::time::sleep(poll) => self.refresh_domains().await,
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot watch the IPN bus; polling CertDomains");
+                    tokio::time::sleep(retry.min(poll)).await;
+                    retry = (retry * 2).min(poll);
+                }
+            }
+        }
+    }
+
+    async fn refresh_domains(&self) {
+        let next = match self.client.cert_domains().await {
+            Ok(list) => Domains { list: Some(list.iter().map(|d| crate::store::normalize(d)).collect()), error: None },
+            Err(e) => Domains { list: None, error: Some(e.to_string()) },
+        };
+        self.domains.send_if_modified(|cur| {
+            if *cur == next {
+                return false;
+            }
+            match (&next.list, &next.error) {
+                (Some(list), _) => tracing::info!(cert_domains = ?list, "tailscaled certificate domains"),
+                (None, Some(e)) => tracing::warn!(error = %e, "cannot read tailscaled certificate domains"),
+                (None, None) => {}
+            }
+            *cur = next;
+            true
+        });
+    }
+
+    async fn run_name(self: Arc<Self>, fqdn: String) {
+        let policy = self.opts.policy.clone();
+        let mut domains = self.domains.subscribe();
+        let mut failures: u32 = 0;
+        let first = schedule::after_success(&policy, self.store.current(&fqdn).as_deref(), SystemTime::now());
+        let mut wait = first.wait;
+        let mut min_validity = first.min_validity;
+        // Wake early when CertDomains changes (for names blocked on it or on the daemon).
+        let mut wake_on_domains = false;
+        loop {
+            if !wait.is_zero() {
+                self.store.update_state(&fqdn, |s| s.next_attempt = Some(SystemTime::now() + wait));
+                let deadline = Instant::now() + wait;
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(deadline) => break,
+                        changed = domains.changed(), if wake_on_domains => {
+                            if changed.is_err() {
+                                return;
+                            }
+                            let d = domains.borrow_and_update().clone();
+                            if d.list.as_ref().is_some_and(|l| l.contains(&fqdn)) {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+
+            // Do not ask for a name tailscaled will refuse: on daemons before 1.96
+            // even a refused name costs a Let's Encrypt account round trip.
+            let view = domains.borrow_and_update().clone();
+            if let Some(list) = &view.list
+                && !list.contains(&fqdn)
+            {
+                let (error, fix) = not_in_cert_domains(&fqdn, list);
+                self.store.update_state(&fqdn, |s| {
+                    if s.last_error_kind.as_deref() != Some("not_in_cert_domains") {
+                        tracing::warn!(name = %fqdn, cause = %error, fix = %fix, "waiting for the name to appear in CertDomains");
+                    }
+                    s.last_error_kind = Some("not_in_cert_domains".into());
+                    s.last_error = Some(error);
+                    s.fix = Some(fix);
+                });
+                wake_on_domains = true;
+                wait = self.opts.domains_poll.max(Duration::from_secs(1)) * 10;
+                continue;
+            }
+
+            let outcome = self.fetch_once(&fqdn, min_validity).await;
+            match outcome {
+                Ok(()) => {
+                    failures = 0;
+                    wake_on_domains = false;
+                    let next =
+                        schedule::after_success(&policy, self.store.current(&fqdn).as_deref(), SystemTime::now());
+                    if next.wait.is_zero() {
+                        // tailscaled answered, but with a certificate that is still
+                        // inside the renewal window: do not spin, back off.
+                        failures = 1;
+                        let remaining =
+                            self.store.current(&fqdn).map(|c| c.remaining(SystemTime::now())).unwrap_or_default();
+                        let msg = format!(
+                            "tailscaled returned a certificate with only {}s left although {}s were requested",
+                            remaining.as_secs(),
+                            next.min_validity.unwrap_or_default().as_secs()
+                        );
+                        tracing::warn!(name = %fqdn, cause = %msg, "renewal did not produce a fresh certificate");
+                        self.store.update_state(&fqdn, |s| {
+                            s.last_error_kind = Some("stale_certificate".into());
+                            s.last_error = Some(msg);
+                        });
+                        wait = schedule::backoff(&policy, failures);
+                    } else {
+                        wait = next.wait;
+                    }
+                    min_validity = next.min_validity;
+                }
+                Err(failure) => {
+                    failures += 1;
+                    let remaining = self.store.current(&fqdn).map(|c| c.remaining(SystemTime::now()));
+                    failure.log(&fqdn, remaining, &policy);
+                    wake_on_domains = failure.wake_on_domains;
+                    wait = match failure.retry_after {
+                        Some(after) => after,
+                        None => schedule::backoff(&policy, failures),
+                    };
+                    self.store.update_state(&fqdn, |s| {
+                        s.failures = failures;
+                        s.last_error_kind = Some(failure.kind.clone());
+                        s.last_error = Some(failure.message.clone());
+                        s.fix = failure.fix.clone();
+                    });
+                }
+            }
+        }
+    }
+
+    /// One request for `fqdn`; on success the certificate is served and cached.
+    async fn fetch_once(&self, fqdn: &str, min_validity: Option<Duration>) -> Result<(), Failure> {
+        let permit = self.permits.acquire().await;
+        let started = SystemTime::now();
+        self.store.update_state(fqdn, |s| {
+            s.in_flight = true;
+            s.last_attempt = Some(started);
+            s.next_attempt = None;
+        });
+        tracing::debug!(name = %fqdn, min_validity_secs = min_validity.map(|d| d.as_secs()), "requesting certificate from tailscaled");
+        let result = self.client.cert_pair(fqdn, min_validity, self.opts.request_timeout).await;
+        drop(permit);
+        self.store.update_state(fqdn, |s| s.in_flight = false);
+        let pair = result.map_err(Failure::from_local)?;
+        let now = SystemTime::now();
+        let cert = ServedCert::new(fqdn, &pair.key, pair.chain, CertSource::Tailscaled, now).map_err(|e| Failure {
+            kind: "bad_certificate".into(),
+            message: format!("tailscaled returned a certificate that cannot be served: {e}"),
+            fix: Some("check the tailscaled version and its certificate store (/var/lib/tailscale/certs)".into()),
+            retry_after: None,
+            wake_on_domains: false,
+        })?;
+        let previous = self.store.current(fqdn);
+        let is_new = previous.as_ref().is_none_or(|p| p.serial != cert.serial);
+        let serial = cert.serial.clone();
+        let not_after = cert.not_after;
+        if !self.store.install(fqdn, cert) {
+            return Ok(()); // removed while we were asking
+        }
+        self.store.update_state(fqdn, |s| {
+            s.failures = 0;
+            s.last_success = Some(now);
+            s.last_error = None;
+            s.last_error_kind = None;
+            s.fix = None;
+        });
+        let days_left = not_after.duration_since(now).unwrap_or_default().as_secs() / 86_400;
+        if is_new {
+            tracing::info!(name = %fqdn, serial = %serial, expires_in_days = days_left, "certificate installed");
+            if let Some(cache) = &self.cache {
+                if let Err(e) = cache.store(fqdn, &pair.pem) {
+                    tracing::warn!(name = %fqdn, error = %e, "cannot write certificate cache; serving from memory");
+                }
+                let unix = now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                let fresh = previous.is_none_or(|p| p.source == CertSource::Tailscaled);
+                if let Err(e) = cache.update_state(|st| {
+                    if fresh {
+                        st.issued.entry(fqdn.to_owned()).or_default().push(unix);
+                    }
+                }) {
+                    tracing::warn!(name = %fqdn, error = %e, "cannot write cache state");
+                }
+            }
+        } else {
+            tracing::debug!(name = %fqdn, serial = %serial, expires_in_days = days_left, "certificate unchanged");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for CertManager {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A failed attempt, classified for scheduling and logging.
+struct Failure {
+    kind: String,
+    message: String,
+    fix: Option<String>,
+    retry_after: Option<Duration>,
+    wake_on_domains: bool,
+}
+
+impl Failure {
+    fn from_local(e: LocalError) -> Failure {
+        let retry_after = match &e {
+            LocalError::RateLimited { retry_after, .. } => Some(retry_after.unwrap_or(Duration::from_secs(3600))),
+            _ => None,
+        };
+        // Problems that a CertDomains change (or the daemon coming back) can cure.
+        let wake_on_domains = matches!(
+            e,
+            LocalError::NotInCertDomains { .. }
+                | LocalError::HttpsDisabled
+                | LocalError::NoNetmap
+                | LocalError::SocketMissing { .. }
+                | LocalError::SocketRefused { .. }
+        );
+        Failure {
+            kind: e.kind().as_str().to_owned(),
+            message: e.to_string(),
+            fix: e.fix(),
+            retry_after,
+            wake_on_domains,
+        }
+    }
+
+    fn log(&self, fqdn: &str, remaining: Option<Duration>, policy: &Policy) {
+        let fix = self.fix.as_deref().unwrap_or("");
+        let retry = self.retry_after.map(|d| d.as_secs());
+        match remaining {
+            None => {
+                tracing::warn!(name = %fqdn, cause = %self.message, fix, retry_after_secs = retry, "cannot get a certificate; the name cannot be served")
+            }
+            Some(left) => {
+                let days = left.as_secs_f64() / 86_400.0;
+                match schedule::urgency(policy, left) {
+                    Urgency::Calm => {
+                        tracing::info!(name = %fqdn, cause = %self.message, days_left = days, "certificate refresh failed; still serving the current one")
+                    }
+                    Urgency::Warn => {
+                        tracing::warn!(name = %fqdn, cause = %self.message, fix, days_left = days, "certificate renewal failing and expiry is approaching")
+                    }
+                    Urgency::Critical => {
+                        tracing::error!(name = %fqdn, cause = %self.message, fix, days_left = days, "certificate about to expire and renewal keeps failing")
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn not_in_cert_domains(fqdn: &str, list: &[String]) -> (String, String) {
+    if list.is_empty() {
+        (
+            format!("tailscaled lists no certificate domains, so it cannot issue {fqdn}"),
+            "enable MagicDNS and HTTPS Certificates for the tailnet (admin console, DNS page), and check that tailscaled is logged in (`tailscale status`)".to_owned(),
+        )
+    } else {
+        let label = fqdn.split('.').next().unwrap_or(fqdn);
+        (
+            format!("{fqdn} is not in this node's CertDomains {list:?}"),
+            format!(
+                "make it a Tailscale Service hosted by this node: define svc:{label} (ports tcp:443), advertise it from this host and approve the host (`snirouter services plan` shows the steps)"
+            ),
+        )
+    }
+}
