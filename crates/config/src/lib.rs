@@ -1,1 +1,150 @@
-//! placeholder
+//! Configuration for snirouter.
+//!
+//! This crate owns the TOML configuration file: its schema ([`Config`] and friends), parsing
+//! ([`parse`], [`load`]) and validation. Validation walks the span-preserving `toml_edit`
+//! tree and reports *every* problem in one pass as [`Diagnostics`], each with the file,
+//! line, column, key path (`services.grafana.routes[1].upstream`), what is wrong and how to
+//! fix it. It also owns the small unit parsers for durations and sizes
+//! ([`parse_duration`], [`parse_size`]).
+//!
+//! Everything the rest of snirouter needs is decided here: defaults, the route order
+//! (longest path first), upstream normalization and how a service's FQDN is derived
+//! ([`Service::fqdn`], [`Config::check_fqdns`] once the MagicDNS suffix is known).
+//!
+//! ```
+//! let cfg = snirouter_config::parse(
+//!     r#"
+//!     [listen]
+//!     https = ["0.0.0.0:443"]
+//!     [services.grafana]
+//!     upstream = "http://127.0.0.1:3000"
+//!     "#,
+//!     "example.toml",
+//! )
+//! .expect("valid");
+//! assert_eq!(cfg.services[0].fqdn("tailnet-1234.ts.net"), "grafana.tailnet-1234.ts.net");
+//! ```
+
+#![warn(missing_docs)]
+
+mod checks;
+mod diag;
+mod schema;
+mod services;
+mod units;
+mod validate;
+
+use std::path::Path;
+
+pub use diag::{Diagnostic, Diagnostics};
+pub use schema::{
+    Cache, Config, DEFAULT_CACHE_DIR, DEFAULT_SOCKET, Limits, Listen, Log, LogFormat, MAX_HEADER_BYTES,
+    MIN_HEADER_BYTES, Route, Scheme, Service, Tailscale, Timeouts, Upstream,
+};
+pub use units::{format_duration, parse_duration, parse_size};
+
+/// Parses and validates a configuration file's contents.
+///
+/// `origin` names the source in diagnostics (usually the file path). On error every problem
+/// found is returned, sorted by position; the list is never empty. When
+/// `tailscale.magic_dns_suffix` is set, [`Config::check_fqdns`] runs as part of validation.
+pub fn parse(source: &str, origin: &str) -> Result<Config, Diagnostics> {
+    let mut sink = diag::Sink::new(origin, source);
+    let doc = match toml_edit::Document::parse(source) {
+        Ok(doc) => doc,
+        Err(e) => {
+            sink.error(
+                e.span().as_ref(),
+                "",
+                format!("TOML syntax error: {}", e.message().trim_end()),
+                Some("fix the TOML syntax at this position; see https://toml.io".to_owned()),
+            );
+            return Err(Diagnostics(sink.finish()));
+        }
+    };
+    let mut validator = validate::Validator { sink };
+    let config = validator.config(doc.as_table(), origin);
+    let mut problems = validator.sink.finish();
+    if let Some(suffix) = &config.tailscale.magic_dns_suffix
+        && let Err(more) = config.check_fqdns(suffix)
+    {
+        problems.extend(more.0);
+        problems.sort_by_key(|d| (d.line == 0, d.line, d.column));
+    }
+    if problems.is_empty() { Ok(config) } else { Err(Diagnostics(problems)) }
+}
+
+/// Reads and validates a configuration file; an I/O error becomes a single [`Diagnostic`]
+/// without position.
+pub fn load(path: &Path) -> Result<Config, Diagnostics> {
+    let origin = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(source) => parse(&source, &origin),
+        Err(e) => Err(Diagnostics(vec![Diagnostic {
+            origin,
+            line: 0,
+            column: 0,
+            key_path: String::new(),
+            message: format!("cannot read the configuration file: {e}"),
+            help: Some(match e.kind() {
+                std::io::ErrorKind::NotFound => "check the path given to --config".to_owned(),
+                std::io::ErrorKind::PermissionDenied => {
+                    "make the file readable by the user snirouter runs as".to_owned()
+                }
+                _ => "check that the path is a readable UTF-8 text file".to_owned(),
+            }),
+        }])),
+    }
+}
+
+impl Config {
+    /// Checks that no two services answer to the same name once the MagicDNS suffix is
+    /// known (e.g. service `grafana` and another with `fqdn = "grafana.<suffix>"`), and that
+    /// every derived name is a valid DNS name. Each collision is reported on the later
+    /// service, naming the earlier one and its line.
+    pub fn check_fqdns(&self, magic_dns_suffix: &str) -> Result<(), Diagnostics> {
+        let mut problems = Vec::new();
+        let mut seen: Vec<(String, &Service)> = Vec::new();
+        let diag = |service: &Service, message: String, help: &str| Diagnostic {
+            origin: self.origin.clone(),
+            line: service.line,
+            column: usize::from(service.line > 0),
+            key_path: validate::join("services", &service.name),
+            message,
+            help: Some(help.to_owned()),
+        };
+        for service in &self.services {
+            let fqdn = service.fqdn(magic_dns_suffix);
+            if let Err(p) = checks::normalize_dns_name(&fqdn, 2, "the service's name") {
+                problems.push(diag(
+                    service,
+                    format!(
+                        "service {:?} would be served as {fqdn:?}, which is not a valid DNS name: {}",
+                        service.name, p.message
+                    ),
+                    "shorten the service name or set a valid fqdn override",
+                ));
+                continue;
+            }
+            if let Some((_, first)) = seen.iter().find(|(f, _)| *f == fqdn) {
+                problems.push(diag(
+                    service,
+                    format!(
+                        "service {:?} and service {:?} (line {}) both answer to {fqdn:?}",
+                        service.name, first.name, first.line
+                    ),
+                    "a name can be routed to only one service; change the fqdn override or rename one of the services",
+                ));
+            } else {
+                seen.push((fqdn, service));
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(Diagnostics(problems)) }
+    }
+
+    /// The service answering to `fqdn` (case-insensitive, trailing dot ignored).
+    pub fn service_for(&self, fqdn: &str, magic_dns_suffix: &str) -> Option<&Service> {
+        let wanted = fqdn.trim_end_matches('.').to_ascii_lowercase();
+        self.services.iter().find(|s| s.fqdn(magic_dns_suffix) == wanted)
+    }
+}

@@ -1,0 +1,328 @@
+//! The validated configuration model. Values of these types only come out of
+//! [`crate::parse`] / [`crate::load`] (or are built by hand in tests), so consumers can rely on
+//! the invariants documented on each field.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::units::duration_str;
+
+/// Default path of tailscaled's LocalAPI unix socket.
+pub const DEFAULT_SOCKET: &str = "/var/run/tailscale/tailscaled.sock";
+
+/// Default certificate cache directory.
+pub const DEFAULT_CACHE_DIR: &str = "/var/lib/snirouter";
+
+/// The whole, validated configuration.
+///
+/// `Default` fills every table with its defaults but has no listeners and no services, so it
+/// is a starting point for hand-built configs in tests, not a valid configuration by itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct Config {
+    /// `[tailscale]`: how to reach tailscaled.
+    pub tailscale: Tailscale,
+    /// `[listen]`: listening sockets (at least one TLS listener).
+    pub listen: Listen,
+    /// `[cache]`: certificate cache.
+    pub cache: Cache,
+    /// `[timeouts]`.
+    pub timeouts: Timeouts,
+    /// `[limits]`.
+    pub limits: Limits,
+    /// `[log]`.
+    pub log: Log,
+    /// `[services.NAME]` in file order (at least one).
+    pub services: Vec<Service>,
+    /// The file name the configuration was read from, used in diagnostics such as those of
+    /// [`Config::check_fqdns`]. Not serialized.
+    #[serde(skip)]
+    pub origin: String,
+}
+
+/// `[tailscale]`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Tailscale {
+    /// LocalAPI unix socket (default [`DEFAULT_SOCKET`]).
+    pub socket: PathBuf,
+    /// MagicDNS suffix override such as `tailnet-1234.ts.net` (lowercase, no leading/trailing
+    /// dot). Normally `None`: the suffix is read from tailscaled's status.
+    pub magic_dns_suffix: Option<String>,
+    /// Reserved for Tailscale Services synchronisation (default `false`).
+    pub manage_services: bool,
+}
+
+impl Default for Tailscale {
+    fn default() -> Self {
+        Tailscale { socket: PathBuf::from(DEFAULT_SOCKET), magic_dns_suffix: None, manage_services: false }
+    }
+}
+
+/// `[listen]`. No address appears twice and no wildcard overlaps a specific address on the
+/// same port (port 0 excepted). `https` and `proxy_protocol` are not both empty in a
+/// validated config.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct Listen {
+    /// Plain TLS listeners.
+    pub https: Vec<SocketAddr>,
+    /// TLS listeners that require a PROXY protocol v2 header before the ClientHello.
+    pub proxy_protocol: Vec<SocketAddr>,
+    /// Plain-HTTP listeners that answer `308` redirects to `https://`.
+    pub redirect_http: Vec<SocketAddr>,
+}
+
+/// `[cache]`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cache {
+    /// Certificate cache directory (default [`DEFAULT_CACHE_DIR`]).
+    pub dir: PathBuf,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Cache { dir: PathBuf::from(DEFAULT_CACHE_DIR) }
+    }
+}
+
+/// `[timeouts]`; every value is greater than zero. Serialized as strings like `"5s"`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Timeouts {
+    /// Reading the PROXY v2 header (default 5s).
+    #[serde(serialize_with = "duration_str::serialize")]
+    pub proxy_header: Duration,
+    /// Completing the TLS handshake (default 10s).
+    #[serde(serialize_with = "duration_str::serialize")]
+    pub tls_handshake: Duration,
+    /// Reading a request's header (default 30s).
+    #[serde(serialize_with = "duration_str::serialize")]
+    pub request_header: Duration,
+    /// Idle keep-alive connections (default 5m).
+    #[serde(serialize_with = "duration_str::serialize")]
+    pub idle: Duration,
+    /// Connecting to an upstream (default 5s).
+    #[serde(serialize_with = "duration_str::serialize")]
+    pub upstream_connect: Duration,
+    /// Waiting for an upstream's response header (default 60s).
+    #[serde(serialize_with = "duration_str::serialize")]
+    pub upstream_response: Duration,
+    /// One certificate request to tailscaled; first issuance can take minutes (default 10m).
+    #[serde(serialize_with = "duration_str::serialize")]
+    pub cert_request: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            proxy_header: Duration::from_secs(5),
+            tls_handshake: Duration::from_secs(10),
+            request_header: Duration::from_secs(30),
+            idle: Duration::from_secs(5 * 60),
+            upstream_connect: Duration::from_secs(5),
+            upstream_response: Duration::from_secs(60),
+            cert_request: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Limits {
+    /// Largest accepted request header, in bytes; within 1 KiB ..= 64 MiB (default 65536).
+    pub max_header_bytes: usize,
+    /// Concurrent client connections (default 10000, at least 1).
+    pub max_connections: usize,
+}
+
+/// Smallest accepted `limits.max_header_bytes`.
+pub const MIN_HEADER_BYTES: usize = 1024;
+/// Largest accepted `limits.max_header_bytes`.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024 * 1024;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_header_bytes: 65536, max_connections: 10_000 }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Log {
+    /// Output format (default [`LogFormat::Auto`]).
+    pub format: LogFormat,
+    /// Level or `tracing` filter directive (default `"info"`; never empty).
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log { format: LogFormat::Auto, level: "info".to_owned() }
+    }
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable on a terminal, logfmt otherwise (the CLI decides).
+    #[default]
+    Auto,
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+    /// `key=value` pairs.
+    Logfmt,
+}
+
+impl LogFormat {
+    /// The names accepted in the config file, in declaration order.
+    pub const NAMES: [&'static str; 4] = ["auto", "human", "json", "logfmt"];
+
+    /// Parses a config-file name (`"auto"`, `"human"`, `"json"`, `"logfmt"`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "auto" => Some(LogFormat::Auto),
+            "human" => Some(LogFormat::Human),
+            "json" => Some(LogFormat::Json),
+            "logfmt" => Some(LogFormat::Logfmt),
+            _ => None,
+        }
+    }
+
+    /// The config-file name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Auto => "auto",
+            LogFormat::Human => "human",
+            LogFormat::Json => "json",
+            LogFormat::Logfmt => "logfmt",
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[services.NAME]`: one name served over HTTPS and routed to local backends.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Service {
+    /// The table key: a lowercase DNS label; also the Tailscale Service name `svc:NAME`.
+    pub name: String,
+    /// Explicit FQDN override (lowercase, no trailing dot, at least two labels).
+    pub fqdn: Option<String>,
+    /// `Host` header sent upstream; `None` forwards the client's `Host`.
+    pub upstream_host: Option<String>,
+    /// Routes sorted longest path first (`upstream = X` is one route with path `/`); never
+    /// empty, no two with the same path.
+    pub routes: Vec<Route>,
+    /// 1-based line of the service's table header (or key) in the file; 0 if built by hand.
+    pub line: usize,
+}
+
+impl Service {
+    /// The name this service answers to: the explicit `fqdn`, or `NAME.<magic_dns_suffix>`,
+    /// lowercase and without leading/trailing dots on the suffix.
+    pub fn fqdn(&self, magic_dns_suffix: &str) -> String {
+        match &self.fqdn {
+            Some(fqdn) => fqdn.to_ascii_lowercase(),
+            None => {
+                let suffix = magic_dns_suffix.trim_matches('.').to_ascii_lowercase();
+                if suffix.is_empty() {
+                    self.name.to_ascii_lowercase()
+                } else {
+                    format!("{}.{suffix}", self.name.to_ascii_lowercase())
+                }
+            }
+        }
+    }
+
+    /// The Tailscale Service name, `svc:NAME`.
+    pub fn tailscale_service(&self) -> String {
+        format!("svc:{}", self.name)
+    }
+
+    /// The route for a request path: longest matching prefix on segment boundaries
+    /// (`/sonarr` matches `/sonarr` and `/sonarr/x`, not `/sonarrx`; `/` matches everything).
+    pub fn route_for(&self, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.matches(path))
+    }
+}
+
+/// One `path -> upstream` route.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Route {
+    /// Starts with `/`; no trailing `/` except for the root `/`; no `?`, `#` or `//`.
+    pub path: String,
+    /// Where matching requests go.
+    pub upstream: Upstream,
+    /// Remove `path` from the request path before forwarding (default `false`).
+    pub strip_prefix: bool,
+}
+
+impl Route {
+    /// True when `request_path` is `path` or lies below it on a segment boundary.
+    pub fn matches(&self, request_path: &str) -> bool {
+        if self.path == "/" {
+            return true;
+        }
+        match request_path.strip_prefix(self.path.as_str()) {
+            Some(rest) => rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'),
+            None => false,
+        }
+    }
+}
+
+/// Upstream URL scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    /// Plain HTTP (the only scheme supported for now).
+    Http,
+}
+
+impl Scheme {
+    /// `"http"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+        }
+    }
+}
+
+/// A backend origin: `http://host:port`, no path, no query, no userinfo.
+///
+/// Serialized as its display string, e.g. `"http://127.0.0.1:3000"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upstream {
+    /// Always [`Scheme::Http`] for now.
+    pub scheme: Scheme,
+    /// `host:port` with the port always explicit (IPv6 hosts in brackets: `[::1]:8080`).
+    pub authority: http::uri::Authority,
+    /// Lowercase host name or IP address, IPv6 *without* brackets (ready for `connect((host, port))`).
+    pub host: String,
+    /// Port; 80 when the URL has none.
+    pub port: u16,
+}
+
+impl fmt::Display for Upstream {
+    /// `http://host:port` (IPv6 hosts in brackets).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "{}://[{}]:{}", self.scheme.as_str(), self.host, self.port)
+        } else {
+            write!(f, "{}://{}:{}", self.scheme.as_str(), self.host, self.port)
+        }
+    }
+}
+
+impl Serialize for Upstream {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser.collect_str(self)
+    }
+}

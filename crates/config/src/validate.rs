@@ -1,0 +1,524 @@
+//! The validator: walks the span-preserving `toml_edit` tree, converts every value into the
+//! [`crate::schema`] model and records every problem it finds (it never stops at the first).
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use toml_edit::{Item, Key, TableLike, Value};
+
+use crate::checks::{self, Problem};
+use crate::diag::Sink;
+use crate::schema::{
+    Cache, Config, Limits, Listen, Log, LogFormat, MAX_HEADER_BYTES, MIN_HEADER_BYTES, Tailscale, Timeouts,
+};
+use crate::units;
+
+pub(crate) type Span = Option<Range<usize>>;
+
+/// Keys accepted at the top level.
+pub(crate) const TOP_KEYS: &[&str] = &["tailscale", "listen", "cache", "timeouts", "limits", "log", "services"];
+const TAILSCALE_KEYS: &[&str] = &["socket", "magic_dns_suffix", "manage_services"];
+const LISTEN_KEYS: &[&str] = &["https", "proxy_protocol", "redirect_http"];
+const CACHE_KEYS: &[&str] = &["dir"];
+const TIMEOUT_KEYS: &[&str] = &[
+    "proxy_header",
+    "tls_handshake",
+    "request_header",
+    "idle",
+    "upstream_connect",
+    "upstream_response",
+    "cert_request",
+];
+const LIMIT_KEYS: &[&str] = &["max_header_bytes", "max_connections"];
+const LOG_KEYS: &[&str] = &["format", "level"];
+
+/// A key/value pair of a table together with its full key path.
+pub(crate) struct Entry<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) key: &'a Key,
+    pub(crate) item: &'a Item,
+    pub(crate) path: String,
+}
+
+impl Entry<'_> {
+    /// Where the key is written (falls back to the value).
+    pub(crate) fn key_span(&self) -> Span {
+        self.key.span().or_else(|| self.item.span())
+    }
+
+    /// Where the value is written (falls back to the key).
+    pub(crate) fn value_span(&self) -> Span {
+        self.item.span().or_else(|| self.key.span())
+    }
+}
+
+/// `parent.key`, quoting keys that are not bare TOML keys.
+pub(crate) fn join(parent: &str, key: &str) -> String {
+    let bare = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    let key = if bare { key.to_owned() } else { format!("{key:?}") };
+    if parent.is_empty() { key } else { format!("{parent}.{key}") }
+}
+
+/// The entries of a table in file order.
+pub(crate) fn entries<'a>(table: &'a dyn TableLike, parent: &str) -> Vec<Entry<'a>> {
+    table
+        .iter()
+        .filter_map(|(name, _)| {
+            let (key, item) = table.get_key_value(name)?;
+            Some(Entry { name, key, item, path: join(parent, name) })
+        })
+        .collect()
+}
+
+/// Finds an entry by key.
+pub(crate) fn find<'e, 'a>(entries: &'e [Entry<'a>], name: &str) -> Option<&'e Entry<'a>> {
+    entries.iter().find(|e| e.name == name)
+}
+
+/// "the string \"x\"", "an integer 5", "a table", … for type-mismatch messages.
+pub(crate) fn describe(item: &Item) -> String {
+    match item {
+        Item::None => "nothing".to_owned(),
+        Item::Table(_) => "a table".to_owned(),
+        Item::ArrayOfTables(_) => "an array of tables".to_owned(),
+        Item::Value(v) => describe_value(v),
+    }
+}
+
+/// Like [`describe`] for a plain value.
+pub(crate) fn describe_value(value: &Value) -> String {
+    match value {
+        Value::String(s) => format!("the string {:?}", s.value()),
+        Value::Integer(i) => format!("the integer {}", i.value()),
+        Value::Float(f) => format!("the float {}", f.value()),
+        Value::Boolean(b) => format!("the boolean {}", b.value()),
+        Value::Datetime(_) => "a date-time".to_owned(),
+        Value::Array(_) => "an array".to_owned(),
+        Value::InlineTable(_) => "an inline table".to_owned(),
+    }
+}
+
+/// Collects problems while converting the document.
+pub(crate) struct Validator<'s> {
+    pub(crate) sink: Sink<'s>,
+}
+
+impl Validator<'_> {
+    /// Records a problem.
+    pub(crate) fn report(&mut self, span: Span, path: &str, problem: Problem) {
+        self.sink.error(span.as_ref(), path, problem.message, problem.help);
+    }
+
+    /// Records a problem given as message and help.
+    pub(crate) fn error(&mut self, span: Span, path: &str, message: impl Into<String>, help: Option<String>) {
+        self.sink.error(span.as_ref(), path, message, help);
+    }
+
+    /// Line of a span (0 without one).
+    pub(crate) fn line(&self, span: &Span) -> usize {
+        self.sink.pos(span.as_ref()).0
+    }
+
+    /// Reports every key of `fields` that is not in `allowed`.
+    pub(crate) fn check_keys(&mut self, fields: &[Entry<'_>], allowed: &[&str], table_label: &str) {
+        for f in fields {
+            if allowed.contains(&f.name) {
+                continue;
+            }
+            let mut help = String::new();
+            if let Some(guess) = checks::did_you_mean(f.name, allowed) {
+                help.push_str(&format!("did you mean {guess:?}? "));
+            }
+            help.push_str(&format!("valid keys {table_label}: {}", allowed.join(", ")));
+            self.error(f.key_span(), &f.path, format!("unknown key {:?} {table_label}", f.name), Some(help));
+        }
+    }
+
+    /// The entries of an optional section table after checking its keys; empty when the
+    /// section is missing or is not a table.
+    pub(crate) fn section<'a>(&mut self, entry: Option<&Entry<'a>>, allowed: &[&str]) -> Vec<Entry<'a>> {
+        let Some(entry) = entry else { return Vec::new() };
+        let Some(table) = entry.item.as_table_like() else {
+            self.error(
+                entry.value_span(),
+                &entry.path,
+                format!("expected a table, found {}", describe(entry.item)),
+                Some(format!("write it as a [{}] section with keys {}", entry.path, allowed.join(", "))),
+            );
+            return Vec::new();
+        };
+        let fields = entries(table, &entry.path);
+        self.check_keys(&fields, allowed, &format!("in [{}]", entry.path));
+        fields
+    }
+
+    /// A string value, or a type error.
+    pub(crate) fn string<'a>(&mut self, e: &Entry<'a>, example: &str) -> Option<&'a str> {
+        match e.item.as_str() {
+            Some(s) => Some(s),
+            None => {
+                self.error(
+                    e.value_span(),
+                    &e.path,
+                    format!("expected a string, found {}", describe(e.item)),
+                    Some(format!("write {} = {example}", e.name)),
+                );
+                None
+            }
+        }
+    }
+
+    /// A boolean value, or a type error.
+    pub(crate) fn boolean(&mut self, e: &Entry<'_>) -> Option<bool> {
+        match e.item.as_bool() {
+            Some(b) => Some(b),
+            None => {
+                let help = match e.item.as_str() {
+                    Some(s @ ("true" | "false")) => format!("remove the quotes: {} = {s}", e.name),
+                    _ => format!("write {} = true or {} = false", e.name, e.name),
+                };
+                self.error(
+                    e.value_span(),
+                    &e.path,
+                    format!("expected a boolean (true or false), found {}", describe(e.item)),
+                    Some(help),
+                );
+                None
+            }
+        }
+    }
+
+    /// A non-empty path string.
+    fn path_buf(&mut self, e: &Entry<'_>, example: &str) -> Option<PathBuf> {
+        let s = self.string(e, example)?;
+        if s.trim().is_empty() {
+            self.error(e.value_span(), &e.path, "path is empty", Some(format!("write {} = {example}", e.name)));
+            return None;
+        }
+        Some(PathBuf::from(s))
+    }
+
+    /// Converts the whole document.
+    pub(crate) fn config(&mut self, root: &dyn TableLike, origin: &str) -> Config {
+        let top = entries(root, "");
+        self.check_keys(&top, TOP_KEYS, "at the top level");
+        Config {
+            tailscale: self.tailscale(find(&top, "tailscale")),
+            listen: self.listen(find(&top, "listen")),
+            cache: self.cache(find(&top, "cache")),
+            timeouts: self.timeouts(find(&top, "timeouts")),
+            limits: self.limits(find(&top, "limits")),
+            log: self.log(find(&top, "log")),
+            services: self.services(find(&top, "services")),
+            origin: origin.to_owned(),
+        }
+    }
+
+    fn tailscale(&mut self, entry: Option<&Entry<'_>>) -> Tailscale {
+        let fields = self.section(entry, TAILSCALE_KEYS);
+        let mut ts = Tailscale::default();
+        if let Some(e) = find(&fields, "socket")
+            && let Some(p) = self.path_buf(e, &format!("{:?}", crate::DEFAULT_SOCKET))
+        {
+            ts.socket = p;
+        }
+        if let Some(e) = find(&fields, "magic_dns_suffix")
+            && let Some(s) = self.string(e, "\"tailnet-1234.ts.net\"")
+        {
+            match checks::normalize_dns_name(s, 2, "magic_dns_suffix") {
+                Ok(name) => ts.magic_dns_suffix = Some(name),
+                Err(p) => self.report(e.value_span(), &e.path, p),
+            }
+        }
+        if let Some(e) = find(&fields, "manage_services")
+            && let Some(b) = self.boolean(e)
+        {
+            ts.manage_services = b;
+        }
+        ts
+    }
+
+    fn listen(&mut self, entry: Option<&Entry<'_>>) -> Listen {
+        let fields = self.section(entry, LISTEN_KEYS);
+        let mut listen = Listen::default();
+        // Every parsed address with its key path and span, for overlap checks.
+        let mut seen: Vec<(SocketAddr, String, Span)> = Vec::new();
+        let mut tls_entries = 0usize;
+        for name in LISTEN_KEYS {
+            let Some(e) = find(&fields, name) else { continue };
+            let Some(array) = e.item.as_array() else {
+                let help = match e.item.as_str() {
+                    Some(s) => format!("wrap it in brackets: {name} = [{s:?}]"),
+                    None => format!("write {name} = [\"0.0.0.0:443\"]"),
+                };
+                self.error(
+                    e.value_span(),
+                    &e.path,
+                    format!("expected an array of socket addresses, found {}", describe(e.item)),
+                    Some(help),
+                );
+                continue;
+            };
+            let mut addrs = Vec::new();
+            for (i, value) in array.iter().enumerate() {
+                let path = format!("{}[{i}]", e.path);
+                let span = value.span().or_else(|| e.value_span());
+                if *name != "redirect_http" {
+                    tls_entries += 1;
+                }
+                let Some(raw) = value.as_str() else {
+                    self.error(
+                        span,
+                        &path,
+                        format!("expected a socket address string, found {}", describe_value(value)),
+                        Some("write addresses as strings such as \"0.0.0.0:443\" or \"[::]:443\"".to_owned()),
+                    );
+                    continue;
+                };
+                let addr = match checks::parse_socket_addr(raw) {
+                    Ok(a) => a,
+                    Err(p) => {
+                        self.report(span, &path, p);
+                        continue;
+                    }
+                };
+                if let Some(problem) = self.overlap(addr, &seen) {
+                    self.report(span.clone(), &path, problem);
+                }
+                seen.push((addr, path, span));
+                addrs.push(addr);
+            }
+            match *name {
+                "https" => listen.https = addrs,
+                "proxy_protocol" => listen.proxy_protocol = addrs,
+                _ => listen.redirect_http = addrs,
+            }
+        }
+        if tls_entries == 0 {
+            let (span, path) = match entry {
+                Some(e) => (e.key_span(), e.path.clone()),
+                None => (None, "listen".to_owned()),
+            };
+            self.error(
+                span,
+                &path,
+                "no TLS listener configured: listen.https and listen.proxy_protocol are both missing or empty",
+                Some(
+                    "add e.g. https = [\"0.0.0.0:443\"] (plain TLS) or proxy_protocol = [\"127.0.0.1:8443\"] (behind tailscale serve with PROXY v2) under [listen]"
+                        .to_owned(),
+                ),
+            );
+        }
+        listen
+    }
+
+    /// A problem when `addr` collides with an address already configured.
+    fn overlap(&self, addr: SocketAddr, seen: &[(SocketAddr, String, Span)]) -> Option<Problem> {
+        if addr.port() == 0 {
+            return None; // port 0 asks the OS for a fresh port each time
+        }
+        for (other, other_path, other_span) in seen {
+            if other.port() != addr.port() || other.is_ipv4() != addr.is_ipv4() {
+                continue;
+            }
+            let at = format!("{other_path}, line {}", self.line(other_span));
+            if *other == addr {
+                return Some(Problem::new(
+                    format!("listener {addr} is configured twice (also at {at})"),
+                    Some("remove one of them; an address can be bound only once".to_owned()),
+                ));
+            }
+            let (wild, specific) = match (other.ip().is_unspecified(), addr.ip().is_unspecified()) {
+                (true, false) => (*other, addr),
+                (false, true) => (addr, *other),
+                _ => continue,
+            };
+            return Some(Problem::new(
+                format!(
+                    "listener {addr} overlaps {other} ({at}): the wildcard {wild} already accepts connections to {specific} on port {}",
+                    addr.port()
+                ),
+                Some(format!(
+                    "keep only the wildcard {wild}, or replace it with specific addresses; binding both fails with \"address in use\""
+                )),
+            ));
+        }
+        None
+    }
+
+    fn cache(&mut self, entry: Option<&Entry<'_>>) -> Cache {
+        let fields = self.section(entry, CACHE_KEYS);
+        let mut cache = Cache::default();
+        if let Some(e) = find(&fields, "dir")
+            && let Some(p) = self.path_buf(e, &format!("{:?}", crate::schema::DEFAULT_CACHE_DIR))
+        {
+            cache.dir = p;
+        }
+        cache
+    }
+
+    fn timeouts(&mut self, entry: Option<&Entry<'_>>) -> Timeouts {
+        let fields = self.section(entry, TIMEOUT_KEYS);
+        let mut t = Timeouts::default();
+        let defaults = Timeouts::default();
+        let slots: [(&str, &mut Duration, Duration); 7] = [
+            ("proxy_header", &mut t.proxy_header, defaults.proxy_header),
+            ("tls_handshake", &mut t.tls_handshake, defaults.tls_handshake),
+            ("request_header", &mut t.request_header, defaults.request_header),
+            ("idle", &mut t.idle, defaults.idle),
+            ("upstream_connect", &mut t.upstream_connect, defaults.upstream_connect),
+            ("upstream_response", &mut t.upstream_response, defaults.upstream_response),
+            ("cert_request", &mut t.cert_request, defaults.cert_request),
+        ];
+        for (name, slot, default) in slots {
+            if let Some(e) = find(&fields, name)
+                && let Some(d) = self.duration(e, default)
+            {
+                *slot = d;
+            }
+        }
+        t
+    }
+
+    /// A positive duration written as a string.
+    fn duration(&mut self, e: &Entry<'_>, default: Duration) -> Option<Duration> {
+        let example = format!("{} = \"{}\"", e.name, units::format_duration(default));
+        let Some(raw) = e.item.as_str() else {
+            let help = match e.item.as_integer() {
+                Some(n) => format!("durations need a unit: write {} = \"{n}s\" (units: ms, s, m, h)", e.name),
+                None => format!("write e.g. {example}"),
+            };
+            self.error(
+                e.value_span(),
+                &e.path,
+                format!("expected a duration string such as \"10s\", found {}", describe(e.item)),
+                Some(help),
+            );
+            return None;
+        };
+        match units::parse_duration(raw) {
+            Ok(d) if d.is_zero() => {
+                self.error(
+                    e.value_span(),
+                    &e.path,
+                    format!("timeout {raw:?} must be greater than zero"),
+                    Some(format!("use a positive duration (the default is {example})")),
+                );
+                None
+            }
+            Ok(d) => Some(d),
+            Err(msg) => {
+                self.error(e.value_span(), &e.path, msg, Some(format!("write e.g. {example}")));
+                None
+            }
+        }
+    }
+
+    fn limits(&mut self, entry: Option<&Entry<'_>>) -> Limits {
+        let fields = self.section(entry, LIMIT_KEYS);
+        let mut limits = Limits::default();
+        if let Some(e) = find(&fields, "max_header_bytes")
+            && let Some(n) = self.max_header_bytes(e)
+        {
+            limits.max_header_bytes = n;
+        }
+        if let Some(e) = find(&fields, "max_connections") {
+            match e.item.as_integer() {
+                Some(n) if n >= 1 => match usize::try_from(n) {
+                    Ok(n) => limits.max_connections = n,
+                    Err(_) => self.error(e.value_span(), &e.path, format!("max_connections = {n} is too large"), None),
+                },
+                Some(n) => self.error(
+                    e.value_span(),
+                    &e.path,
+                    format!("max_connections = {n} must be at least 1"),
+                    Some("write e.g. max_connections = 10000 (the default)".to_owned()),
+                ),
+                None => self.error(
+                    e.value_span(),
+                    &e.path,
+                    format!("expected an integer, found {}", describe(e.item)),
+                    Some("write e.g. max_connections = 10000 (the default)".to_owned()),
+                ),
+            }
+        }
+        limits
+    }
+
+    fn max_header_bytes(&mut self, e: &Entry<'_>) -> Option<usize> {
+        let help = Some("write a byte count or a size, e.g. max_header_bytes = 65536, \"64KiB\" or \"5MB\"".to_owned());
+        let (bytes, shown) = if let Some(n) = e.item.as_integer() {
+            (usize::try_from(n).ok(), n.to_string())
+        } else if let Some(s) = e.item.as_str() {
+            match units::parse_size(s) {
+                Ok(n) => (Some(n), format!("{s:?}")),
+                Err(msg) => {
+                    self.error(e.value_span(), &e.path, msg, help);
+                    return None;
+                }
+            }
+        } else {
+            self.error(
+                e.value_span(),
+                &e.path,
+                format!("expected a size (integer or string such as \"64KiB\"), found {}", describe(e.item)),
+                help,
+            );
+            return None;
+        };
+        match bytes {
+            Some(n) if (MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&n) => Some(n),
+            _ => {
+                self.error(
+                    e.value_span(),
+                    &e.path,
+                    format!(
+                        "max_header_bytes = {shown} is out of range: it must be between 1 KiB ({MIN_HEADER_BYTES}) and 64 MiB ({MAX_HEADER_BYTES}) bytes"
+                    ),
+                    Some("use e.g. \"64KiB\" (the default) or \"5MB\" (Caddy's max_header_size 5MB)".to_owned()),
+                );
+                None
+            }
+        }
+    }
+
+    fn log(&mut self, entry: Option<&Entry<'_>>) -> Log {
+        let fields = self.section(entry, LOG_KEYS);
+        let mut log = Log::default();
+        if let Some(e) = find(&fields, "format")
+            && let Some(s) = self.string(e, "\"auto\"")
+        {
+            match LogFormat::from_name(s) {
+                Some(f) => log.format = f,
+                None => {
+                    let mut help = String::new();
+                    if let Some(guess) = checks::did_you_mean(s, &LogFormat::NAMES) {
+                        help.push_str(&format!("did you mean {guess:?}? "));
+                    }
+                    help.push_str(&format!("use one of {}", LogFormat::NAMES.join(", ")));
+                    self.error(e.value_span(), &e.path, format!("unknown log format {s:?}"), Some(help));
+                }
+            }
+        }
+        if let Some(e) = find(&fields, "level")
+            && let Some(s) = self.string(e, "\"info\"")
+        {
+            if s.trim().is_empty() {
+                self.error(
+                    e.value_span(),
+                    &e.path,
+                    "log level is empty",
+                    Some(
+                        "use trace, debug, info, warn or error, or a filter such as \"info,snirouter=debug\""
+                            .to_owned(),
+                    ),
+                );
+            } else {
+                log.level = s.trim().to_owned();
+            }
+        }
+        log
+    }
+}

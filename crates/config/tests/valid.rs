@@ -1,0 +1,313 @@
+//! Valid configurations: every key, the brief's example, defaults, derived values.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use snirouter_config::{Config, LogFormat, Scheme, parse};
+
+fn ok(src: &str) -> Config {
+    match parse(src, "test.toml") {
+        Ok(c) => c,
+        Err(d) => panic!("expected a valid config, got:\n{d}"),
+    }
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("test address")
+}
+
+const FULL: &str = r#"
+[tailscale]
+socket = "/run/ts/tailscaled.sock"
+magic_dns_suffix = "Tailnet-1234.TS.net."
+manage_services = true
+
+[listen]
+https = ["0.0.0.0:443", "[::1]:443"]
+proxy_protocol = ["127.0.0.1:8443"]
+redirect_http = ["0.0.0.0:80"]
+
+[cache]
+dir = "/var/cache/snirouter"
+
+[timeouts]
+proxy_header = "2s"
+tls_handshake = "15s"
+request_header = "1m"
+idle = "10m"
+upstream_connect = "500ms"
+upstream_response = "2m"
+cert_request = "1h"
+
+[limits]
+max_header_bytes = "5MB"
+max_connections = 512
+
+[log]
+format = "json"
+level = "info,snirouter=debug"
+
+[services.grafana]
+upstream = "http://127.0.0.1:3000"
+fqdn = "Metrics.Example.TS.net."
+upstream_host = "grafana.internal"
+
+[services.media]
+routes = [
+  { path = "/", upstream = "http://127.0.0.1:8080" },
+  { path = "/sonarr/", upstream = "http://127.0.0.1:8989", strip_prefix = true },
+  { path = "/sonarr/api", upstream = "http://[::1]:8990" },
+]
+"#;
+
+#[test]
+fn full_config_every_key() {
+    let c = ok(FULL);
+    assert_eq!(c.tailscale.socket, PathBuf::from("/run/ts/tailscaled.sock"));
+    assert_eq!(c.tailscale.magic_dns_suffix.as_deref(), Some("tailnet-1234.ts.net"));
+    assert!(c.tailscale.manage_services);
+    assert_eq!(c.listen.https, vec![addr("0.0.0.0:443"), addr("[::1]:443")]);
+    assert_eq!(c.listen.proxy_protocol, vec![addr("127.0.0.1:8443")]);
+    assert_eq!(c.listen.redirect_http, vec![addr("0.0.0.0:80")]);
+    assert_eq!(c.cache.dir, PathBuf::from("/var/cache/snirouter"));
+    let t = &c.timeouts;
+    assert_eq!(t.proxy_header, Duration::from_secs(2));
+    assert_eq!(t.tls_handshake, Duration::from_secs(15));
+    assert_eq!(t.request_header, Duration::from_secs(60));
+    assert_eq!(t.idle, Duration::from_secs(600));
+    assert_eq!(t.upstream_connect, Duration::from_millis(500));
+    assert_eq!(t.upstream_response, Duration::from_secs(120));
+    assert_eq!(t.cert_request, Duration::from_secs(3600));
+    assert_eq!(c.limits.max_header_bytes, 5_000_000);
+    assert_eq!(c.limits.max_connections, 512);
+    assert_eq!(c.log.format, LogFormat::Json);
+    assert_eq!(c.log.level, "info,snirouter=debug");
+    assert_eq!(c.origin, "test.toml");
+
+    assert_eq!(c.services.len(), 2);
+    let g = &c.services[0];
+    assert_eq!(g.name, "grafana");
+    assert_eq!(g.line, 32);
+    assert_eq!(g.fqdn.as_deref(), Some("metrics.example.ts.net"));
+    assert_eq!(g.fqdn("whatever.ts.net"), "metrics.example.ts.net");
+    assert_eq!(g.upstream_host.as_deref(), Some("grafana.internal"));
+    assert_eq!(g.routes.len(), 1);
+    assert_eq!(g.routes[0].path, "/");
+    assert!(!g.routes[0].strip_prefix);
+    let u = &g.routes[0].upstream;
+    assert_eq!((u.scheme, u.host.as_str(), u.port), (Scheme::Http, "127.0.0.1", 3000));
+    assert_eq!(u.authority.as_str(), "127.0.0.1:3000");
+
+    let m = &c.services[1];
+    assert_eq!(m.name, "media");
+    assert_eq!(m.line, 37);
+    assert_eq!(m.fqdn, None);
+    assert_eq!(m.fqdn("tailnet-1234.ts.net"), "media.tailnet-1234.ts.net");
+    let paths: Vec<&str> = m.routes.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths, ["/sonarr/api", "/sonarr", "/"], "longest first, trailing '/' trimmed");
+    assert!(m.routes[1].strip_prefix);
+    assert_eq!(m.routes[0].upstream.to_string(), "http://[::1]:8990");
+    assert_eq!(m.routes[0].upstream.host, "::1");
+}
+
+#[test]
+fn parsing_is_deterministic_and_serializes_to_json() {
+    let a = ok(FULL);
+    let b = ok(FULL);
+    assert_eq!(a, b);
+    let json = serde_json::to_value(&a).expect("serialize");
+    assert_eq!(json["timeouts"]["upstream_connect"], "500ms");
+    assert_eq!(json["timeouts"]["request_header"], "1m");
+    assert_eq!(json["timeouts"]["cert_request"], "1h");
+    assert_eq!(json["log"]["format"], "json");
+    assert_eq!(json["listen"]["https"][1], "[::1]:443");
+    assert_eq!(json["services"][1]["routes"][0]["upstream"], "http://[::1]:8990");
+    assert_eq!(json["services"][0]["routes"][0]["upstream"], "http://127.0.0.1:3000");
+    assert!(json.get("origin").is_none(), "origin is not part of the effective config");
+    // Every serialized duration parses back to the same value.
+    for (k, v) in json["timeouts"].as_object().expect("object") {
+        let text = v.as_str().expect("string");
+        let back = snirouter_config::parse_duration(text).expect("parses back");
+        let d = match k.as_str() {
+            "proxy_header" => a.timeouts.proxy_header,
+            "tls_handshake" => a.timeouts.tls_handshake,
+            "request_header" => a.timeouts.request_header,
+            "idle" => a.timeouts.idle,
+            "upstream_connect" => a.timeouts.upstream_connect,
+            "upstream_response" => a.timeouts.upstream_response,
+            "cert_request" => a.timeouts.cert_request,
+            other => panic!("unexpected key {other}"),
+        };
+        assert_eq!(back, d, "{k}");
+    }
+}
+
+/// The example from the product brief, verbatim.
+#[test]
+fn brief_example() {
+    let c = ok(r#"
+[tailscale]
+socket = "/var/run/tailscale/tailscaled.sock"  # LocalAPI socket (default shown)
+
+[listen]
+https = ["0.0.0.0:443"]              # TLS listeners
+proxy_protocol = ["127.0.0.1:8443"]  # TLS listeners that require a PROXY v2 header first
+
+[cache]
+dir = "/var/lib/snirouter"           # certificate cache
+
+[services.grafana]                   # name -> FQDN grafana.<MagicDNSSuffix>, Tailscale Service svc:grafana
+upstream = "http://127.0.0.1:3000"
+
+[services.media]
+routes = [
+  { path = "/sonarr", upstream = "http://127.0.0.1:8989" },
+  { path = "/", upstream = "http://127.0.0.1:8080" },
+]
+"#);
+    assert_eq!(c.tailscale.socket, PathBuf::from(snirouter_config::DEFAULT_SOCKET));
+    assert_eq!(c.listen.https, vec![addr("0.0.0.0:443")]);
+    assert_eq!(c.listen.proxy_protocol, vec![addr("127.0.0.1:8443")]);
+    assert!(c.listen.redirect_http.is_empty());
+    assert_eq!(c.cache.dir, PathBuf::from("/var/lib/snirouter"));
+    let names: Vec<&str> = c.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["grafana", "media"]);
+    assert_eq!(c.services[0].tailscale_service(), "svc:grafana");
+    assert_eq!(c.services[0].fqdn("tailnet-1234.ts.net"), "grafana.tailnet-1234.ts.net");
+    let media = &c.services[1];
+    assert_eq!(media.routes[0].path, "/sonarr");
+    assert_eq!(media.routes[0].upstream.port, 8989);
+    assert_eq!(media.routes[1].path, "/");
+    assert_eq!(media.routes[1].upstream.port, 8080);
+    assert_eq!(media.route_for("/sonarr/calendar").map(|r| r.upstream.port), Some(8989));
+    assert_eq!(media.route_for("/sonarrx").map(|r| r.upstream.port), Some(8080));
+    assert_eq!(media.route_for("/").map(|r| r.upstream.port), Some(8080));
+    assert!(c.check_fqdns("tailnet-1234.ts.net").is_ok());
+    assert_eq!(
+        c.service_for("Media.Tailnet-1234.ts.net.", "tailnet-1234.ts.net").map(|s| s.name.as_str()),
+        Some("media")
+    );
+}
+
+#[test]
+fn defaults_when_tables_are_omitted() {
+    let c = ok("[listen]\nproxy_protocol = [\"127.0.0.1:8443\"]\n[services.a]\nupstream = \"http://127.0.0.1:1\"\n");
+    assert_eq!(c.tailscale.socket, PathBuf::from("/var/run/tailscale/tailscaled.sock"));
+    assert_eq!(c.tailscale.magic_dns_suffix, None);
+    assert!(!c.tailscale.manage_services);
+    assert!(c.listen.https.is_empty());
+    assert_eq!(c.cache.dir, PathBuf::from("/var/lib/snirouter"));
+    let t = &c.timeouts;
+    assert_eq!(t.proxy_header, Duration::from_secs(5));
+    assert_eq!(t.tls_handshake, Duration::from_secs(10));
+    assert_eq!(t.request_header, Duration::from_secs(30));
+    assert_eq!(t.idle, Duration::from_secs(300));
+    assert_eq!(t.upstream_connect, Duration::from_secs(5));
+    assert_eq!(t.upstream_response, Duration::from_secs(60));
+    assert_eq!(t.cert_request, Duration::from_secs(600));
+    assert_eq!(c.limits.max_header_bytes, 65536);
+    assert_eq!(c.limits.max_connections, 10_000);
+    assert_eq!(c.log.format, LogFormat::Auto);
+    assert_eq!(c.log.level, "info");
+    assert_eq!(c.services[0].upstream_host, None);
+    // Empty tables are the same as missing ones.
+    let d = ok(
+        "[tailscale]\n[cache]\n[timeouts]\n[limits]\n[log]\n[listen]\nproxy_protocol = [\"127.0.0.1:8443\"]\n[services.a]\nupstream = \"http://127.0.0.1:1\"\n",
+    );
+    assert_eq!(c.timeouts, d.timeouts);
+    assert_eq!(c.limits, d.limits);
+    assert_eq!(c.log, d.log);
+    assert_eq!(c.cache, d.cache);
+    assert_eq!(c.tailscale, d.tailscale);
+}
+
+#[test]
+fn alternative_toml_spellings() {
+    // Dotted keys, inline service tables and [[array of tables]] routes mean the same thing.
+    let c = ok(r#"
+listen.https = ["0.0.0.0:443"]
+services.a.upstream = "http://127.0.0.1:1"
+services.b = { upstream = "http://127.0.0.1:2" }
+
+[[services.c.routes]]
+path = "/x"
+upstream = "http://127.0.0.1:3"
+
+[[services.c.routes]]
+path = "/"
+upstream = "http://127.0.0.1:4"
+strip_prefix = false
+"#);
+    let names: Vec<&str> = c.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["a", "b", "c"]);
+    assert_eq!(c.services.iter().map(|s| s.line).collect::<Vec<_>>(), [3, 4, 6]);
+    assert_eq!(c.services[2].routes.len(), 2);
+    assert_eq!(c.services[2].routes[0].path, "/x");
+}
+
+#[test]
+fn upstream_forms() {
+    let c = ok(r#"
+[listen]
+https = ["0.0.0.0:443"]
+[services.a]
+upstream = "http://Backend.LAN"
+[services.b]
+upstream = "http://10.0.0.2:8080/"
+"#);
+    let a = &c.services[0].routes[0].upstream;
+    assert_eq!((a.host.as_str(), a.port, a.authority.as_str()), ("backend.lan", 80, "backend.lan:80"));
+    assert_eq!(a.to_string(), "http://backend.lan:80");
+    let b = &c.services[1].routes[0].upstream;
+    assert_eq!(b.to_string(), "http://10.0.0.2:8080");
+}
+
+#[test]
+fn sizes_and_port_zero() {
+    let c = ok(r#"
+[listen]
+https = ["127.0.0.1:0", "127.0.0.1:0"]
+[limits]
+max_header_bytes = "64KiB"
+[services.a]
+upstream = "http://127.0.0.1:1"
+"#);
+    assert_eq!(c.limits.max_header_bytes, 65536);
+    assert_eq!(c.listen.https.len(), 2, "port 0 listeners never collide");
+    for (text, want) in [("1024", 1024), ("\"1KiB\"", 1024), ("\"64MiB\"", 64 << 20), ("\"5MB\"", 5_000_000)] {
+        let src = format!(
+            "[listen]\nhttps=[\"0.0.0.0:443\"]\n[limits]\nmax_header_bytes = {text}\n[services.a]\nupstream=\"http://a:1\"\n"
+        );
+        assert_eq!(ok(&src).limits.max_header_bytes, want, "{text}");
+    }
+}
+
+#[test]
+fn fqdn_derivation() {
+    let c = ok(
+        "[listen]\nhttps=[\"0.0.0.0:443\"]\n[services.grafana]\nupstream=\"http://a:1\"\n[services.x]\nupstream=\"http://a:1\"\nfqdn=\"Other.Example.COM.\"\n",
+    );
+    let g = &c.services[0];
+    assert_eq!(g.fqdn("tailnet-1234.ts.net"), "grafana.tailnet-1234.ts.net");
+    assert_eq!(g.fqdn("Tailnet-1234.TS.net."), "grafana.tailnet-1234.ts.net");
+    assert_eq!(g.fqdn(".tailnet-1234.ts.net"), "grafana.tailnet-1234.ts.net");
+    assert_eq!(c.services[1].fqdn("tailnet-1234.ts.net"), "other.example.com");
+}
+
+#[test]
+fn magic_dns_suffix_override_is_used_for_checks() {
+    let c = ok(r#"
+[tailscale]
+magic_dns_suffix = "tailnet-1234.ts.net"
+[listen]
+https = ["0.0.0.0:443"]
+[services.grafana]
+upstream = "http://127.0.0.1:3000"
+[services.metrics]
+upstream = "http://127.0.0.1:3001"
+fqdn = "metrics.example.com"
+"#);
+    let suffix = c.tailscale.magic_dns_suffix.clone().expect("set");
+    assert_eq!(c.services[0].fqdn(&suffix), "grafana.tailnet-1234.ts.net");
+}
