@@ -1,0 +1,867 @@
+//! HTTP handling for the simulated LocalAPI: framing checks, permissions and
+//! one function per endpoint. Mirrors `ipn/localapi` (`ServeHTTP`,
+//! `serveStatus`, `serveCert`, `serveKeyPair`, `serveServeConfig`,
+//! `servePrefs`, `serveWhoIs`, `serveWatchIPNBus`) and `feature/acme`
+//! (`getCertPEMWithValidity`, `resolveCertDomain`).
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::TokioIo;
+use ring::rand::SecureRandom;
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc, watch};
+
+use super::json::{self, state_num};
+use super::{BusEvent, CachedCert, Inner, IssuedRecord, RequestRecord, SimConfig};
+use crate::gofmt::{self, hex, quote, quote_slice};
+
+/// Response body type: either a full buffer or a channel-fed stream.
+pub(crate) enum Body {
+    Full(Full<Bytes>),
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Body::Full(f) => Pin::new(f).poll_frame(cx),
+            Body::Stream(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Full(f) => f.is_end_stream(),
+            Body::Stream(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            Body::Full(f) => f.size_hint(),
+            Body::Stream(_) => hyper::body::SizeHint::default(),
+        }
+    }
+}
+
+type Resp = Response<Body>;
+
+fn full(status: u16, content_type: Option<&str>, body: impl Into<Bytes>) -> Resp {
+    let mut r = Response::new(Body::Full(Full::new(body.into())));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Some(ct) = content_type
+        && let Ok(v) = HeaderValue::from_str(ct)
+    {
+        r.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+/// Go `http.Error`: text/plain; charset=utf-8, nosniff, message + "\n".
+fn go_error(status: u16, msg: &str) -> Resp {
+    let mut r = full(status, Some("text/plain; charset=utf-8"), format!("{msg}\n"));
+    r.headers_mut()
+        .insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    r
+}
+
+/// `localapi.WriteErrorJSON`: 500, application/json, `{"error":"..."}` + "\n".
+fn go_error_json(msg: &str) -> Resp {
+    let body = format!("{}\n", gofmt::to_go_json_compact(&serde_json::json!({ "error": msg })));
+    full(500, Some("application/json"), body)
+}
+
+fn json_indented<T: serde::Serialize>(v: &T) -> Resp {
+    full(200, Some("application/json"), gofmt::to_go_json_indented(v))
+}
+
+/// Serve one accepted connection until it ends or the simulator kills it.
+pub(crate) async fn serve_conn(
+    inner: Arc<Inner>,
+    stream: tokio::net::UnixStream,
+    mut kill_rx: watch::Receiver<u64>,
+) {
+    let conn_uid = stream.peer_cred().ok().map(|c| c.uid());
+    let svc_inner = inner.clone();
+    let svc = hyper::service::service_fn(move |req| {
+        let inner = svc_inner.clone();
+        async move { Ok::<_, Infallible>(handle(inner, conn_uid, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), svc);
+    tokio::select! {
+        r = conn => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "simulated tailscaled: connection ended with error");
+            }
+        }
+        _ = kill_rx.changed() => {
+            tracing::debug!("simulated tailscaled: connection closed by outage/shutdown");
+        }
+    }
+}
+
+/// Records the request when dropped; status 499 unless `finish` was called.
+struct RecordGuard {
+    inner: Arc<Inner>,
+    rec: Option<RequestRecord>,
+}
+
+impl RecordGuard {
+    fn finish(mut self, status: u16) {
+        if let Some(mut r) = self.rec.take() {
+            r.status = status;
+            self.inner.state().requests.push(r);
+        }
+    }
+}
+
+impl Drop for RecordGuard {
+    fn drop(&mut self) {
+        if let Some(r) = self.rec.take() {
+            tracing::debug!(path = %r.path_and_query, "simulated tailscaled: client went away");
+            self.inner.state().requests.push(r);
+        }
+    }
+}
+
+async fn handle(inner: Arc<Inner>, conn_uid: Option<u32>, req: Request<Incoming>) -> Resp {
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+        });
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| req.uri().path().to_string());
+    tracing::debug!(method = %req.method(), path = %path_and_query, "simulated tailscaled request");
+    let guard = RecordGuard {
+        inner: inner.clone(),
+        rec: Some(RequestRecord {
+            at: Instant::now(),
+            method: req.method().to_string(),
+            path_and_query,
+            host: host.clone(),
+            status: 499,
+        }),
+    };
+    let resp = route(&inner, conn_uid, host, req).await;
+    guard.finish(resp.status().as_u16());
+    resp
+}
+
+struct Perms {
+    read: bool,
+    write: bool,
+    cert: bool,
+}
+
+fn perms(inner: &Inner, cfg: &SimConfig, conn_uid: Option<u32>) -> Perms {
+    let uid = cfg.peer_uid.or(conn_uid);
+    let daemon_uid = cfg.daemon_uid.unwrap_or(inner.process_uid);
+    let write = match uid {
+        None => false, // unknown peer credentials: read-only
+        Some(0) => true,
+        Some(u) => Some(u) == cfg.operator_uid || (u == daemon_uid && daemon_uid != 0),
+    };
+    Perms {
+        read: true,
+        write,
+        cert: uid.is_some() && uid == cfg.permit_cert_uid,
+    }
+}
+
+fn add_localapi_headers(resp: &mut Resp, cfg: &SimConfig) {
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&cfg.version) {
+        h.insert("tailscale-version", v);
+    }
+    h.insert("tailscale-cap", HeaderValue::from(cfg.capver));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'none'; frame-ancestors 'none'; script-src 'none'; script-src-elem 'none'; script-src-attr 'none'",
+        ),
+    );
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+}
+
+async fn route(inner: &Arc<Inner>, conn_uid: Option<u32>, host: Option<String>, req: Request<Incoming>) -> Resp {
+    // Go's net/http rejects HTTP/1.1 requests without a Host header before any
+    // handler runs.
+    if req.version() == Version::HTTP_11 && host.is_none() {
+        let mut r = full(
+            400,
+            Some("text/plain; charset=utf-8"),
+            "400 Bad Request: missing required Host header",
+        );
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return r;
+    }
+    let has_referer = req.headers().get(header::REFERER).is_some_and(|v| !v.is_empty());
+    let has_origin = req.headers().get(header::ORIGIN).is_some_and(|v| !v.is_empty());
+    let host_ok = matches!(host.as_deref(), None | Some("") | Some("local-tailscaled.sock"));
+    if has_referer || has_origin || !host_ok {
+        // Sent before the LocalAPI headers are added, like ServeHTTP.
+        return go_error(403, "invalid localapi request");
+    }
+    let cfg = inner.cfg();
+    let mut resp = dispatch(inner, &cfg, conn_uid, req).await;
+    add_localapi_headers(&mut resp, &cfg);
+    resp
+}
+
+async fn dispatch(inner: &Arc<Inner>, cfg: &SimConfig, conn_uid: Option<u32>, req: Request<Incoming>) -> Resp {
+    let Some(path) = gofmt::unescape(req.uri().path(), false) else {
+        return full(400, Some("text/plain; charset=utf-8"), "400 Bad Request");
+    };
+    let query = gofmt::parse_query(req.uri().query().unwrap_or(""));
+    let p = perms(inner, cfg, conn_uid);
+    if path == "/" {
+        return full(200, Some("text/plain; charset=utf-8"), "tailscaled\n");
+    }
+    let Some(suffix) = path.strip_prefix("/localapi/v0/") else {
+        return go_error(404, "404 page not found");
+    };
+    match suffix {
+        "status" => serve_status(cfg, &p, &query),
+        "cert-domains" if cfg.has_cert_domains_endpoint => serve_cert_domains(cfg, &p),
+        "watch-ipn-bus" => serve_watch_ipn_bus(inner, &p, &query),
+        "serve-config" => serve_serve_config(inner, &p, req).await,
+        "prefs" => serve_prefs(inner, &p, req).await,
+        "whois" => serve_whois(cfg, &p, &query),
+        s if s.starts_with("cert/") => {
+            let domain = &s["cert/".len()..];
+            serve_cert(inner, &p, domain, &query).await
+        }
+        _ => go_error(404, "404 page not found"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// status, cert-domains, whois
+
+fn serve_status(cfg: &SimConfig, p: &Perms, query: &[(String, String)]) -> Resp {
+    if !p.read {
+        return go_error(403, "status access denied");
+    }
+    let peers = gofmt::parse_bool(gofmt::query_get(query, "peers")).unwrap_or(true);
+    json_indented(&json::status(cfg, peers))
+}
+
+fn serve_cert_domains(cfg: &SimConfig, p: &Perms) -> Resp {
+    if !p.read {
+        return go_error(403, "cert-domains access denied");
+    }
+    let mut domains: Option<Vec<String>> = None;
+    if cfg.backend_state == "Running"
+        && let Some(d) = &cfg.cert_domains
+        && !d.is_empty()
+    {
+        let mut d = d.clone();
+        d.sort();
+        domains = Some(d);
+    }
+    full(
+        200,
+        Some("application/json"),
+        format!("{}\n", gofmt::to_go_json_compact(&domains)),
+    )
+}
+
+fn serve_whois(cfg: &SimConfig, p: &Perms, query: &[(String, String)]) -> Resp {
+    if !p.read {
+        return go_error(403, "whois access denied");
+    }
+    let v = gofmt::query_get(query, "addr");
+    if v.is_empty() {
+        return go_error(400, "missing 'addr' parameter");
+    }
+    let ip = if let Ok(ip) = v.parse::<std::net::IpAddr>() {
+        ip
+    } else if let Ok(sa) = v.parse::<std::net::SocketAddr>() {
+        sa.ip()
+    } else if v.starts_with("nodekey:") {
+        return go_error(404, "no match for IP:port");
+    } else {
+        return go_error(400, "invalid 'addr' parameter");
+    };
+    if cfg.backend_state == "Running" {
+        for (i, (pip, login, display)) in cfg.peers.iter().enumerate() {
+            if *pip == ip {
+                let doc = json::whois(cfg, i, pip, login, display);
+                let mut buf = Vec::new();
+                let fmt = serde_json::ser::PrettyFormatter::with_indent(b"\t");
+                let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
+                if serde::Serialize::serialize(&doc, &mut ser).is_err() {
+                    return go_error(500, "JSON encoding error");
+                }
+                // json.MarshalIndent: no trailing newline.
+                return full(
+                    200,
+                    Some("application/json"),
+                    gofmt::go_json_escape(String::from_utf8_lossy(&buf).into_owned()),
+                );
+            }
+        }
+    }
+    go_error(404, "no match for IP:port")
+}
+
+// ---------------------------------------------------------------------------
+// cert/
+
+struct CertErr {
+    status: u16,
+    msg: String,
+    retry_after: Option<u64>,
+}
+
+impl CertErr {
+    fn e500(msg: impl Into<String>) -> CertErr {
+        CertErr { status: 500, msg: msg.into(), retry_after: None }
+    }
+}
+
+/// `validLookingCertDomain`.
+fn valid_looking_cert_domain(name: &str) -> bool {
+    if name.is_empty()
+        || name.contains("..")
+        || name.contains([':', '/', '\\', '\0'])
+        || !name.contains('.')
+    {
+        return false;
+    }
+    // Only a leading "*." wildcard is allowed.
+    let rest = name.strip_prefix("*.").unwrap_or(name);
+    !rest.contains('*')
+}
+
+async fn serve_cert(inner: &Arc<Inner>, p: &Perms, domain: &str, query: &[(String, String)]) -> Resp {
+    if !p.write && !p.cert {
+        return go_error(403, "cert access denied");
+    }
+    let mut min_validity = Duration::ZERO;
+    let mv = gofmt::query_get(query, "min_validity");
+    if !mv.is_empty() {
+        match gofmt::parse_duration(mv) {
+            Ok(d) => min_validity = d.to_std_saturating(),
+            Err(e) => return go_error(400, &format!("invalid validity parameter: {e}")),
+        }
+    }
+    let pair = match get_cert_pem(inner, domain, min_validity).await {
+        Ok(p) => p,
+        Err(e) => {
+            let mut r = go_error(e.status, &e.msg);
+            if let Some(secs) = e.retry_after {
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            return r;
+        }
+    };
+    // serveKeyPair
+    match gofmt::query_get(query, "type") {
+        "" | "crt" | "cert" => full(200, Some("text/plain"), pair.chain_pem),
+        "key" => full(200, Some("text/plain"), pair.key_pem),
+        "pair" => full(200, Some("text/plain"), format!("{}{}", pair.key_pem, pair.chain_pem)),
+        _ => go_error(400, "invalid type; want \"cert\" (default), \"key\", or \"pair\""),
+    }
+}
+
+/// Whether a cached cert should be renewed (`shouldStartDomainRenewal`):
+/// remaining < min_validity, or past 2/3 of its lifetime.
+fn should_renew(c: &CachedCert, now: SystemTime, min_validity: Duration) -> bool {
+    let remaining = c.not_after.duration_since(now).unwrap_or(Duration::ZERO);
+    if !min_validity.is_zero() && remaining < min_validity {
+        return true;
+    }
+    let lifetime = c.not_after.duration_since(c.not_before).unwrap_or(Duration::ZERO);
+    now >= c.not_before + lifetime * 2 / 3
+}
+
+fn cached_valid(inner: &Inner, domain: &str, now: SystemTime) -> Option<CachedCert> {
+    let st = inner.state();
+    let c = st.cache.get(domain)?;
+    (now >= c.not_before && now < c.not_after).then(|| c.clone())
+}
+
+/// `getCertPEMWithValidity` (v1.102 ordering: resolve the domain first).
+async fn get_cert_pem(inner: &Arc<Inner>, domain: &str, min_validity: Duration) -> Result<CachedCert, CertErr> {
+    let domain = domain.strip_suffix('.').unwrap_or(domain);
+    if !valid_looking_cert_domain(domain) {
+        return Err(CertErr::e500("invalid domain"));
+    }
+    let cfg = inner.cfg();
+    if cfg.backend_state != "Running" {
+        return Err(CertErr::e500("no netmap available"));
+    }
+    let cds = cfg.cert_domains.clone().unwrap_or_default();
+    if cds.is_empty() {
+        return Err(CertErr::e500("your Tailscale account does not support getting TLS certs"));
+    }
+    if let Some(base) = domain.strip_prefix("*.") {
+        if !cfg.subdomain_resolve {
+            return Err(CertErr::e500("wildcard certificates are not enabled for this node"));
+        }
+        if !cds.iter().any(|d| d == base) {
+            return Err(CertErr::e500(format!(
+                "invalid domain {}; wildcard certificates are not enabled for this domain",
+                quote(domain)
+            )));
+        }
+    } else if !cds.iter().any(|d| d == domain) {
+        return Err(CertErr::e500(format!(
+            "invalid domain {}; must be one of {}",
+            quote(domain),
+            quote_slice(&cds)
+        )));
+    }
+
+    let now = SystemTime::now();
+    if let Some(c) = cached_valid(inner, domain, now) {
+        if !should_renew(&c, now, min_validity) {
+            return Ok(c);
+        }
+        if min_validity.is_zero() {
+            start_async_renewal(inner, domain);
+            return Ok(c);
+        }
+    }
+
+    let lock = inner.domain_lock(domain);
+    let _held = lock.lock().await;
+    let now = SystemTime::now();
+    if let Some(c) = cached_valid(inner, domain, now)
+        && !should_renew(&c, now, min_validity)
+    {
+        return Ok(c);
+    }
+    issue_new(inner, domain).await
+}
+
+fn start_async_renewal(inner: &Arc<Inner>, domain: &str) {
+    {
+        let mut st = inner.state();
+        if !st.renewing.insert(domain.to_string()) {
+            return;
+        }
+    }
+    let inner = inner.clone();
+    let domain = domain.to_string();
+    tokio::spawn(async move {
+        let lock = inner.domain_lock(&domain);
+        {
+            let _held = lock.lock().await;
+            let now = SystemTime::now();
+            let fresh = cached_valid(&inner, &domain, now).is_some_and(|c| !should_renew(&c, now, Duration::ZERO));
+            if !fresh && let Err(e) = issue_new(&inner, &domain).await {
+                tracing::info!(domain, status = e.status, error = %e.msg, "simulated async renewal failed");
+            }
+        }
+        inner.state().renewing.remove(&domain);
+    });
+}
+
+fn random_token(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    b.iter()
+        .map(|x| {
+            const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+            A[(*x & 63) as usize] as char
+        })
+        .collect()
+}
+
+fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    u32::from_be_bytes(b) % 1_000_000_000
+}
+
+/// The simulated ACME flow: rate limit → delay → SetDNS → issue → store.
+async fn issue_new(inner: &Arc<Inner>, domain: &str) -> Result<CachedCert, CertErr> {
+    let cfg = inner.cfg();
+    if let Some(retry) = cfg.rate_limited {
+        if cfg.rate_limit_hangs {
+            std::future::pending::<()>().await;
+        }
+        let secs = retry.as_secs() + u64::from(retry.subsec_nanos() > 0);
+        let at = SystemTime::now() + Duration::from_secs(secs);
+        return Err(CertErr {
+            status: 429,
+            msg: format!(
+                "429 urn:ietf:params:acme:error:rateLimited: too many certificates (5) already issued for this exact set of identifiers in the last {}, retry after {}: see https://letsencrypt.org/docs/rate-limits/#new-certificates-per-exact-set-of-identifiers",
+                gofmt::format_duration_secs(168 * 3600),
+                gofmt::format_utc(at)
+            ),
+            retry_after: Some(secs),
+        });
+    }
+    if !cfg.first_issue_delay.is_zero() {
+        tokio::time::sleep(cfg.first_issue_delay).await;
+    }
+    let cfg = inner.cfg();
+    if cfg.setdns_fails {
+        return Err(CertErr::e500(format!(
+            "SetDNS {} => {}: set-dns response: 500 Internal Server Error, failed to create DNS record",
+            quote(&format!("_acme-challenge.{}", domain.strip_prefix("*.").unwrap_or(domain))),
+            quote(&random_token(43))
+        )));
+    }
+    let now = SystemTime::now();
+    let ca_inner = inner.clone();
+    let d = domain.to_string();
+    let lifetime = cfg.cert_lifetime;
+    let pair = tokio::task::spawn_blocking(move || ca_inner.ca.try_issue(&d, now, now + lifetime))
+        .await
+        .map_err(|e| CertErr::e500(format!("issuance task failed: {e}")))?
+        .map_err(|e| CertErr::e500(e.to_string()))?;
+    let cert = CachedCert {
+        key_pem: pair.key_pem,
+        chain_pem: pair.chain_pem,
+        not_before: pair.not_before,
+        not_after: pair.not_after,
+        serial: pair.serial,
+    };
+    let mut st = inner.state();
+    st.issued.push(IssuedRecord {
+        domain: domain.to_string(),
+        serial: cert.serial.clone(),
+        not_after: cert.not_after,
+        at: Instant::now(),
+    });
+    if st.cfg.cert_store_readonly {
+        let file = match domain.strip_prefix("*.") {
+            Some(base) => format!("wildcard_.{base}"),
+            None => domain.to_string(),
+        };
+        return Err(CertErr::e500(format!(
+            "open /var/lib/tailscale/certs/{file}.key.tmp{}: read-only file system",
+            random_u32()
+        )));
+    }
+    st.cache.insert(domain.to_string(), cert.clone());
+    tracing::debug!(domain, serial = %cert.serial, "simulated tailscaled issued a certificate");
+    Ok(cert)
+}
+
+// ---------------------------------------------------------------------------
+// watch-ipn-bus
+
+const NOTIFY_INITIAL_STATE: u64 = 2;
+const NOTIFY_INITIAL_PREFS: u64 = 4;
+const NOTIFY_INITIAL_NETMAP: u64 = 8;
+const NOTIFY_INITIAL_HEALTH_STATE: u64 = 128;
+const NOTIFY_NO_NETMAP: u64 = 8192;
+
+fn notify_line(v: &Value) -> Bytes {
+    let mut s = gofmt::to_go_json_compact(v);
+    s.push('\n');
+    Bytes::from(s)
+}
+
+fn initial_notify(inner: &Inner, mask: u64, session: &str) -> Option<Value> {
+    let initial_bits = NOTIFY_INITIAL_STATE | NOTIFY_INITIAL_PREFS | NOTIFY_INITIAL_NETMAP | NOTIFY_INITIAL_HEALTH_STATE;
+    if mask & initial_bits == 0 {
+        return None;
+    }
+    let st = inner.state();
+    let cfg = &st.cfg;
+    let mut m = serde_json::Map::new();
+    m.insert("Version".into(), Value::String(cfg.version.clone()));
+    if mask & NOTIFY_INITIAL_STATE != 0 {
+        m.insert("SessionID".into(), Value::String(session.to_string()));
+        m.insert("State".into(), Value::from(state_num(&cfg.backend_state)));
+    }
+    if mask & NOTIFY_INITIAL_PREFS != 0 {
+        m.insert("Prefs".into(), serde_json::to_value(st.prefs.view(cfg)).unwrap_or(Value::Null));
+    }
+    if mask & NOTIFY_INITIAL_NETMAP != 0 {
+        let nm = json::netmap(cfg);
+        if !nm.is_null() {
+            m.insert("NetMap".into(), nm);
+        }
+    }
+    if mask & NOTIFY_INITIAL_HEALTH_STATE != 0 {
+        m.insert("Health".into(), serde_json::json!({"Warnings": {}}));
+    }
+    Some(Value::Object(m))
+}
+
+fn event_notify(inner: &Inner, ev: &BusEvent, mask: u64) -> Option<Value> {
+    let st = inner.state();
+    let cfg = &st.cfg;
+    match ev {
+        BusEvent::State => Some(serde_json::json!({"State": state_num(&cfg.backend_state)})),
+        BusEvent::NetMap if mask & NOTIFY_NO_NETMAP == 0 => {
+            let nm = json::netmap(cfg);
+            (!nm.is_null()).then(|| serde_json::json!({ "NetMap": nm }))
+        }
+        BusEvent::NetMap => None,
+        BusEvent::Prefs => Some(serde_json::json!({
+            "Prefs": serde_json::to_value(st.prefs.view(cfg)).unwrap_or(Value::Null)
+        })),
+    }
+}
+
+fn serve_watch_ipn_bus(inner: &Arc<Inner>, p: &Perms, query: &[(String, String)]) -> Resp {
+    if !p.read {
+        return go_error(403, "watch ipn bus access denied");
+    }
+    let mut mask = 0u64;
+    let m = gofmt::query_get(query, "mask");
+    if !m.is_empty() {
+        match m.parse::<u64>() {
+            Ok(v) if !m.starts_with('+') => mask = v,
+            _ => return go_error(400, "bad mask"),
+        }
+    }
+    let mut sub = inner.bus.subscribe();
+    let (tx, rx) = mpsc::channel::<Bytes>(32);
+    let session = random_token(16);
+    if let Some(ini) = initial_notify(inner, mask, &session) {
+        let _ = tx.try_send(notify_line(&ini));
+    }
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tx.closed() => break,
+                ev = sub.recv() => match ev {
+                    Ok(ev) => {
+                        if let Some(v) = event_notify(&inner, &ev, mask)
+                            && tx.send(notify_line(&v)).await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+            }
+        }
+    });
+    let mut r = Response::new(Body::Stream(rx));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+// ---------------------------------------------------------------------------
+// serve-config and prefs
+
+const MAX_BODY: usize = 1 << 20;
+
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, String> {
+    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Array(_) => "array",
+        Value::String(_) => "string",
+        Value::Number(_) => "number",
+        Value::Bool(_) => "bool",
+        Value::Object(_) => "object",
+        Value::Null => "null",
+    }
+}
+
+/// Decode a JSON body like Go's `json.NewDecoder(r.Body).Decode(&T{})`,
+/// returning Go-like error texts for the common failure shapes.
+fn decode_object(body: &[u8], go_type: &str) -> Result<Option<serde_json::Map<String, Value>>, String> {
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err("EOF".to_string());
+    }
+    let mut de = serde_json::Deserializer::from_slice(body).into_iter::<Value>();
+    match de.next() {
+        Some(Ok(Value::Object(m))) => Ok(Some(m)),
+        Some(Ok(Value::Null)) => Ok(None),
+        Some(Ok(v)) => Err(format!(
+            "json: cannot unmarshal {} into Go value of type {go_type}",
+            json_kind(&v)
+        )),
+        Some(Err(e)) => Err(e.to_string()),
+        None => Err("EOF".to_string()),
+    }
+}
+
+async fn serve_serve_config(inner: &Arc<Inner>, p: &Perms, req: Request<Incoming>) -> Resp {
+    match *req.method() {
+        Method::GET => {
+            if !p.read {
+                return go_error(403, "serve config denied");
+            }
+            let body = gofmt::to_go_json_compact(&inner.state().serve_config);
+            let etag = hex(ring::digest::digest(&ring::digest::SHA256, body.as_bytes()).as_ref());
+            let mut r = full(200, Some("application/json"), body);
+            if let Ok(v) = HeaderValue::from_str(&etag) {
+                r.headers_mut().insert(header::ETAG, v);
+            }
+            r
+        }
+        Method::POST => {
+            if !p.write {
+                return go_error(403, "serve config denied");
+            }
+            let if_match = req
+                .headers()
+                .get(header::IF_MATCH)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default();
+            let body = match read_body(req).await {
+                Ok(b) => b,
+                Err(e) => return go_error_json(&format!("decoding config: {e}")),
+            };
+            let cfg_in = match decode_object(&body, "ipn.ServeConfig") {
+                Ok(m) => Value::Object(m.unwrap_or_default()),
+                Err(e) => return go_error_json(&format!("decoding config: {e}")),
+            };
+            let mut st = inner.state();
+            if st.cfg.locked_config_file {
+                return go_error_json(
+                    "updating config: can't reconfigure tailscaled when using a config file; config file is locked",
+                );
+            }
+            if st.cfg.backend_state != "Running" {
+                return go_error_json("updating config: netMap is nil");
+            }
+            if !if_match.is_empty() {
+                let prev = gofmt::to_go_json_compact(&st.serve_config);
+                let prev_etag = hex(ring::digest::digest(&ring::digest::SHA256, prev.as_bytes()).as_ref());
+                if if_match != prev_etag {
+                    return go_error(412, "etag mismatch");
+                }
+            }
+            st.serve_config = cfg_in;
+            full(200, None, Bytes::new())
+        }
+        _ => go_error(405, "method not allowed"),
+    }
+}
+
+async fn serve_prefs(inner: &Arc<Inner>, p: &Perms, req: Request<Incoming>) -> Resp {
+    if !p.read {
+        return go_error(403, "prefs access denied");
+    }
+    match *req.method() {
+        Method::PATCH => {
+            if !p.write {
+                return go_error(403, "prefs write access denied");
+            }
+            let body = match read_body(req).await {
+                Ok(b) => b,
+                Err(e) => return go_error(400, &e),
+            };
+            let mp = match decode_object(&body, "ipn.MaskedPrefs") {
+                Ok(m) => m.unwrap_or_default(),
+                Err(e) => return go_error(400, &e),
+            };
+            let services = match mp.get("AdvertiseServices") {
+                None | Some(Value::Null) => None,
+                Some(Value::Array(a)) => {
+                    let mut out = Vec::with_capacity(a.len());
+                    for v in a {
+                        match v {
+                            Value::String(s) => out.push(s.clone()),
+                            other => {
+                                return go_error(
+                                    400,
+                                    &format!(
+                                        "json: cannot unmarshal {} into Go struct field MaskedPrefs.AdvertiseServices of type string",
+                                        json_kind(other)
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                    Some(out)
+                }
+                Some(other) => {
+                    return go_error(
+                        400,
+                        &format!(
+                            "json: cannot unmarshal {} into Go struct field MaskedPrefs.AdvertiseServices of type []string",
+                            json_kind(other)
+                        ),
+                    );
+                }
+            };
+            let set = matches!(mp.get("AdvertiseServicesSet"), Some(Value::Bool(true)));
+            let view = {
+                let mut st = inner.state();
+                if set {
+                    st.prefs.advertise_services = services;
+                }
+                st.prefs.view(&st.cfg)
+            };
+            if set {
+                let _ = inner.bus.send(BusEvent::Prefs);
+            }
+            json_indented(&view)
+        }
+        Method::GET | Method::HEAD => {
+            let st = inner.state();
+            json_indented(&st.prefs.view(&st.cfg))
+        }
+        _ => go_error(405, "unsupported method"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domain_shapes() {
+        for ok in ["a.b", "storage.x.ts.net", "*.storage.x.ts.net"] {
+            assert!(valid_looking_cert_domain(ok), "{ok}");
+        }
+        for bad in ["", "nodot", "a..b", "a:443.b", "a/b.c", "a\\b.c", "a\0.b", "a.*.b", "**.b.c", "*a.b"] {
+            assert!(!valid_looking_cert_domain(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn renewal_rule() {
+        let nb = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let c = CachedCert {
+            key_pem: String::new(),
+            chain_pem: String::new(),
+            not_before: nb,
+            not_after: nb + Duration::from_secs(90),
+            serial: String::new(),
+        };
+        assert!(!should_renew(&c, nb + Duration::from_secs(10), Duration::ZERO));
+        assert!(should_renew(&c, nb + Duration::from_secs(10), Duration::from_secs(81)));
+        assert!(!should_renew(&c, nb + Duration::from_secs(10), Duration::from_secs(80)));
+        assert!(should_renew(&c, nb + Duration::from_secs(60), Duration::ZERO));
+    }
+}
