@@ -1,1 +1,28 @@
-//! placeholder
+//! # snirouter-proxy — the data path
+//!
+//! One connection flows through these modules, in order:
+//!
+//! 1. [`listener`] accepts it and applies the connection limit;
+//! 2. [`proxy_header`] reads the PROXY v2 header on `proxy_protocol` listeners (the only
+//!    place a client address is taken from the wire);
+//! 3. [`hello`] reads the TLS ClientHello and picks what to do by SNI — unknown name or
+//!    no certificate yet ⇒ an `unrecognized_name` alert, never `internal_error`;
+//! 4. rustls finishes the handshake with the certificate from `snirouter-certs`;
+//! 5. [`forward`] serves HTTP/1.1 and HTTP/2: checks Host against SNI (421 on mismatch),
+//!    picks the route by longest path prefix ([`routes`]), and streams the request to
+//!    the upstream and the answer back, WebSocket/Upgrade included.
+//!
+//! [`Router`] holds the shared state: the route table (swappable at runtime), the
+//! certificate store, the TLS config and the pooled upstream client.
+
+pub mod body;
+pub mod forward;
+pub mod hello;
+pub mod listener;
+pub mod proxy_header;
+pub mod routes;
+pub mod stats;
+
+pub use listener::{ListenerKind, ProxyOptions, Router};
+pub use routes::{RouteTable, ServiceRoutes};
+pub use stats::ServiceStats;

@@ -1,0 +1,327 @@
+//! The HTTP stage: Host check, path routing, and streaming to the upstream.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use crate::body::ProxyBody;
+use crate::listener::ProxyOptions;
+use crate::routes::{RouteTable, ServiceRoutes};
+
+/// What the HTTP stage knows about its connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The client: the PROXY header's source, or the TCP peer.
+    pub client: SocketAddr,
+    /// The SNI name the TLS session was opened for (lowercase, no trailing dot).
+    pub sni: String,
+    /// The local address the connection arrived on.
+    pub local: Option<SocketAddr>,
+}
+
+/// Headers that describe one hop only (RFC 9110 §7.6.1, plus the legacy ones Go's
+/// reverse proxy also drops). Never forwarded in either direction.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Forwards requests to upstreams over a pooled keep-alive client.
+#[derive(Debug, Clone)]
+pub struct Forwarder {
+    client: Client<HttpConnector, Incoming>,
+    response_timeout: Duration,
+}
+
+impl Forwarder {
+    /// A forwarder with the connect and response timeouts from `opts`.
+    pub fn new(opts: &ProxyOptions) -> Forwarder {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(opts.upstream_connect_timeout));
+        http.set_nodelay(true);
+        http.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .set_host(false)
+            .build(http);
+        Forwarder { client, response_timeout: opts.upstream_response_timeout }
+    }
+
+    /// Answers one request that arrived on `conn`.
+    pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo, table: &RouteTable) -> Response<ProxyBody> {
+        let Some(svc) = table.get(&conn.sni) else {
+            // The service was removed by a reload while this connection stayed open.
+            return local(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!("{} is no longer served by this router; reconnect to retry", conn.sni),
+            );
+        };
+        svc.stats.request();
+        let resp = self.handle_service(req, conn, svc).await;
+        svc.stats.response(resp.status().as_u16());
+        resp
+    }
+
+    async fn handle_service(
+        &self,
+        mut req: Request<Incoming>,
+        conn: &ConnInfo,
+        svc: &ServiceRoutes,
+    ) -> Response<ProxyBody> {
+        let Some((host, host_value)) = request_host(&req) else {
+            return local(StatusCode::BAD_REQUEST, "the request has no Host header".to_owned());
+        };
+        if host != conn.sni {
+            tracing::info!(service = %svc.name, client = %conn.client, sni = %conn.sni, host = %host, "421: Host does not match the TLS server name");
+            return local(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "this TLS connection was opened for {} but the request is for {host}; open a new connection for {host}",
+                    conn.sni
+                ),
+            );
+        }
+        let Some(route) = svc.route(req.uri().path()) else {
+            return local(StatusCode::NOT_FOUND, format!("service {} has no route for {}", svc.name, req.uri().path()));
+        };
+
+        let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let uri = match Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(route.upstream.authority.clone())
+            .path_and_query(crate::routes::upstream_path(route, &pq))
+            .build()
+        {
+            Ok(uri) => uri,
+            Err(e) => return local(StatusCode::BAD_REQUEST, format!("cannot build the upstream URI: {e}")),
+        };
+
+        let upgrade = upgrade_protocol(req.version(), req.headers());
+        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+
+        let (mut parts, body) = req.into_parts();
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        strip_hop_by_hop(&mut parts.headers);
+        if let Some(proto) = &upgrade {
+            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, proto.clone());
+        }
+        let upstream_host = match &svc.upstream_host {
+            Some(h) => HeaderValue::from_str(h).unwrap_or(host_value.clone()),
+            None => host_value.clone(),
+        };
+        parts.headers.insert(header::HOST, upstream_host);
+        let client_ip = conn.client.ip().to_string();
+        if let Ok(ip) = HeaderValue::from_str(&client_ip) {
+            parts.headers.insert(X_FORWARDED_FOR, ip.clone());
+            parts.headers.insert(X_REAL_IP, ip);
+        }
+        parts.headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        parts.headers.insert(X_FORWARDED_HOST, host_value);
+
+        let upstream = route.upstream.authority.clone();
+        let sent = self.client.request(Request::from_parts(parts, body));
+        let mut resp = match tokio::time::timeout(self.response_timeout, sent).await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => {
+                svc.stats.upstream_error();
+                let (status, what) = classify_upstream_error(&e);
+                tracing::warn!(service = %svc.name, upstream = %upstream, cause = %error_chain(&e), "{status}: {what}");
+                return local(status, format!("the upstream of service {} (http://{upstream}) {what}", svc.name));
+            }
+            Err(_) => {
+                svc.stats.upstream_error();
+                tracing::warn!(service = %svc.name, upstream = %upstream, timeout_secs = self.response_timeout.as_secs(), "504: upstream did not answer in time");
+                return local(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "the upstream of service {} (http://{upstream}) did not answer within {}s (timeouts.upstream_response)",
+                        svc.name,
+                        self.response_timeout.as_secs()
+                    ),
+                );
+            }
+        };
+
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(client_upgrade) = client_upgrade
+        {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            let service = svc.name.clone();
+            tokio::spawn(async move {
+                match tokio::join!(client_upgrade, upstream_upgrade) {
+                    (Ok(client), Ok(upstream)) => {
+                        let mut client = TokioIo::new(client);
+                        let mut upstream = TokioIo::new(upstream);
+                        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                            tracing::debug!(service = %service, error = %e, "upgraded connection ended");
+                        }
+                    }
+                    (c, u) => {
+                        tracing::info!(service = %service, client_ok = c.is_ok(), upstream_ok = u.is_ok(), "upgrade did not complete")
+                    }
+                }
+            });
+            let (parts, _) = resp.into_parts();
+            return Response::from_parts(parts, ProxyBody::empty());
+        }
+
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Response::from_parts(parts, ProxyBody::Upstream(body))
+    }
+}
+
+/// The request's host (lowercase, no port, no trailing dot) and the header value to
+/// forward. HTTP/2 and absolute-form requests carry it in the URI authority, which
+/// takes precedence over a Host header (RFC 9112 §3.2.2).
+fn request_host(req: &Request<Incoming>) -> Option<(String, HeaderValue)> {
+    let (raw, value) = match req.uri().authority() {
+        Some(a) => (a.as_str().to_owned(), HeaderValue::from_str(a.as_str()).ok()?),
+        None => {
+            let v = req.headers().get(header::HOST)?;
+            (v.to_str().ok()?.to_owned(), v.clone())
+        }
+    };
+    let host = match raw.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest).to_owned(),
+        None => raw.rsplit_once(':').map_or(raw.as_str(), |(h, _)| h).to_owned(),
+    };
+    let host = host.strip_suffix('.').unwrap_or(&host).to_ascii_lowercase();
+    if host.is_empty() {
+        return None;
+    }
+    Some((host, value))
+}
+
+/// The `Upgrade` protocol of an HTTP/1.1 upgrade request (WebSocket and others).
+fn upgrade_protocol(version: Version, headers: &HeaderMap) -> Option<HeaderValue> {
+    if version != Version::HTTP_11 {
+        return None;
+    }
+    let wants = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if !wants {
+        return None;
+    }
+    headers.get(header::UPGRADE).cloned()
+}
+
+/// Removes hop-by-hop headers, including any named in `Connection`.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+fn classify_upstream_error(e: &hyper_util::client::legacy::Error) -> (StatusCode, &'static str) {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::TimedOut => {
+                    (StatusCode::GATEWAY_TIMEOUT, "did not accept the connection in time (timeouts.upstream_connect)")
+                }
+                std::io::ErrorKind::ConnectionRefused => {
+                    (StatusCode::BAD_GATEWAY, "refused the connection: is it running?")
+                }
+                _ if e.is_connect() => (StatusCode::BAD_GATEWAY, "could not be reached"),
+                _ => (StatusCode::BAD_GATEWAY, "failed while answering"),
+            };
+        }
+        source = err.source();
+    }
+    if e.is_connect() {
+        (StatusCode::BAD_GATEWAY, "could not be reached")
+    } else {
+        (StatusCode::BAD_GATEWAY, "closed the connection or sent an invalid answer")
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// A plain-text answer generated by the router itself.
+pub fn local(status: StatusCode, message: String) -> Response<ProxyBody> {
+    let reason = status.canonical_reason().unwrap_or("");
+    let body = Bytes::from(format!("{} {reason}\nsnirouter: {message}\n", status.as_u16()));
+    let mut resp = Response::new(ProxyBody::full(body));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(HeaderName::from_static("x-content-type-options"), HeaderValue::from_static("nosniff"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, X-Secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert("x-kept", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn upgrade_detection() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert_eq!(upgrade_protocol(Version::HTTP_11, &h), Some(HeaderValue::from_static("websocket")));
+        assert_eq!(upgrade_protocol(Version::HTTP_2, &h), None);
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        assert_eq!(upgrade_protocol(Version::HTTP_11, &h), None);
+    }
+}

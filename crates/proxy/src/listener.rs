@@ -1,0 +1,272 @@
+//! Listeners and the per-connection pipeline: accept → PROXY header → ClientHello →
+//! TLS handshake → HTTP.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use rustls::ServerConfig;
+use snirouter_certs::{CertStore, Lookup};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::StartHandshake;
+
+use crate::forward::{ConnInfo, Forwarder};
+use crate::routes::RouteTable;
+use crate::{hello, proxy_header};
+
+/// What a listener expects before TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// TLS straight away (`[listen] https`).
+    Tls,
+    /// A PROXY v2 header, then TLS (`[listen] proxy_protocol`).
+    ProxyV2,
+}
+
+/// Timeouts and limits of the data path.
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    /// Time allowed for the PROXY header.
+    pub proxy_header_timeout: Duration,
+    /// Time allowed for the ClientHello plus the TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// Time allowed to receive a request's headers.
+    pub request_header_timeout: Duration,
+    /// Upstream connect timeout.
+    pub upstream_connect_timeout: Duration,
+    /// Time for an upstream to start answering.
+    pub upstream_response_timeout: Duration,
+    /// Largest request head accepted.
+    pub max_header_bytes: usize,
+    /// Connections served at once; more are closed at accept.
+    pub max_connections: usize,
+}
+
+impl ProxyOptions {
+    /// Options from the config file.
+    pub fn from_config(cfg: &snirouter_config::Config) -> ProxyOptions {
+        ProxyOptions {
+            proxy_header_timeout: cfg.timeouts.proxy_header,
+            tls_handshake_timeout: cfg.timeouts.tls_handshake,
+            request_header_timeout: cfg.timeouts.request_header,
+            upstream_connect_timeout: cfg.timeouts.upstream_connect,
+            upstream_response_timeout: cfg.timeouts.upstream_response,
+            max_header_bytes: cfg.limits.max_header_bytes,
+            max_connections: cfg.limits.max_connections,
+        }
+    }
+}
+
+/// The shared state of the data path.
+pub struct Router {
+    routes: ArcSwap<RouteTable>,
+    certs: Arc<CertStore>,
+    tls: Arc<ServerConfig>,
+    forwarder: Forwarder,
+    opts: ProxyOptions,
+    active: AtomicUsize,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").field("active", &self.active.load(Ordering::Relaxed)).finish()
+    }
+}
+
+/// The TLS settings: TLS 1.3 and 1.2 only, ALPN `h2` then `http/1.1`, session tickets
+/// with rotating keys, and certificates resolved by SNI from `certs`.
+pub fn tls_config(certs: Arc<CertStore>) -> Result<ServerConfig, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(certs);
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    cfg.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    Ok(cfg)
+}
+
+impl Router {
+    /// A router serving `routes` with certificates from `certs`.
+    pub fn new(routes: RouteTable, certs: Arc<CertStore>, opts: ProxyOptions) -> Result<Arc<Router>, rustls::Error> {
+        let tls = Arc::new(tls_config(Arc::clone(&certs))?);
+        Ok(Arc::new(Router {
+            routes: ArcSwap::from_pointee(routes),
+            certs,
+            tls,
+            forwarder: Forwarder::new(&opts),
+            opts,
+            active: AtomicUsize::new(0),
+        }))
+    }
+
+    /// Replaces the route table; requests already routed are unaffected.
+    pub fn set_routes(&self, routes: RouteTable) {
+        self.routes.store(Arc::new(routes));
+    }
+
+    /// The current route table.
+    pub fn routes(&self) -> Arc<RouteTable> {
+        self.routes.load_full()
+    }
+
+    /// Connections open right now.
+    pub fn active_connections(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Accepts connections on `listener` until `shutdown` turns true, then lets open
+    /// connections finish (HTTP/1 keep-alive and HTTP/2 are told to close) for at most
+    /// `grace`.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        kind: ListenerKind,
+        mut shutdown: watch::Receiver<bool>,
+        grace: Duration,
+    ) {
+        let local = listener.local_addr().ok();
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(x) => x,
+                        Err(e) => {
+                            // EMFILE and friends: back off briefly instead of spinning.
+                            tracing::warn!(listener = ?local, error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let active = self.active.fetch_add(1, Ordering::Relaxed) + 1;
+                    if active > self.opts.max_connections {
+                        self.active.fetch_sub(1, Ordering::Relaxed);
+                        tracing::warn!(client = %peer, limit = self.opts.max_connections, "connection refused: limits.max_connections reached");
+                        drop(stream);
+                        continue;
+                    }
+                    let router = Arc::clone(&self);
+                    let watcher = graceful.watcher();
+                    tokio::spawn(async move {
+                        router.handle(stream, peer, kind, watcher).await;
+                        router.active.fetch_sub(1, Ordering::Relaxed);
+                    });
+                }
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+        drop(listener);
+        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+            tracing::warn!(listener = ?local, grace_secs = grace.as_secs(), "grace period over; closing remaining connections");
+        }
+    }
+
+    async fn handle(
+        self: &Arc<Self>,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        kind: ListenerKind,
+        graceful: hyper_util::server::graceful::Watcher,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().ok();
+        let client = match kind {
+            ListenerKind::Tls => peer,
+            ListenerKind::ProxyV2 => {
+                match tokio::time::timeout(self.opts.proxy_header_timeout, proxy_header::read(&mut stream)).await {
+                    Ok(Ok(Some(addr))) => addr,
+                    Ok(Ok(None)) => peer,
+                    Ok(Err(e)) => {
+                        tracing::warn!(peer = %peer, cause = %e, "closing connection: bad PROXY header");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::warn!(peer = %peer, timeout_ms = self.opts.proxy_header_timeout.as_millis() as u64, "closing connection: no PROXY header within timeouts.proxy_header");
+                        return;
+                    }
+                }
+            }
+        };
+
+        let handshake = async {
+            let hello = hello::read(&mut stream).await.map_err(|e| e.to_string())?;
+            let sni = hello.accepted.client_hello().server_name().map(|s| s.to_ascii_lowercase());
+            let Some(sni) = sni else {
+                hello::reject_unrecognized_name(&mut stream).await;
+                return Err(
+                    "no SNI in ClientHello (connect by name, not by IP address); sent unrecognized_name".to_owned()
+                );
+            };
+            let sni = sni.strip_suffix('.').map(str::to_owned).unwrap_or(sni);
+            match self.certs.lookup(&sni) {
+                Lookup::Ready(_) => {}
+                Lookup::Unknown => {
+                    hello::reject_unrecognized_name(&mut stream).await;
+                    return Err(format!("unknown SNI {sni:?}: no service has this name; sent unrecognized_name"));
+                }
+                Lookup::NotReady { service, reason } => {
+                    hello::reject_unrecognized_name(&mut stream).await;
+                    return Err(format!(
+                        "no certificate yet for {sni} (service {service}): {reason}; sent unrecognized_name"
+                    ));
+                }
+            }
+            let tls = StartHandshake::from_parts(hello.accepted, stream)
+                .into_stream(Arc::clone(&self.tls))
+                .await
+                .map_err(|e| format!("TLS handshake with {sni} failed: {e}"))?;
+            Ok((tls, sni))
+        };
+        let (tls, sni) = match tokio::time::timeout(self.opts.tls_handshake_timeout, handshake).await {
+            Ok(Ok(x)) => x,
+            Ok(Err(cause)) => {
+                tracing::info!(client = %client, cause = %cause, "TLS handshake refused");
+                return;
+            }
+            Err(_) => {
+                tracing::info!(client = %client, "TLS handshake not completed within timeouts.tls_handshake");
+                return;
+            }
+        };
+
+        let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let info = Arc::new(ConnInfo { client, sni, local });
+        let router = Arc::clone(self);
+        let service = hyper::service::service_fn(move |req| {
+            let router = Arc::clone(&router);
+            let info = Arc::clone(&info);
+            async move {
+                Ok::<_, std::convert::Infallible>(router.forwarder.handle(req, &info, &router.routes.load()).await)
+            }
+        });
+
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.opts.request_header_timeout)
+            .max_buf_size(self.opts.max_header_bytes.max(8192))
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(self.opts.max_header_bytes).unwrap_or(u32::MAX))
+            .keep_alive_interval(Some(Duration::from_secs(30)));
+        let builder = if is_h2 { builder.http2_only() } else { builder.http1_only() };
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+        let conn = graceful.watch(conn.into_owned());
+        if let Err(e) = conn.await {
+            tracing::debug!(client = %client, error = %e, "connection ended with an error");
+        }
+    }
+}

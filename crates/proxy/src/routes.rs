@@ -1,0 +1,140 @@
+//! Path routing: which service a TLS server name belongs to, and which upstream a
+//! request path goes to.
+//!
+//! Each service keeps the config's routes, sorted longest path first; a route matches
+//! a request path that equals it or continues it at a `/` boundary (`/sonarr` matches
+//! `/sonarr` and `/sonarr/api`, not `/sonarrx`; see [`Route::matches`]). `/` matches
+//! everything.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::uri::PathAndQuery;
+pub use snirouter_config::Route;
+
+use crate::stats::ServiceStats;
+
+/// The path and query to send upstream for `pq` under `route` (the prefix removed
+/// when the route says `strip_prefix`).
+pub fn upstream_path(route: &Route, pq: &PathAndQuery) -> PathAndQuery {
+    if !route.strip_prefix || route.path == "/" {
+        return pq.clone();
+    }
+    let rest = pq.path().strip_prefix(route.path.as_str()).unwrap_or(pq.path());
+    let path = if rest.is_empty() { "/" } else { rest };
+    let s = match pq.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    s.parse().unwrap_or_else(|_| pq.clone())
+}
+
+/// A service as the data path sees it.
+#[derive(Debug)]
+pub struct ServiceRoutes {
+    /// Service name (`grafana`).
+    pub name: String,
+    /// The FQDN it is served under.
+    pub fqdn: String,
+    /// Routes, longest path first.
+    pub routes: Vec<Route>,
+    /// Host header to send upstream instead of the client's.
+    pub upstream_host: Option<String>,
+    /// Request counters.
+    pub stats: Arc<ServiceStats>,
+}
+
+impl ServiceRoutes {
+    /// The route for a request path, if any.
+    pub fn route(&self, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.matches(path))
+    }
+}
+
+/// FQDN → service.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    by_fqdn: HashMap<String, Arc<ServiceRoutes>>,
+}
+
+impl RouteTable {
+    /// Builds the table from the config and the tailnet's MagicDNS suffix. Counters of
+    /// services present in `previous` carry over (so a reload keeps statistics).
+    pub fn from_config(
+        config: &snirouter_config::Config,
+        magic_dns_suffix: &str,
+        previous: Option<&RouteTable>,
+    ) -> RouteTable {
+        let mut by_fqdn = HashMap::new();
+        for svc in &config.services {
+            let fqdn = svc.fqdn(magic_dns_suffix);
+            let stats = previous
+                .and_then(|p| p.by_fqdn.get(&fqdn))
+                .filter(|old| old.name == svc.name)
+                .map(|old| Arc::clone(&old.stats))
+                .unwrap_or_default();
+            let routes = svc.routes.clone();
+            by_fqdn.insert(
+                fqdn.clone(),
+                Arc::new(ServiceRoutes {
+                    name: svc.name.clone(),
+                    fqdn,
+                    routes,
+                    upstream_host: svc.upstream_host.clone(),
+                    stats,
+                }),
+            );
+        }
+        RouteTable { by_fqdn }
+    }
+
+    /// The service served under `fqdn` (lowercase, no trailing dot).
+    pub fn get(&self, fqdn: &str) -> Option<&Arc<ServiceRoutes>> {
+        self.by_fqdn.get(fqdn)
+    }
+
+    /// All services.
+    pub fn services(&self) -> impl Iterator<Item = &Arc<ServiceRoutes>> {
+        self.by_fqdn.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(path: &str, strip: bool) -> Route {
+        let mut cfg = snirouter_config::parse(
+            &format!("[listen]\nhttps=[\"127.0.0.1:1\"]\n[services.a]\nroutes=[{{path=\"{path}\", upstream=\"http://127.0.0.1:1\", strip_prefix={strip}}}]\n"),
+            "test",
+        )
+        .expect("config");
+        cfg.services.remove(0).routes.remove(0)
+    }
+
+    #[test]
+    fn longest_prefix_wins_in_table_order() {
+        let svc = ServiceRoutes {
+            name: "media".into(),
+            fqdn: "media.x".into(),
+            routes: vec![route("/sonarr/api", false), route("/sonarr", false), route("/", false)],
+            upstream_host: None,
+            stats: Default::default(),
+        };
+        assert_eq!(svc.route("/sonarr/api/x").map(|r| r.path.as_str()), Some("/sonarr/api"));
+        assert_eq!(svc.route("/sonarr/web").map(|r| r.path.as_str()), Some("/sonarr"));
+        assert_eq!(svc.route("/sonarrx").map(|r| r.path.as_str()), Some("/"));
+        assert_eq!(svc.route("/other").map(|r| r.path.as_str()), Some("/"));
+    }
+
+    #[test]
+    fn strip_prefix_keeps_query() {
+        let r = route("/sonarr", true);
+        let pq = PathAndQuery::from_static("/sonarr/api?x=1");
+        assert_eq!(upstream_path(&r, &pq).as_str(), "/api?x=1");
+        let pq = PathAndQuery::from_static("/sonarr?x=1");
+        assert_eq!(upstream_path(&r, &pq).as_str(), "/?x=1");
+        let keep = route("/sonarr", false);
+        assert_eq!(upstream_path(&keep, &pq).as_str(), "/sonarr?x=1");
+    }
+}
