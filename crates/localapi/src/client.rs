@@ -87,7 +87,10 @@ impl LocalClient {
             .unix_socket(socket.clone())
             .http1_only()
             .no_proxy()
-            .pool_idle_timeout(Duration::from_secs(30))
+            // No idle pooling: a fresh unix-socket connect costs microseconds, and a pooled
+            // connection goes stale when tailscaled restarts (the next call would fail with
+            // ECONNRESET instead of reconnecting or reporting a missing socket).
+            .pool_max_idle_per_host(0)
             .user_agent(concat!("snirouter-localapi/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| error::from_transport(e, &socket, "building the HTTP client", None))?;

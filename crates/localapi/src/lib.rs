@@ -54,6 +54,7 @@ pub mod notify {
     pub const INITIAL_NETMAP: u64 = 8;
     /// Send the current health state first (`NotifyInitialHealthState`).
     pub const INITIAL_HEALTH_STATE: u64 = 128;
-    /// Do not send netmaps (`NotifyNoNetMap`).
+    /// Do not send netmaps (`NotifyNoNetMap`). Netmap changes (e.g. new `CertDomains`) then
+    /// produce no line at all, so do not set this when using the bus as a wake-up for them.
     pub const NO_NETMAP: u64 = 8192;
 }

@@ -1,0 +1,259 @@
+//! End-to-end tests against the simulated tailscaled from `snirouter-testkit`:
+//! status, cert-domains, cert pairs and every classified failure scenario.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use snirouter_localapi::{BackendState, Error, ErrorKind, LocalClient, notify};
+use snirouter_testkit::{SimConfig, SimTailscaled, TempDir};
+
+const SFX: &str = "bat-boa.ts.net";
+const DEADLINE: Duration = Duration::from_secs(30);
+const T: Duration = Duration::from_secs(10);
+
+struct Env {
+    sim: SimTailscaled,
+    lc: LocalClient,
+    _dir: TempDir,
+}
+
+async fn env(services: &[&str], tweak: impl FnOnce(&mut SimConfig)) -> Env {
+    let dir = TempDir::new("sla").unwrap();
+    let mut cfg = SimConfig::storage(SFX, services);
+    tweak(&mut cfg);
+    let sim = SimTailscaled::start(dir.join("ts.sock"), cfg).await.unwrap();
+    let lc = LocalClient::new(sim.socket_path()).unwrap();
+    Env { sim, lc, _dir: dir }
+}
+
+async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
+    tokio::time::timeout(DEADLINE, f).await.expect("test exceeded its deadline");
+}
+
+fn fq(name: &str) -> String {
+    format!("{name}.{SFX}")
+}
+
+#[tokio::test]
+async fn status_and_cert_domains() {
+    bounded(async {
+        let e = env(&["grafana", "jellyfin"], |_| {}).await;
+        let st = e.lc.status().await.unwrap();
+        assert_eq!(st.backend_state, BackendState::Running);
+        assert_eq!(st.magic_dns_suffix(), Some(SFX));
+        assert_eq!(st.cert_domains, vec![fq("storage"), fq("grafana"), fq("jellyfin")]);
+        let me = st.self_node.as_ref().unwrap();
+        assert_eq!(me.dns_name, fq("storage"));
+        assert!(me.tags.contains(&"tag:storage".to_owned()));
+        let sh = me.service_host();
+        assert!(sh.contains_key("svc:grafana") && sh.contains_key("svc:jellyfin"), "{sh:?}");
+        assert!(!st.tailscale_ips.is_empty());
+
+        let mut domains = e.lc.cert_domains().await.unwrap();
+        domains.sort();
+        let mut want = st.cert_domains.clone();
+        want.sort();
+        assert_eq!(domains, want);
+
+        // Old daemon without /cert-domains: falls back to status.
+        e.sim.update(|c| c.has_cert_domains_endpoint = false);
+        let mut domains = e.lc.cert_domains().await.unwrap();
+        domains.sort();
+        assert_eq!(domains, want);
+
+        for r in e.sim.requests() {
+            assert_eq!(r.host.as_deref(), Some("local-tailscaled.sock"), "{r:?}");
+            assert_ne!(r.status, 403, "{r:?}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn cert_pair_issue_cache_and_renew() {
+    bounded(async {
+        let e = env(&["grafana"], |_| {}).await;
+        let pair = e.lc.cert_pair(&fq("grafana"), None, T).await.unwrap();
+        assert!(!pair.chain.is_empty());
+        assert!(matches!(pair.key, rustls_pki_types::PrivateKeyDer::Sec1(_)), "tailscaled sends EC PRIVATE KEY");
+        assert!(pair.pem.starts_with("-----BEGIN EC PRIVATE KEY-----"));
+        assert_eq!(e.sim.issued().len(), 1);
+
+        // Cached: same chain, nothing new issued.
+        let again = e.lc.cert_pair(&fq("grafana"), Some(Duration::ZERO), T).await.unwrap();
+        assert_eq!(again.chain, pair.chain);
+        assert_eq!(e.sim.issued().len(), 1);
+
+        // min_validity longer than the remaining lifetime forces a synchronous renewal.
+        let renewed = e.lc.cert_pair(&fq("grafana"), Some(Duration::from_secs(200 * 86400)), T).await.unwrap();
+        assert_ne!(renewed.chain[0], pair.chain[0]);
+        assert_eq!(e.sim.issued().len(), 2);
+        assert!(
+            e.sim.requests().iter().any(|r| r.path_and_query.contains("min_validity=4800h0m0s")),
+            "{:?}",
+            e.sim.requests()
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn cert_domain_errors() {
+    bounded(async {
+        let e = env(&["grafana"], |_| {}).await;
+        match e.lc.cert_pair(&fq("immich"), None, T).await.unwrap_err() {
+            Error::NotInCertDomains { domain, allowed } => {
+                assert_eq!(domain, fq("immich"));
+                assert_eq!(allowed, vec![fq("storage"), fq("grafana")]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = e.lc.cert_pair(&format!("*.{}", fq("storage")), None, T).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::WildcardNotEnabled, "{err:?}");
+
+        e.sim.update(|c| c.cert_domains = None);
+        let err = e.lc.cert_pair(&fq("grafana"), None, T).await.unwrap_err();
+        assert!(matches!(err, Error::HttpsDisabled), "{err:?}");
+        assert!(e.lc.cert_domains().await.unwrap().is_empty());
+
+        e.sim.update(|c| c.backend_state = "NeedsLogin".to_owned());
+        let err = e.lc.cert_pair(&fq("grafana"), None, T).await.unwrap_err();
+        assert!(matches!(err, Error::NoNetmap), "{err:?}");
+        let st = e.lc.status().await.unwrap();
+        assert_eq!(st.backend_state, BackendState::NeedsLogin);
+        assert!(st.cert_domains.is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn cert_permission_by_peer_uid() {
+    bounded(async {
+        let e = env(&["grafana"], |c| c.peer_uid = Some(4242)).await;
+        // Reading is allowed to everyone.
+        assert_eq!(e.lc.status().await.unwrap().backend_state, BackendState::Running);
+        let err = e.lc.cert_pair(&fq("grafana"), None, T).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::CertAccessDenied, "{err:?}");
+        assert!(err.fix().unwrap().contains("TS_PERMIT_CERT_UID"));
+        // Writes are denied too, but not as a cert problem.
+        let err = e.lc.edit_prefs(&serde_json::json!({"AdvertiseServicesSet": true, "AdvertiseServices": []})).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AccessDenied, "{err:?}");
+
+        e.sim.update(|c| c.permit_cert_uid = Some(4242));
+        e.lc.cert_pair(&fq("grafana"), None, T).await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn acme_failures() {
+    bounded(async {
+        let e = env(&["grafana", "jellyfin", "immich"], |c| c.rate_limited = Some(Duration::from_secs(120))).await;
+        let err = e.lc.cert_pair(&fq("grafana"), None, T).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::RateLimited, "{err:?}");
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(120)));
+
+        e.sim.update(|c| {
+            c.rate_limited = None;
+            c.setdns_fails = true;
+        });
+        let err = e.lc.cert_pair(&fq("jellyfin"), None, T).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::SetDnsFailed, "{err:?}");
+
+        e.sim.update(|c| {
+            c.setdns_fails = false;
+            c.cert_store_readonly = true;
+        });
+        let err = e.lc.cert_pair(&fq("immich"), None, T).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::CertStoreReadOnly, "{err:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn slow_issuance_times_out_and_aborts() {
+    bounded(async {
+        let e = env(&["grafana"], |c| c.first_issue_delay = Duration::from_secs(5)).await;
+        let err = e.lc.cert_pair(&fq("grafana"), None, Duration::from_millis(300)).await.unwrap_err();
+        assert!(matches!(err, Error::Timeout { after, .. } if after == Duration::from_millis(300)), "{err:?}");
+        // Dropping the request aborted the simulated issuance.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(e.sim.issued().is_empty());
+
+        e.sim.update(|c| c.first_issue_delay = Duration::from_millis(100));
+        e.lc.cert_pair(&fq("grafana"), None, T).await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn outage_is_socket_missing() {
+    bounded(async {
+        let e = env(&[], |_| {}).await;
+        e.lc.status().await.unwrap();
+        e.sim.update(|c| c.unavailable = true);
+        let err = e.lc.status().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::SocketMissing, "{err:?}");
+        e.sim.update(|c| c.unavailable = false);
+        e.lc.status().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn serve_config_prefs_and_whois() {
+    bounded(async {
+        let peer: IpAddr = "100.64.0.7".parse().unwrap();
+        let e = env(&["grafana"], |c| c.peers = vec![(peer, "alice@example.com".into(), "Alice".into())]).await;
+
+        let (mut cfg, etag) = e.lc.serve_config().await.unwrap();
+        assert!(cfg.is_object());
+        cfg["Services"] = serde_json::json!({"svc:grafana": {"TCP": {"443": {"TCPForward": "127.0.0.1:8443", "ProxyProtocol": 2}}}});
+        e.lc.set_serve_config(&cfg, etag.as_deref()).await.unwrap();
+        assert_eq!(e.sim.serve_config()["Services"], cfg["Services"]);
+        // The old ETag is stale now.
+        assert!(etag.is_some());
+        let err = e.lc.set_serve_config(&cfg, etag.as_deref()).await.unwrap_err();
+        assert!(matches!(err, Error::PreconditionFailed), "{err:?}");
+
+        let prefs = e.lc.prefs().await.unwrap();
+        assert!(prefs.is_object());
+        let out = e
+            .lc
+            .edit_prefs(&serde_json::json!({"AdvertiseServicesSet": true, "AdvertiseServices": ["svc:grafana"]}))
+            .await
+            .unwrap();
+        assert_eq!(out["AdvertiseServices"], serde_json::json!(["svc:grafana"]));
+        assert_eq!(e.sim.advertised_services(), vec!["svc:grafana"]);
+
+        let w = e.lc.whois(SocketAddr::new(peer, 41641)).await.unwrap().unwrap();
+        assert_eq!(w.login_name, "alice@example.com");
+        assert_eq!(w.display_name, "Alice");
+        assert!(e.lc.whois("100.64.0.99:1".parse().unwrap()).await.unwrap().is_none());
+
+        e.sim.update(|c| c.locked_config_file = true);
+        let (cfg, etag) = e.lc.serve_config().await.unwrap();
+        let err = e.lc.set_serve_config(&cfg, etag.as_deref()).await.unwrap_err();
+        assert!(matches!(err, Error::ConfigLocked), "{err:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn watch_ipn_bus_sees_cert_domain_changes() {
+    bounded(async {
+        let e = env(&["grafana"], |_| {}).await;
+        let mut w = e.lc.watch_ipn_bus(notify::INITIAL_STATE).await.unwrap();
+        let first = w.next().await.unwrap().expect("initial state line");
+        assert!(first.is_object(), "{first}");
+        e.sim.update(|c| {
+            if let Some(d) = c.cert_domains.as_mut() {
+                d.push(fq("immich"));
+            }
+        });
+        let next = tokio::time::timeout(Duration::from_secs(5), w.next()).await.expect("a bus line after the change");
+        assert!(next.unwrap().is_some());
+        assert!(e.lc.cert_domains().await.unwrap().contains(&fq("immich")));
+    })
+    .await;
+}
