@@ -66,10 +66,13 @@ pub struct CacheState {
     pub issued: BTreeMap<String, Vec<u64>>,
 }
 
-/// The certificate cache directory.
+/// The certificate cache directory. Clones share one lock for `state.json`, so
+/// concurrent read-modify-write updates from several names never lose each other's
+/// changes.
 #[derive(Debug, Clone)]
 pub struct DiskCache {
     dir: PathBuf,
+    state_lock: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 impl DiskCache {
@@ -82,7 +85,7 @@ impl DiskCache {
             fs::set_permissions(d, fs::Permissions::from_mode(0o700))
                 .map_err(|source| CacheError::Io { path: d.clone(), source })?;
         }
-        Ok(DiskCache { dir })
+        Ok(DiskCache { dir, state_lock: Default::default() })
     }
 
     /// The cache directory.
@@ -131,8 +134,8 @@ impl DiskCache {
         }
     }
 
-    /// Writes `state.json` atomically.
-    pub fn set_state(&self, state: &CacheState) -> Result<(), CacheError> {
+    /// Writes `state.json` atomically (callers hold `state_lock`).
+    fn write_state(&self, state: &CacheState) -> Result<(), CacheError> {
         let path = self.dir.join("state.json");
         let json = serde_json::to_vec_pretty(state)
             .map_err(|e| CacheError::Io { path: path.clone(), source: io::Error::other(e) })?;
@@ -141,9 +144,10 @@ impl DiskCache {
 
     /// Updates `state.json` with `f` (read-modify-write).
     pub fn update_state(&self, f: impl FnOnce(&mut CacheState)) -> Result<(), CacheError> {
+        let _guard = self.state_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut state = self.state();
         f(&mut state);
-        self.set_state(&state)
+        self.write_state(&state)
     }
 }
 
@@ -151,7 +155,10 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<(), CacheError> {
     let io_err = |source| CacheError::Io { path: path.to_owned(), source };
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    // Unique per write: two writers of the same file must not share a temp file.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.tmp{}-{seq}", std::process::id()));
     let result = (|| {
         let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
         f.write_all(data)?;
@@ -208,6 +215,29 @@ mod tests {
         let err = cache.load("a.x.ts.net", SystemTime::now()).expect_err("must not load");
         assert!(matches!(err, CacheError::Corrupt { .. }), "{err}");
         assert!(cache.load("missing.x.ts.net", SystemTime::now()).expect("ok").is_none());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn concurrent_state_updates_are_not_lost() {
+        let dir = tempdir("concurrent");
+        let cache = DiskCache::open(&dir).expect("open");
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let cache = cache.clone();
+                std::thread::spawn(move || {
+                    for j in 0..10 {
+                        cache.update_state(|s| s.issued.entry(format!("n{i}")).or_default().push(j)).expect("update");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("join");
+        }
+        let state = cache.state();
+        assert_eq!(state.issued.len(), 8);
+        assert!(state.issued.values().all(|v| v.len() == 10));
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -54,6 +54,9 @@ impl Default for ManagerOptions {
 /// What the watcher knows about tailscaled's certificate domains.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Domains {
+    /// Whether tailscaled has been asked at least once (names wait for that before
+    /// their first request, so a name outside the list is never requested).
+    pub asked: bool,
     /// The `CertDomains` list, or `None` when tailscaled could not be asked.
     pub list: Option<Vec<String>>,
     /// Why the list is unknown.
@@ -195,8 +198,12 @@ impl CertManager {
 
     async fn refresh_domains(&self) {
         let next = match self.client.cert_domains().await {
-            Ok(list) => Domains { list: Some(list.iter().map(|d| crate::store::normalize(d)).collect()), error: None },
-            Err(e) => Domains { list: None, error: Some(e.to_string()) },
+            Ok(list) => Domains {
+                asked: true,
+                list: Some(list.iter().map(|d| crate::store::normalize(d)).collect()),
+                error: None,
+            },
+            Err(e) => Domains { asked: true, list: None, error: Some(e.to_string()) },
         };
         self.domains.send_if_modified(|cur| {
             if *cur == next {
@@ -221,6 +228,9 @@ impl CertManager {
         let mut min_validity = first.min_validity;
         // Wake early when CertDomains changes (for names blocked on it or on the daemon).
         let mut wake_on_domains = false;
+        // Before the first request, let the watcher ask tailscaled once (bounded, in
+        // case the daemon hangs): a name outside CertDomains is then never requested.
+        let _ = tokio::time::timeout(Duration::from_secs(15), domains.wait_for(|d| d.asked)).await;
         loop {
             if !wait.is_zero() {
                 self.store.update_state(&fqdn, |s| s.next_attempt = Some(SystemTime::now() + wait));

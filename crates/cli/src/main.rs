@@ -1,1 +1,124 @@
-fn main() {}
+//! `snirouter` — the command line. A thin shell: every real decision lives in the
+//! library crates (`snirouter-config`, `-localapi`, `-certs`, `-proxy`); this binary
+//! parses arguments, sets up logging, wires the pieces together ([`daemon`]) and
+//! turns results into exit codes.
+
+mod daemon;
+mod demo;
+mod logging;
+mod probe;
+mod sdnotify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// TLS-terminating SNI/path router for one tailnet host, with certificates from tailscaled.
+#[derive(Debug, Parser)]
+#[command(name = "snirouter", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the router.
+    Run {
+        /// Config file (TOML).
+        #[arg(long, short, default_value = "/etc/snirouter/config.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config file and report every problem with its line.
+    Check {
+        /// Config file (TOML).
+        #[arg(long, short, default_value = "/etc/snirouter/config.toml")]
+        config: PathBuf,
+        /// Print the effective config (defaults filled in) as JSON.
+        #[arg(long)]
+        print: bool,
+    },
+    /// Everything local and simulated: a simulated tailscaled, 14 sample backends and
+    /// the router on loopback, then real HTTPS requests to every name.
+    Demo {
+        /// Exit after the requests instead of serving until Ctrl-C.
+        #[arg(long)]
+        once: bool,
+        /// Directory for the demo's socket, CA and config (default: a new temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config, print } => check(&config, print),
+        Command::Run { config } => {
+            let cfg = match snirouter_config::load(&config) {
+                Ok(cfg) => cfg,
+                Err(diags) => {
+                    eprintln!("{diags}");
+                    eprintln!("snirouter: refusing to start with an invalid config ({} problem(s))", diags.0.len());
+                    return ExitCode::from(1);
+                }
+            };
+            logging::init(&cfg.log);
+            runtime().block_on(async {
+                match daemon::run_until_signal(cfg).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        tracing::error!(cause = %e, "snirouter stopped");
+                        eprintln!("snirouter: {e}");
+                        ExitCode::from(1)
+                    }
+                }
+            })
+        }
+        Command::Demo { once, dir } => {
+            logging::init_demo();
+            runtime().block_on(async {
+                match demo::run(once, dir).await {
+                    Ok(true) => ExitCode::SUCCESS,
+                    Ok(false) => ExitCode::from(1),
+                    Err(e) => {
+                        eprintln!("snirouter demo: {e}");
+                        ExitCode::from(1)
+                    }
+                }
+            })
+        }
+    }
+}
+
+fn check(path: &std::path::Path, print: bool) -> ExitCode {
+    match snirouter_config::load(path) {
+        Ok(cfg) => {
+            if print {
+                match serde_json::to_string_pretty(&cfg) {
+                    Ok(json) => println!("{json}"),
+                    Err(e) => eprintln!("cannot print the config: {e}"),
+                }
+            }
+            let listeners = cfg.listen.https.len() + cfg.listen.proxy_protocol.len();
+            println!("{}: ok — {} service(s), {} TLS listener(s)", path.display(), cfg.services.len(), listeners);
+            ExitCode::SUCCESS
+        }
+        Err(diags) => {
+            eprintln!("{diags}");
+            eprintln!("{}: {} problem(s)", path.display(), diags.0.len());
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("snirouter: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! Log setup: human format on a terminal, no timestamps under journald (it adds its
+//! own), JSON or key=value when asked.
+
+use std::io::IsTerminal;
+
+use snirouter_config::{Log, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global subscriber for `run`.
+pub fn init(log: &Log) {
+    let filter = EnvFilter::try_from_env("SNIROUTER_LOG")
+        .or_else(|_| EnvFilter::try_new(&log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let tty = std::io::stderr().is_terminal();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = match log.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Logfmt => builder.compact().with_ansi(false).without_time().try_init(),
+        LogFormat::Human => builder.with_ansi(tty).try_init(),
+        LogFormat::Auto if under_journald => builder.compact().with_ansi(false).without_time().try_init(),
+        LogFormat::Auto => builder.with_ansi(tty).try_init(),
+    };
+    if let Err(e) = result {
+        eprintln!("snirouter: logging already initialised: {e}");
+    }
+}
+
+/// Quiet logging for the demo: warnings only, unless `SNIROUTER_LOG` says otherwise.
+pub fn init_demo() {
+    let filter = EnvFilter::try_from_env("SNIROUTER_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}

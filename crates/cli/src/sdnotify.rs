@@ -1,0 +1,24 @@
+//! systemd readiness notification (`Type=notify`), without a libsystemd dependency:
+//! one datagram to `$NOTIFY_SOCKET`.
+
+/// Sends `state` (e.g. `READY=1`) to systemd if it is listening. Errors are logged,
+/// never fatal: without systemd there is nobody to tell.
+pub fn notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let path = std::path::PathBuf::from(path);
+    let result = (|| {
+        let sock = std::os::unix::net::UnixDatagram::unbound()?;
+        let bytes = path.as_os_str().as_encoded_bytes();
+        if let Some(abstract_name) = bytes.strip_prefix(b"@") {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)?;
+            sock.send_to_addr(state.as_bytes(), &addr)?;
+        } else {
+            sock.send_to(state.as_bytes(), &path)?;
+        }
+        Ok::<_, std::io::Error>(())
+    })();
+    if let Err(e) = result {
+        tracing::warn!(socket = %path.display(), error = %e, "cannot notify systemd");
+    }
+}

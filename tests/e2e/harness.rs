@@ -1,0 +1,302 @@
+//! Test environment: temp dir, simulated tailscaled, backends, and the router process.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use snirouter_testkit::backend::{self, Backend};
+use snirouter_testkit::tailscaled::{SimConfig, SimTailscaled};
+
+pub const SUFFIX: &str = "tailnet-e2e.ts.net";
+
+pub const SERVICES: [&str; 14] = [
+    "grafana",
+    "jellyfin",
+    "immich",
+    "sonarr",
+    "radarr",
+    "prowlarr",
+    "lidarr",
+    "bazarr",
+    "jellyseerr",
+    "qbittorrent",
+    "homepage",
+    "audiobookshelf",
+    "navidrome",
+    "prometheus",
+];
+
+pub fn fqdn(name: &str) -> String {
+    format!("{name}.{SUFFIX}")
+}
+
+/// A unique scratch directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Short paths: unix socket paths are limited to 108 bytes.
+        let dir = std::env::temp_dir().join(format!("sr-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A free loopback port (bound then released; the router binds it right after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// The router process; killed on drop.
+pub struct RouterProcess {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl RouterProcess {
+    pub fn start(config: &Path, log: &Path) -> RouterProcess {
+        let log_file = std::fs::File::create(log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_snirouter"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("SNIROUTER_LOG", "info,snirouter_certs=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn snirouter");
+        RouterProcess { child, log: log.to_owned() }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Peak resident memory (VmHWM) in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        proc_status_kib(self.child.id(), "VmHWM:")
+    }
+
+    /// Waits until `pred(logs)` holds.
+    pub async fn wait_log(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let logs = self.logs();
+            if pred(&logs) {
+                return logs;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; router log:\n{logs}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn stop(&mut self) {
+        unsafe_free_kill(&mut self.child);
+    }
+}
+
+impl Drop for RouterProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn unsafe_free_kill(child: &mut Child) {
+    // SIGTERM first (graceful drain), then SIGKILL.
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn proc_status_kib(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Options for [`Env::start`].
+pub struct EnvOptions {
+    pub sim: SimConfig,
+    /// Extra TOML appended after the generated services.
+    pub extra_services: String,
+    /// Extra TOML for `[timeouts]`.
+    pub timeouts: String,
+    pub proxy_protocol: bool,
+    /// Extra TOML for `[tailscale]`.
+    pub tailscale: String,
+    /// Point the router at this socket instead of the simulation's.
+    pub socket_override: Option<PathBuf>,
+    /// Start the router (false: caller starts it later).
+    pub start_router: bool,
+}
+
+impl Default for EnvOptions {
+    fn default() -> Self {
+        EnvOptions {
+            sim: SimConfig::storage(SUFFIX, &SERVICES),
+            extra_services: String::new(),
+            timeouts: String::new(),
+            proxy_protocol: false,
+            tailscale: String::new(),
+            socket_override: None,
+            start_router: true,
+        }
+    }
+}
+
+/// A complete environment: sim tailscaled + 14 backends + router.
+/// Fields are kept alive for the test's duration (backends stop on drop).
+#[allow(dead_code)]
+pub struct Env {
+    pub dir: TempDir,
+    pub sim: SimTailscaled,
+    pub backends: Vec<Backend>,
+    pub router: Option<RouterProcess>,
+    pub config: PathBuf,
+    pub ca: PathBuf,
+    pub https: SocketAddr,
+    pub proxy: Option<SocketAddr>,
+}
+
+impl Env {
+    pub async fn start(opts: EnvOptions) -> Env {
+        let dir = TempDir::new("e2e");
+        let socket = dir.0.join("ts.sock");
+        let sim = SimTailscaled::start(&socket, opts.sim).await.expect("start sim tailscaled");
+        let ca = dir.0.join("ca.pem");
+        std::fs::write(&ca, sim.ca().root_pem()).expect("write ca");
+        let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let proxy: Option<SocketAddr> =
+            opts.proxy_protocol.then(|| format!("127.0.0.1:{}", free_port()).parse().expect("addr"));
+        let mut backends = Vec::new();
+        let mut services = String::new();
+        for name in SERVICES {
+            let b = backend::spawn(name).await.expect("backend");
+            services.push_str(&format!("[services.{name}]\nupstream = \"http://{}\"\n\n", b.addr));
+            backends.push(b);
+        }
+        let proxy_line = match proxy {
+            Some(p) => format!("proxy_protocol = [\"{p}\"]\n"),
+            None => String::new(),
+        };
+        let config_text = format!(
+            "[tailscale]\nsocket = \"{}\"\n{}\n[listen]\nhttps = [\"{https}\"]\n{proxy_line}\n[cache]\ndir = \"{}\"\n\n[timeouts]\n{}\n{services}{}",
+            opts.socket_override.as_deref().unwrap_or(&socket).display(),
+            opts.tailscale,
+            dir.0.join("cache").display(),
+            opts.timeouts,
+            opts.extra_services,
+        );
+        let config = dir.0.join("snirouter.toml");
+        std::fs::write(&config, config_text).expect("write config");
+        let mut env = Env { dir, sim, backends, router: None, config, ca, https, proxy };
+        if opts.start_router {
+            env.start_router().await;
+        }
+        env
+    }
+
+    /// Starts (or restarts) the router process and waits until it listens.
+    pub async fn start_router(&mut self) {
+        if let Some(mut old) = self.router.take() {
+            old.stop();
+        }
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = self.dir.0.join(format!("router-{n}.log"));
+        let router = RouterProcess::start(&self.config, &log);
+        router.wait_log("the router to listen", Duration::from_secs(30), |l| l.contains("snirouter ready")).await;
+        self.router = Some(router);
+    }
+
+    pub fn router(&self) -> &RouterProcess {
+        self.router.as_ref().expect("router running")
+    }
+
+    /// Waits until a TLS handshake for `name` succeeds.
+    pub async fn wait_serving(&self, name: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = curl(self, name, "/", &[]).await;
+            if out.status.success() {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{name} not serving after {timeout:?}: {}\nrouter log:\n{}",
+                    String::from_utf8_lossy(&out.stderr),
+                    self.router().logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// `curl` against the router for `https://<name>/<path>`, resolving the name to the
+/// router's loopback listener and trusting the simulated CA. Returns the raw output;
+/// `-w` appends `\n<status>` to stdout.
+pub async fn curl(env: &Env, name: &str, path: &str, extra: &[&str]) -> Output {
+    let host = fqdn(name);
+    let port = env.https.port();
+    tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(&env.ca)
+        .arg("--resolve")
+        .arg(format!("{host}:{port}:127.0.0.1"))
+        .args(["-w", "\n%{http_code}"])
+        .args(extra)
+        .arg(format!("https://{host}:{port}{path}"))
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run curl")
+}
+
+/// Splits curl output produced with `-w "\n%{http_code}"` into (body, status).
+pub fn body_and_status(out: &Output) -> (String, u16) {
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    match text.rsplit_once('\n') {
+        Some((body, code)) => (body.to_owned(), code.trim().parse().unwrap_or(0)),
+        None => (String::new(), text.trim().parse().unwrap_or(0)),
+    }
+}
+
+/// `openssl s_client` handshake with `servername`; returns stdout+stderr.
+pub async fn s_client(env: &Env, servername: &str) -> String {
+    let out = tokio::process::Command::new("openssl")
+        .args(["s_client", "-connect"])
+        .arg(env.https.to_string())
+        .args(["-servername", servername, "-CAfile"])
+        .arg(&env.ca)
+        .args(["-verify_return_error", "-brief"])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run openssl");
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests: the real `snirouter` binary against the simulated tailscaled,
+//! real backends on loopback, and real outside clients (`curl`, `openssl s_client`)
+//! plus a Rust TLS client where a tool cannot do the job (WebSocket).
+//!
+//! Every test binds loopback only, is bounded in time and kills what it starts.
+
+mod harness;
+
+mod check_cmd;
+mod core_routing;
+mod localapi_failures;
