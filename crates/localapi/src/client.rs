@@ -142,7 +142,12 @@ impl LocalClient {
     /// `fqdn` may carry a trailing dot and any case; it is sent lower-cased without the dot.
     /// Names with characters that cannot occur in a DNS name are rejected locally with
     /// [`Error::InvalidDomain`].
-    pub async fn cert_pair(&self, fqdn: &str, min_validity: Option<Duration>, timeout: Duration) -> Result<CertPair, Error> {
+    pub async fn cert_pair(
+        &self,
+        fqdn: &str,
+        min_validity: Option<Duration>,
+        timeout: Duration,
+    ) -> Result<CertPair, Error> {
         let domain = normalize_domain(fqdn)?;
         let endpoint = format!("cert/{domain}");
         let mut query = "type=pair".to_owned();
@@ -169,9 +174,10 @@ impl LocalClient {
             }
         }
         let reply = check(reply, "whois", None)?;
-        WhoIs::from_json(&reply.body)
-            .map(Some)
-            .map_err(|e| Error::BadResponse { what: "whois JSON (apitype.WhoIsResponse)".to_owned(), detail: e.to_string() })
+        WhoIs::from_json(&reply.body).map(Some).map_err(|e| Error::BadResponse {
+            what: "whois JSON (apitype.WhoIsResponse)".to_owned(),
+            detail: e.to_string(),
+        })
     }
 
     /// Opens `GET /localapi/v0/watch-ipn-bus?mask=<mask>`, a stream of newline-delimited
@@ -192,7 +198,13 @@ impl LocalClient {
             Ok(Ok(r)) => r,
         };
         let status = resp.status();
-        tracing::debug!(method = "GET", path = "/localapi/v0/watch-ipn-bus", status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "localapi request");
+        tracing::debug!(
+            method = "GET",
+            path = "/localapi/v0/watch-ipn-bus",
+            status = status.as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "localapi request"
+        );
         if !status.is_success() {
             let headers = resp.headers().clone();
             let body = match tokio::time::timeout(timeout, resp.bytes()).await {
@@ -224,8 +236,10 @@ impl LocalClient {
     /// `POST /localapi/v0/serve-config` (full replacement). With `if_match` = the ETag from
     /// [`LocalClient::serve_config`], a concurrent change yields [`Error::PreconditionFailed`].
     pub async fn set_serve_config(&self, cfg: &serde_json::Value, if_match: Option<&str>) -> Result<(), Error> {
-        let body = serde_json::to_vec(cfg)
-            .map_err(|e| Error::BadResponse { what: "a serializable serve config".to_owned(), detail: e.to_string() })?;
+        let body = serde_json::to_vec(cfg).map_err(|e| Error::BadResponse {
+            what: "a serializable serve config".to_owned(),
+            detail: e.to_string(),
+        })?;
         let req = Req { method: Method::POST, endpoint: "serve-config", query: None, body: Some(body), if_match };
         self.call_ok(req, Some(self.default_timeout), None).await?;
         Ok(())
@@ -287,8 +301,12 @@ impl LocalClient {
         };
         let elapsed_ms = started.elapsed().as_millis() as u64;
         match &result {
-            Ok(r) => tracing::debug!(method = %req.method, path = %format!("/localapi/v0/{}", req.endpoint), status = r.status.as_u16(), elapsed_ms, "localapi request"),
-            Err(e) => tracing::debug!(method = %req.method, path = %format!("/localapi/v0/{}", req.endpoint), error = %e, elapsed_ms, "localapi request failed"),
+            Ok(r) => {
+                tracing::debug!(method = %req.method, path = %format!("/localapi/v0/{}", req.endpoint), status = r.status.as_u16(), elapsed_ms, "localapi request")
+            }
+            Err(e) => {
+                tracing::debug!(method = %req.method, path = %format!("/localapi/v0/{}", req.endpoint), error = %e, elapsed_ms, "localapi request failed")
+            }
         }
         result
     }
@@ -381,7 +399,9 @@ impl IpnBusWatcher {
                     self.buf.extend_from_slice(&chunk);
                 }
                 Ok(None) => self.eof = true,
-                Err(e) => return Err(error::from_transport(e, &self.socket, "reading /localapi/v0/watch-ipn-bus", None)),
+                Err(e) => {
+                    return Err(error::from_transport(e, &self.socket, "reading /localapi/v0/watch-ipn-bus", None));
+                }
             }
         }
     }

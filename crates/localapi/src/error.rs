@@ -106,7 +106,9 @@ pub enum Error {
     },
 
     /// The tailnet has no `CertDomains` at all: HTTPS certificates or MagicDNS are disabled.
-    #[error("HTTPS certificates are not available for this tailnet (tailscaled: your Tailscale account does not support getting TLS certs)")]
+    #[error(
+        "HTTPS certificates are not available for this tailnet (tailscaled: your Tailscale account does not support getting TLS certs)"
+    )]
     HttpsDisabled,
 
     /// tailscaled has no network map: not logged in, or still starting.
@@ -345,10 +347,12 @@ impl Error {
                 path.display()
             ),
             Error::Transport { .. } => return None,
-            Error::Timeout { .. } => "tailscaled did not answer in time; a first certificate issuance can take minutes \
+            Error::Timeout { .. } => {
+                "tailscaled did not answer in time; a first certificate issuance can take minutes \
                  (ACME DNS-01 via the control plane): retry later with a longer timeout and check tailscaled's logs \
                  (journalctl -u tailscaled)"
-                .to_owned(),
+                    .to_owned()
+            }
             Error::CertAccessDenied { .. } => format!(
                 "run snirouter as root, or set TS_PERMIT_CERT_UID={user} for tailscaled (NixOS: \
                  services.tailscale.permitCertUid = \"{user}\") and restart tailscaled"
@@ -479,10 +483,7 @@ pub(crate) fn classify(
     match status {
         412 => return Error::PreconditionFailed,
         429 => {
-            return Error::RateLimited {
-                retry_after: retry_after_header.and_then(parse_retry_after),
-                body: msg,
-            };
+            return Error::RateLimited { retry_after: retry_after_header.and_then(parse_retry_after), body: msg };
         }
         403 => {
             if is_cert && !is_bad_host_body(&msg) {
@@ -537,9 +538,7 @@ pub(crate) fn classify(
 fn parse_not_in_cert_domains(msg: &str, requested: Option<&str>) -> Option<Error> {
     let idx = msg.find("must be one of")?;
     let head = &msg[..idx];
-    let domain = first_go_quoted(head)
-        .or_else(|| requested.map(str::to_owned))
-        .unwrap_or_default();
+    let domain = first_go_quoted(head).or_else(|| requested.map(str::to_owned)).unwrap_or_default();
     let rest = msg[idx + "must be one of".len()..].trim_start();
     let allowed = parse_go_string_list(rest).unwrap_or_default();
     Some(Error::NotInCertDomains { domain, allowed })
@@ -732,9 +731,7 @@ pub(crate) fn from_transport(err: reqwest::Error, socket: &Path, what: &str, tim
     }
     let detail = chain_text(&err);
     match io_kind {
-        Some(kind) if err.is_connect() => {
-            Error::Io { path: socket.to_path_buf(), kind, detail, source: Arc::new(err) }
-        }
+        Some(kind) if err.is_connect() => Error::Io { path: socket.to_path_buf(), kind, detail, source: Arc::new(err) },
         _ => Error::Transport { what: what.to_owned(), detail, source: Arc::new(err) },
     }
 }
@@ -788,9 +785,8 @@ fn current_user() -> &'static CurrentUser {
     static USER: OnceLock<CurrentUser> = OnceLock::new();
     USER.get_or_init(|| {
         let uid = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| effective_uid_from_status(&s));
-        let name = uid.and_then(|uid| {
-            std::fs::read_to_string("/etc/passwd").ok().and_then(|p| user_name_from_passwd(&p, uid))
-        });
+        let name = uid
+            .and_then(|uid| std::fs::read_to_string("/etc/passwd").ok().and_then(|p| user_name_from_passwd(&p, uid)));
         CurrentUser { uid, name }
     })
 }
@@ -843,11 +839,10 @@ mod tests {
         assert_eq!(parse_go_string_list(r#"["a.x.ts.net" "b.x.ts.net"]"#).unwrap(), vec!["a.x.ts.net", "b.x.ts.net"]);
         assert_eq!(parse_go_string_list(r#"["a", "b"]"#).unwrap(), vec!["a", "b"]);
         assert_eq!(parse_go_string_list("[]").unwrap(), Vec::<String>::new());
-        assert_eq!(parse_go_string_list(r#"["we\"ird" "back\\slash" "tab\there"]"#).unwrap(), vec![
-            "we\"ird",
-            "back\\slash",
-            "tab\there"
-        ]);
+        assert_eq!(
+            parse_go_string_list(r#"["we\"ird" "back\\slash" "tab\there"]"#).unwrap(),
+            vec!["we\"ird", "back\\slash", "tab\there"]
+        );
         assert_eq!(parse_go_string_list(r#"["caf\u00e9" "\xc3\xa9"]"#).unwrap(), vec!["café", "é"]);
         assert_eq!(parse_go_string_list("[a.x b.x]").unwrap(), vec!["a.x", "b.x"]);
         assert!(parse_go_string_list(r#"["unterminated]"#).is_none());
@@ -916,7 +911,9 @@ mod tests {
 
         let rl = "429 urn:ietf:params:acme:error:rateLimited: too many certificates (5) already issued for this exact set of identifiers in the last 168h0m0s, retry after 2026-01-01 00:00:00 UTC";
         let e = classify("cert/x.ts.net", Some("x.ts.net"), 429, Some("3600"), format!("{rl}\n").as_bytes());
-        assert!(matches!(&e, Error::RateLimited { retry_after: Some(d), body } if *d == Duration::from_secs(3600) && body == rl));
+        assert!(
+            matches!(&e, Error::RateLimited { retry_after: Some(d), body } if *d == Duration::from_secs(3600) && body == rl)
+        );
         assert_eq!(e.retry_after(), Some(Duration::from_secs(3600)));
         assert!(e.fix().unwrap().contains("3600s"));
         // ≤ 1.100: same text as a 500, no Retry-After.
@@ -927,7 +924,9 @@ mod tests {
         let e = cert("open /var/lib/tailscale/certs/x.key.tmp123: read-only file system\n");
         assert!(matches!(e, Error::CertStoreReadOnly { .. }));
         assert!(e.fix().is_some());
-        let e = cert("retrieving cached TLS certificate failed and cert store is configured in read-only mode, not attempting to issue a new certificate\n");
+        let e = cert(
+            "retrieving cached TLS certificate failed and cert store is configured in read-only mode, not attempting to issue a new certificate\n",
+        );
         assert!(matches!(e, Error::CertStoreReadOnly { .. }));
 
         let e = cert("cert support not compiled in this build\n");
@@ -948,7 +947,9 @@ mod tests {
         assert!(e.fix().unwrap().contains("local-tailscaled.sock"));
 
         let e = classify("serve-config", None, 403, None, b"serve config denied\n");
-        assert!(matches!(&e, Error::AccessDenied { endpoint, body } if endpoint == "serve-config" && body == "serve config denied"));
+        assert!(
+            matches!(&e, Error::AccessDenied { endpoint, body } if endpoint == "serve-config" && body == "serve config denied")
+        );
         assert!(e.fix().unwrap().contains("operator"));
 
         let e = classify("cert-domains", None, 404, None, b"404 page not found\n");
@@ -957,7 +958,13 @@ mod tests {
 
         assert!(matches!(classify("serve-config", None, 412, None, b"etag mismatch\n"), Error::PreconditionFailed));
         assert!(matches!(
-            classify("serve-config", None, 500, None, b"can't reconfigure tailscaled when using a config file; config file is locked\n"),
+            classify(
+                "serve-config",
+                None,
+                500,
+                None,
+                b"can't reconfigure tailscaled when using a config file; config file is locked\n"
+            ),
             Error::ConfigLocked
         ));
         assert!(matches!(
@@ -970,7 +977,13 @@ mod tests {
         assert_eq!(e.fix(), None);
         let e = classify("prefs", None, 500, None, br#"{"error": "something odd"}"#);
         assert!(matches!(&e, Error::Daemon { status: 500, body } if body == "something odd"));
-        let e = classify("cert/x.ts.net", Some("x.ts.net"), 400, None, b"invalid validity parameter: time: invalid duration \"x\"\n");
+        let e = classify(
+            "cert/x.ts.net",
+            Some("x.ts.net"),
+            400,
+            None,
+            b"invalid validity parameter: time: invalid duration \"x\"\n",
+        );
         assert!(matches!(&e, Error::Daemon { status: 400, body } if body.starts_with("invalid validity parameter")));
     }
 
@@ -996,7 +1009,10 @@ mod tests {
     fn socket_kinds_and_user() {
         let p = Path::new("/run/tailscale/tailscaled.sock");
         assert!(matches!(socket_error_for_kind(io::ErrorKind::NotFound, p), Some(Error::SocketMissing { .. })));
-        assert!(matches!(socket_error_for_kind(io::ErrorKind::ConnectionRefused, p), Some(Error::SocketRefused { .. })));
+        assert!(matches!(
+            socket_error_for_kind(io::ErrorKind::ConnectionRefused, p),
+            Some(Error::SocketRefused { .. })
+        ));
         let e = socket_error_for_kind(io::ErrorKind::PermissionDenied, p).unwrap();
         assert!(matches!(e, Error::SocketPermission { .. }));
         assert!(e.fix().is_some());

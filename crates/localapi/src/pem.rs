@@ -55,7 +55,10 @@ fn label(kind: SectionKind) -> &'static str {
 }
 
 fn bad(detail: impl Into<String>) -> Error {
-    Error::BadResponse { what: "a PEM private key followed by at least one CERTIFICATE".to_owned(), detail: detail.into() }
+    Error::BadResponse {
+        what: "a PEM private key followed by at least one CERTIFICATE".to_owned(),
+        detail: detail.into(),
+    }
 }
 
 /// Parses a `type=pair` body: exactly one private key block (`EC PRIVATE KEY`, `PRIVATE KEY` or

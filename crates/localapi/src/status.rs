@@ -296,10 +296,10 @@ mod tests {
     fn running_fixture() {
         let st: Status = serde_json::from_str(RUNNING).unwrap();
         assert_eq!(st.backend_state, BackendState::Running);
-        assert_eq!(st.tailscale_ips, vec![
-            "100.101.102.103".parse::<IpAddr>().unwrap(),
-            "fd7a:115c:a1e0::a401:6667".parse::<IpAddr>().unwrap()
-        ]);
+        assert_eq!(
+            st.tailscale_ips,
+            vec!["100.101.102.103".parse::<IpAddr>().unwrap(), "fd7a:115c:a1e0::a401:6667".parse::<IpAddr>().unwrap()]
+        );
         assert_eq!(st.cert_domains, vec!["storage.bat-boa.ts.net"]);
         assert_eq!(st.magic_dns_suffix(), Some("bat-boa.ts.net"));
         let t = st.current_tailnet.as_ref().unwrap();
@@ -367,10 +367,10 @@ mod tests {
         );
         let m = n.service_host();
         assert_eq!(m.len(), 2);
-        assert_eq!(m["svc:grafana"], vec![
-            "100.100.5.5".parse::<IpAddr>().unwrap(),
-            "fd7a:115c:a1e0::1234".parse::<IpAddr>().unwrap()
-        ]);
+        assert_eq!(
+            m["svc:grafana"],
+            vec!["100.100.5.5".parse::<IpAddr>().unwrap(), "fd7a:115c:a1e0::1234".parse::<IpAddr>().unwrap()]
+        );
         assert_eq!(m["svc:jellyfin"], vec!["100.100.5.6".parse::<IpAddr>().unwrap()]);
 
         // Bare object, null, odd shapes.
@@ -394,12 +394,15 @@ mod tests {
                 "CapMap":null}"#,
         )
         .unwrap();
-        assert_eq!(w, WhoIs {
-            login_name: "alice@example.com".into(),
-            display_name: "Alice".into(),
-            profile_pic_url: "https://x/p.png".into(),
-            node_name: "laptop.bat-boa.ts.net".into(),
-        });
+        assert_eq!(
+            w,
+            WhoIs {
+                login_name: "alice@example.com".into(),
+                display_name: "Alice".into(),
+                profile_pic_url: "https://x/p.png".into(),
+                node_name: "laptop.bat-boa.ts.net".into(),
+            }
+        );
         let w = WhoIs::from_json(br#"{"Node":null,"UserProfile":null}"#).unwrap();
         assert_eq!(w, WhoIs::default());
     }

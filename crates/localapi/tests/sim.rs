@@ -136,7 +136,10 @@ async fn cert_permission_by_peer_uid() {
         assert_eq!(err.kind(), ErrorKind::CertAccessDenied, "{err:?}");
         assert!(err.fix().unwrap().contains("TS_PERMIT_CERT_UID"));
         // Writes are denied too, but not as a cert problem.
-        let err = e.lc.edit_prefs(&serde_json::json!({"AdvertiseServicesSet": true, "AdvertiseServices": []})).await.unwrap_err();
+        let err =
+            e.lc.edit_prefs(&serde_json::json!({"AdvertiseServicesSet": true, "AdvertiseServices": []}))
+                .await
+                .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::AccessDenied, "{err:?}");
 
         e.sim.update(|c| c.permit_cert_uid = Some(4242));
@@ -208,7 +211,8 @@ async fn serve_config_prefs_and_whois() {
 
         let (mut cfg, etag) = e.lc.serve_config().await.unwrap();
         assert!(cfg.is_object());
-        cfg["Services"] = serde_json::json!({"svc:grafana": {"TCP": {"443": {"TCPForward": "127.0.0.1:8443", "ProxyProtocol": 2}}}});
+        cfg["Services"] =
+            serde_json::json!({"svc:grafana": {"TCP": {"443": {"TCPForward": "127.0.0.1:8443", "ProxyProtocol": 2}}}});
         e.lc.set_serve_config(&cfg, etag.as_deref()).await.unwrap();
         assert_eq!(e.sim.serve_config()["Services"], cfg["Services"]);
         // The old ETag is stale now.
@@ -218,11 +222,10 @@ async fn serve_config_prefs_and_whois() {
 
         let prefs = e.lc.prefs().await.unwrap();
         assert!(prefs.is_object());
-        let out = e
-            .lc
-            .edit_prefs(&serde_json::json!({"AdvertiseServicesSet": true, "AdvertiseServices": ["svc:grafana"]}))
-            .await
-            .unwrap();
+        let out =
+            e.lc.edit_prefs(&serde_json::json!({"AdvertiseServicesSet": true, "AdvertiseServices": ["svc:grafana"]}))
+                .await
+                .unwrap();
         assert_eq!(out["AdvertiseServices"], serde_json::json!(["svc:grafana"]));
         assert_eq!(e.sim.advertised_services(), vec!["svc:grafana"]);
 

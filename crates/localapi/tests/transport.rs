@@ -65,7 +65,11 @@ fn text(status: u16, body: &str) -> Canned {
 }
 
 fn json(body: &str) -> Canned {
-    Canned::Full { status: 200, headers: vec![("Content-Type", "application/json".to_owned())], body: body.as_bytes().to_vec() }
+    Canned::Full {
+        status: 200,
+        headers: vec![("Content-Type", "application/json".to_owned())],
+        body: body.as_bytes().to_vec(),
+    }
 }
 
 type Handler = dyn Fn(&Recorded) -> Canned + Send + Sync;
@@ -129,10 +133,8 @@ async fn read_request(stream: &mut UnixStream) -> std::io::Result<Option<Recorde
     let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
     let mut lines = head.split("\r\n");
     let request_line = lines.next().unwrap_or_default().to_owned();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())).collect();
     let len: usize = headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
@@ -163,12 +165,20 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-async fn serve_conn(mut stream: UnixStream, handler: Arc<Handler>, reqs: Arc<Mutex<Vec<Recorded>>>) -> std::io::Result<()> {
+async fn serve_conn(
+    mut stream: UnixStream,
+    handler: Arc<Handler>,
+    reqs: Arc<Mutex<Vec<Recorded>>>,
+) -> std::io::Result<()> {
     let Some(req) = read_request(&mut stream).await? else { return Ok(()) };
     reqs.lock().unwrap().push(req.clone());
     match handler(&req) {
         Canned::Full { status, headers, body } => {
-            let mut out = format!("HTTP/1.1 {status} {}\r\nConnection: close\r\nContent-Length: {}\r\n", reason(status), body.len());
+            let mut out = format!(
+                "HTTP/1.1 {status} {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+                reason(status),
+                body.len()
+            );
             out.push_str("Tailscale-Version: 1.102.4-fake\r\n");
             for (k, v) in headers {
                 out.push_str(&format!("{k}: {v}\r\n"));
@@ -437,7 +447,8 @@ async fn serve_config_etag_round_trip() {
         let lc = mock.client();
         let (mut cfg, etag) = lc.serve_config().await.unwrap();
         assert_eq!(etag.as_deref(), Some("\"abc123\""));
-        cfg["Services"] = serde_json::json!({"svc:grafana": {"TCP": {"443": {"TCPForward": "127.0.0.1:8443", "ProxyProtocol": 2}}}});
+        cfg["Services"] =
+            serde_json::json!({"svc:grafana": {"TCP": {"443": {"TCPForward": "127.0.0.1:8443", "ProxyProtocol": 2}}}});
         lc.set_serve_config(&cfg, etag.as_deref()).await.unwrap();
         let e = lc.set_serve_config(&cfg, Some("\"stale\"")).await.unwrap_err();
         assert!(matches!(e, Error::PreconditionFailed), "{e:?}");
@@ -535,7 +546,8 @@ async fn watch_ipn_bus_reassembles_split_lines() {
 #[tokio::test]
 async fn watch_ipn_bus_bad_line() {
     bounded(async {
-        let mock = Mock::start(|_| Canned::Chunked { parts: vec![b"{\"ok\":1}\nnot json\n".to_vec()], delay: Duration::ZERO });
+        let mock =
+            Mock::start(|_| Canned::Chunked { parts: vec![b"{\"ok\":1}\nnot json\n".to_vec()], delay: Duration::ZERO });
         let mut w = mock.client().watch_ipn_bus(0).await.unwrap();
         assert!(w.next().await.unwrap().is_some());
         assert!(matches!(w.next().await, Err(Error::BadResponse { .. })));
@@ -554,7 +566,10 @@ async fn socket_missing() {
         assert!(e.fix().unwrap().contains("systemctl start tailscaled"));
         assert!(e.to_string().contains("nope.sock"));
         // Same for cert calls and the watch stream.
-        assert_eq!(lc.cert_pair("a.b.ts.net", None, Duration::from_secs(2)).await.unwrap_err().kind(), ErrorKind::SocketMissing);
+        assert_eq!(
+            lc.cert_pair("a.b.ts.net", None, Duration::from_secs(2)).await.unwrap_err().kind(),
+            ErrorKind::SocketMissing
+        );
         assert_eq!(lc.watch_ipn_bus(0).await.unwrap_err().kind(), ErrorKind::SocketMissing);
     })
     .await;

@@ -90,21 +90,13 @@ pub async fn spawn(name: &str) -> std::io::Result<Backend> {
     let hits = Arc::new(AtomicUsize::new(0));
     let name_s: Arc<str> = Arc::from(name);
     let task = tokio::spawn(accept_loop(listener, name_s, hits.clone(), stop_rx));
-    Ok(Backend {
-        addr,
-        name: name.to_string(),
-        hits,
-        stop,
-        task: Some(task),
-    })
+    Ok(Backend { addr, name: name.to_string(), hits, stop, task: Some(task) })
 }
 
 /// An address on loopback where nothing is listening (connects are refused).
 pub async fn spawn_refusing() -> SocketAddr {
     match TcpListener::bind("127.0.0.1:0").await {
-        Ok(l) => l
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9))),
+        Ok(l) => l.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9))),
         Err(_) => SocketAddr::from(([127, 0, 0, 1], 9)),
     }
 }
@@ -203,11 +195,7 @@ fn echo_json(name: &str, req: &Request<Incoming>) -> String {
             })
             .or_insert(v);
     }
-    let path = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| req.uri().to_string());
+    let path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| req.uri().to_string());
     serde_json::json!({
         "service": name,
         "method": req.method().as_str(),
@@ -223,8 +211,7 @@ async fn route(name: &str, req: Request<Incoming>) -> Response<Body> {
         return match n.parse::<u64>() {
             Ok(n) => {
                 let mut r = Response::new(Body::Zeros(n));
-                r.headers_mut()
-                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
                 r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(n));
                 r
             }
@@ -244,11 +231,7 @@ async fn route(name: &str, req: Request<Incoming>) -> Response<Body> {
                 Err(e) => return resp(400, Some("text/plain"), format!("body error: {e}\n")),
             }
         }
-        return resp(
-            200,
-            Some("application/json"),
-            serde_json::json!({ "received": received }).to_string(),
-        );
+        return resp(200, Some("application/json"), serde_json::json!({ "received": received }).to_string());
     }
     if let Some(ms) = path.strip_prefix("/delay/") {
         let Ok(ms) = ms.parse::<u64>() else {
@@ -289,22 +272,15 @@ pub fn accept_key(key: &str) -> String {
 }
 
 fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
-    req.headers().get_all(name).iter().any(|v| {
-        String::from_utf8_lossy(v.as_bytes())
-            .split(',')
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    })
+    req.headers()
+        .get_all(name)
+        .iter()
+        .any(|v| String::from_utf8_lossy(v.as_bytes()).split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
 fn ws_upgrade(mut req: Request<Incoming>) -> Response<Body> {
-    let key = req
-        .headers()
-        .get("sec-websocket-key")
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let version_ok = req
-        .headers()
-        .get("sec-websocket-version")
-        .is_some_and(|v| v.as_bytes() == b"13");
+    let key = req.headers().get("sec-websocket-key").map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let version_ok = req.headers().get("sec-websocket-version").is_some_and(|v| v.as_bytes() == b"13");
     let Some(key) = key else {
         return resp(400, Some("text/plain"), "missing Sec-WebSocket-Key\n");
     };
@@ -499,7 +475,11 @@ pub mod ws_client {
 
     /// Perform the client opening handshake for `ws://host/path` on `stream`.
     /// Reads the response byte-by-byte so no frame data is consumed.
-    pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, host: &str, path: &str) -> Result<(), WsError> {
+    pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+        stream: &mut S,
+        host: &str,
+        path: &str,
+    ) -> Result<(), WsError> {
         let key = base64(&random_bytes::<16>());
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"

@@ -6,8 +6,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SerialNumber, date_time_ymd,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SerialNumber, date_time_ymd,
 };
 use ring::rand::SecureRandom;
 
@@ -78,11 +78,8 @@ impl TestCa {
         let mut root_params = CertificateParams::new(Vec::<String>::new())?;
         root_params.distinguished_name = dn("snirouter test root");
         root_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        root_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        root_params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         root_params.not_before = date_time_ymd(2020, 1, 1);
         root_params.not_after = date_time_ymd(2099, 12, 31);
         root_params.serial_number = Some(SerialNumber::from_slice(&random_serial()?));
@@ -93,15 +90,9 @@ impl TestCa {
         let mut int_params = CertificateParams::new(Vec::<String>::new())?;
         int_params.distinguished_name = dn("snirouter test intermediate E1");
         int_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        int_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        int_params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        int_params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        int_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         int_params.use_authority_key_identifier_extension = true;
         int_params.not_before = date_time_ymd(2020, 1, 1);
         int_params.not_after = date_time_ymd(2099, 12, 30);
@@ -131,8 +122,7 @@ impl TestCa {
     /// # Panics
     /// If rcgen rejects the domain; use [`TestCa::try_issue`] for untrusted input.
     pub fn issue(&self, domain: &str, not_before: SystemTime, not_after: SystemTime) -> IssuedPair {
-        self.try_issue(domain, not_before, not_after)
-            .expect("issuing a test certificate")
+        self.try_issue(domain, not_before, not_after).expect("issuing a test certificate")
     }
 
     /// Fallible form of [`TestCa::issue`].
@@ -203,9 +193,7 @@ where
 /// 16 random bytes forming a positive DER INTEGER without leading zero.
 fn random_serial() -> Result<[u8; 16], CaError> {
     let mut b = [0u8; 16];
-    ring::rand::SystemRandom::new()
-        .fill(&mut b)
-        .map_err(|_| CaError::Rng)?;
+    ring::rand::SystemRandom::new().fill(&mut b).map_err(|_| CaError::Rng)?;
     b[0] = (b[0] & 0x7f).max(1);
     Ok(b)
 }
@@ -410,18 +398,16 @@ mod tests {
         let ca = TestCa::new();
         let pair = ca.issue("*.storage.example.ts.net", now(), now() + Duration::from_secs(3600));
         assert_eq!(pair.serial.len(), 32);
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pair.chain_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(pair.chain_pem.as_bytes()).collect::<Result<_, _>>().unwrap();
         assert_eq!(certs.len(), 2);
         let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from_pem_slice(ca.root_pem().as_bytes()).unwrap())
-            .unwrap();
+        roots.add(CertificateDer::from_pem_slice(ca.root_pem().as_bytes()).unwrap()).unwrap();
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(std::sync::Arc::new(roots), provider)
-            .build()
-            .unwrap();
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(std::sync::Arc::new(roots), provider)
+                .build()
+                .unwrap();
         use rustls::client::danger::ServerCertVerifier;
         for name in ["a.storage.example.ts.net", "storage.example.ts.net"] {
             verifier
@@ -430,7 +416,13 @@ mod tests {
         }
         assert!(
             verifier
-                .verify_server_cert(&certs[0], &certs[1..], &ServerName::try_from("other.example.ts.net").unwrap(), &[], UnixTime::now())
+                .verify_server_cert(
+                    &certs[0],
+                    &certs[1..],
+                    &ServerName::try_from("other.example.ts.net").unwrap(),
+                    &[],
+                    UnixTime::now()
+                )
                 .is_err()
         );
     }

@@ -83,11 +83,7 @@ pub struct GoDuration(pub i64);
 impl GoDuration {
     /// The duration clamped to non-negative, as a [`Duration`].
     pub fn to_std_saturating(self) -> Duration {
-        if self.0 <= 0 {
-            Duration::ZERO
-        } else {
-            Duration::from_nanos(self.0 as u64)
-        }
+        if self.0 <= 0 { Duration::ZERO } else { Duration::from_nanos(self.0 as u64) }
     }
 }
 
@@ -191,11 +187,7 @@ pub fn parse_duration(orig: &str) -> Result<GoDuration, String> {
         let u = String::from_utf8_lossy(&s[..k]).into_owned();
         s = &s[k..];
         let Some(unit) = unit_value(&u) else {
-            return Err(format!(
-                "time: unknown unit {} in duration {}",
-                time_quote(&u),
-                time_quote(orig)
-            ));
+            return Err(format!("time: unknown unit {} in duration {}", time_quote(&u), time_quote(orig)));
         };
         if v > (1u64 << 63) / unit {
             return Err(invalid());
@@ -295,10 +287,7 @@ pub fn parse_query(q: &str) -> Vec<(String, String)> {
 
 /// `url.Values.Get`: the first value for `key`, or `""`.
 pub fn query_get<'a>(q: &'a [(String, String)], key: &str) -> &'a str {
-    q.iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-        .unwrap_or("")
+    q.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).unwrap_or("")
 }
 
 /// Go `strconv.ParseBool`.
@@ -346,36 +335,20 @@ pub fn to_go_json_compact<T: serde::Serialize>(v: &T) -> String {
 /// Format a time as Go's `time.Time.String()`-like `2006-01-02 15:04:05 UTC`
 /// (used in Let's Encrypt rate-limit texts).
 pub fn format_utc(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, (rem % 3600) / 60, rem % 60)
 }
 
 /// Format a time as RFC 3339 UTC with second precision (`2025-10-01T12:00:00Z`).
 pub fn format_rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
 }
 
 /// Howard Hinnant's days-to-civil algorithm.
@@ -414,16 +387,8 @@ pub fn base64(data: &[u8]) -> String {
         let n = b0 << 16 | b1 << 8 | b2;
         out.push(T[(n >> 18 & 63) as usize] as char);
         out.push(T[(n >> 12 & 63) as usize] as char);
-        out.push(if chunk.len() > 1 {
-            T[(n >> 6 & 63) as usize] as char
-        } else {
-            '='
-        });
-        out.push(if chunk.len() > 2 {
-            T[(n & 63) as usize] as char
-        } else {
-            '='
-        });
+        out.push(if chunk.len() > 1 { T[(n >> 6 & 63) as usize] as char } else { '=' });
+        out.push(if chunk.len() > 2 { T[(n & 63) as usize] as char } else { '=' });
     }
     out
 }
@@ -453,10 +418,7 @@ mod tests {
         assert_eq!(parse_duration("abc").unwrap_err(), "time: invalid duration \"abc\"");
         assert_eq!(parse_duration("").unwrap_err(), "time: invalid duration \"\"");
         assert_eq!(parse_duration("1").unwrap_err(), "time: missing unit in duration \"1\"");
-        assert_eq!(
-            parse_duration("1x").unwrap_err(),
-            "time: unknown unit \"x\" in duration \"1x\""
-        );
+        assert_eq!(parse_duration("1x").unwrap_err(), "time: unknown unit \"x\" in duration \"1x\"");
         assert_eq!(parse_duration(".s").unwrap_err(), "time: invalid duration \".s\"");
         assert_eq!(
             parse_duration("99999999999999999999h").unwrap_err(),

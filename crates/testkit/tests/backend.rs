@@ -38,7 +38,8 @@ async fn send(addr: std::net::SocketAddr, request: &[u8]) -> Resp {
         let head = String::from_utf8_lossy(&buf[..split]).into_owned();
         let status = head.split(' ').nth(1).unwrap().parse().unwrap();
         let raw = &buf[split + 4..];
-        let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(raw) } else { raw.to_vec() };
+        let body =
+            if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(raw) } else { raw.to_vec() };
         Resp { status, head, body }
     })
     .await
@@ -46,7 +47,12 @@ async fn send(addr: std::net::SocketAddr, request: &[u8]) -> Resp {
 }
 
 async fn get(addr: std::net::SocketAddr, path: &str) -> Resp {
-    send(addr, format!("GET {path} HTTP/1.1\r\nHost: app.example\r\nX-Test: a\r\nX-Test: b\r\nConnection: close\r\n\r\n").as_bytes()).await
+    send(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: app.example\r\nX-Test: a\r\nX-Test: b\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -83,7 +89,8 @@ async fn bytes_streams_exact_length() {
 async fn upload_counts_streamed_body() {
     let b = backend::spawn("upload").await.unwrap();
     // Chunked upload of 3 MiB.
-    let mut req = b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+    let mut req =
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
     let chunk = vec![b'a'; 256 * 1024];
     for _ in 0..12 {
         req.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
@@ -95,7 +102,8 @@ async fn upload_counts_streamed_body() {
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(v["received"], 3 * 1024 * 1024);
     // Content-Length upload.
-    let r = send(b.addr, b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello").await;
+    let r =
+        send(b.addr, b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello").await;
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["received"], 5);
     b.shutdown().await;
 }

@@ -110,8 +110,20 @@ async fn status_running_shape() {
     key_positions(
         b,
         &[
-            "Version", "TUN", "BackendState", "AuthURL", "TailscaleIPs", "Self", "Health", "MagicDNSSuffix",
-            "CurrentTailnet", "CertDomains", "ExtraRecords", "Peer", "User", "ClientVersion",
+            "Version",
+            "TUN",
+            "BackendState",
+            "AuthURL",
+            "TailscaleIPs",
+            "Self",
+            "Health",
+            "MagicDNSSuffix",
+            "CurrentTailnet",
+            "CertDomains",
+            "ExtraRecords",
+            "Peer",
+            "User",
+            "ClientVersion",
         ],
     );
     assert!(b.contains("\n\t\"Health\": [],\n"), "{b}");
@@ -172,10 +184,7 @@ async fn cert_domains_endpoint() {
     let (_d, sim) = sim().await;
     let r = get(sim.socket_path(), "/localapi/v0/cert-domains").await;
     assert_eq!(r.status, 200);
-    assert_eq!(
-        r.body,
-        "[\"grafana.bat-boa.ts.net\",\"jellyfin.bat-boa.ts.net\",\"storage.bat-boa.ts.net\"]\n"
-    );
+    assert_eq!(r.body, "[\"grafana.bat-boa.ts.net\",\"jellyfin.bat-boa.ts.net\",\"storage.bat-boa.ts.net\"]\n");
     sim.update(|c| c.cert_domains = None);
     assert_eq!(get(sim.socket_path(), "/localapi/v0/cert-domains").await.body, "null\n");
     sim.update(|c| c.has_cert_domains_endpoint = false);
@@ -197,7 +206,11 @@ async fn cert_error_bodies_byte_for_byte() {
         500,
         r#"invalid domain "immich.bat-boa.ts.net"; must be one of ["storage.bat-boa.ts.net" "grafana.bat-boa.ts.net" "jellyfin.bat-boa.ts.net"]"#,
     );
-    assert_go_error(&get(s, &cert("*.storage.bat-boa.ts.net")).await, 500, "wildcard certificates are not enabled for this node");
+    assert_go_error(
+        &get(s, &cert("*.storage.bat-boa.ts.net")).await,
+        500,
+        "wildcard certificates are not enabled for this node",
+    );
     sim.update(|c| c.subdomain_resolve = true);
     assert_go_error(
         &get(s, &cert("*.other.bat-boa.ts.net")).await,
@@ -215,7 +228,11 @@ async fn cert_error_bodies_byte_for_byte() {
         r#"invalid validity parameter: time: missing unit in duration "5""#,
     );
     sim.update(|c| c.cert_domains = Some(vec![]));
-    assert_go_error(&get(s, &cert("storage.bat-boa.ts.net")).await, 500, "your Tailscale account does not support getting TLS certs");
+    assert_go_error(
+        &get(s, &cert("storage.bat-boa.ts.net")).await,
+        500,
+        "your Tailscale account does not support getting TLS certs",
+    );
     sim.update(|c| c.backend_state = "Starting".into());
     assert_go_error(&get(s, &cert("storage.bat-boa.ts.net")).await, 500, "no netmap available");
     assert!(sim.issued().is_empty());
@@ -259,7 +276,13 @@ async fn pair_is_key_then_chain_and_verifies() {
     .build()
     .unwrap();
     verifier
-        .verify_server_cert(&certs[0], &certs[1..], &ServerName::try_from("grafana.bat-boa.ts.net").unwrap(), &[], UnixTime::now())
+        .verify_server_cert(
+            &certs[0],
+            &certs[1..],
+            &ServerName::try_from("grafana.bat-boa.ts.net").unwrap(),
+            &[],
+            UnixTime::now(),
+        )
         .unwrap();
 
     // type=key / type=cert / default return the parts (cached, same cert).
@@ -366,9 +389,7 @@ async fn rate_limit_429_with_retry_after() {
 /// Send a request and give up (drop the connection) after `after`.
 async fn request_and_abandon(sock: &std::path::Path, path: &str, after: Duration) {
     let mut s = UnixStream::connect(sock).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: local-tailscaled.sock\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: local-tailscaled.sock\r\n\r\n").as_bytes()).await.unwrap();
     let mut buf = [0u8; 64];
     let r = tokio::time::timeout(after, tokio::io::AsyncReadExt::read(&mut s, &mut buf)).await;
     assert!(r.is_err(), "expected no answer, got {r:?}");
@@ -395,7 +416,12 @@ async fn rate_limit_hang_until_client_disconnects() {
         c.rate_limit_hangs = true;
     })
     .await;
-    request_and_abandon(sim.socket_path(), "/localapi/v0/cert/storage.bat-boa.ts.net?type=pair", Duration::from_millis(300)).await;
+    request_and_abandon(
+        sim.socket_path(),
+        "/localapi/v0/cert/storage.bat-boa.ts.net?type=pair",
+        Duration::from_millis(300),
+    )
+    .await;
     wait_for_status(&sim, "/cert/storage", 499).await;
     assert!(sim.issued().is_empty());
     // The per-domain lock was released: once the limit lifts, issuance works.
@@ -407,7 +433,12 @@ async fn rate_limit_hang_until_client_disconnects() {
 #[tokio::test]
 async fn disconnect_during_issuance_aborts_it() {
     let (_d, sim) = sim_with(|c| c.first_issue_delay = Duration::from_millis(600)).await;
-    request_and_abandon(sim.socket_path(), "/localapi/v0/cert/storage.bat-boa.ts.net?type=pair", Duration::from_millis(150)).await;
+    request_and_abandon(
+        sim.socket_path(),
+        "/localapi/v0/cert/storage.bat-boa.ts.net?type=pair",
+        Duration::from_millis(150),
+    )
+    .await;
     wait_for_status(&sim, "/cert/storage", 499).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(sim.issued().is_empty());
@@ -421,7 +452,11 @@ async fn setdns_and_readonly_store_failures() {
     let r = get(sim.socket_path(), "/localapi/v0/cert/grafana.bat-boa.ts.net?type=pair").await;
     assert_eq!(r.status, 500);
     assert!(r.body.starts_with("SetDNS \"_acme-challenge.grafana.bat-boa.ts.net\" => \""), "{}", r.body);
-    assert!(r.body.ends_with("\": set-dns response: 500 Internal Server Error, failed to create DNS record\n"), "{}", r.body);
+    assert!(
+        r.body.ends_with("\": set-dns response: 500 Internal Server Error, failed to create DNS record\n"),
+        "{}",
+        r.body
+    );
     assert!(sim.issued().is_empty());
 
     sim.update(|c| {
@@ -600,8 +635,14 @@ async fn serve_config_etag_and_412() {
     // Bad bodies.
     let r = req(s, "POST", "/localapi/v0/serve-config", &[], Some("[1]")).await;
     assert_eq!(r.status, 500);
-    assert_eq!(r.body, "{\"error\":\"decoding config: json: cannot unmarshal array into Go value of type ipn.ServeConfig\"}\n");
-    assert_eq!(req(s, "POST", "/localapi/v0/serve-config", &[], Some("")).await.body, "{\"error\":\"decoding config: EOF\"}\n");
+    assert_eq!(
+        r.body,
+        "{\"error\":\"decoding config: json: cannot unmarshal array into Go value of type ipn.ServeConfig\"}\n"
+    );
+    assert_eq!(
+        req(s, "POST", "/localapi/v0/serve-config", &[], Some("")).await.body,
+        "{\"error\":\"decoding config: EOF\"}\n"
+    );
 
     sim.update(|c| c.locked_config_file = true);
     let r = req(s, "POST", "/localapi/v0/serve-config", &[], Some(body)).await;
@@ -635,11 +676,24 @@ async fn prefs_get_and_patch_advertise_services() {
     // Without the Set bit the field is ignored; with it the list is replaced wholesale.
     req(s, "PATCH", "/localapi/v0/prefs", &[], Some(r#"{"AdvertiseServices":[]}"#)).await;
     assert_eq!(sim.advertised_services().len(), 2);
-    req(s, "PATCH", "/localapi/v0/prefs", &[], Some(r#"{"AdvertiseServicesSet":true,"AdvertiseServices":["svc:immich"]}"#)).await;
+    req(
+        s,
+        "PATCH",
+        "/localapi/v0/prefs",
+        &[],
+        Some(r#"{"AdvertiseServicesSet":true,"AdvertiseServices":["svc:immich"]}"#),
+    )
+    .await;
     assert_eq!(sim.advertised_services(), ["svc:immich"]);
 
-    let bad = req(s, "PATCH", "/localapi/v0/prefs", &[], Some(r#"{"AdvertiseServicesSet":true,"AdvertiseServices":"x"}"#)).await;
-    assert_go_error(&bad, 400, "json: cannot unmarshal string into Go struct field MaskedPrefs.AdvertiseServices of type []string");
+    let bad =
+        req(s, "PATCH", "/localapi/v0/prefs", &[], Some(r#"{"AdvertiseServicesSet":true,"AdvertiseServices":"x"}"#))
+            .await;
+    assert_go_error(
+        &bad,
+        400,
+        "json: cannot unmarshal string into Go struct field MaskedPrefs.AdvertiseServices of type []string",
+    );
     assert_go_error(&req(s, "POST", "/localapi/v0/prefs", &[], Some("{}")).await, 405, "unsupported method");
     sim.shutdown().await;
 }

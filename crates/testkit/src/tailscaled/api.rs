@@ -33,10 +33,7 @@ impl hyper::body::Body for Body {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.get_mut() {
             Body::Full(f) => Pin::new(f).poll_frame(cx),
             Body::Stream(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
@@ -74,8 +71,7 @@ fn full(status: u16, content_type: Option<&str>, body: impl Into<Bytes>) -> Resp
 /// Go `http.Error`: text/plain; charset=utf-8, nosniff, message + "\n".
 fn go_error(status: u16, msg: &str) -> Resp {
     let mut r = full(status, Some("text/plain; charset=utf-8"), format!("{msg}\n"));
-    r.headers_mut()
-        .insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    r.headers_mut().insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     r
 }
 
@@ -90,20 +86,14 @@ fn json_indented<T: serde::Serialize>(v: &T) -> Resp {
 }
 
 /// Serve one accepted connection until it ends or the simulator kills it.
-pub(crate) async fn serve_conn(
-    inner: Arc<Inner>,
-    stream: tokio::net::UnixStream,
-    mut kill_rx: watch::Receiver<u64>,
-) {
+pub(crate) async fn serve_conn(inner: Arc<Inner>, stream: tokio::net::UnixStream, mut kill_rx: watch::Receiver<u64>) {
     let conn_uid = stream.peer_cred().ok().map(|c| c.uid());
     let svc_inner = inner.clone();
     let svc = hyper::service::service_fn(move |req| {
         let inner = svc_inner.clone();
         async move { Ok::<_, Infallible>(handle(inner, conn_uid, req).await) }
     });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), svc);
+    let conn = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), svc);
     tokio::select! {
         r = conn => {
             if let Err(e) = r {
@@ -145,16 +135,9 @@ async fn handle(inner: Arc<Inner>, conn_uid: Option<u32>, req: Request<Incoming>
         .uri()
         .authority()
         .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
-        });
-    let path_and_query = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| req.uri().path().to_string());
+        .or_else(|| req.headers().get(header::HOST).map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned()));
+    let path_and_query =
+        req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| req.uri().path().to_string());
     tracing::debug!(method = %req.method(), path = %path_and_query, "simulated tailscaled request");
     let guard = RecordGuard {
         inner: inner.clone(),
@@ -185,11 +168,7 @@ fn perms(inner: &Inner, cfg: &SimConfig, conn_uid: Option<u32>) -> Perms {
         Some(0) => true,
         Some(u) => Some(u) == cfg.operator_uid || (u == daemon_uid && daemon_uid != 0),
     };
-    Perms {
-        read: true,
-        write,
-        cert: uid.is_some() && uid == cfg.permit_cert_uid,
-    }
+    Perms { read: true, write, cert: uid.is_some() && uid == cfg.permit_cert_uid }
 }
 
 fn add_localapi_headers(resp: &mut Resp, cfg: &SimConfig) {
@@ -212,13 +191,8 @@ async fn route(inner: &Arc<Inner>, conn_uid: Option<u32>, host: Option<String>, 
     // Go's net/http rejects HTTP/1.1 requests without a Host header before any
     // handler runs.
     if req.version() == Version::HTTP_11 && host.is_none() {
-        let mut r = full(
-            400,
-            Some("text/plain; charset=utf-8"),
-            "400 Bad Request: missing required Host header",
-        );
-        r.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        let mut r = full(400, Some("text/plain; charset=utf-8"), "400 Bad Request: missing required Host header");
+        r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         return r;
     }
     let has_referer = req.headers().get(header::REFERER).is_some_and(|v| !v.is_empty());
@@ -285,11 +259,7 @@ fn serve_cert_domains(cfg: &SimConfig, p: &Perms) -> Resp {
         d.sort();
         domains = Some(d);
     }
-    full(
-        200,
-        Some("application/json"),
-        format!("{}\n", gofmt::to_go_json_compact(&domains)),
-    )
+    full(200, Some("application/json"), format!("{}\n", gofmt::to_go_json_compact(&domains)))
 }
 
 fn serve_whois(cfg: &SimConfig, p: &Perms, query: &[(String, String)]) -> Resp {
@@ -348,11 +318,7 @@ impl CertErr {
 
 /// `validLookingCertDomain`.
 fn valid_looking_cert_domain(name: &str) -> bool {
-    if name.is_empty()
-        || name.contains("..")
-        || name.contains([':', '/', '\\', '\0'])
-        || !name.contains('.')
-    {
+    if name.is_empty() || name.contains("..") || name.contains([':', '/', '\\', '\0']) || !name.contains('.') {
         return false;
     }
     // Only a leading "*." wildcard is allowed.
@@ -433,11 +399,7 @@ async fn get_cert_pem(inner: &Arc<Inner>, domain: &str, min_validity: Duration) 
             )));
         }
     } else if !cds.iter().any(|d| d == domain) {
-        return Err(CertErr::e500(format!(
-            "invalid domain {}; must be one of {}",
-            quote(domain),
-            quote_slice(&cds)
-        )));
+        return Err(CertErr::e500(format!("invalid domain {}; must be one of {}", quote(domain), quote_slice(&cds))));
     }
 
     let now = SystemTime::now();
@@ -585,7 +547,8 @@ fn notify_line(v: &Value) -> Bytes {
 }
 
 fn initial_notify(inner: &Inner, mask: u64, session: &str) -> Option<Value> {
-    let initial_bits = NOTIFY_INITIAL_STATE | NOTIFY_INITIAL_PREFS | NOTIFY_INITIAL_NETMAP | NOTIFY_INITIAL_HEALTH_STATE;
+    let initial_bits =
+        NOTIFY_INITIAL_STATE | NOTIFY_INITIAL_PREFS | NOTIFY_INITIAL_NETMAP | NOTIFY_INITIAL_HEALTH_STATE;
     if mask & initial_bits == 0 {
         return None;
     }
@@ -666,8 +629,7 @@ fn serve_watch_ipn_bus(inner: &Arc<Inner>, p: &Perms, query: &[(String, String)]
         }
     });
     let mut r = Response::new(Body::Stream(rx));
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 
@@ -704,10 +666,7 @@ fn decode_object(body: &[u8], go_type: &str) -> Result<Option<serde_json::Map<St
     match de.next() {
         Some(Ok(Value::Object(m))) => Ok(Some(m)),
         Some(Ok(Value::Null)) => Ok(None),
-        Some(Ok(v)) => Err(format!(
-            "json: cannot unmarshal {} into Go value of type {go_type}",
-            json_kind(&v)
-        )),
+        Some(Ok(v)) => Err(format!("json: cannot unmarshal {} into Go value of type {go_type}", json_kind(&v))),
         Some(Err(e)) => Err(e.to_string()),
         None => Err("EOF".to_string()),
     }

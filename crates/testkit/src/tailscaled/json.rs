@@ -40,19 +40,12 @@ pub(crate) fn ident(name: &str) -> NodeIdent {
 /// The `(IPv4, IPv6)` VIP pair assigned to the `i`-th approved service.
 pub(crate) fn service_vips(i: usize) -> [String; 2] {
     let i = i + 1;
-    [
-        format!("100.100.{}.{}", 5 + i / 250, i % 250 + 1),
-        format!("fd7a:115c:a1e0::5:{:x}", i),
-    ]
+    [format!("100.100.{}.{}", 5 + i / 250, i % 250 + 1), format!("fd7a:115c:a1e0::5:{:x}", i)]
 }
 
 /// `svc:NAME` form of a configured service name.
 pub(crate) fn svc_name(s: &str) -> String {
-    if s.starts_with("svc:") {
-        s.to_string()
-    } else {
-        format!("svc:{s}")
-    }
+    if s.starts_with("svc:") { s.to_string() } else { format!("svc:{s}") }
 }
 
 fn prefix_len(ip: &IpAddr) -> u8 {
@@ -214,8 +207,7 @@ fn self_status(cfg: &SimConfig, running: bool) -> PeerStatus {
         return PeerStatus {
             id: String::new(),
             node_id: 0,
-            public_key: "nodekey:0000000000000000000000000000000000000000000000000000000000000000"
-                .to_string(),
+            public_key: "nodekey:0000000000000000000000000000000000000000000000000000000000000000".to_string(),
             host_name: cfg.hostname.clone(),
             dns_name: String::new(),
             os: "linux".to_string(),
@@ -269,12 +261,7 @@ fn self_status(cfg: &SimConfig, running: bool) -> PeerStatus {
         os: "linux".to_string(),
         user_id: TAGGED_USER_ID,
         tailscale_ips: if ips.is_empty() { None } else { Some(ips.clone()) },
-        allowed_ips: Some(
-            cfg.tailscale_ips
-                .iter()
-                .map(|i| format!("{i}/{}", prefix_len(i)))
-                .collect(),
-        ),
+        allowed_ips: Some(cfg.tailscale_ips.iter().map(|i| format!("{i}/{}", prefix_len(i))).collect()),
         tags: if tagged { Some(cfg.tags.clone()) } else { None },
         addrs: vec!["203.0.113.5:41641".to_string()],
         cur_addr: String::new(),
@@ -310,11 +297,7 @@ fn self_status(cfg: &SimConfig, running: bool) -> PeerStatus {
         in_network_map: true,
         in_magic_sock: false,
         in_engine: false,
-        key_expiry: if tagged {
-            None
-        } else {
-            Some("2026-03-30T12:00:00Z".to_string())
-        },
+        key_expiry: if tagged { None } else { Some("2026-03-30T12:00:00Z".to_string()) },
     }
 }
 
@@ -463,11 +446,7 @@ pub(crate) fn netmap(cfg: &SimConfig) -> Value {
     }
     let id = ident(&cfg.hostname);
     let name = format!("{}.", fqdn(cfg));
-    let addrs: Vec<String> = cfg
-        .tailscale_ips
-        .iter()
-        .map(|i| format!("{i}/{}", prefix_len(i)))
-        .collect();
+    let addrs: Vec<String> = cfg.tailscale_ips.iter().map(|i| format!("{i}/{}", prefix_len(i))).collect();
     json!({
         "SelfNode": {
             "ID": id.node_id,

@@ -303,9 +303,7 @@ pub struct SimTailscaled {
 
 impl std::fmt::Debug for SimTailscaled {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimTailscaled")
-            .field("socket_path", &self.inner.socket_path)
-            .finish_non_exhaustive()
+        f.debug_struct("SimTailscaled").field("socket_path", &self.inner.socket_path).finish_non_exhaustive()
     }
 }
 
@@ -441,12 +439,7 @@ impl SimTailscaled {
 
     /// The `AdvertiseServices` pref (empty when unset).
     pub fn advertised_services(&self) -> Vec<String> {
-        self.inner
-            .state()
-            .prefs
-            .advertise_services
-            .clone()
-            .unwrap_or_default()
+        self.inner.state().prefs.advertise_services.clone().unwrap_or_default()
     }
 
     /// Stop serving, close all connections and remove the socket file.
