@@ -223,9 +223,7 @@ impl CertManager {
         let policy = self.opts.policy.clone();
         let mut domains = self.domains.subscribe();
         let mut failures: u32 = 0;
-        let first = schedule::after_success(&policy, self.store.current(&fqdn).as_deref(), SystemTime::now());
-        let mut wait = first.wait;
-        let mut min_validity = first.min_validity;
+        let mut wait = schedule::after_success(&policy, self.store.current(&fqdn).as_deref(), SystemTime::now()).wait;
         // Wake early when CertDomains changes (for names blocked on it or on the daemon).
         let mut wake_on_domains = false;
         // Before the first request, let the watcher ask tailscaled once (bounded, in
@@ -271,6 +269,11 @@ impl CertManager {
                 continue;
             }
 
+            // Decide min_validity now, from the certificate served at this moment: a
+            // plan made before the renewal window opened must not send a request
+            // without it once the window is open.
+            let min_validity =
+                schedule::after_success(&policy, self.store.current(&fqdn).as_deref(), SystemTime::now()).min_validity;
             let outcome = self.fetch_once(&fqdn, min_validity).await;
             match outcome {
                 Ok(()) => {
@@ -278,16 +281,16 @@ impl CertManager {
                     wake_on_domains = false;
                     let next =
                         schedule::after_success(&policy, self.store.current(&fqdn).as_deref(), SystemTime::now());
-                    if next.wait.is_zero() {
-                        // tailscaled answered, but with a certificate that is still
-                        // inside the renewal window: do not spin, back off.
+                    if next.wait.is_zero() && min_validity.is_some() {
+                        // We asked for a renewal and tailscaled answered with a
+                        // certificate still inside the renewal window: do not spin.
                         failures = 1;
                         let remaining =
                             self.store.current(&fqdn).map(|c| c.remaining(SystemTime::now())).unwrap_or_default();
                         let msg = format!(
                             "tailscaled returned a certificate with only {}s left although {}s were requested",
                             remaining.as_secs(),
-                            next.min_validity.unwrap_or_default().as_secs()
+                            min_validity.unwrap_or_default().as_secs()
                         );
                         tracing::warn!(name = %fqdn, cause = %msg, "renewal did not produce a fresh certificate");
                         self.store.update_state(&fqdn, |s| {
@@ -298,7 +301,6 @@ impl CertManager {
                     } else {
                         wait = next.wait;
                     }
-                    min_validity = next.min_validity;
                 }
                 Err(failure) => {
                     failures += 1;
