@@ -90,3 +90,16 @@ fn missing_config_file_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/snirouter.toml"), "{err}");
 }
+
+#[test]
+fn demo_runs_end_to_end_and_cleans_up() {
+    let dir = TempDir::new("demo");
+    let work = dir.0.join("work");
+    let out = snirouter(&["demo", "--once", "--dir", work.to_str().expect("utf8")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("demo: all 14 services answered over HTTPS"), "{stdout}");
+    assert_eq!(stdout.matches(" 200 ").count(), 14, "{stdout}");
+    assert!(stdout.contains("curl --cacert"), "{stdout}");
+    assert!(!work.join("tailscaled.sock").exists(), "the simulated socket is removed");
+}

@@ -93,3 +93,15 @@ async fn missing_socket_is_explained() {
     let logs = env.router().wait_log("the missing-socket explanation", WAIT, |l| l.contains("does not exist")).await;
     assert!(logs.contains("systemctl start tailscaled") || logs.contains("[tailscale] socket"), "{logs}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_logged_in_says_tailscale_up() {
+    let mut opts = EnvOptions::default();
+    opts.sim.backend_state = "NeedsLogin".into();
+    opts.tailscale = format!("magic_dns_suffix = \"{SUFFIX}\"\n");
+    let env = Env::start(opts).await;
+    let logs = env.router().wait_log("the not-logged-in explanation", WAIT, |l| l.contains("logged in")).await;
+    assert!(logs.contains("tailscale status") || logs.contains("tailscale up"), "{logs}");
+    let out = s_client(&env, &fqdn("grafana")).await;
+    assert!(out.contains("unrecognized name"), "{out}");
+}

@@ -37,6 +37,7 @@ const SUFFIX: &str = "demo-tailnet.ts.net";
 
 /// Runs the demo. `Ok(true)` when every name answered.
 pub async fn run(once: bool, dir: Option<PathBuf>) -> Result<bool, String> {
+    let owned_dir = dir.is_none();
     let dir = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("snirouter-demo-{}", std::process::id())));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let socket = dir.join("tailscaled.sock");
@@ -129,5 +130,9 @@ pub async fn run(once: bool, dir: Option<PathBuf>) -> Result<bool, String> {
     }
     sim.shutdown().await;
     let _ = std::fs::remove_file(&socket);
+    if owned_dir {
+        // Nothing serves any more: the CA and config would only mislead.
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     Ok(all_ok)
 }
