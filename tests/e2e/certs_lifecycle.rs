@@ -187,10 +187,8 @@ async fn cache_files_are_private_and_a_corrupt_one_is_ignored() {
     }
     std::fs::write(&file, "-----BEGIN CERTIFICATE-----\nnot base64 !!\n-----END CERTIFICATE-----\n").expect("corrupt");
     env.start_router().await;
-    let logs = env
-        .router()
-        .wait_log("the corrupt cache report", WAIT, |l| l.contains("ignoring cached certificate"))
-        .await;
+    let logs =
+        env.router().wait_log("the corrupt cache report", WAIT, |l| l.contains("ignoring cached certificate")).await;
     assert!(logs.contains(&fqdn("grafana")), "{logs}");
     env.wait_serving("grafana", WAIT).await;
     // Replaced atomically by the fresh certificate, still private, no temp files left.
