@@ -92,7 +92,7 @@ impl Forwarder {
         svc: &ServiceRoutes,
     ) -> Response<ProxyBody> {
         let Some((host, host_value)) = request_host(&req) else {
-            return local(StatusCode::BAD_REQUEST, "the request has no Host header".to_owned());
+            return local(StatusCode::BAD_REQUEST, "the request needs exactly one valid Host header".to_owned());
         };
         if host != conn.sni {
             tracing::info!(service = %svc.name, client = %conn.client, sni = %conn.sni, host = %host, "421: Host does not match the TLS server name");
@@ -200,6 +200,10 @@ impl Forwarder {
 /// forward. HTTP/2 and absolute-form requests carry it in the URI authority, which
 /// takes precedence over a Host header (RFC 9112 §3.2.2).
 fn request_host(req: &Request<Incoming>) -> Option<(String, HeaderValue)> {
+    // RFC 9112 §3.2: more than one Host field line is a 400, never "pick one".
+    if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
+        return None;
+    }
     let (raw, value) = match req.uri().authority() {
         Some(a) => (a.as_str().to_owned(), HeaderValue::from_str(a.as_str()).ok()?),
         None => {
