@@ -326,6 +326,75 @@ pub(crate) fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a
     }
 }
 
+/// Checks `[tailscale.api] tailnet`: `-` or a tailnet name as used in API paths.
+pub(crate) fn check_tailnet(raw: &str) -> Result<(), Problem> {
+    let help = Some(
+        "write tailnet = \"-\" (the OAuth client's own tailnet) or the tailnet's name, e.g. \"example.com\"".to_owned(),
+    );
+    if raw.is_empty() {
+        return Err(Problem::new("tailnet is empty", help));
+    }
+    if raw.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | '?' | '#' | '%')) {
+        return Err(Problem::new(format!("tailnet {raw:?} contains characters not allowed in an API path"), help));
+    }
+    Ok(())
+}
+
+/// Normalizes `[tailscale.api] base_url` to `scheme://authority` (no trailing `/`).
+/// `https://` anywhere; `http://` only for loopback hosts, since the OAuth secret is sent.
+pub(crate) fn normalize_api_base_url(raw: &str) -> Result<String, Problem> {
+    let help = Some(
+        "write base_url = \"https://api.tailscale.com\" (the default); plain http:// is only for loopback test servers"
+            .to_owned(),
+    );
+    let uri: http::Uri =
+        raw.trim().parse().map_err(|e| Problem::new(format!("base_url {raw:?} is not a URL: {e}"), help.clone()))?;
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return Err(Problem::new(format!("base_url {raw:?} needs a scheme and a host"), help));
+    };
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() || authority.as_str().contains('@') {
+        return Err(Problem::new(
+            format!(
+                "base_url {raw:?} must be an origin only (no path, query or user info); the /api/v2/... paths are added by snirouter"
+            ),
+            help,
+        ));
+    }
+    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    match scheme {
+        "https" => {}
+        "http" if loopback => {}
+        "http" => {
+            return Err(Problem::new(
+                format!(
+                    "base_url {raw:?} uses plain http:// to a non-loopback host; the OAuth client secret would travel unencrypted"
+                ),
+                help,
+            ));
+        }
+        other => return Err(Problem::new(format!("base_url {raw:?} has unsupported scheme {other:?}"), help)),
+    }
+    Ok(format!("{scheme}://{}", authority.as_str().to_ascii_lowercase()))
+}
+
+/// Checks an ACL tag such as `tag:storage-svc`.
+pub(crate) fn check_acl_tag(raw: &str) -> Result<(), Problem> {
+    let Some(name) = raw.strip_prefix("tag:") else {
+        return Err(Problem::new(
+            format!("tag {raw:?} must start with \"tag:\""),
+            Some(format!("write \"tag:{}\"", suggest_label(raw))),
+        ));
+    };
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(Problem::new(
+            format!("tag {raw:?} is not a valid tag name"),
+            Some(format!("tags are tag: followed by letters, digits and '-', e.g. \"tag:{}\"", suggest_label(name))),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,6 +41,7 @@ pub use schema::{
     Cache, Config, DEFAULT_CACHE_DIR, DEFAULT_SOCKET, Limits, Listen, Log, LogFormat, MAX_HEADER_BYTES,
     MIN_HEADER_BYTES, Route, Scheme, Service, Tailscale, Timeouts, Upstream,
 };
+pub use schema::{DEFAULT_API_BASE_URL, TailscaleApi};
 pub use units::{format_duration, parse_duration, parse_size};
 
 /// Parses and validates a configuration file's contents.

@@ -51,14 +51,38 @@ pub struct Tailscale {
     /// MagicDNS suffix override such as `tailnet-1234.ts.net` (lowercase, no leading/trailing
     /// dot). Normally `None`: the suffix is read from tailscaled's status.
     pub magic_dns_suffix: Option<String>,
-    /// Reserved for Tailscale Services synchronisation (default `false`).
+    /// Apply the Tailscale Services sync (`snirouter services sync`) when `run` starts
+    /// (default `false`).
     pub manage_services: bool,
+    /// `[tailscale.api]`: optional control-API credentials used to define the services
+    /// (`None`: the admin-console steps are printed instead).
+    pub api: Option<TailscaleApi>,
 }
 
 impl Default for Tailscale {
     fn default() -> Self {
-        Tailscale { socket: PathBuf::from(DEFAULT_SOCKET), magic_dns_suffix: None, manage_services: false }
+        Tailscale { socket: PathBuf::from(DEFAULT_SOCKET), magic_dns_suffix: None, manage_services: false, api: None }
     }
+}
+
+/// Default control API base URL.
+pub const DEFAULT_API_BASE_URL: &str = "https://api.tailscale.com";
+
+/// `[tailscale.api]`: an OAuth client for the Tailscale control API (scope `services`,
+/// plus `devices:core` to read the hosts). The secrets themselves stay in files.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TailscaleApi {
+    /// File holding the OAuth client id (surrounding whitespace ignored).
+    pub client_id_file: PathBuf,
+    /// File holding the OAuth client secret (surrounding whitespace ignored).
+    pub client_secret_file: PathBuf,
+    /// Tailnet name for API paths; `-` (the default) is the OAuth client's own tailnet.
+    pub tailnet: String,
+    /// API origin without trailing `/` (default [`DEFAULT_API_BASE_URL`]); `http://` only
+    /// for loopback hosts (tests).
+    pub base_url: String,
+    /// Tags put on each service definition, each `tag:NAME` (default none).
+    pub tags: Vec<String>,
 }
 
 /// `[listen]`. No address appears twice and no wildcard overlaps a specific address on the

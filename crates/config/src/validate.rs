@@ -11,7 +11,8 @@ use toml_edit::{Item, Key, TableLike, Value};
 use crate::checks::{self, Problem};
 use crate::diag::Sink;
 use crate::schema::{
-    Cache, Config, Limits, Listen, Log, LogFormat, MAX_HEADER_BYTES, MIN_HEADER_BYTES, Tailscale, Timeouts,
+    Cache, Config, Limits, Listen, Log, LogFormat, MAX_HEADER_BYTES, MIN_HEADER_BYTES, Tailscale, TailscaleApi,
+    Timeouts,
 };
 use crate::units;
 
@@ -19,7 +20,8 @@ pub(crate) type Span = Option<Range<usize>>;
 
 /// Keys accepted at the top level.
 pub(crate) const TOP_KEYS: &[&str] = &["tailscale", "listen", "cache", "timeouts", "limits", "log", "services"];
-const TAILSCALE_KEYS: &[&str] = &["socket", "magic_dns_suffix", "manage_services"];
+const TAILSCALE_KEYS: &[&str] = &["socket", "magic_dns_suffix", "manage_services", "api"];
+const TAILSCALE_API_KEYS: &[&str] = &["client_id_file", "client_secret_file", "tailnet", "base_url", "tags"];
 const LISTEN_KEYS: &[&str] = &["https", "proxy_protocol", "redirect_http"];
 const CACHE_KEYS: &[&str] = &["dir"];
 const TIMEOUT_KEYS: &[&str] = &[
@@ -237,7 +239,100 @@ impl Validator<'_> {
         {
             ts.manage_services = b;
         }
+        if let Some(e) = find(&fields, "api") {
+            ts.api = self.tailscale_api(e);
+        }
         ts
+    }
+
+    /// `[tailscale.api]`; `None` when it is unusable (every problem reported).
+    fn tailscale_api(&mut self, entry: &Entry<'_>) -> Option<TailscaleApi> {
+        if entry.item.as_table_like().is_none() {
+            self.section(Some(entry), TAILSCALE_API_KEYS); // reports the type error
+            return None;
+        }
+        let fields = self.section(Some(entry), TAILSCALE_API_KEYS);
+        let mut ok = true;
+        let file = |v: &mut Self, name: &str, example: &str| -> Option<PathBuf> {
+            match find(&fields, name) {
+                Some(e) => v.path_buf(e, example),
+                None => {
+                    v.error(
+                        entry.key_span(),
+                        &entry.path,
+                        format!("[tailscale.api] needs {name}"),
+                        Some(format!(
+                            "add {name} = {example} (a file readable only by snirouter), or remove [tailscale.api] to set the services up in the admin console"
+                        )),
+                    );
+                    None
+                }
+            }
+        };
+        let client_id_file = file(self, "client_id_file", "\"/run/secrets/ts-oauth-id\"");
+        let client_secret_file = file(self, "client_secret_file", "\"/run/secrets/ts-oauth-secret\"");
+        let mut tailnet = "-".to_owned();
+        if let Some(e) = find(&fields, "tailnet")
+            && let Some(s) = self.string(e, "\"-\"")
+        {
+            match checks::check_tailnet(s) {
+                Ok(()) => tailnet = s.to_owned(),
+                Err(p) => {
+                    self.report(e.value_span(), &e.path, p);
+                    ok = false;
+                }
+            }
+        }
+        let mut base_url = crate::schema::DEFAULT_API_BASE_URL.to_owned();
+        if let Some(e) = find(&fields, "base_url")
+            && let Some(s) = self.string(e, "\"https://api.tailscale.com\"")
+        {
+            match checks::normalize_api_base_url(s) {
+                Ok(u) => base_url = u,
+                Err(p) => {
+                    self.report(e.value_span(), &e.path, p);
+                    ok = false;
+                }
+            }
+        }
+        let mut tags = Vec::new();
+        if let Some(e) = find(&fields, "tags") {
+            match e.item.as_array() {
+                Some(array) => {
+                    for (i, value) in array.iter().enumerate() {
+                        let path = format!("{}[{i}]", e.path);
+                        let span = value.span().or_else(|| e.value_span());
+                        match value.as_str().map(checks::check_acl_tag) {
+                            Some(Ok(())) => tags.push(value.as_str().unwrap_or_default().to_owned()),
+                            Some(Err(p)) => {
+                                self.report(span, &path, p);
+                                ok = false;
+                            }
+                            None => {
+                                self.error(
+                                    span,
+                                    &path,
+                                    format!("expected a tag string, found {}", describe_value(value)),
+                                    Some("write tags = [\"tag:storage-svc\"]".to_owned()),
+                                );
+                                ok = false;
+                            }
+                        }
+                    }
+                }
+                None => {
+                    self.error(
+                        e.value_span(),
+                        &e.path,
+                        format!("expected an array of tags, found {}", describe(e.item)),
+                        Some("write tags = [\"tag:storage-svc\"]".to_owned()),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        let (client_id_file, client_secret_file) = (client_id_file?, client_secret_file?);
+        ok.then_some(TailscaleApi { client_id_file, client_secret_file, tailnet, base_url, tags })
     }
 
     fn listen(&mut self, entry: Option<&Entry<'_>>) -> Listen {

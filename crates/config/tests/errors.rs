@@ -51,7 +51,7 @@ fn display_format() {
     let d = one(&with_tail(&["[tailscale]", "sockett = \"/x\""]));
     assert_eq!(
         d.to_string(),
-        "t.toml:2:1: tailscale.sockett: unknown key \"sockett\" in [tailscale]\n  help: did you mean \"socket\"? valid keys in [tailscale]: socket, magic_dns_suffix, manage_services"
+        "t.toml:2:1: tailscale.sockett: unknown key \"sockett\" in [tailscale]\n  help: did you mean \"socket\"? valid keys in [tailscale]: socket, magic_dns_suffix, manage_services, api"
     );
 }
 
