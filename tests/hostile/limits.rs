@@ -1,0 +1,107 @@
+//! Timeouts and limits: slow or silent clients are cut off, floods are bounded, and a
+//! fresh client is still served.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::harness::*;
+use crate::{raw_exchange, status_of, tls_config};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Reads until EOF; returns how long that took (bounded by `limit`).
+async fn time_to_close<S: tokio::io::AsyncRead + Unpin>(s: &mut S, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    let result = tokio::time::timeout(limit, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    result.ok().map(|_| started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_slow_clients_are_cut_off() {
+    let mut opts = EnvOptions::default();
+    opts.proxy_protocol = true;
+    opts.timeouts = "proxy_header = \"2s\"\ntls_handshake = \"2s\"\nrequest_header = \"2s\"\n".into();
+    let env = Env::start(opts).await;
+    env.wait_serving("grafana", WAIT).await;
+
+    // TCP connect, then silence: closed after timeouts.tls_handshake.
+    let mut silent = tokio::net::TcpStream::connect(env.https).await.expect("connect");
+    assert!(time_to_close(&mut silent, Duration::from_secs(15)).await.is_some(), "silent TLS client not closed");
+
+    // PROXY listener, no header: closed after timeouts.proxy_header.
+    let mut silent = tokio::net::TcpStream::connect(env.proxy.expect("proxy listener")).await.expect("connect");
+    assert!(time_to_close(&mut silent, Duration::from_secs(15)).await.is_some(), "silent PROXY client not closed");
+
+    // Slowloris: a request head trickled one byte every 300 ms (it would take > 20 s).
+    let tcp = tokio::net::TcpStream::connect(env.https).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from(fqdn("grafana")).expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(tls_config(&env)).connect(name, tcp).await.expect("tls");
+    let head = format!("GET / HTTP/1.1\r\nHost: {}\r\nX-Slow: {}\r\n\r\n", fqdn("grafana"), "a".repeat(64));
+    let started = Instant::now();
+    let mut cut_off = false;
+    for b in head.as_bytes() {
+        if tls.write_all(&[*b]).await.is_err() || tls.flush().await.is_err() {
+            cut_off = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if started.elapsed() > Duration::from_secs(15) {
+            break;
+        }
+    }
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut rest)).await;
+    let answer = String::from_utf8_lossy(&rest);
+    assert!(cut_off || !answer.contains("200 OK"), "slowloris request was served: {answer}");
+    assert!(started.elapsed() < Duration::from_secs(20), "slowloris connection not cut off");
+
+    let logs = env.router().logs();
+    assert!(logs.contains("timeouts.tls_handshake"), "{logs}");
+    assert!(logs.contains("timeouts.proxy_header"), "{logs}");
+    // A fresh client is served normally.
+    let (_, status) = body_and_status(&curl(&env, "grafana", "/", &[]).await);
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limit_and_header_limit() {
+    let mut opts = EnvOptions::default();
+    opts.timeouts = "tls_handshake = \"30s\"\n\n[limits]\nmax_connections = 20\nmax_header_bytes = \"16KiB\"\n".into();
+    let env = Env::start(opts).await;
+    env.wait_serving("grafana", WAIT).await;
+
+    // Oversized request head ⇒ 431.
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: {}\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        fqdn("grafana"),
+        "b".repeat(64 * 1024)
+    );
+    let r = raw_exchange(&env, "grafana", big.as_bytes(), Duration::from_secs(5)).await;
+    assert_eq!(status_of(&r), 431, "{r}");
+
+    // 20 idle connections fill the limit; the 21st is closed at once.
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(tokio::net::TcpStream::connect(env.https).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut over = tokio::net::TcpStream::connect(env.https).await.expect("connect");
+    assert!(time_to_close(&mut over, Duration::from_secs(5)).await.is_some(), "connection over the limit stayed open");
+    let logs = env.router().wait_log("the limit log line", WAIT, |l| l.contains("limits.max_connections")).await;
+    assert!(logs.contains("limits.max_connections"));
+    // Freeing the slots lets new clients in.
+    drop(idle);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, status) = body_and_status(&curl(&env, "grafana", "/", &[]).await);
+    assert_eq!(status, 200);
+}

@@ -1,0 +1,49 @@
+//! Hostile input and faults: what an untrusted tailnet peer (or a broken dependency)
+//! can do to the router, and the answer it gets. The real binary, loopback only,
+//! every test bounded in time.
+
+#[path = "../e2e/harness.rs"]
+#[allow(dead_code)]
+mod harness;
+
+mod faults;
+mod limits;
+mod smuggling;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A TLS client config trusting the environment's simulated CA.
+pub fn tls_config(env: &harness::Env) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(&env.ca).expect("ca") {
+        roots.add(c.expect("cert")).expect("add");
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(cfg)
+}
+
+/// Opens TLS to the router for `name`, writes `raw` verbatim, and returns everything
+/// read until the server closes or `wait` passes.
+pub async fn raw_exchange(env: &harness::Env, name: &str, raw: &[u8], wait: Duration) -> String {
+    let tcp = tokio::net::TcpStream::connect(env.https).await.expect("connect");
+    let server_name = rustls::pki_types::ServerName::try_from(harness::fqdn(name)).expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(tls_config(env)).connect(server_name, tcp).await.expect("tls");
+    tls.write_all(raw).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, tls.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of the first response in `text`.
+pub fn status_of(text: &str) -> u16 {
+    text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
