@@ -7,6 +7,7 @@ mod daemon;
 mod demo;
 mod logging;
 mod probe;
+mod rlimit;
 mod sdnotify;
 
 use std::path::PathBuf;
@@ -65,6 +66,11 @@ fn main() -> ExitCode {
                 }
             };
             logging::init(&cfg.log);
+            match rlimit::raise_nofile() {
+                Ok((old, new)) if old != new => tracing::info!(old, new, "raised the open-file limit"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit; many idle clients may exhaust it"),
+            }
             runtime().block_on(async {
                 match daemon::run_until_signal(cfg).await {
                     Ok(()) => ExitCode::SUCCESS,
