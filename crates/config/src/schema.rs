@@ -17,6 +17,9 @@ pub const DEFAULT_SOCKET: &str = "/var/run/tailscale/tailscaled.sock";
 /// Default certificate cache directory.
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/snirouter";
 
+/// Default path of snirouter's admin socket (read by `snirouter status`).
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/snirouter/admin.sock";
+
 /// The whole, validated configuration.
 ///
 /// `Default` fills every table with its defaults but has no listeners and no services, so it
@@ -35,6 +38,8 @@ pub struct Config {
     pub limits: Limits,
     /// `[log]`.
     pub log: Log,
+    /// `[admin]`: the admin socket and the optional metrics listener.
+    pub admin: Admin,
     /// `[services.NAME]` in file order (at least one).
     pub services: Vec<Service>,
     /// The file name the configuration was read from, used in diagnostics such as those of
@@ -178,11 +183,30 @@ pub struct Log {
     pub format: LogFormat,
     /// Level or `tracing` filter directive (default `"info"`; never empty).
     pub level: String,
+    /// Access log for every service (one line per request, tracing target
+    /// `snirouter::access`); a service's `access_log` overrides it (default `false`).
+    pub access: bool,
 }
 
 impl Default for Log {
     fn default() -> Self {
-        Log { format: LogFormat::Auto, level: "info".to_owned() }
+        Log { format: LogFormat::Auto, level: "info".to_owned(), access: false }
+    }
+}
+
+/// `[admin]`: the read-only admin socket (`snirouter status`, `/metrics`) and an optional
+/// TCP listener that serves only `/metrics` (for Prometheus).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Admin {
+    /// Unix socket path (default [`DEFAULT_ADMIN_SOCKET`]); created mode 0660.
+    pub socket: PathBuf,
+    /// TCP address serving `GET /metrics` only (default none: no TCP admin port).
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin { socket: PathBuf::from(DEFAULT_ADMIN_SOCKET), metrics_listen: None }
     }
 }
 
@@ -245,6 +269,8 @@ pub struct Service {
     /// Routes sorted longest path first (`upstream = X` is one route with path `/`); never
     /// empty, no two with the same path.
     pub routes: Vec<Route>,
+    /// Per-service access log switch; `None` follows `[log] access`.
+    pub access_log: Option<bool>,
     /// 1-based line of the service's table header (or key) in the file; 0 if built by hand.
     pub line: usize,
 }
@@ -264,6 +290,11 @@ impl Service {
                 }
             }
         }
+    }
+
+    /// Whether requests to this service are access-logged under `log` settings.
+    pub fn access_logged(&self, log: &Log) -> bool {
+        self.access_log.unwrap_or(log.access)
     }
 
     /// The Tailscale Service name, `svc:NAME`.

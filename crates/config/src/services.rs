@@ -6,7 +6,7 @@ use crate::checks;
 use crate::schema::{Route, Service, Upstream};
 use crate::validate::{Entry, Span, Validator, describe, describe_value, entries, find};
 
-const SERVICE_KEYS: &[&str] = &["upstream", "routes", "fqdn", "upstream_host"];
+const SERVICE_KEYS: &[&str] = &["upstream", "routes", "fqdn", "upstream_host", "access_log"];
 const ROUTE_KEYS: &[&str] = &["path", "upstream", "strip_prefix"];
 
 /// Keys of the old Caddy gateway that snirouter does not implement (yet); they get a
@@ -156,7 +156,8 @@ impl Validator<'_> {
                 Err(p) => self.report(h.value_span(), &h.path, p),
             }
         }
-        let service = Service { name: e.name.to_owned(), fqdn, upstream_host, routes, line };
+        let access_log = find(&known, "access_log").and_then(|a| self.boolean(a));
+        let service = Service { name: e.name.to_owned(), fqdn, upstream_host, routes, access_log, line };
         Some((service, fqdn_span))
     }
 

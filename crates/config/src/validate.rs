@@ -11,7 +11,7 @@ use toml_edit::{Item, Key, TableLike, Value};
 use crate::checks::{self, Problem};
 use crate::diag::Sink;
 use crate::schema::{
-    Cache, Config, Limits, Listen, Log, LogFormat, MAX_HEADER_BYTES, MIN_HEADER_BYTES, Tailscale, TailscaleApi,
+    Admin, Cache, Config, Limits, Listen, Log, LogFormat, MAX_HEADER_BYTES, MIN_HEADER_BYTES, Tailscale, TailscaleApi,
     Timeouts,
 };
 use crate::units;
@@ -19,7 +19,8 @@ use crate::units;
 pub(crate) type Span = Option<Range<usize>>;
 
 /// Keys accepted at the top level.
-pub(crate) const TOP_KEYS: &[&str] = &["tailscale", "listen", "cache", "timeouts", "limits", "log", "services"];
+pub(crate) const TOP_KEYS: &[&str] =
+    &["tailscale", "listen", "cache", "timeouts", "limits", "log", "admin", "services"];
 const TAILSCALE_KEYS: &[&str] = &["socket", "magic_dns_suffix", "manage_services", "api"];
 const TAILSCALE_API_KEYS: &[&str] = &["client_id_file", "client_secret_file", "tailnet", "base_url", "tags"];
 const LISTEN_KEYS: &[&str] = &["https", "proxy_protocol", "redirect_http"];
@@ -34,7 +35,8 @@ const TIMEOUT_KEYS: &[&str] = &[
     "cert_request",
 ];
 const LIMIT_KEYS: &[&str] = &["max_header_bytes", "max_connections"];
-const LOG_KEYS: &[&str] = &["format", "level"];
+const LOG_KEYS: &[&str] = &["format", "level", "access"];
+const ADMIN_KEYS: &[&str] = &["socket", "metrics_listen"];
 
 /// A key/value pair of a table together with its full key path.
 pub(crate) struct Entry<'a> {
@@ -213,6 +215,7 @@ impl Validator<'_> {
             timeouts: self.timeouts(find(&top, "timeouts")),
             limits: self.limits(find(&top, "limits")),
             log: self.log(find(&top, "log")),
+            admin: self.admin(find(&top, "admin")),
             services: self.services(find(&top, "services")),
             origin: origin.to_owned(),
         }
@@ -614,6 +617,53 @@ impl Validator<'_> {
                 log.level = s.trim().to_owned();
             }
         }
+        if let Some(e) = find(&fields, "access")
+            && let Some(b) = self.boolean(e)
+        {
+            log.access = b;
+        }
         log
+    }
+
+    /// `[admin]`: the admin socket path and the optional TCP metrics listener.
+    fn admin(&mut self, entry: Option<&Entry<'_>>) -> Admin {
+        let fields = self.section(entry, ADMIN_KEYS);
+        let mut admin = Admin::default();
+        if let Some(e) = find(&fields, "socket")
+            && let Some(p) = self.path_buf(e, &format!("{:?}", crate::schema::DEFAULT_ADMIN_SOCKET))
+        {
+            if p.is_relative() {
+                self.error(
+                    e.value_span(),
+                    &e.path,
+                    format!("admin socket path {:?} is relative", p.display().to_string()),
+                    Some(format!(
+                        "use an absolute path so `snirouter status` finds it from any directory, e.g. socket = {:?}",
+                        crate::schema::DEFAULT_ADMIN_SOCKET
+                    )),
+                );
+            } else if p.as_os_str().len() > 107 {
+                self.error(
+                    e.value_span(),
+                    &e.path,
+                    format!(
+                        "admin socket path is {} bytes long; unix socket paths are limited to 107",
+                        p.as_os_str().len()
+                    ),
+                    Some("choose a shorter path, e.g. socket = \"/run/snirouter/admin.sock\"".to_owned()),
+                );
+            } else {
+                admin.socket = p;
+            }
+        }
+        if let Some(e) = find(&fields, "metrics_listen")
+            && let Some(raw) = self.string(e, "\"127.0.0.1:9469\"")
+        {
+            match checks::parse_socket_addr(raw) {
+                Ok(addr) => admin.metrics_listen = Some(addr),
+                Err(p) => self.report(e.value_span(), &e.path, p),
+            }
+        }
+        admin
     }
 }

@@ -75,7 +75,9 @@ fn unknown_keys_everywhere() {
     assert_eq!(d.len(), 6, "{}", Diagnostics(d.clone()));
     let top = expect(&d, "bogus", 1, "unknown key \"bogus\" at the top level");
     assert!(
-        top.help.as_deref().is_some_and(|h| h.contains("tailscale, listen, cache, timeouts, limits, log, services"))
+        top.help
+            .as_deref()
+            .is_some_and(|h| h.contains("tailscale, listen, cache, timeouts, limits, log, admin, services"))
     );
     let proxy = expect(&d, "listen.proxy", 4, "unknown key \"proxy\" in [listen]");
     assert_eq!(
