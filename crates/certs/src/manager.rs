@@ -313,6 +313,7 @@ impl CertManager {
                     };
                     self.store.update_state(&fqdn, |s| {
                         s.failures = failures;
+                        s.total_failures += 1;
                         s.last_error_kind = Some(failure.kind.clone());
                         s.last_error = Some(failure.message.clone());
                         s.fix = failure.fix.clone();

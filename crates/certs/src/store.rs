@@ -49,6 +49,8 @@ pub struct FetchState {
     pub in_flight: bool,
     /// Consecutive failures since the last success.
     pub failures: u32,
+    /// Failed requests since start (never reset; the renewal-failure metric).
+    pub total_failures: u64,
     /// When the last request started.
     #[serde(with = "opt_unix")]
     pub last_attempt: Option<SystemTime>,

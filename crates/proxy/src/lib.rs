@@ -19,6 +19,7 @@ pub mod body;
 pub mod forward;
 pub mod hello;
 pub mod listener;
+pub mod metrics;
 pub mod proxy_header;
 pub mod routes;
 pub mod stats;

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio_rustls::StartHandshake;
 
 use crate::forward::{ConnInfo, Forwarder};
+use crate::metrics::{AccessRecord, HandshakeFailure as Hf, MeteredBody, Metrics};
 use crate::routes::RouteTable;
 use crate::{hello, proxy_header};
 
@@ -70,6 +71,7 @@ pub struct Router {
     forwarder: Forwarder,
     opts: ProxyOptions,
     active: AtomicUsize,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for Router {
@@ -102,6 +104,7 @@ impl Router {
             forwarder: Forwarder::new(&opts),
             opts,
             active: AtomicUsize::new(0),
+            metrics: Metrics::default(),
         }))
     }
 
@@ -113,6 +116,16 @@ impl Router {
     /// The current route table.
     pub fn routes(&self) -> Arc<RouteTable> {
         self.routes.load_full()
+    }
+
+    /// Router-wide counters (handshake failures).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The certificate store.
+    pub fn certs(&self) -> &Arc<CertStore> {
+        &self.certs
     }
 
     /// Connections open right now.
@@ -187,10 +200,12 @@ impl Router {
                     Ok(Ok(Some(addr))) => addr,
                     Ok(Ok(None)) => peer,
                     Ok(Err(e)) => {
+                        self.metrics.handshake_failed(Hf::ProxyHeader);
                         tracing::warn!(peer = %peer, cause = %e, "closing connection: bad PROXY header");
                         return;
                     }
                     Err(_) => {
+                        self.metrics.handshake_failed(Hf::ProxyHeader);
                         tracing::warn!(peer = %peer, timeout_ms = self.opts.proxy_header_timeout.as_millis() as u64, "closing connection: no PROXY header within timeouts.proxy_header");
                         return;
                     }
@@ -199,41 +214,48 @@ impl Router {
         };
 
         let handshake = async {
-            let hello = hello::read(&mut stream).await.map_err(|e| e.to_string())?;
+            let hello = hello::read(&mut stream).await.map_err(|e| (Hf::Protocol, e.to_string()))?;
             let sni = hello.accepted.client_hello().server_name().map(|s| s.to_ascii_lowercase());
             let Some(sni) = sni else {
                 hello::reject_unrecognized_name(&mut stream).await;
-                return Err(
-                    "no SNI in ClientHello (connect by name, not by IP address); sent unrecognized_name".to_owned()
-                );
+                return Err((
+                    Hf::UnknownSni,
+                    "no SNI in ClientHello (connect by name, not by IP address); sent unrecognized_name".to_owned(),
+                ));
             };
             let sni = sni.strip_suffix('.').map(str::to_owned).unwrap_or(sni);
             match self.certs.lookup(&sni) {
                 Lookup::Ready(_) => {}
                 Lookup::Unknown => {
                     hello::reject_unrecognized_name(&mut stream).await;
-                    return Err(format!("unknown SNI {sni:?}: no service has this name; sent unrecognized_name"));
+                    return Err((
+                        Hf::UnknownSni,
+                        format!("unknown SNI {sni:?}: no service has this name; sent unrecognized_name"),
+                    ));
                 }
                 Lookup::NotReady { service, reason } => {
                     hello::reject_unrecognized_name(&mut stream).await;
-                    return Err(format!(
-                        "no certificate yet for {sni} (service {service}): {reason}; sent unrecognized_name"
+                    return Err((
+                        Hf::NoCertificate,
+                        format!("no certificate yet for {sni} (service {service}): {reason}; sent unrecognized_name"),
                     ));
                 }
             }
             let tls = StartHandshake::from_parts(hello.accepted, stream)
                 .into_stream(Arc::clone(&self.tls))
                 .await
-                .map_err(|e| format!("TLS handshake with {sni} failed: {e}"))?;
+                .map_err(|e| (Hf::Protocol, format!("TLS handshake with {sni} failed: {e}")))?;
             Ok((tls, sni))
         };
         let (tls, sni) = match tokio::time::timeout(self.opts.tls_handshake_timeout, handshake).await {
             Ok(Ok(x)) => x,
-            Ok(Err(cause)) => {
+            Ok(Err((reason, cause))) => {
+                self.metrics.handshake_failed(reason);
                 tracing::info!(client = %client, cause = %cause, "TLS handshake refused");
                 return;
             }
             Err(_) => {
+                self.metrics.handshake_failed(Hf::Timeout);
                 tracing::info!(client = %client, "TLS handshake not completed within timeouts.tls_handshake");
                 return;
             }
@@ -246,7 +268,23 @@ impl Router {
             let router = Arc::clone(&router);
             let info = Arc::clone(&info);
             async move {
-                Ok::<_, std::convert::Infallible>(router.forwarder.handle(req, &info, &router.routes.load()).await)
+                let started = std::time::Instant::now();
+                let table = router.routes.load_full();
+                let svc = table.get(&info.sni).cloned();
+                let access = svc.as_ref().filter(|s| s.access_log).map(|s| AccessRecord {
+                    service: s.name.clone(),
+                    client: info.client,
+                    method: req.method().clone(),
+                    path: req.uri().path_and_query().map_or_else(|| req.uri().path().to_owned(), |pq| pq.to_string()),
+                    version: req.version(),
+                    started,
+                });
+                let resp = router.forwarder.handle(req, &info, &table).await;
+                if let Some(svc) = &svc {
+                    svc.stats.observe_latency(started.elapsed());
+                }
+                let status = resp.status().as_u16();
+                Ok::<_, std::convert::Infallible>(resp.map(|b| MeteredBody::new(b, access.map(|a| (a, status)))))
             }
         });
 

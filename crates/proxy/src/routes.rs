@@ -42,6 +42,8 @@ pub struct ServiceRoutes {
     pub upstream_host: Option<String>,
     /// Request counters.
     pub stats: Arc<ServiceStats>,
+    /// Write one `snirouter::access` log line per request.
+    pub access_log: bool,
 }
 
 impl ServiceRoutes {
@@ -82,6 +84,7 @@ impl RouteTable {
                     routes,
                     upstream_host: svc.upstream_host.clone(),
                     stats,
+                    access_log: svc.access_logged(&config.log),
                 }),
             );
         }
@@ -120,6 +123,7 @@ mod tests {
             routes: vec![route("/sonarr/api", false), route("/sonarr", false), route("/", false)],
             upstream_host: None,
             stats: Default::default(),
+            access_log: false,
         };
         assert_eq!(svc.route("/sonarr/api/x").map(|r| r.path.as_str()), Some("/sonarr/api"));
         assert_eq!(svc.route("/sonarr/web").map(|r| r.path.as_str()), Some("/sonarr"));

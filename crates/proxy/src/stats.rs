@@ -14,6 +14,7 @@ pub struct ServiceStats {
     responses_4xx: AtomicU64,
     responses_5xx: AtomicU64,
     upstream_errors: AtomicU64,
+    latency: crate::metrics::Histogram,
 }
 
 /// A copy of the counters.
@@ -53,6 +54,16 @@ impl ServiceStats {
     /// Counts an upstream failure.
     pub fn upstream_error(&self) {
         self.upstream_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records how long a request took to its response head.
+    pub fn observe_latency(&self, d: std::time::Duration) {
+        self.latency.observe(d);
+    }
+
+    /// The latency histogram.
+    pub fn latency(&self) -> &crate::metrics::Histogram {
+        &self.latency
     }
 
     /// Reads the counters.

@@ -1,0 +1,399 @@
+//! The metric registry of the data path and a small hand-written Prometheus text
+//! exposition (format 0.0.4) — no metrics crate.
+//!
+//! What is counted where:
+//!
+//! * per service ([`crate::ServiceStats`], carried over by a reload): requests by status
+//!   class, upstream errors, and a latency [`Histogram`] (time from the request head to
+//!   the upstream's response head, or to the local answer);
+//! * per router ([`Metrics`]): TLS handshake failures by [`HandshakeFailure`] reason;
+//!   open connections come from [`crate::Router::active_connections`];
+//! * per certificate: read from the [`snirouter_certs::CertStore`] snapshot when rendered.
+//!
+//! Every metric name starts with `snirouter_`; names, label names and label values
+//! are part of the interface (the Grafana dashboard in `docs/` uses them) and are
+//! documented in `docs/operations.md`.
+
+use std::fmt::Write as _;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+use snirouter_certs::EntrySnapshot;
+
+use crate::body::ProxyBody;
+use crate::listener::Router;
+
+/// Upper bounds (seconds) of the latency histogram buckets; `+Inf` is implied.
+pub const LATENCY_BUCKETS: [f64; 13] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+/// A fixed-bucket latency histogram (relaxed atomics; statistics, not synchronization).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Non-cumulative counts per bucket; the last slot is `+Inf`.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+/// A copy of a [`Histogram`] with cumulative bucket counts, as Prometheus wants them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramSnapshot {
+    /// `(le, cumulative count)` for every finite bound, in order.
+    pub buckets: Vec<(f64, u64)>,
+    /// Sum of all observations in seconds.
+    pub sum_seconds: f64,
+    /// Number of observations (= the `+Inf` bucket).
+    pub count: u64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let slot = LATENCY_BUCKETS.iter().position(|le| secs <= *le).unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[slot].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Reads the histogram.
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let mut running = 0;
+        let buckets = LATENCY_BUCKETS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(le, n)| {
+                running += n.load(Ordering::Relaxed);
+                (*le, running)
+            })
+            .collect();
+        let count = running + self.buckets[LATENCY_BUCKETS.len()].load(Ordering::Relaxed);
+        HistogramSnapshot { buckets, sum_seconds: self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6, count }
+    }
+}
+
+/// Why a connection ended before TLS was established.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// No SNI, or a name this router does not serve (`unrecognized_name` sent).
+    UnknownSni,
+    /// A configured name without a certificate yet (`unrecognized_name` sent).
+    NoCertificate,
+    /// Not a TLS ClientHello, or rustls refused the handshake.
+    Protocol,
+    /// The ClientHello + handshake did not finish within `timeouts.tls_handshake`.
+    Timeout,
+    /// A bad or missing PROXY v2 header on a `proxy_protocol` listener.
+    ProxyHeader,
+}
+
+impl HandshakeFailure {
+    /// Every reason, in exposition order.
+    pub const ALL: [HandshakeFailure; 5] = [
+        HandshakeFailure::UnknownSni,
+        HandshakeFailure::NoCertificate,
+        HandshakeFailure::Protocol,
+        HandshakeFailure::Timeout,
+        HandshakeFailure::ProxyHeader,
+    ];
+
+    /// The `reason` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandshakeFailure::UnknownSni => "unknown_sni",
+            HandshakeFailure::NoCertificate => "no_certificate",
+            HandshakeFailure::Protocol => "protocol",
+            HandshakeFailure::Timeout => "timeout",
+            HandshakeFailure::ProxyHeader => "proxy_header",
+        }
+    }
+}
+
+/// Router-wide counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    handshake_failures: [AtomicU64; 5],
+}
+
+impl Metrics {
+    /// Counts a failed handshake.
+    pub fn handshake_failed(&self, reason: HandshakeFailure) {
+        self.handshake_failures[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Failed handshakes so far for `reason`.
+    pub fn handshake_failures(&self, reason: HandshakeFailure) -> u64 {
+        self.handshake_failures[reason as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// Builds Prometheus text exposition: `# HELP` / `# TYPE` once per family, then samples.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    out: String,
+}
+
+impl Exposition {
+    /// An empty exposition.
+    pub fn new() -> Exposition {
+        Exposition::default()
+    }
+
+    /// Starts a metric family.
+    pub fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {}", help.replace('\\', "\\\\").replace('\n', "\\n"));
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    /// One sample line.
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"{}\"", escape_label(v));
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {}", format_value(value));
+    }
+
+    /// The text.
+    pub fn finish(self) -> String {
+        self.out
+    }
+}
+
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Integers without a decimal point, others in Rust's shortest round-trip form.
+fn format_value(v: f64) -> String {
+    if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 { format!("{}", v as i64) } else { format!("{v}") }
+}
+
+/// Appends the data-path metrics of `router`: connections, handshake failures and, per
+/// service, requests by status class, upstream errors and latency.
+pub fn render_router(router: &Router, out: &mut Exposition) {
+    out.family("snirouter_active_connections", "gauge", "Client connections open right now.");
+    out.sample("snirouter_active_connections", &[], router.active_connections() as f64);
+
+    out.family(
+        "snirouter_tls_handshake_failures_total",
+        "counter",
+        "Connections that ended before TLS was established, by reason.",
+    );
+    for reason in HandshakeFailure::ALL {
+        out.sample(
+            "snirouter_tls_handshake_failures_total",
+            &[("reason", reason.as_str())],
+            router.metrics().handshake_failures(reason) as f64,
+        );
+    }
+
+    let table = router.routes();
+    let mut services: Vec<_> = table.services().cloned().collect();
+    services.sort_by(|a, b| a.name.cmp(&b.name));
+
+    out.family("snirouter_requests_total", "counter", "HTTP requests answered, by service and status class.");
+    for svc in &services {
+        let s = svc.stats.snapshot();
+        for (class, n) in
+            [("2xx", s.responses_2xx), ("3xx", s.responses_3xx), ("4xx", s.responses_4xx), ("5xx", s.responses_5xx)]
+        {
+            out.sample("snirouter_requests_total", &[("service", &svc.name), ("class", class)], n as f64);
+        }
+    }
+
+    out.family(
+        "snirouter_upstream_errors_total",
+        "counter",
+        "Upstream connect failures, resets and timeouts (answered 502/504), by service.",
+    );
+    for svc in &services {
+        out.sample(
+            "snirouter_upstream_errors_total",
+            &[("service", &svc.name)],
+            svc.stats.snapshot().upstream_errors as f64,
+        );
+    }
+
+    out.family(
+        "snirouter_request_duration_seconds",
+        "histogram",
+        "Time from a request's head to the response head (upstream or local answer), by service.",
+    );
+    for svc in &services {
+        let h = svc.stats.latency().snapshot();
+        for (le, n) in &h.buckets {
+            let le = format_value(*le);
+            out.sample("snirouter_request_duration_seconds_bucket", &[("service", &svc.name), ("le", &le)], *n as f64);
+        }
+        out.sample(
+            "snirouter_request_duration_seconds_bucket",
+            &[("service", &svc.name), ("le", "+Inf")],
+            h.count as f64,
+        );
+        out.sample("snirouter_request_duration_seconds_sum", &[("service", &svc.name)], h.sum_seconds);
+        out.sample("snirouter_request_duration_seconds_count", &[("service", &svc.name)], h.count as f64);
+    }
+}
+
+/// Appends the certificate metrics for `entries` (from [`snirouter_certs::CertStore::snapshot`]).
+pub fn render_certs(entries: &[EntrySnapshot], now: SystemTime, out: &mut Exposition) {
+    let now = now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    out.family(
+        "snirouter_certificate_present",
+        "gauge",
+        "1 when a certificate is being served for the name, 0 while it has none.",
+    );
+    for e in entries {
+        out.sample(
+            "snirouter_certificate_present",
+            &[("name", &e.fqdn), ("service", &e.service)],
+            if e.cert.is_some() { 1.0 } else { 0.0 },
+        );
+    }
+    out.family(
+        "snirouter_certificate_expiry_seconds",
+        "gauge",
+        "Seconds until the served certificate's notAfter (negative once expired); absent without a certificate.",
+    );
+    for e in entries {
+        if let Some(c) = &e.cert {
+            out.sample(
+                "snirouter_certificate_expiry_seconds",
+                &[("name", &e.fqdn), ("service", &e.service)],
+                (c.not_after as f64 - now).round(),
+            );
+        }
+    }
+    out.family(
+        "snirouter_certificate_renewal_failures_total",
+        "counter",
+        "Failed certificate requests to tailscaled since start, by name.",
+    );
+    for e in entries {
+        out.sample(
+            "snirouter_certificate_renewal_failures_total",
+            &[("name", &e.fqdn), ("service", &e.service)],
+            e.state.total_failures as f64,
+        );
+    }
+}
+
+/// What an access-log line needs besides the answer.
+#[derive(Debug)]
+pub struct AccessRecord {
+    /// Service name.
+    pub service: String,
+    /// Client address (PROXY header source or TCP peer).
+    pub client: std::net::SocketAddr,
+    /// Request method.
+    pub method: http::Method,
+    /// Request path and query.
+    pub path: String,
+    /// HTTP version.
+    pub version: http::Version,
+    /// When the request head arrived.
+    pub started: Instant,
+}
+
+/// A response body that counts the bytes sent and, when the body is done (or the
+/// client went away), writes one access-log line with tracing target
+/// `snirouter::access`.
+#[derive(Debug)]
+pub struct MeteredBody {
+    inner: ProxyBody,
+    access: Option<(AccessRecord, u16)>,
+    bytes: u64,
+}
+
+impl MeteredBody {
+    /// Wraps `inner`; `access` is `None` when the service's access log is off.
+    pub fn new(inner: ProxyBody, access: Option<(AccessRecord, u16)>) -> MeteredBody {
+        MeteredBody { inner, access, bytes: 0 }
+    }
+}
+
+impl Body for MeteredBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            this.bytes += data.len() as u64;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for MeteredBody {
+    fn drop(&mut self) {
+        let Some((rec, status)) = self.access.take() else { return };
+        let complete = self.inner.is_end_stream();
+        tracing::info!(
+            target: "snirouter::access",
+            service = %rec.service,
+            client = %rec.client,
+            method = %rec.method,
+            path = %rec.path,
+            version = ?rec.version,
+            status,
+            bytes = self.bytes,
+            duration_ms = rec.started.elapsed().as_secs_f64() * 1000.0,
+            complete,
+            "request"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let h = Histogram::default();
+        h.observe(Duration::from_millis(1));
+        h.observe(Duration::from_millis(30));
+        h.observe(Duration::from_secs(100));
+        let s = h.snapshot();
+        assert_eq!(s.count, 3);
+        assert_eq!(s.buckets[0], (0.005, 1));
+        assert_eq!(s.buckets[2], (0.025, 1));
+        assert_eq!(s.buckets[3], (0.05, 2));
+        assert_eq!(s.buckets.last().copied(), Some((60.0, 2)));
+        assert!((s.sum_seconds - 100.031).abs() < 1e-6);
+    }
+
+    #[test]
+    fn exposition_format() {
+        let mut e = Exposition::new();
+        e.family("snirouter_x_total", "counter", "Things.");
+        e.sample("snirouter_x_total", &[("service", "a\"b"), ("class", "2xx")], 3.0);
+        e.sample("snirouter_x_total", &[], 0.25);
+        assert_eq!(
+            e.finish(),
+            "# HELP snirouter_x_total Things.\n# TYPE snirouter_x_total counter\nsnirouter_x_total{service=\"a\\\"b\",class=\"2xx\"} 3\nsnirouter_x_total 0.25\n"
+        );
+    }
+}
