@@ -20,3 +20,18 @@ bench:
 # Validate a config file.
 check config:
     cargo run -p snirouter -- check --config {{config}}
+
+# Hold COUNT idle TLS connections against the demo router and report memory per
+# connection and whether a fresh client is still served (see docs/reliability.md).
+idle-flood count="10000":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build --release -p snirouter --example idle_flood
+    dir=$(mktemp -d)
+    ulimit -n "$(ulimit -Hn)"
+    ./target/release/snirouter demo --dir "$dir/demo" > "$dir/demo.out" 2>&1 &
+    pid=$!
+    trap 'kill $pid 2>/dev/null; rm -rf "$dir"' EXIT
+    for _ in $(seq 100); do grep -q "router " "$dir/demo.out" 2>/dev/null && grep -q "demo:" "$dir/demo.out" && break; sleep 0.2; done
+    addr=$(grep -o "https on [0-9.:]*" "$dir/demo.out" | cut -d' ' -f3)
+    ./target/release/examples/idle_flood "$addr" grafana.demo-tailnet.ts.net "$dir/demo/demo-ca.pem" {{count}} "$pid"

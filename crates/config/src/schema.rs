@@ -161,7 +161,8 @@ impl Default for Timeouts {
 pub struct Limits {
     /// Largest accepted request header, in bytes; within 1 KiB ..= 64 MiB (default 65536).
     pub max_header_bytes: usize,
-    /// Concurrent client connections (default 10000, at least 1).
+    /// Concurrent client connections (default 20000, at least 1; an idle TLS
+    /// connection costs about 16 KiB, see docs/reliability.md).
     pub max_connections: usize,
 }
 
@@ -172,7 +173,7 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024 * 1024;
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_header_bytes: 65536, max_connections: 10_000 }
+        Limits { max_header_bytes: 65536, max_connections: 20_000 }
     }
 }
 

@@ -532,13 +532,13 @@ impl Validator<'_> {
                     e.value_span(),
                     &e.path,
                     format!("max_connections = {n} must be at least 1"),
-                    Some("write e.g. max_connections = 10000 (the default)".to_owned()),
+                    Some("write e.g. max_connections = 20000 (the default)".to_owned()),
                 ),
                 None => self.error(
                     e.value_span(),
                     &e.path,
                     format!("expected an integer, found {}", describe(e.item)),
-                    Some("write e.g. max_connections = 10000 (the default)".to_owned()),
+                    Some("write e.g. max_connections = 20000 (the default)".to_owned()),
                 ),
             }
         }

@@ -207,7 +207,7 @@ fn defaults_when_tables_are_omitted() {
     assert_eq!(t.upstream_response, Duration::from_secs(60));
     assert_eq!(t.cert_request, Duration::from_secs(600));
     assert_eq!(c.limits.max_header_bytes, 65536);
-    assert_eq!(c.limits.max_connections, 10_000);
+    assert_eq!(c.limits.max_connections, 20_000);
     assert_eq!(c.log.format, LogFormat::Auto);
     assert_eq!(c.log.level, "info");
     assert_eq!(c.services[0].upstream_host, None);
