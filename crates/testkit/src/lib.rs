@@ -12,6 +12,9 @@
 //!   `/work/shared/reference/tailscale-localapi.md`;
 //! * [`backend`] — sample HTTP/1.1 backends on loopback (echo, streaming,
 //!   upload, delay, hang, status, WebSocket echo) and a tiny WebSocket client;
+//! * [`control`] — [`control::SimControl`], a simulated Tailscale control API
+//!   (OAuth token, Tailscale Services CRUD with the `addrs` rule, `/devices`,
+//!   the `/vip-services` fallback) on loopback HTTP;
 //! * [`TempDir`] — a unique, self-cleaning temporary directory for sockets.
 //!
 //! The `snirouter-sim-tailscaled` binary runs the simulator stand-alone.
@@ -23,6 +26,7 @@
 
 pub mod backend;
 pub mod ca;
+pub mod control;
 pub mod gofmt;
 pub mod tailscaled;
 mod tempdir;

@@ -712,6 +712,11 @@ async fn serve_serve_config(inner: &Arc<Inner>, p: &Perms, req: Request<Incoming
             if st.cfg.backend_state != "Running" {
                 return go_error_json("updating config: netMap is nil");
             }
+            if !if_match.is_empty()
+                && let Some(raced) = st.serve_config_race.take()
+            {
+                st.serve_config = raced;
+            }
             if !if_match.is_empty() {
                 let prev = gofmt::to_go_json_compact(&st.serve_config);
                 let prev_etag = hex(ring::digest::digest(&ring::digest::SHA256, prev.as_bytes()).as_ref());

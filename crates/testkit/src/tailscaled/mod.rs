@@ -217,6 +217,9 @@ pub(crate) struct State {
     pub requests: Vec<RequestRecord>,
     pub issued: Vec<IssuedRecord>,
     pub renewing: HashSet<String>,
+    /// Applied just before the next conditional serve-config POST, as if another client
+    /// had written it first (so that POST fails with 412).
+    pub serve_config_race: Option<serde_json::Value>,
     listening: bool,
     stopped: bool,
 }
@@ -332,6 +335,7 @@ impl SimTailscaled {
                 requests: vec![],
                 issued: vec![],
                 renewing: HashSet::new(),
+                serve_config_race: None,
                 listening: false,
                 stopped: false,
             }),
@@ -440,6 +444,18 @@ impl SimTailscaled {
     /// The `AdvertiseServices` pref (empty when unset).
     pub fn advertised_services(&self) -> Vec<String> {
         self.inner.state().prefs.advertise_services.clone().unwrap_or_default()
+    }
+
+    /// Set the `AdvertiseServices` pref directly (as if `tailscale serve advertise` ran).
+    pub fn set_advertised_services(&self, services: &[&str]) {
+        self.inner.state().prefs.advertise_services = Some(services.iter().map(|s| s.to_string()).collect());
+    }
+
+    /// Simulate one concurrent writer: the next serve-config POST that carries an
+    /// `If-Match` finds the config already replaced by `v` (written between the caller's
+    /// GET and its POST), so that POST fails with `412 etag mismatch`; `v` stays.
+    pub fn race_next_serve_config_write(&self, v: serde_json::Value) {
+        self.inner.state().serve_config_race = Some(v);
     }
 
     /// Stop serving, close all connections and remove the socket file.
