@@ -1,0 +1,52 @@
+//! # snirouter-services
+//!
+//! This crate owns **Tailscale Services**: desired state from the config, plan/sync against
+//! tailscaled's serve-config and prefs and the control API, per-service state for status.
+//!
+//! Each configured service `NAME` becomes the Tailscale Service `svc:NAME` hosted by this
+//! node (reference `tailscale-services.md` §6, option A):
+//!
+//! * **serve-config** (LocalAPI): `Services["svc:NAME"].TCP["443"] = {"TCPForward":
+//!   "<first [listen] proxy_protocol address>", "ProxyProtocol": 2}`, merged into the
+//!   existing config with `If-Match` and re-read/retried on `412`; the node's own
+//!   `TCP`/`Web` handlers and services snirouter does not own are never touched;
+//! * **prefs** (LocalAPI): `svc:NAME` added to `AdvertiseServices` (read, union, `PATCH`
+//!   with `AdvertiseServicesSet`);
+//! * **control API** (optional, `[tailscale.api]`): the service is defined with ports
+//!   `tcp:443` and the configured tags, read before write so its `addrs` survive. Without
+//!   credentials, [`manual_steps`] prints the admin-console steps and policy snippet.
+//!
+//! **Ownership.** What snirouter added is recorded in `<cache.dir>/services.json`
+//! ([`Ownership`]); removing a service from the config removes exactly those entries. An
+//! existing, different handler that snirouter did not add is a [`Conflict`]: reported,
+//! never overwritten.
+//!
+//! Entry points: [`plan`] (what would change; touches nothing), [`sync`] (apply;
+//! idempotent), [`observe`] (per-service [`ServiceState`] for `snirouter status`) and
+//! [`spawn_startup_sync`] for `run` with `[tailscale] manage_services = true`.
+
+#![warn(missing_docs)]
+
+mod control;
+mod error;
+mod guide;
+mod http;
+mod ownership;
+mod plan;
+mod serve;
+mod state;
+mod sync;
+
+pub use control::{ControlClient, ServiceHost, ServiceInfo};
+pub use error::Error;
+pub use guide::{manual_steps, policy_snippet};
+pub use ownership::{OWNERSHIP_FILE, Owned, Ownership};
+pub use plan::{Blocker, Change, Conflict, Desired, Plan, plan};
+pub use serve::{SERVICE_PORT, desired_handler, handler_of, same_handler};
+pub use state::{HandlerState, ServiceState, observe};
+pub use sync::{SyncReport, spawn_startup_sync, sync};
+
+/// `svc:NAME` for a configured service name.
+pub fn svc_name(name: &str) -> String {
+    format!("svc:{name}")
+}

@@ -1,0 +1,116 @@
+//! The record of what snirouter itself added to tailscaled (`<cache.dir>/services.json`),
+//! so that removing a service from the config removes exactly that and nothing else.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::Error;
+
+/// File name of the record inside `[cache] dir`.
+pub const OWNERSHIP_FILE: &str = "services.json";
+
+/// What snirouter added for one service.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Owned {
+    /// The serve-config handler snirouter wrote at `Services[svc].TCP["443"]`, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handler: Option<Value>,
+    /// `true` when snirouter added the name to `AdvertiseServices` (it was not there before).
+    #[serde(default)]
+    pub advertised: bool,
+}
+
+impl Owned {
+    fn is_empty(&self) -> bool {
+        self.handler.is_none() && !self.advertised
+    }
+}
+
+/// The whole record, keyed by `svc:NAME`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ownership {
+    /// Format version (1).
+    #[serde(default)]
+    pub version: u32,
+    /// Per service.
+    #[serde(default)]
+    pub services: BTreeMap<String, Owned>,
+}
+
+impl Ownership {
+    /// The record's path for a cache directory.
+    pub fn path(cache_dir: &Path) -> PathBuf {
+        cache_dir.join(OWNERSHIP_FILE)
+    }
+
+    /// Reads the record; a missing file is an empty record.
+    pub fn load(cache_dir: &Path) -> Result<Ownership, Error> {
+        let path = Ownership::path(cache_dir);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Ownership { path, source: e.into() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Ownership { version: 1, ..Default::default() }),
+            Err(source) => Err(Error::Ownership { path, source }),
+        }
+    }
+
+    /// Writes the record atomically (temp file, fsync, rename), creating the directory.
+    pub fn save(&self, cache_dir: &Path) -> Result<(), Error> {
+        let path = Ownership::path(cache_dir);
+        let err = |source| Error::Ownership { path: path.clone(), source };
+        std::fs::create_dir_all(cache_dir).map_err(err)?;
+        let mut clean = self.clone();
+        clean.version = 1;
+        clean.services.retain(|_, o| !o.is_empty());
+        let json = serde_json::to_vec_pretty(&clean).map_err(|e| err(e.into()))?;
+        let tmp = cache_dir.join(format!(".{OWNERSHIP_FILE}.tmp{}", std::process::id()));
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&json)?;
+            f.write_all(b"\n")?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            err(e)
+        })
+    }
+
+    /// The entry for `service` (empty if none).
+    pub fn get(&self, service: &str) -> Owned {
+        self.services.get(service).cloned().unwrap_or_default()
+    }
+
+    /// Mutable entry for `service`, created empty.
+    pub(crate) fn entry(&mut self, service: &str) -> &mut Owned {
+        self.services.entry(service.to_owned()).or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_missing_file() {
+        let dir = std::env::temp_dir().join(format!("sr-own-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(Ownership::load(&dir).expect("missing is empty").services.is_empty());
+        let mut o = Ownership::default();
+        o.entry("svc:a").handler = Some(serde_json::json!({"TCPForward": "127.0.0.1:1", "ProxyProtocol": 2}));
+        o.entry("svc:b").advertised = true;
+        o.entry("svc:c"); // empty entries are not written
+        o.save(&dir).expect("save");
+        let back = Ownership::load(&dir).expect("load");
+        assert_eq!(back.services.len(), 2);
+        assert_eq!(back.get("svc:a"), o.get("svc:a"));
+        assert!(back.get("svc:b").advertised);
+        std::fs::write(Ownership::path(&dir), b"{not json").expect("write");
+        assert!(matches!(Ownership::load(&dir), Err(Error::Ownership { .. })));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

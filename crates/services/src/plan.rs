@@ -1,0 +1,533 @@
+//! Desired state, the typed list of changes between it and what tailscaled (and the
+//! control API) have, and [`plan`], which computes it without touching anything.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::Value;
+use snirouter_config::Config;
+use snirouter_localapi::{BackendState, LocalClient, Status};
+
+use crate::control::{ControlClient, ServiceInfo};
+use crate::error::Error;
+use crate::ownership::Ownership;
+use crate::serve::{self, SERVICE_PORT};
+
+/// What the config asks for.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Desired {
+    /// `svc:NAME` for every configured service, in config order.
+    pub services: Vec<String>,
+    /// The forward target (`127.0.0.1:8443`).
+    pub target: String,
+    /// The handler every service gets.
+    pub handler: Value,
+    /// Tags for the service definitions (`[tailscale.api] tags`).
+    pub tags: Vec<String>,
+}
+
+impl Desired {
+    /// The desired state of `config`; fails without a usable proxy_protocol listener.
+    pub fn from_config(config: &Config) -> Result<Desired, Error> {
+        let target = serve::forward_target(config)?;
+        Ok(Desired {
+            services: config.services.iter().map(|s| s.tailscale_service()).collect(),
+            handler: serve::desired_handler(&target),
+            target,
+            tags: config.tailscale.api.as_ref().map(|a| a.tags.clone()).unwrap_or_default(),
+        })
+    }
+}
+
+/// One change to apply.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Change {
+    /// Control API: create the service definition.
+    DefineService {
+        /// `svc:NAME`.
+        service: String,
+        /// Ports (`tcp:443`).
+        ports: Vec<String>,
+        /// Service tags.
+        tags: Vec<String>,
+    },
+    /// Control API: add ports/tags to an existing definition (its `addrs` are kept).
+    UpdateDefinition {
+        /// `svc:NAME`.
+        service: String,
+        /// Ports added.
+        add_ports: Vec<String>,
+        /// Tags added.
+        add_tags: Vec<String>,
+    },
+    /// serve-config: add the handler.
+    AddHandler {
+        /// `svc:NAME`.
+        service: String,
+        /// The handler.
+        handler: Value,
+    },
+    /// serve-config: replace a handler snirouter added earlier (e.g. the listener moved).
+    UpdateHandler {
+        /// `svc:NAME`.
+        service: String,
+        /// The handler now.
+        from: Value,
+        /// The new handler.
+        handler: Value,
+    },
+    /// serve-config: remove the handler snirouter added for a service no longer configured.
+    RemoveHandler {
+        /// `svc:NAME`.
+        service: String,
+        /// The handler removed.
+        handler: Value,
+    },
+    /// prefs: add the name to `AdvertiseServices`.
+    Advertise {
+        /// `svc:NAME`.
+        service: String,
+    },
+    /// prefs: remove a name snirouter added to `AdvertiseServices`.
+    Unadvertise {
+        /// `svc:NAME`.
+        service: String,
+    },
+}
+
+impl Change {
+    /// The service the change is about.
+    pub fn service(&self) -> &str {
+        match self {
+            Change::DefineService { service, .. }
+            | Change::UpdateDefinition { service, .. }
+            | Change::AddHandler { service, .. }
+            | Change::UpdateHandler { service, .. }
+            | Change::RemoveHandler { service, .. }
+            | Change::Advertise { service }
+            | Change::Unadvertise { service } => service,
+        }
+    }
+}
+
+fn compact(v: &Value) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::DefineService { service, ports, tags } => {
+                write!(f, "+ control       define {service} (ports {}", ports.join(", "))?;
+                if !tags.is_empty() {
+                    write!(f, ", tags {}", tags.join(", "))?;
+                }
+                write!(f, ")")
+            }
+            Change::UpdateDefinition { service, add_ports, add_tags } => {
+                write!(f, "~ control       update {service}:")?;
+                if !add_ports.is_empty() {
+                    write!(f, " ports += {}", add_ports.join(", "))?;
+                }
+                if !add_tags.is_empty() {
+                    write!(f, " tags += {}", add_tags.join(", "))?;
+                }
+                write!(f, " (addrs kept)")
+            }
+            Change::AddHandler { service, handler } => {
+                write!(f, "+ serve-config  Services[\"{service}\"].TCP[\"{SERVICE_PORT}\"] = {}", compact(handler))
+            }
+            Change::UpdateHandler { service, from, handler } => write!(
+                f,
+                "~ serve-config  Services[\"{service}\"].TCP[\"{SERVICE_PORT}\"]: {} -> {}",
+                compact(from),
+                compact(handler)
+            ),
+            Change::RemoveHandler { service, handler } => write!(
+                f,
+                "- serve-config  Services[\"{service}\"].TCP[\"{SERVICE_PORT}\"] = {} (added by snirouter, no longer configured)",
+                compact(handler)
+            ),
+            Change::Advertise { service } => write!(f, "+ prefs         AdvertiseServices += {service}"),
+            Change::Unadvertise { service } => {
+                write!(f, "- prefs         AdvertiseServices -= {service} (added by snirouter, no longer configured)")
+            }
+        }
+    }
+}
+
+/// A configured service whose serve-config entry belongs to someone else.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Conflict {
+    /// `svc:NAME`.
+    pub service: String,
+    /// The entry found (`Services[svc]`).
+    pub existing: Value,
+    /// Why it conflicts.
+    pub reason: String,
+}
+
+impl fmt::Display for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "! conflict      {}: {}; found {} — left alone. fix: remove it (`tailscale serve --service={} reset` or \
+             edit the serve config) and sync again, or rename the snirouter service",
+            self.service,
+            self.reason,
+            compact(&self.existing),
+            self.service
+        )
+    }
+}
+
+/// A reason nothing can be applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Blocker {
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub fix: String,
+}
+
+/// What [`crate::sync`] would do, computed by [`plan`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    /// The desired state.
+    pub desired: Desired,
+    /// Changes in the order sync applies them (control, serve-config, prefs).
+    pub changes: Vec<Change>,
+    /// Services left alone because someone else's handler is in the way.
+    pub conflicts: Vec<Conflict>,
+    /// Reasons sync would refuse to run.
+    pub blockers: Vec<Blocker>,
+    /// Informational lines.
+    pub notes: Vec<String>,
+    /// Whether the control API was consulted (`[tailscale.api]` configured).
+    pub control_api: bool,
+}
+
+impl Plan {
+    /// `true` when sync would change nothing.
+    pub fn is_noop(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "Tailscale Services: {} configured, TCP 443 of each forwarded to {} with PROXY v2",
+            self.desired.services.len(),
+            self.desired.target
+        )?;
+        for b in &self.blockers {
+            writeln!(f, "! blocked       {}\n                fix: {}", b.message, b.fix)?;
+        }
+        for c in &self.changes {
+            writeln!(f, "  {c}")?;
+        }
+        for c in &self.conflicts {
+            writeln!(f, "  {c}")?;
+        }
+        for n in &self.notes {
+            writeln!(f, "  · {n}")?;
+        }
+        if !self.control_api {
+            writeln!(f, "  · control API: not configured ([tailscale.api]); service definitions not checked")?;
+        }
+        if self.changes.is_empty() {
+            writeln!(f, "No changes: tailscaled already has everything snirouter manages.")
+        } else {
+            writeln!(f, "{} change(s).", self.changes.len())
+        }
+    }
+}
+
+/// Everything read from tailscaled (and the control API) for a plan or a sync.
+pub(crate) struct Observed {
+    pub status: Status,
+    pub serve_config: Value,
+    pub advertised: Vec<String>,
+    pub owned: Ownership,
+    /// Per desired service, its definition (`None`: not defined); `None` without an API client.
+    pub control: Option<BTreeMap<String, Option<ServiceInfo>>>,
+}
+
+pub(crate) async fn observe_all(
+    config: &Config,
+    desired: &Desired,
+    local: &LocalClient,
+    control: Option<&ControlClient>,
+) -> Result<Observed, Error> {
+    let status = local.status().await.map_err(Error::local("reading tailscaled's status"))?;
+    let (serve_config, _) = local.serve_config().await.map_err(Error::local("reading the serve config"))?;
+    let prefs = local.prefs().await.map_err(Error::local("reading tailscaled's prefs"))?;
+    let owned = Ownership::load(&config.cache.dir)?;
+    let control = match control {
+        Some(api) => {
+            let list = api.list_services().await?;
+            let mut by_name: BTreeMap<String, Option<ServiceInfo>> =
+                desired.services.iter().map(|s| (s.clone(), None)).collect();
+            for info in list {
+                if let Some(slot) = by_name.get_mut(&info.name) {
+                    *slot = Some(info);
+                }
+            }
+            Some(by_name)
+        }
+        None => None,
+    };
+    Ok(Observed { status, serve_config, advertised: advertised(&prefs), owned, control })
+}
+
+/// `AdvertiseServices` from a prefs JSON (`null` = empty).
+pub(crate) fn advertised(prefs: &Value) -> Vec<String> {
+    prefs
+        .get("AdvertiseServices")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// Why nothing may be touched: no tailnet session, or an untagged host.
+pub(crate) fn blocking_error(status: &Status) -> Option<Error> {
+    if status.backend_state != BackendState::Running {
+        return Some(Error::NotRunning { state: status.backend_state.to_string() });
+    }
+    match &status.self_node {
+        Some(node) if node.tags.is_empty() => Some(Error::NotTagged { node: node.dns_name.clone() }),
+        _ => None,
+    }
+}
+
+/// [`blocking_error`] as plan lines.
+pub(crate) fn blockers(status: &Status) -> Vec<Blocker> {
+    blocking_error(status).map(|e| Blocker { message: e.to_string(), fix: e.fix() }).into_iter().collect()
+}
+
+/// The control-API changes for the desired services.
+pub(crate) fn control_changes(desired: &Desired, view: &BTreeMap<String, Option<ServiceInfo>>) -> Vec<Change> {
+    let mut out = Vec::new();
+    for service in &desired.services {
+        match view.get(service) {
+            Some(Some(info)) => {
+                let add_ports = if info.allows_tcp_443() { vec![] } else { vec!["tcp:443".to_owned()] };
+                let add_tags: Vec<String> = desired.tags.iter().filter(|t| !info.tags.contains(t)).cloned().collect();
+                if !add_ports.is_empty() || !add_tags.is_empty() {
+                    out.push(Change::UpdateDefinition { service: service.clone(), add_ports, add_tags });
+                }
+            }
+            _ => out.push(Change::DefineService {
+                service: service.clone(),
+                ports: vec!["tcp:443".to_owned()],
+                tags: desired.tags.clone(),
+            }),
+        }
+    }
+    out
+}
+
+/// The serve-config changes, conflicts and notes, given the current serve config and the
+/// ownership record. Also returns the ownership record as it will be once they are applied.
+pub(crate) fn serve_changes(
+    desired: &Desired,
+    cfg: &Value,
+    owned: &Ownership,
+) -> (Vec<Change>, Vec<Conflict>, Vec<String>, Ownership) {
+    let (mut changes, mut conflicts, mut notes) = (Vec::new(), Vec::new(), Vec::new());
+    let mut next = owned.clone();
+    for service in &desired.services {
+        let mine = owned.get(service).handler;
+        match serve::handler_of(cfg, service) {
+            None if serve::is_tun(cfg, service) => conflicts.push(Conflict {
+                service: service.clone(),
+                existing: serve::service_entry(cfg, service).cloned().unwrap_or(Value::Null),
+                reason: "the service is in TUN mode (\"Tun\": true)".to_owned(),
+            }),
+            None => {
+                changes.push(Change::AddHandler { service: service.clone(), handler: desired.handler.clone() });
+                next.entry(service).handler = Some(desired.handler.clone());
+            }
+            Some(h) if serve::same_handler(h, &desired.handler) => {
+                if mine.is_none() {
+                    notes.push(format!(
+                        "{service}: the handler is already in place but was not added by snirouter; it will not be removed with the service"
+                    ));
+                }
+            }
+            Some(h) if mine.as_ref().is_some_and(|m| serve::same_handler(m, h)) => {
+                changes.push(Change::UpdateHandler {
+                    service: service.clone(),
+                    from: h.clone(),
+                    handler: desired.handler.clone(),
+                });
+                next.entry(service).handler = Some(desired.handler.clone());
+            }
+            Some(h) => conflicts.push(Conflict {
+                service: service.clone(),
+                existing: h.clone(),
+                reason: format!("TCP {SERVICE_PORT} already has a handler that snirouter did not add"),
+            }),
+        }
+    }
+    for (service, o) in &owned.services {
+        if desired.services.contains(service) {
+            continue;
+        }
+        let Some(mine) = &o.handler else { continue };
+        match serve::handler_of(cfg, service) {
+            Some(h) if serve::same_handler(h, mine) => {
+                changes.push(Change::RemoveHandler { service: service.clone(), handler: h.clone() });
+                next.entry(service).handler = None;
+            }
+            Some(h) => {
+                notes.push(format!(
+                    "{service}: its handler was changed by someone else since snirouter added it ({}); left alone and no longer owned",
+                    compact(h)
+                ));
+                next.entry(service).handler = None;
+            }
+            None => {
+                notes.push(format!("{service}: the handler snirouter added is already gone"));
+                next.entry(service).handler = None;
+            }
+        }
+    }
+    (changes, conflicts, notes, next)
+}
+
+/// The prefs changes: advertise every desired service without a conflict, and withdraw the
+/// names snirouter added for services no longer configured. Returns the new list and the
+/// ownership record updated accordingly.
+pub(crate) fn prefs_changes(
+    desired: &Desired,
+    advertised: &[String],
+    conflicts: &[Conflict],
+    owned: &Ownership,
+) -> (Vec<Change>, Vec<String>, Ownership) {
+    let mut changes = Vec::new();
+    let mut list = advertised.to_vec();
+    let mut next = owned.clone();
+    for service in &desired.services {
+        if conflicts.iter().any(|c| &c.service == service) || list.contains(service) {
+            continue;
+        }
+        changes.push(Change::Advertise { service: service.clone() });
+        list.push(service.clone());
+        next.entry(service).advertised = true;
+    }
+    for (service, o) in &owned.services {
+        if !o.advertised || desired.services.contains(service) {
+            continue;
+        }
+        if list.contains(service) {
+            changes.push(Change::Unadvertise { service: service.clone() });
+            list.retain(|s| s != service);
+        }
+        next.entry(service).advertised = false;
+    }
+    (changes, list, next)
+}
+
+/// Computes what [`crate::sync`] would change. Reads tailscaled (status, serve config,
+/// prefs), the ownership record and, with `control`, the service definitions; writes nothing.
+pub async fn plan(config: &Config, local: &LocalClient, control: Option<&ControlClient>) -> Result<Plan, Error> {
+    let desired = Desired::from_config(config)?;
+    let seen = observe_all(config, &desired, local, control).await?;
+    let blockers = blockers(&seen.status);
+    let mut changes = match &seen.control {
+        Some(view) => control_changes(&desired, view),
+        None => Vec::new(),
+    };
+    let (serve, conflicts, notes, owned) = serve_changes(&desired, &seen.serve_config, &seen.owned);
+    changes.extend(serve);
+    let (prefs, _, _) = prefs_changes(&desired, &seen.advertised, &conflicts, &owned);
+    changes.extend(prefs);
+    Ok(Plan { desired, changes, conflicts, blockers, notes, control_api: seen.control.is_some() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn desired(names: &[&str]) -> Desired {
+        Desired {
+            services: names.iter().map(|n| format!("svc:{n}")).collect(),
+            target: "127.0.0.1:8443".into(),
+            handler: serve::desired_handler("127.0.0.1:8443"),
+            tags: vec![],
+        }
+    }
+
+    #[test]
+    fn add_conflict_update_remove() {
+        let d = desired(&["a", "b", "c", "t"]);
+        let old = serve::desired_handler("127.0.0.1:9000");
+        let cfg = json!({"Services": {
+            "svc:b": {"TCP": {"443": {"HTTPS": true}}},
+            "svc:c": {"TCP": {"443": old.clone()}},
+            "svc:t": {"Tun": true},
+            "svc:gone": {"TCP": {"443": d.handler.clone()}},
+            "svc:other": {"TCP": {"443": d.handler.clone()}}
+        }});
+        let mut owned = Ownership::default();
+        owned.entry("svc:c").handler = Some(old.clone());
+        owned.entry("svc:gone").handler = Some(d.handler.clone());
+        owned.entry("svc:gone").advertised = true;
+        let (changes, conflicts, _notes, next) = serve_changes(&d, &cfg, &owned);
+        assert_eq!(
+            changes,
+            vec![
+                Change::AddHandler { service: "svc:a".into(), handler: d.handler.clone() },
+                Change::UpdateHandler { service: "svc:c".into(), from: old, handler: d.handler.clone() },
+                Change::RemoveHandler { service: "svc:gone".into(), handler: d.handler.clone() },
+            ]
+        );
+        let names: Vec<_> = conflicts.iter().map(|c| c.service.as_str()).collect();
+        assert_eq!(names, ["svc:b", "svc:t"]);
+        assert!(next.get("svc:a").handler.is_some() && next.get("svc:gone").handler.is_none());
+
+        let (prefs, list, next) =
+            prefs_changes(&d, &["svc:other".into(), "svc:gone".into(), "svc:c".into()], &conflicts, &next);
+        assert_eq!(
+            prefs,
+            vec![Change::Advertise { service: "svc:a".into() }, Change::Unadvertise { service: "svc:gone".into() }]
+        );
+        assert_eq!(list, ["svc:other", "svc:c", "svc:a"]);
+        assert!(next.get("svc:a").advertised && !next.get("svc:c").advertised && !next.get("svc:gone").advertised);
+    }
+
+    #[test]
+    fn control_changes_define_and_update() {
+        let mut d = desired(&["a", "b", "c"]);
+        d.tags = vec!["tag:svc".into()];
+        let info = |ports: &[&str], tags: &[&str]| ServiceInfo {
+            name: String::new(),
+            addrs: vec!["100.100.0.1".into(), "fd7a:115c:a1e0::1".into()],
+            comment: String::new(),
+            ports: ports.iter().map(|s| s.to_string()).collect(),
+            tags: tags.iter().map(|s| s.to_string()).collect(),
+            extra: Default::default(),
+        };
+        let view: BTreeMap<_, _> = [
+            ("svc:a".to_owned(), None),
+            ("svc:b".to_owned(), Some(info(&["tcp:80"], &[]))),
+            ("svc:c".to_owned(), Some(info(&["tcp:443"], &["tag:svc"]))),
+        ]
+        .into();
+        let c = control_changes(&d, &view);
+        assert_eq!(c.len(), 2);
+        assert!(matches!(&c[0], Change::DefineService { service, .. } if service == "svc:a"));
+        assert!(
+            matches!(&c[1], Change::UpdateDefinition { service, add_ports, add_tags } if service == "svc:b" && add_ports == &["tcp:443"] && add_tags == &["tag:svc"])
+        );
+        for change in &c {
+            assert!(!change.to_string().is_empty());
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Per-service state for `snirouter status`: what tailscaled, the control API and the
+//! ownership record say about each configured service.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::Serialize;
+use serde_json::Value;
+use snirouter_config::Config;
+use snirouter_localapi::LocalClient;
+
+use crate::control::ControlClient;
+use crate::ownership::Ownership;
+use crate::plan::{self, Desired};
+use crate::serve;
+
+/// The serve-config handler of a service compared with what snirouter wants.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum HandlerState {
+    /// The serve config could not be read.
+    Unknown,
+    /// No `TCP["443"]` handler.
+    Missing,
+    /// Exactly the PROXY v2 forward to snirouter's listener.
+    Correct,
+    /// A handler snirouter added earlier that no longer matches the config (sync updates it).
+    Outdated {
+        /// The handler found.
+        handler: Value,
+    },
+    /// Someone else's handler (a conflict; sync leaves it alone).
+    Foreign {
+        /// The handler found.
+        handler: Value,
+    },
+}
+
+/// Everything known about one configured service.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceState {
+    /// The config name (`grafana`).
+    pub name: String,
+    /// The Tailscale Service (`svc:grafana`).
+    pub service: String,
+    /// `grafana.TAILNET.ts.net`, when the MagicDNS suffix is known.
+    pub fqdn: Option<String>,
+    /// Defined in the tailnet (control API); `None` without API credentials or on API errors.
+    pub defined: Option<bool>,
+    /// This host's approval level from the API (`approved:auto`, …), when known.
+    pub approval_level: Option<String>,
+    /// In the node's `AdvertiseServices` pref; `None` if prefs could not be read.
+    pub advertised: Option<bool>,
+    /// The serve-config handler.
+    pub handler: HandlerState,
+    /// Whether snirouter added the handler (ownership record).
+    pub managed: bool,
+    /// Listed in `Self.CapMap["service-host"]` (the host is approved); `None` if status failed.
+    pub approved: Option<bool>,
+    /// The service's VIPs from `service-host`.
+    pub vips: Vec<IpAddr>,
+    /// The FQDN is in `CertDomains`; `None` if status failed or the suffix is unknown.
+    pub in_cert_domains: Option<bool>,
+    /// Whether a certificate is being served; left `None` here, for the caller to fill from
+    /// its certificate store.
+    pub certificate: Option<bool>,
+    /// What is missing, each with the next step; empty when everything is in place.
+    pub problems: Vec<String>,
+}
+
+/// Observes every configured service. Never fails: what cannot be read is `None` /
+/// [`HandlerState::Unknown`] and the reason is in `problems`.
+pub async fn observe(config: &Config, local: &LocalClient, control: Option<&ControlClient>) -> Vec<ServiceState> {
+    let desired = Desired::from_config(config);
+    let status = local.status().await;
+    let serve_config = local.serve_config().await.map(|(v, _)| v);
+    let prefs = local.prefs().await;
+    let owned = Ownership::load(&config.cache.dir).unwrap_or_default();
+    let mut general = Vec::new();
+    if let Err(e) = &desired {
+        general.push(format!("{e} (fix: {})", e.fix()));
+    }
+    let suffix = config
+        .tailscale
+        .magic_dns_suffix
+        .clone()
+        .or_else(|| status.as_ref().ok().and_then(|s| s.magic_dns_suffix().map(str::to_owned)));
+    let (service_host, cert_domains, self_id) = match &status {
+        Ok(s) => (
+            Some(s.self_node.as_ref().map(|n| n.service_host()).unwrap_or_default()),
+            Some(s.cert_domains.clone()),
+            s.self_node.as_ref().map(|n| n.id.clone()),
+        ),
+        Err(e) => {
+            general.push(format!("tailscaled status: {e}"));
+            (None, None, None)
+        }
+    };
+    if let Ok(s) = &status
+        && let Some(e) = plan::blocking_error(s)
+    {
+        general.push(format!("{e} (fix: {})", e.fix()));
+    }
+    if let Err(e) = &serve_config {
+        general.push(format!("serve config: {e}"));
+    }
+    let advertised = match &prefs {
+        Ok(p) => Some(plan::advertised(p)),
+        Err(e) => {
+            general.push(format!("prefs: {e}"));
+            None
+        }
+    };
+    let defined: Option<BTreeMap<String, ()>> = match control {
+        Some(api) => match api.list_services().await {
+            Ok(list) => Some(list.into_iter().map(|i| (i.name, ())).collect()),
+            Err(e) => {
+                general.push(format!("control API: {e} (fix: {})", e.fix()));
+                None
+            }
+        },
+        None => None,
+    };
+
+    let mut out = Vec::new();
+    for svc in &config.services {
+        let service = svc.tailscale_service();
+        let fqdn = suffix.as_deref().map(|s| svc.fqdn(s));
+        let mut problems = general.clone();
+        let managed = owned.get(&service).handler.is_some();
+        let handler = match (&serve_config, &desired) {
+            (Ok(cfg), Ok(d)) => match serve::handler_of(cfg, &service) {
+                None => HandlerState::Missing,
+                Some(h) if serve::same_handler(h, &d.handler) => HandlerState::Correct,
+                Some(h) if managed => HandlerState::Outdated { handler: h.clone() },
+                Some(h) => HandlerState::Foreign { handler: h.clone() },
+            },
+            _ => HandlerState::Unknown,
+        };
+        let is_defined = defined.as_ref().map(|d| d.contains_key(&service));
+        let mut approval_level = None;
+        if is_defined == Some(true)
+            && let (Some(api), Some(id)) = (control, &self_id)
+        {
+            match api.service_hosts(&service).await {
+                Ok(hosts) => approval_level = hosts.into_iter().find(|h| &h.node_id == id).map(|h| h.approval_level),
+                Err(e) => problems.push(format!("control API hosts of {service}: {e}")),
+            }
+        }
+        let advertised = advertised.as_ref().map(|a| a.contains(&service));
+        let vips = service_host.as_ref().and_then(|m| m.get(&service).cloned()).unwrap_or_default();
+        let approved = service_host.as_ref().map(|m| m.contains_key(&service));
+        let in_cert_domains = match (&cert_domains, &fqdn) {
+            (Some(d), Some(f)) => Some(d.iter().any(|c| c.trim_end_matches('.').eq_ignore_ascii_case(f))),
+            _ => None,
+        };
+        if is_defined == Some(false) {
+            problems.push(format!(
+                "{service} is not defined in the tailnet: run `snirouter services sync` (with [tailscale.api]) or define it in the admin console with port tcp:443"
+            ));
+        }
+        match &handler {
+            HandlerState::Missing | HandlerState::Outdated { .. } => problems
+                .push("the serve-config handler is missing or outdated: run `snirouter services sync`".to_owned()),
+            HandlerState::Foreign { handler } => problems.push(format!(
+                "TCP 443 of {service} has a handler snirouter did not add ({handler}); remove it, then sync"
+            )),
+            _ => {}
+        }
+        if advertised == Some(false) {
+            problems.push(format!("{service} is not in AdvertiseServices: run `snirouter services sync`"));
+        }
+        if approved == Some(false) {
+            problems.push(format!(
+                "this host is not approved for {service} yet (Self.CapMap[\"service-host\"]): approve it under Services in the admin console, or add autoApprovers.services to the policy"
+            ));
+        }
+        if in_cert_domains == Some(false) {
+            problems.push(format!(
+                "{} is not in CertDomains yet, so no certificate can be fetched; it appears once control lists the service for this host (see docs/tailnet-setup.md)",
+                fqdn.as_deref().unwrap_or(&service)
+            ));
+        }
+        out.push(ServiceState {
+            name: svc.name.clone(),
+            service,
+            fqdn,
+            defined: is_defined,
+            approval_level,
+            advertised,
+            handler,
+            managed,
+            approved,
+            vips,
+            in_cert_domains,
+            certificate: None,
+            problems,
+        });
+    }
+    out
+}

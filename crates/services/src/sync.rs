@@ -1,0 +1,259 @@
+//! [`sync`]: apply the plan — control API definitions, the serve config (with `If-Match`,
+//! re-read and retried on 412), then `AdvertiseServices` — recording ownership as it goes.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::json;
+use snirouter_config::Config;
+use snirouter_localapi::LocalClient;
+
+use crate::control::{ControlClient, ServiceInfo};
+use crate::error::Error;
+use crate::plan::{self, Change, Conflict, Desired};
+use crate::serve;
+
+/// Serve-config write attempts before giving up on concurrent changes.
+const MAX_ATTEMPTS: u32 = 5;
+
+/// Comment put on service definitions snirouter creates.
+const COMMENT: &str = "managed by snirouter";
+
+/// What [`sync`] did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SyncReport {
+    /// Changes applied, in order.
+    pub applied: Vec<Change>,
+    /// Services left alone because someone else's handler is in the way.
+    pub conflicts: Vec<Conflict>,
+    /// Control-API failures per service (cause and fix); the local side was still applied.
+    pub errors: Vec<String>,
+    /// Serve-config writes retried after a 412.
+    pub retries: u32,
+    /// Informational lines.
+    pub notes: Vec<String>,
+    /// Whether the control API was used.
+    pub control_api: bool,
+}
+
+impl SyncReport {
+    /// `true` when nothing was changed.
+    pub fn is_noop(&self) -> bool {
+        self.applied.is_empty()
+    }
+
+    /// `true` when there were no conflicts and no errors.
+    pub fn is_clean(&self) -> bool {
+        self.conflicts.is_empty() && self.errors.is_empty()
+    }
+}
+
+impl fmt::Display for SyncReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in &self.applied {
+            writeln!(f, "  {c}")?;
+        }
+        for c in &self.conflicts {
+            writeln!(f, "  {c}")?;
+        }
+        for e in &self.errors {
+            writeln!(f, "! error         {e}")?;
+        }
+        for n in &self.notes {
+            writeln!(f, "  · {n}")?;
+        }
+        if self.retries > 0 {
+            writeln!(f, "  · the serve config changed concurrently; re-read and retried {} time(s)", self.retries)?;
+        }
+        if self.applied.is_empty() {
+            writeln!(f, "No changes: tailscaled already has everything snirouter manages.")
+        } else {
+            writeln!(f, "Applied {} change(s).", self.applied.len())
+        }
+    }
+}
+
+/// Applies the desired Tailscale Services state. Idempotent: a second run applies nothing
+/// and says so. Refuses to start (touching nothing) when the host is untagged or has no
+/// tailnet session; stops with [`Error::ConfigLocked`] when tailscaled runs from a locked
+/// config file. Control-API failures are reported per service without stopping the
+/// local side.
+pub async fn sync(config: &Config, local: &LocalClient, control: Option<&ControlClient>) -> Result<SyncReport, Error> {
+    let desired = Desired::from_config(config)?;
+    let status = local.status().await.map_err(Error::local("reading tailscaled's status"))?;
+    if let Some(e) = plan::blocking_error(&status) {
+        return Err(e);
+    }
+    let mut report = SyncReport { control_api: control.is_some(), ..SyncReport::default() };
+
+    // 1. Control API: the service must exist before hosts advertise it.
+    if let Some(api) = control {
+        for service in &desired.services {
+            match define(api, &desired, service).await {
+                Ok(Some(change)) => {
+                    tracing::info!(service = %service, change = %change, "Tailscale Service definition changed");
+                    report.applied.push(change);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(service = %service, cause = %e, fix = %e.fix(), "cannot define the Tailscale Service");
+                    report.errors.push(format!("{service}: {e} (fix: {})", e.fix()));
+                }
+            }
+        }
+    }
+
+    // 2. serve-config, under If-Match, re-read on every 412.
+    let dir = &config.cache.dir;
+    let mut owned = crate::Ownership::load(dir)?;
+    let mut attempt = 0;
+    let conflicts = loop {
+        attempt += 1;
+        let (mut cfg, etag) = local.serve_config().await.map_err(Error::local("reading the serve config"))?;
+        let (changes, conflicts, notes, next) = plan::serve_changes(&desired, &cfg, &owned);
+        if changes.is_empty() {
+            if next != owned {
+                next.save(dir)?;
+                owned = next;
+            }
+            report.notes.extend(notes);
+            break conflicts;
+        }
+        for change in &changes {
+            match change {
+                Change::AddHandler { service, handler } | Change::UpdateHandler { service, handler, .. } => {
+                    serve::set_handler(&mut cfg, service, handler.clone())
+                }
+                Change::RemoveHandler { service, .. } => {
+                    serve::remove_handler(&mut cfg, service);
+                }
+                _ => {}
+            }
+        }
+        // Record the intent first: a crash after the write must not leave entries that
+        // snirouter added but does not know it owns.
+        next.save(dir)?;
+        match local.set_serve_config(&cfg, etag.as_deref()).await {
+            Ok(()) => {
+                for change in &changes {
+                    tracing::info!(service = %change.service(), change = %change, "serve config changed");
+                }
+                owned = next;
+                report.applied.extend(changes);
+                report.notes.extend(notes);
+                break conflicts;
+            }
+            Err(snirouter_localapi::Error::PreconditionFailed) => {
+                owned.save(dir)?;
+                if attempt >= MAX_ATTEMPTS {
+                    return Err(Error::Contended { attempts: attempt });
+                }
+                report.retries += 1;
+                tracing::info!(attempt, "the serve config changed concurrently (HTTP 412); re-reading and retrying");
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+            }
+            Err(e) => {
+                owned.save(dir)?;
+                return Err(Error::local("writing the serve config")(e));
+            }
+        }
+    };
+    for c in &conflicts {
+        tracing::warn!(service = %c.service, existing = %c.existing, reason = %c.reason, "Tailscale Service left alone: its serve-config entry was not added by snirouter");
+    }
+    report.conflicts = conflicts;
+
+    // 3. AdvertiseServices: read, merge, PATCH.
+    let prefs = local.prefs().await.map_err(Error::local("reading tailscaled's prefs"))?;
+    let current = plan::advertised(&prefs);
+    let (changes, list, next) = plan::prefs_changes(&desired, &current, &report.conflicts, &owned);
+    if !changes.is_empty() {
+        next.save(dir)?;
+        let masked = json!({ "AdvertiseServicesSet": true, "AdvertiseServices": list });
+        if let Err(e) = local.edit_prefs(&masked).await {
+            owned.save(dir)?;
+            return Err(Error::local("setting AdvertiseServices")(e));
+        }
+        for change in &changes {
+            tracing::info!(service = %change.service(), change = %change, "prefs changed");
+        }
+        report.applied.extend(changes);
+    } else if next != owned {
+        next.save(dir)?;
+    }
+    Ok(report)
+}
+
+/// Defines `service` if it is missing, or adds `tcp:443`/tags to its definition (reading
+/// it first so its `addrs` are sent back). `None` when nothing had to change.
+async fn define(api: &ControlClient, desired: &Desired, service: &str) -> Result<Option<Change>, Error> {
+    match api.get_service(service).await? {
+        None => {
+            let info = ServiceInfo {
+                name: service.to_owned(),
+                addrs: Vec::new(),
+                comment: COMMENT.to_owned(),
+                ports: vec!["tcp:443".to_owned()],
+                tags: desired.tags.clone(),
+                extra: Default::default(),
+            };
+            api.put_service(&info).await?;
+            Ok(Some(Change::DefineService { service: service.to_owned(), ports: info.ports, tags: info.tags }))
+        }
+        Some(mut info) => {
+            let add_ports = if info.allows_tcp_443() { vec![] } else { vec!["tcp:443".to_owned()] };
+            let add_tags: Vec<String> = desired.tags.iter().filter(|t| !info.tags.contains(t)).cloned().collect();
+            if add_ports.is_empty() && add_tags.is_empty() {
+                return Ok(None);
+            }
+            info.ports.extend(add_ports.iter().cloned());
+            info.tags.extend(add_tags.iter().cloned());
+            api.put_service(&info).await?;
+            Ok(Some(Change::UpdateDefinition { service: service.to_owned(), add_ports, add_tags }))
+        }
+    }
+}
+
+/// For `run` with `[tailscale] manage_services = true`: runs [`sync`] in a background task
+/// and logs the outcome (every change with its service; failures with cause and fix).
+/// Never fatal: the router serves whatever tailscaled already routes to it.
+pub fn spawn_startup_sync(config: Config) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let local = match LocalClient::new(&config.tailscale.socket) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(cause = %e, fix = e.fix().unwrap_or_default(), "Tailscale Services sync skipped");
+                return;
+            }
+        };
+        let control = match &config.tailscale.api {
+            Some(api) => match ControlClient::from_config(api) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::error!(cause = %e, fix = %e.fix(), "control API unavailable; syncing the local side only");
+                    None
+                }
+            },
+            None => None,
+        };
+        match sync(&config, &local, control.as_ref()).await {
+            Ok(report) if report.is_noop() && report.is_clean() => {
+                tracing::info!(services = config.services.len(), "Tailscale Services already in sync")
+            }
+            Ok(report) => {
+                tracing::info!(
+                    applied = report.applied.len(),
+                    conflicts = report.conflicts.len(),
+                    errors = report.errors.len(),
+                    retries = report.retries,
+                    "Tailscale Services synced"
+                );
+                for e in &report.errors {
+                    tracing::error!(problem = %e, "Tailscale Services sync problem");
+                }
+            }
+            Err(e) => tracing::error!(cause = %e, fix = %e.fix(), "Tailscale Services sync failed; serving anyway"),
+        }
+    })
+}
