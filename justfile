@@ -26,7 +26,7 @@ check config:
 idle-flood count="10000":
     #!/usr/bin/env bash
     set -euo pipefail
-    cargo build --release -p snirouter --example idle_flood
+    cargo build --release -p snirouter --bin snirouter --example idle_flood
     dir=$(mktemp -d)
     ulimit -n "$(ulimit -Hn)"
     ./target/release/snirouter demo --dir "$dir/demo" > "$dir/demo.out" 2>&1 &
