@@ -35,3 +35,18 @@ idle-flood count="10000":
     for _ in $(seq 100); do grep -q "router " "$dir/demo.out" 2>/dev/null && grep -q "demo:" "$dir/demo.out" && break; sleep 0.2; done
     addr=$(grep -o "https on [0-9.:]*" "$dir/demo.out" | cut -d' ' -f3)
     ./target/release/examples/idle_flood "$addr" grafana.demo-tailnet.ts.net "$dir/demo/demo-ca.pem" {{count}} "$pid"
+
+# TLS posture scan of the demo router with testssl (Debian package testssl.sh).
+testssl:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v testssl >/dev/null || { apt-get update -qq && apt-get install -y -qq testssl.sh; }
+    cargo build --release -p snirouter --bin snirouter
+    dir=$(mktemp -d)
+    ./target/release/snirouter demo --dir "$dir/demo" > "$dir/demo.out" 2>&1 &
+    pid=$!
+    trap 'kill $pid 2>/dev/null; rm -rf "$dir"; sed -i "/grafana.demo-tailnet.ts.net # snirouter-testssl/d" /etc/hosts' EXIT
+    for _ in $(seq 100); do grep -q "demo:" "$dir/demo.out" 2>/dev/null && break; sleep 0.2; done
+    addr=$(grep -o "https on [0-9.:]*" "$dir/demo.out" | cut -d' ' -f3)
+    echo "127.0.0.1 grafana.demo-tailnet.ts.net # snirouter-testssl" >> /etc/hosts
+    testssl --quiet --color 0 --warnings off --add-ca "$dir/demo/demo-ca.pem" -p -s -f -U -S -R "grafana.demo-tailnet.ts.net:${addr##*:}"
