@@ -164,6 +164,9 @@ pub struct Limits {
     /// Concurrent client connections (default 20000, at least 1; an idle TLS
     /// connection costs about 16 KiB, see docs/reliability.md).
     pub max_connections: usize,
+    /// Concurrent connections from one client address (the PROXY v2 source on
+    /// `proxy_protocol` listeners); default 1024, at least 1.
+    pub max_connections_per_client: usize,
 }
 
 /// Smallest accepted `limits.max_header_bytes`.
@@ -173,7 +176,7 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024 * 1024;
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_header_bytes: 65536, max_connections: 20_000 }
+        Limits { max_header_bytes: 65536, max_connections: 20_000, max_connections_per_client: 1024 }
     }
 }
 

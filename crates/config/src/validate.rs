@@ -34,7 +34,7 @@ const TIMEOUT_KEYS: &[&str] = &[
     "upstream_response",
     "cert_request",
 ];
-const LIMIT_KEYS: &[&str] = &["max_header_bytes", "max_connections"];
+const LIMIT_KEYS: &[&str] = &["max_header_bytes", "max_connections", "max_connections_per_client"];
 const LOG_KEYS: &[&str] = &["format", "level", "access"];
 const ADMIN_KEYS: &[&str] = &["socket", "metrics_listen"];
 
@@ -522,27 +522,40 @@ impl Validator<'_> {
         {
             limits.max_header_bytes = n;
         }
-        if let Some(e) = find(&fields, "max_connections") {
-            match e.item.as_integer() {
-                Some(n) if n >= 1 => match usize::try_from(n) {
-                    Ok(n) => limits.max_connections = n,
-                    Err(_) => self.error(e.value_span(), &e.path, format!("max_connections = {n} is too large"), None),
-                },
-                Some(n) => self.error(
-                    e.value_span(),
-                    &e.path,
-                    format!("max_connections = {n} must be at least 1"),
-                    Some("write e.g. max_connections = 20000 (the default)".to_owned()),
-                ),
-                None => self.error(
-                    e.value_span(),
-                    &e.path,
-                    format!("expected an integer, found {}", describe(e.item)),
-                    Some("write e.g. max_connections = 20000 (the default)".to_owned()),
-                ),
-            }
+        if let Some(e) = find(&fields, "max_connections")
+            && let Some(n) = self.connection_count(e, "max_connections = 20000")
+        {
+            limits.max_connections = n;
+        }
+        if let Some(e) = find(&fields, "max_connections_per_client")
+            && let Some(n) = self.connection_count(e, "max_connections_per_client = 1024")
+        {
+            limits.max_connections_per_client = n;
         }
         limits
+    }
+
+    /// A connection count: an integer of at least 1 (`example` is the help text).
+    fn connection_count(&mut self, e: &Entry<'_>, example: &str) -> Option<usize> {
+        let key = e.path.rsplit('.').next().unwrap_or(&e.path).to_owned();
+        let help = Some(format!("write e.g. {example} (the default)"));
+        match e.item.as_integer() {
+            Some(n) if n >= 1 => match usize::try_from(n) {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    self.error(e.value_span(), &e.path, format!("{key} = {n} is too large"), None);
+                    None
+                }
+            },
+            Some(n) => {
+                self.error(e.value_span(), &e.path, format!("{key} = {n} must be at least 1"), help);
+                None
+            }
+            None => {
+                self.error(e.value_span(), &e.path, format!("expected an integer, found {}", describe(e.item)), help);
+                None
+            }
+        }
     }
 
     fn max_header_bytes(&mut self, e: &Entry<'_>) -> Option<usize> {

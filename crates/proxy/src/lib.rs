@@ -16,6 +16,7 @@
 //! certificate store, the TLS config and the pooled upstream client.
 
 pub mod body;
+pub mod client_limit;
 pub mod forward;
 pub mod hello;
 pub mod listener;

@@ -15,6 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::StartHandshake;
 
+use crate::client_limit::ClientSlots;
 use crate::forward::{ConnInfo, Forwarder};
 use crate::metrics::{AccessRecord, HandshakeFailure as Hf, MeteredBody, Metrics};
 use crate::routes::RouteTable;
@@ -46,6 +47,8 @@ pub struct ProxyOptions {
     pub max_header_bytes: usize,
     /// Connections served at once; more are closed at accept.
     pub max_connections: usize,
+    /// Connections from one client address; more are closed.
+    pub max_connections_per_client: usize,
 }
 
 impl ProxyOptions {
@@ -59,6 +62,7 @@ impl ProxyOptions {
             upstream_response_timeout: cfg.timeouts.upstream_response,
             max_header_bytes: cfg.limits.max_header_bytes,
             max_connections: cfg.limits.max_connections,
+            max_connections_per_client: cfg.limits.max_connections_per_client,
         }
     }
 }
@@ -71,6 +75,7 @@ pub struct Router {
     forwarder: Forwarder,
     opts: ProxyOptions,
     active: AtomicUsize,
+    per_client: ClientSlots,
     metrics: Metrics,
 }
 
@@ -102,6 +107,7 @@ impl Router {
             certs,
             tls,
             forwarder: Forwarder::new(&opts),
+            per_client: ClientSlots::new(opts.max_connections_per_client),
             opts,
             active: AtomicUsize::new(0),
             metrics: Metrics::default(),
@@ -211,6 +217,14 @@ impl Router {
                     }
                 }
             }
+        };
+        let Some(_slot) = self.per_client.admit(client.ip()) else {
+            tracing::warn!(
+                client = %client,
+                limit = self.opts.max_connections_per_client,
+                "connection refused: limits.max_connections_per_client reached"
+            );
+            return;
         };
 
         let handshake = async {

@@ -1,0 +1,28 @@
+//! `[limits]`: connection counts.
+
+use snirouter_config::parse;
+
+const BASE: &str = "[listen]\nhttps = [\"127.0.0.1:8443\"]\n[services.grafana]\nupstream = \"http://127.0.0.1:3000\"\n";
+
+#[test]
+fn per_client_limit_default_and_override() {
+    let cfg = parse(BASE, "t.toml").expect("valid");
+    assert_eq!(cfg.limits.max_connections_per_client, 1024);
+    let cfg = parse(&format!("{BASE}[limits]\nmax_connections_per_client = 64\n"), "t.toml").expect("valid");
+    assert_eq!(cfg.limits.max_connections_per_client, 64);
+}
+
+#[test]
+fn per_client_limit_must_be_a_positive_integer() {
+    let err = parse(&format!("{BASE}[limits]\nmax_connections_per_client = 0\nmax_connections = \"x\"\n"), "t.toml")
+        .expect_err("invalid")
+        .to_string();
+    assert!(
+        err.contains("t.toml:6:") && err.contains("limits.max_connections_per_client") && err.contains("at least 1"),
+        "{err}"
+    );
+    assert!(
+        err.contains("t.toml:7:") && err.contains("limits.max_connections") && err.contains("expected an integer"),
+        "{err}"
+    );
+}
