@@ -105,3 +105,33 @@ async fn connection_limit_and_header_limit() {
     let (_, status) = body_and_status(&curl(&env, "grafana", "/", &[]).await);
     assert_eq!(status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_cannot_take_every_slot() {
+    let mut opts = EnvOptions::default();
+    opts.timeouts = "tls_handshake = \"30s\"\n\n[limits]\nmax_connections_per_client = 5\n".into();
+    let env = Env::start(opts).await;
+    env.wait_serving("grafana", WAIT).await;
+    let from = |ip: &str| {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(format!("{ip}:0").parse().expect("addr")).expect("bind source");
+        socket.connect(env.https)
+    };
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(from("127.0.0.7").await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut sixth = from("127.0.0.7").await.expect("connect");
+    assert!(
+        time_to_close(&mut sixth, Duration::from_secs(5)).await.is_some(),
+        "the 6th connection from one address stayed open"
+    );
+    env.router()
+        .wait_log("the per-client limit log line", WAIT, |l| l.contains("limits.max_connections_per_client"))
+        .await;
+    // Another client address is served while 127.0.0.7 holds its five.
+    let (_, status) = body_and_status(&curl(&env, "grafana", "/", &[]).await);
+    assert_eq!(status, 200);
+    drop(held);
+}

@@ -64,11 +64,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let sem = Arc::new(tokio::sync::Semaphore::new(256));
     let mut tasks = Vec::with_capacity(count);
-    for _ in 0..count {
+    for i in 0..count {
         let (connector, name, sem) = (connector.clone(), name.clone(), sem.clone());
+        // Many clients, not one: spread the sources over 127.0.0.2.. (1000 each), as a
+        // single address is capped by limits.max_connections_per_client.
+        let source: std::net::IpAddr =
+            std::net::Ipv4Addr::new(127, 0, (i / 1000 / 250) as u8, (2 + i / 1000 % 250) as u8).into();
         tasks.push(tokio::spawn(async move {
             let permit = sem.acquire_owned().await.ok()?;
-            let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+            let socket = tokio::net::TcpSocket::new_v4().ok()?;
+            socket.bind(SocketAddr::new(source, 0)).ok()?;
+            let tcp = socket.connect(addr).await.ok()?;
             let server_name = rustls::pki_types::ServerName::try_from(name).ok()?;
             let tls = connector.connect(server_name, tcp).await.ok()?;
             drop(permit);
