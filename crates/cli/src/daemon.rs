@@ -1,12 +1,23 @@
-//! Wiring: config → LocalAPI client → certificate store and manager → listeners.
+//! Wiring: config → LocalAPI client → certificate store and manager → listeners, plus
+//! the operational side: admin socket, upstream checks, systemd watchdog and reload.
 //!
 //! Start order matters for availability: cached certificates are loaded and the
 //! listeners bound *before* tailscaled is asked for anything, so a restart while
 //! tailscaled is slow or down still serves every name that has a valid cache.
+//!
+//! **Reload** ([`Daemon::reload`], SIGHUP, `POST /reload` on the admin socket) re-reads
+//! the file the config came from. A config that does not validate is refused with its
+//! diagnostics logged and the running one keeps serving. Otherwise: new listeners are
+//! bound first (a bind failure refuses the whole reload), then the served names, the
+//! route table and the certificate tasks are swapped, then listeners no longer
+//! configured stop accepting and drain in the background. Connections and requests
+//! in flight are never interrupted: a request holds its service's routes until it
+//! ends, and a connection to a removed name gets `421` only for its *next* request.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use snirouter_certs::{CertManager, CertStore, DiskCache, ManagerOptions};
 use snirouter_config::Config;
@@ -14,7 +25,9 @@ use snirouter_localapi::LocalClient;
 use snirouter_proxy::{ListenerKind, ProxyOptions, RouteTable, Router};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::health::Upstreams;
 
 /// Why the router could not start.
 #[derive(Debug, thiserror::Error)]
@@ -48,17 +61,104 @@ pub enum StartError {
     Signal(std::io::Error),
 }
 
+/// Why a reload was refused; the running configuration keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new file does not validate (every problem, with line and fix).
+    #[error("the new configuration is invalid; still serving the previous one\n{0}")]
+    Invalid(snirouter_config::Diagnostics),
+    /// A new listener could not be bound.
+    #[error("{0}\n  (reload refused; still serving the previous configuration)")]
+    Bind(StartError),
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReloadReport {
+    /// Services now served that were not before.
+    pub added: Vec<String>,
+    /// Services no longer served.
+    pub removed: Vec<String>,
+    /// Services whose routes, upstreams or options changed.
+    pub changed: Vec<String>,
+    /// Listeners bound by this reload.
+    pub listeners_added: Vec<String>,
+    /// Listeners stopped by this reload (their open connections drain).
+    pub listeners_removed: Vec<String>,
+    /// Settings that changed in the file but only take effect after a restart.
+    pub restart_needed: Vec<String>,
+}
+
+/// The outcome of the last reload, for `snirouter status`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LastReload {
+    /// When it ran (unix seconds).
+    pub at: u64,
+    /// Whether the new configuration is serving.
+    pub ok: bool,
+    /// Why it was refused.
+    pub error: Option<String>,
+}
+
+/// One running listener.
+struct ListenerHandle {
+    kind: ListenerKind,
+    /// The address as configured (port 0 stays 0 here).
+    configured: SocketAddr,
+    /// The address actually bound.
+    local: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// Mutable state, changed only by reload and shutdown.
+struct Live {
+    config: Arc<Config>,
+    listeners: Vec<ListenerHandle>,
+    /// Listeners removed by a reload, still draining their connections.
+    draining: Vec<JoinHandle<()>>,
+}
+
+/// State shared by the daemon, the admin socket and the background tasks.
+pub(crate) struct Shared {
+    pub(crate) router: Arc<Router>,
+    pub(crate) manager: Arc<CertManager>,
+    pub(crate) store: Arc<CertStore>,
+    /// For LocalAPI reads on behalf of the admin socket.
+    #[allow(dead_code)]
+    pub(crate) client: LocalClient,
+    pub(crate) suffix: String,
+    pub(crate) started: SystemTime,
+    pub(crate) upstreams: Arc<Upstreams>,
+    pub(crate) last_reload: Mutex<Option<LastReload>>,
+    pub(crate) reloads_ok: std::sync::atomic::AtomicU64,
+    pub(crate) reloads_refused: std::sync::atomic::AtomicU64,
+    live: tokio::sync::Mutex<Live>,
+    grace: Duration,
+}
+
+impl Shared {
+    /// The configuration being served.
+    pub(crate) async fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.live.lock().await.config)
+    }
+
+    /// The bound listeners.
+    pub(crate) async fn listeners(&self) -> Vec<(ListenerKind, SocketAddr)> {
+        self.live.lock().await.listeners.iter().map(|l| (l.kind, l.local)).collect()
+    }
+}
+
 /// A running router.
 pub struct Daemon {
-    /// Every bound listener with its kind.
+    /// The listeners bound at start, with their kind (see [`Daemon::listeners`] for the
+    /// current set after reloads).
     pub listeners: Vec<(ListenerKind, SocketAddr)>,
     /// The certificate store.
     pub store: Arc<CertStore>,
+    shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
-    tasks: JoinSet<()>,
-    manager: Arc<CertManager>,
-    #[allow(dead_code)]
-    router: Arc<Router>,
+    background: JoinSet<()>,
 }
 
 impl Daemon {
@@ -68,37 +168,77 @@ impl Daemon {
         let cache = DiskCache::open(&config.cache.dir)?;
         let suffix = magic_dns_suffix(&config, &client, &cache).await;
         config.check_fqdns(&suffix).map_err(StartError::Names)?;
+        if config.tailscale.manage_services {
+            // Tailscale Services sync in the background; errors are logged, never fatal.
+            snirouter_services::spawn_startup_sync(config.clone());
+        }
 
         let store = Arc::new(CertStore::new());
-        let names: Vec<(String, String)> = config.services.iter().map(|s| (s.fqdn(&suffix), s.name.clone())).collect();
+        let names = service_names(&config, &suffix);
         store.set_names(&names);
 
         let opts = ManagerOptions { request_timeout: config.timeouts.cert_request, ..ManagerOptions::default() };
-        let manager = CertManager::new(Arc::clone(&store), client, Some(cache), opts);
+        let manager = CertManager::new(Arc::clone(&store), client.clone(), Some(cache), opts);
         let cached = manager.load_cache();
 
         let table = RouteTable::from_config(&config, &suffix, None);
         let router = Router::new(table, Arc::clone(&store), ProxyOptions::from_config(&config))?;
+        let grace = config.timeouts.idle.min(Duration::from_secs(30));
+
+        let mut handles = Vec::new();
+        for (kind, addr) in wanted_listeners(&config) {
+            let listener = bind(addr).await?;
+            handles.push(spawn_listener(&router, listener, kind, addr, grace));
+        }
+        let listeners: Vec<(ListenerKind, SocketAddr)> = handles.iter().map(|l| (l.kind, l.local)).collect();
 
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let mut tasks = JoinSet::new();
-        let mut listeners = Vec::new();
-        let wanted = config
-            .listen
-            .https
-            .iter()
-            .map(|a| (ListenerKind::Tls, *a))
-            .chain(config.listen.proxy_protocol.iter().map(|a| (ListenerKind::ProxyV2, *a)));
-        for (kind, addr) in wanted {
-            let listener = bind(addr).await?;
-            let local = listener.local_addr().unwrap_or(addr);
-            tracing::info!(address = %local, kind = ?kind, "listening");
-            listeners.push((kind, local));
-            let grace = config.timeouts.idle.min(Duration::from_secs(30));
-            tasks.spawn(Arc::clone(&router).serve(listener, kind, shutdown_rx.clone(), grace));
+        let admin = config.admin.clone();
+        let shared = Arc::new(Shared {
+            router: Arc::clone(&router),
+            manager: Arc::clone(&manager),
+            store: Arc::clone(&store),
+            client,
+            suffix: suffix.clone(),
+            started: SystemTime::now(),
+            upstreams: Arc::new(Upstreams::default()),
+            last_reload: Mutex::new(None),
+            reloads_ok: Default::default(),
+            reloads_refused: Default::default(),
+            live: tokio::sync::Mutex::new(Live { config: Arc::new(config), listeners: handles, draining: Vec::new() }),
+            grace,
+        });
+
+        let mut background = JoinSet::new();
+        background.spawn(crate::health::run(Arc::clone(&shared.upstreams), Arc::clone(&router), shutdown_rx.clone()));
+        if let Some(server) = crate::admin::bind_socket(&admin.socket).await {
+            background.spawn(crate::admin::serve_socket(
+                server,
+                admin.socket.clone(),
+                Arc::clone(&shared),
+                shutdown_rx.clone(),
+            ));
+        }
+        if let Some(addr) = admin.metrics_listen {
+            match TcpListener::bind(addr).await {
+                Ok(l) => {
+                    tracing::info!(address = %addr, "serving /metrics over TCP ([admin] metrics_listen)");
+                    background.spawn(crate::admin::serve_metrics_tcp(l, Arc::clone(&shared), shutdown_rx.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(address = %addr, error = %e, "cannot listen for metrics; fix: change [admin] metrics_listen or stop the process holding it")
+                }
+            }
+        }
+        if let Some(period) = crate::sdnotify::watchdog_interval() {
+            tracing::info!(interval_ms = period.as_millis() as u64, "systemd watchdog enabled");
+            background.spawn(crate::sdnotify::watchdog(period, shutdown_rx.clone()));
         }
 
         manager.start();
+        for (kind, addr) in &listeners {
+            tracing::info!(address = %addr, kind = ?kind, "listening");
+        }
         tracing::info!(
             services = names.len(),
             cached_certificates = cached,
@@ -106,7 +246,7 @@ impl Daemon {
             "snirouter ready"
         );
         crate::sdnotify::notify("READY=1");
-        Ok(Daemon { listeners, store, shutdown, tasks, manager, router })
+        Ok(Daemon { listeners, store, shared, shutdown, background })
     }
 
     /// The first listener of `kind`.
@@ -114,24 +254,199 @@ impl Daemon {
         self.listeners.iter().find(|(k, _)| *k == kind).map(|(_, a)| *a)
     }
 
+    /// Re-reads the config file this daemon was started from and applies it (see the
+    /// module docs). On error the running configuration is untouched.
+    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        reload(&self.shared).await
+    }
+
     /// Stops accepting, lets open connections finish within the grace period, stops
     /// certificate work.
     pub async fn shutdown(mut self) {
         crate::sdnotify::notify("STOPPING=1");
         let _ = self.shutdown.send(true);
-        while self.tasks.join_next().await.is_some() {}
-        self.manager.shutdown();
+        let (tasks, draining) = {
+            let mut live = self.shared.live.lock().await;
+            for l in &live.listeners {
+                let _ = l.stop.send(true);
+            }
+            let tasks: Vec<JoinHandle<()>> = live.listeners.drain(..).map(|l| l.task).collect();
+            (tasks, std::mem::take(&mut live.draining))
+        };
+        for task in tasks.into_iter().chain(draining) {
+            let _ = task.await;
+        }
+        self.shared.manager.shutdown();
+        let grace = self.shared.grace;
+        let _ = tokio::time::timeout(grace, async { while self.background.join_next().await.is_some() {} }).await;
+        self.background.abort_all();
     }
 }
 
-/// `run`: start, then serve until SIGINT or SIGTERM.
+/// Applies the config file again; see [`Daemon::reload`].
+pub(crate) async fn reload(shared: &Arc<Shared>) -> Result<ReloadReport, ReloadError> {
+    use std::sync::atomic::Ordering;
+    crate::sdnotify::notify("RELOADING=1");
+    let result = reload_inner(shared).await;
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let last = match &result {
+        Ok(report) => {
+            shared.reloads_ok.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                added = ?report.added,
+                removed = ?report.removed,
+                changed = ?report.changed,
+                listeners_added = ?report.listeners_added,
+                listeners_removed = ?report.listeners_removed,
+                "configuration reloaded"
+            );
+            for setting in &report.restart_needed {
+                tracing::warn!(setting = %setting, "changed in the config file; takes effect only after a restart");
+            }
+            LastReload { at: now, ok: true, error: None }
+        }
+        Err(e) => {
+            shared.reloads_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(cause = %e, "reload refused; still serving the previous configuration");
+            LastReload { at: now, ok: false, error: Some(e.to_string()) }
+        }
+    };
+    *shared.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(last);
+    shared.upstreams.wake();
+    crate::sdnotify::notify("READY=1");
+    result
+}
+
+async fn reload_inner(shared: &Arc<Shared>) -> Result<ReloadReport, ReloadError> {
+    let mut live = shared.live.lock().await;
+    let old = Arc::clone(&live.config);
+    let path = PathBuf::from(&old.origin);
+    let new = snirouter_config::load(&path).map_err(ReloadError::Invalid)?;
+    new.check_fqdns(&shared.suffix).map_err(ReloadError::Invalid)?;
+
+    let mut report = ReloadReport { restart_needed: restart_needed(&old, &new), ..ReloadReport::default() };
+    for svc in &new.services {
+        match old.services.iter().find(|o| o.name == svc.name) {
+            None => report.added.push(svc.name.clone()),
+            Some(o) if o != svc => report.changed.push(svc.name.clone()),
+            Some(_) => {}
+        }
+    }
+    report.removed = old
+        .services
+        .iter()
+        .filter(|o| !new.services.iter().any(|s| s.name == o.name))
+        .map(|o| o.name.clone())
+        .collect();
+
+    // Bind new listeners first: a failure refuses the whole reload.
+    let wanted = wanted_listeners(&new);
+    let mut bound = Vec::new();
+    for (kind, addr) in &wanted {
+        if live.listeners.iter().any(|l| l.kind == *kind && l.configured == *addr) {
+            continue;
+        }
+        let listener = bind(*addr).await.map_err(ReloadError::Bind)?;
+        bound.push((*kind, *addr, listener));
+    }
+
+    // Names first (a new name is known to the TLS stage before its routes exist, and
+    // answers `unrecognized_name` until its certificate arrives), then routes.
+    shared.store.set_names(&service_names(&new, &shared.suffix));
+    shared.manager.load_cache();
+    let table = RouteTable::from_config(&new, &shared.suffix, Some(&shared.router.routes()));
+    shared.router.set_routes(table);
+    shared.manager.sync_names();
+
+    for (kind, addr, listener) in bound {
+        let handle = spawn_listener(&shared.router, listener, kind, addr, shared.grace);
+        tracing::info!(address = %handle.local, kind = ?kind, "listening (added by reload)");
+        report.listeners_added.push(handle.local.to_string());
+        live.listeners.push(handle);
+    }
+    let mut kept = Vec::new();
+    for l in std::mem::take(&mut live.listeners) {
+        if wanted.iter().any(|(k, a)| *k == l.kind && *a == l.configured) {
+            kept.push(l);
+        } else {
+            tracing::info!(address = %l.local, kind = ?l.kind, "listener removed by reload; open connections drain");
+            let _ = l.stop.send(true);
+            report.listeners_removed.push(l.local.to_string());
+            live.draining.push(l.task);
+        }
+    }
+    live.listeners = kept;
+    live.draining.retain(|t| !t.is_finished());
+    live.config = Arc::new(new);
+    Ok(report)
+}
+
+/// Settings a reload cannot apply to a running process.
+fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut check = |changed: bool, what: &str| {
+        if changed {
+            out.push(what.to_owned());
+        }
+    };
+    check(old.tailscale != new.tailscale, "[tailscale]");
+    check(old.cache != new.cache, "[cache]");
+    check(old.timeouts != new.timeouts, "[timeouts]");
+    check(old.limits != new.limits, "[limits]");
+    check(old.admin != new.admin, "[admin]");
+    check(old.log.format != new.log.format || old.log.level != new.log.level, "[log] format/level");
+    out
+}
+
+fn service_names(config: &Config, suffix: &str) -> Vec<(String, String)> {
+    config.services.iter().map(|s| (s.fqdn(suffix), s.name.clone())).collect()
+}
+
+fn wanted_listeners(config: &Config) -> Vec<(ListenerKind, SocketAddr)> {
+    config
+        .listen
+        .https
+        .iter()
+        .map(|a| (ListenerKind::Tls, *a))
+        .chain(config.listen.proxy_protocol.iter().map(|a| (ListenerKind::ProxyV2, *a)))
+        .collect()
+}
+
+fn spawn_listener(
+    router: &Arc<Router>,
+    listener: TcpListener,
+    kind: ListenerKind,
+    configured: SocketAddr,
+    grace: Duration,
+) -> ListenerHandle {
+    let local = listener.local_addr().unwrap_or(configured);
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(Arc::clone(router).serve(listener, kind, stop_rx, grace));
+    ListenerHandle { kind, configured, local, stop, task }
+}
+
+/// `run`: start, then serve until SIGINT or SIGTERM; SIGHUP reloads the config file.
 pub async fn run_until_signal(config: Config) -> Result<(), StartError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(StartError::Signal)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(StartError::Signal)?;
     let daemon = Daemon::start(config).await?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; draining connections"),
-        _ = term.recv() => tracing::info!("SIGTERM; draining connections"),
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("interrupted; draining connections");
+                break;
+            }
+            _ = term.recv() => {
+                tracing::info!("SIGTERM; draining connections");
+                break;
+            }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP; reloading the configuration");
+                // The outcome is logged by reload().
+                let _ = daemon.reload().await;
+            }
+        }
     }
     daemon.shutdown().await;
     tracing::info!("stopped");

@@ -3,12 +3,17 @@
 //! parses arguments, sets up logging, wires the pieces together ([`daemon`]) and
 //! turns results into exit codes.
 
+mod admin;
 mod daemon;
 mod demo;
+mod doctor;
+mod health;
 mod logging;
+mod model;
 mod probe;
 mod rlimit;
 mod sdnotify;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +44,34 @@ enum Command {
         /// Print the effective config (defaults filled in) as JSON.
         #[arg(long)]
         print: bool,
+    },
+    /// Show the running router: per service its certificate, upstreams and traffic.
+    /// Exit code 1 when a service is not serving, 3 when snirouter is not running.
+    Status {
+        /// Print the admin socket's JSON document (schema in docs/operations.md).
+        #[arg(long)]
+        json: bool,
+        /// Config file whose `[admin] socket` to use (default: /etc/snirouter/config.toml
+        /// if present, else /run/snirouter/admin.sock).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Check, in order, everything a certificate and a route need; print the cause and
+    /// the fix of each problem. Exit code 1 when a check fails.
+    Doctor {
+        /// Config file (TOML).
+        #[arg(long, short, default_value = "/etc/snirouter/config.toml")]
+        config: PathBuf,
+        /// Time allowed for each certificate request to tailscaled.
+        #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
+        cert_timeout: std::time::Duration,
+    },
+    /// Make the running router re-read its config file (same as SIGHUP): added
+    /// services serve, removed ones stop, open connections are not disturbed.
+    Reload {
+        /// Config file whose `[admin] socket` to use.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
     /// Everything local and simulated: a simulated tailscaled, 14 sample backends and
     /// the router on loopback, then real HTTPS requests to every name.
@@ -82,6 +115,9 @@ fn main() -> ExitCode {
                 }
             })
         }
+        Command::Status { json, config } => runtime().block_on(status::run(config.as_deref(), json)),
+        Command::Reload { config } => runtime().block_on(status::reload(config.as_deref())),
+        Command::Doctor { config, cert_timeout } => runtime().block_on(doctor::run(&config, cert_timeout)),
         Command::Demo { once, dir } => {
             logging::init_demo();
             runtime().block_on(async {
@@ -117,6 +153,10 @@ fn check(path: &std::path::Path, print: bool) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    snirouter_config::parse_duration(s)
 }
 
 fn runtime() -> tokio::runtime::Runtime {

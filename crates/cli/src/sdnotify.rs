@@ -22,3 +22,31 @@ pub fn notify(state: &str) {
         tracing::warn!(socket = %path.display(), error = %e, "cannot notify systemd");
     }
 }
+
+/// The watchdog ping interval: half of `$WATCHDOG_USEC` when systemd asked for pings
+/// (`WatchdogSec=` in the unit) and `$WATCHDOG_PID`, if set, is this process.
+pub fn watchdog_interval() -> Option<std::time::Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.trim().parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID")
+        && pid.trim().parse::<u32>().ok() != Some(std::process::id())
+    {
+        return None;
+    }
+    (usec > 0).then(|| std::time::Duration::from_micros(usec / 2))
+}
+
+/// Sends `WATCHDOG=1` every `period` until `shutdown` turns true. The pings come from
+/// the async runtime, so a wedged runtime stops them and systemd restarts the service.
+pub async fn watchdog(period: std::time::Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        notify("WATCHDOG=1");
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! The admin socket: read-only JSON state and Prometheus metrics over HTTP/1.1 on a
+//! unix socket (mode 0660), plus `POST /reload`, its only state-changing endpoint.
+//!
+//! | Request | Answer |
+//! | --- | --- |
+//! | `GET /status` | [`crate::model::StatusReport`] as JSON |
+//! | `GET /metrics` | Prometheus text (format 0.0.4) |
+//! | `POST /reload` | re-reads the config file; `200` with what changed, `422` with the diagnostics |
+//!
+//! `[admin] metrics_listen` adds a TCP listener that serves `GET /metrics` only.
+
+use std::convert::Infallible;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use snirouter_proxy::ListenerKind;
+use snirouter_proxy::metrics::{self, Exposition};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+
+use crate::daemon::Shared;
+use crate::model::*;
+
+/// Binds the admin socket at `path` (creating its directory). A live socket of another
+/// snirouter is left alone; a stale file is replaced. Failures are logged, not fatal:
+/// the router serves without its admin socket.
+pub(crate) async fn bind_socket(path: &Path) -> Option<UnixListener> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+        && let Err(e) = std::fs::create_dir_all(dir)
+    {
+        tracing::warn!(socket = %path.display(), error = %e, "cannot create the admin socket's directory; `snirouter status` will not work. fix: create it (systemd: RuntimeDirectory=snirouter) or set [admin] socket");
+        return None;
+    }
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            tracing::warn!(socket = %path.display(), "another process (a second snirouter?) answers on the admin socket; not taking it over. fix: give each instance its own [admin] socket");
+            return None;
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    match UnixListener::bind(path) {
+        Ok(l) => {
+            if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)) {
+                tracing::warn!(socket = %path.display(), error = %e, "cannot set the admin socket's mode to 0660");
+            }
+            tracing::info!(socket = %path.display(), "admin socket ready (snirouter status)");
+            Some(l)
+        }
+        Err(e) => {
+            tracing::warn!(socket = %path.display(), error = %e, "cannot bind the admin socket; `snirouter status` will not work. fix: check the directory's permissions or set [admin] socket");
+            None
+        }
+    }
+}
+
+/// Serves the admin socket until `shutdown`, then removes the socket file.
+pub(crate) async fn serve_socket(
+    listener: UnixListener,
+    path: PathBuf,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let shared = Arc::clone(&shared);
+                    tokio::spawn(serve_conn(TokioIo::new(stream), shared, true));
+                }
+                Err(e) => {
+                    tracing::warn!(socket = %path.display(), error = %e, "admin socket accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    break;
+                }
+            }
+        }
+    }
+    drop(listener);
+    let _ = std::fs::remove_file(&path);
+}
+
+/// Serves `GET /metrics` on a TCP listener until `shutdown`.
+pub(crate) async fn serve_metrics_tcp(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    let shared = Arc::clone(&shared);
+                    tokio::spawn(serve_conn(TokioIo::new(stream), shared, false));
+                }
+            }
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn serve_conn<I>(io: I, shared: Arc<Shared>, full: bool)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let shared = Arc::clone(&shared);
+        async move { Ok::<_, Infallible>(route(req, &shared, full).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(10))
+        .serve_connection(io, service);
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "admin connection ended with an error");
+    }
+}
+
+async fn route(req: Request<Incoming>, shared: &Arc<Shared>, full: bool) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => {
+            reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics_text(shared).await)
+        }
+        (&Method::GET, "/status") if full => {
+            let report = status_report(shared).await;
+            json(StatusCode::OK, &report)
+        }
+        (&Method::POST, "/reload") if full => match crate::daemon::reload(shared).await {
+            Ok(report) => json(StatusCode::OK, &serde_json::json!({"ok": true, "changes": report})),
+            Err(e) => json(StatusCode::UNPROCESSABLE_ENTITY, &serde_json::json!({"ok": false, "error": e.to_string()})),
+        },
+        (_, "/metrics") | (_, "/status") | (_, "/reload") if full => reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            "use GET /status, GET /metrics or POST /reload\n".into(),
+        ),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            if full { "endpoints: GET /status, GET /metrics, POST /reload\n" } else { "endpoint: GET /metrics\n" }
+                .into(),
+        ),
+    }
+}
+
+fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    resp.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
+    match serde_json::to_string_pretty(value) {
+        Ok(mut s) => {
+            s.push('\n');
+            reply(status, "application/json", s)
+        }
+        Err(e) => {
+            reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain; charset=utf-8", format!("cannot encode: {e}\n"))
+        }
+    }
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// The `GET /status` document.
+pub(crate) async fn status_report(shared: &Shared) -> StatusReport {
+    let now = SystemTime::now();
+    let config = shared.config().await;
+    let listeners = shared
+        .listeners()
+        .await
+        .into_iter()
+        .map(|(kind, addr)| ListenerInfo {
+            kind: match kind {
+                ListenerKind::Tls => "tls",
+                ListenerKind::ProxyV2 => "proxy_protocol",
+            }
+            .to_owned(),
+            address: addr.to_string(),
+        })
+        .collect();
+    let domains = shared.manager.domains().borrow().clone();
+    let entries = shared.store.snapshot();
+    let table = shared.router.routes();
+    let mut services = Vec::new();
+    for svc in &config.services {
+        let fqdn = svc.fqdn(&shared.suffix);
+        let entry = entries.iter().find(|e| e.fqdn == fqdn);
+        let routes: Vec<RouteStatus> = svc
+            .routes
+            .iter()
+            .map(|r| {
+                let reach = shared.upstreams.get(r.upstream.authority.as_str());
+                RouteStatus {
+                    path: r.path.clone(),
+                    upstream: r.upstream.to_string(),
+                    reachable: reach.as_ref().map(|r| r.reachable),
+                    checked_at: reach.as_ref().map(|r| unix(r.checked_at)),
+                    error: reach.and_then(|r| r.error),
+                }
+            })
+            .collect();
+        let certificate = entry.and_then(|e| e.cert.as_ref()).map(|c| CertificateInfo {
+            not_before: c.not_before,
+            not_after: c.not_after,
+            expires_in_seconds: c.not_after as i64 - unix(now) as i64,
+            issuer: c.issuer.clone(),
+            serial: c.serial.clone(),
+            source: match c.source {
+                snirouter_certs::CertSource::Tailscaled => "tailscaled",
+                snirouter_certs::CertSource::Cache => "cache",
+            }
+            .to_owned(),
+        });
+        let fetch = entry
+            .map(|e| {
+                let s = &e.state;
+                FetchInfo {
+                    in_flight: s.in_flight,
+                    failures: s.failures,
+                    total_failures: s.total_failures,
+                    last_attempt: s.last_attempt.map(unix),
+                    last_success: s.last_success.map(unix),
+                    next_attempt: s.next_attempt.map(unix),
+                    last_error_kind: s.last_error_kind.clone(),
+                    last_error: s.last_error.clone(),
+                    fix: s.fix.clone(),
+                }
+            })
+            .unwrap_or_default();
+        let routes_live = table.get(&fqdn);
+        let requests = routes_live
+            .map(|r| {
+                let s = r.stats.snapshot();
+                RequestCounts {
+                    requests: s.requests,
+                    responses_2xx: s.responses_2xx,
+                    responses_3xx: s.responses_3xx,
+                    responses_4xx: s.responses_4xx,
+                    responses_5xx: s.responses_5xx,
+                    upstream_errors: s.upstream_errors,
+                }
+            })
+            .unwrap_or_default();
+        let mut problems = Vec::new();
+        if certificate.is_none() {
+            problems.push(match &fetch.last_error {
+                Some(e) => format!("no certificate: {e}"),
+                None if fetch.in_flight => "no certificate yet: the request to tailscaled is in progress".to_owned(),
+                None => "no certificate yet".to_owned(),
+            });
+        } else if let Some(c) = &certificate
+            && c.expires_in_seconds <= 0
+        {
+            problems.push("the certificate has expired".to_owned());
+        }
+        for r in &routes {
+            if r.reachable == Some(false) {
+                problems.push(format!(
+                    "upstream {} ({}) is down: {}",
+                    r.upstream,
+                    r.path,
+                    r.error.as_deref().unwrap_or("connect failed")
+                ));
+            }
+        }
+        services.push(ServiceStatus {
+            name: svc.name.clone(),
+            fqdn: fqdn.clone(),
+            serving: problems.is_empty(),
+            problems,
+            routes,
+            certificate,
+            fetch,
+            in_cert_domains: domains.list.as_ref().map(|l| l.contains(&fqdn)),
+            requests,
+            access_log: routes_live.is_some_and(|r| r.access_log),
+            tailscale_service: None,
+        });
+    }
+    StatusReport {
+        schema: SCHEMA,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        pid: std::process::id(),
+        started_at: unix(shared.started),
+        uptime_seconds: now.duration_since(shared.started).map(|d| d.as_secs()).unwrap_or(0),
+        config: config.origin.clone(),
+        magic_dns_suffix: shared.suffix.clone(),
+        listeners,
+        active_connections: shared.router.active_connections() as u64,
+        cert_domains: domains.list.clone(),
+        cert_domains_error: domains.error.clone(),
+        last_reload: shared.last_reload.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        serving: services.iter().all(|s| s.serving),
+        services,
+    }
+}
+
+/// The `GET /metrics` text.
+pub(crate) async fn metrics_text(shared: &Shared) -> String {
+    use std::sync::atomic::Ordering;
+    let mut out = Exposition::new();
+    out.family("snirouter_build_info", "gauge", "Always 1; the version label is the running snirouter.");
+    out.sample("snirouter_build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1.0);
+    metrics::render_router(&shared.router, &mut out);
+    metrics::render_certs(&shared.store.snapshot(), SystemTime::now(), &mut out);
+
+    out.family(
+        "snirouter_upstream_up",
+        "gauge",
+        "1 when the last TCP connect to the upstream succeeded, 0 when it failed (checked every 10s).",
+    );
+    let table = shared.router.routes();
+    let mut services: Vec<_> = table.services().cloned().collect();
+    services.sort_by(|a, b| a.name.cmp(&b.name));
+    for svc in &services {
+        for r in &svc.routes {
+            if let Some(reach) = shared.upstreams.get(r.upstream.authority.as_str()) {
+                let upstream = r.upstream.to_string();
+                out.sample(
+                    "snirouter_upstream_up",
+                    &[("service", &svc.name), ("upstream", &upstream)],
+                    if reach.reachable { 1.0 } else { 0.0 },
+                );
+            }
+        }
+    }
+    out.family("snirouter_config_reloads_total", "counter", "Configuration reloads, by result (ok, refused).");
+    out.sample("snirouter_config_reloads_total", &[("result", "ok")], shared.reloads_ok.load(Ordering::Relaxed) as f64);
+    out.sample(
+        "snirouter_config_reloads_total",
+        &[("result", "refused")],
+        shared.reloads_refused.load(Ordering::Relaxed) as f64,
+    );
+    out.finish()
+}

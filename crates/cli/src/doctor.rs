@@ -1,0 +1,612 @@
+//! `snirouter doctor`: every check, in order, that explains why a name is not served —
+//! everything that broke for the owner and everything the LocalAPI reference lists.
+//! Each check prints `PASS`, `WARN`, `FAIL` or `SKIP` with its cause and, when it did
+//! not pass, the fix. Works whether or not the daemon runs; exits 1 if any check
+//! failed.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use snirouter_certs::cache::CacheState;
+use snirouter_config::Config;
+use snirouter_localapi::{BackendState, Error as LocalError, LocalClient, Status};
+
+/// A check's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Fine.
+    Pass,
+    /// Works, but something is at risk.
+    Warn,
+    /// Broken: a name is (or will be) not served.
+    Fail,
+    /// Not checked because an earlier check failed.
+    Skip,
+}
+
+impl Level {
+    fn label(self) -> &'static str {
+        match self {
+            Level::Pass => "PASS",
+            Level::Warn => "WARN",
+            Level::Fail => "FAIL",
+            Level::Skip => "SKIP",
+        }
+    }
+
+    fn colour(self) -> &'static str {
+        match self {
+            Level::Pass => "32",
+            Level::Warn => "33",
+            Level::Fail => "1;31",
+            Level::Skip => "2",
+        }
+    }
+}
+
+/// One result line.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// Verdict.
+    pub level: Level,
+    /// What was checked (`tailscaled socket`, `in CertDomains: grafana.x.ts.net`, …).
+    pub name: String,
+    /// What was found (the cause, when not passing).
+    pub detail: String,
+    /// What to do about it.
+    pub fix: Option<String>,
+}
+
+fn check(level: Level, name: impl Into<String>, detail: impl Into<String>, fix: Option<String>) -> Check {
+    Check { level, name: name.into(), detail: detail.into(), fix }
+}
+
+/// Days covered by the Let's Encrypt budget check.
+const WEEK: u64 = 7 * 86_400;
+
+/// `snirouter doctor`.
+pub async fn run(config_path: &Path, cert_timeout: Duration) -> ExitCode {
+    let checks = run_checks(config_path, cert_timeout).await;
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    print!("{}", render(&checks, colour));
+    if checks.iter().any(|c| c.level == Level::Fail) { ExitCode::from(1) } else { ExitCode::SUCCESS }
+}
+
+/// Renders the results, one or two lines each.
+pub fn render(checks: &[Check], colour: bool) -> String {
+    let width = checks.iter().map(|c| c.name.chars().count()).max().unwrap_or(0);
+    let mut out = String::new();
+    for c in checks {
+        let label = if colour {
+            format!("\x1b[{}m{}\x1b[0m", c.level.colour(), c.level.label())
+        } else {
+            c.level.label().to_owned()
+        };
+        let _ = writeln!(out, "{label}  {:<width$}  {}", c.name, c.detail);
+        if let Some(fix) = &c.fix
+            && matches!(c.level, Level::Fail | Level::Warn)
+        {
+            let _ = writeln!(out, "      {:<width$}  fix: {fix}", "");
+        }
+    }
+    let fails = checks.iter().filter(|c| c.level == Level::Fail).count();
+    let warns = checks.iter().filter(|c| c.level == Level::Warn).count();
+    let _ = writeln!(out, "\n{} check(s): {fails} failed, {warns} warning(s)", checks.len());
+    out
+}
+
+/// Runs every check in order.
+pub async fn run_checks(config_path: &Path, cert_timeout: Duration) -> Vec<Check> {
+    let mut out = Vec::new();
+    // 1. The config.
+    let config = match snirouter_config::load(config_path) {
+        Ok(c) => {
+            let listeners = c.listen.https.len() + c.listen.proxy_protocol.len();
+            out.push(check(
+                Level::Pass,
+                "config",
+                format!("{}: {} service(s), {listeners} TLS listener(s)", config_path.display(), c.services.len()),
+                None,
+            ));
+            c
+        }
+        Err(d) => {
+            let first = d.0.first().map(|x| x.to_string()).unwrap_or_default();
+            out.push(check(
+                Level::Fail,
+                "config",
+                format!("{} problem(s):\n{d}", d.0.len()),
+                Some(format!(
+                    "correct the file (`snirouter check --config {}`); first: {first}",
+                    config_path.display()
+                )),
+            ));
+            return out;
+        }
+    };
+
+    // 2. The socket (reachable), and certificate permission (decided below by the
+    //    first certificate request, which is the only way to know).
+    let client = match LocalClient::new(&config.tailscale.socket) {
+        Ok(c) => c,
+        Err(e) => {
+            out.push(check(Level::Fail, "tailscaled socket", e.to_string(), e.fix()));
+            return out;
+        }
+    };
+    let status = match client.status().await {
+        Ok(s) => s,
+        Err(e) => {
+            out.push(check(Level::Fail, "tailscaled socket", e.to_string(), e.fix()));
+            for what in ["backend state", "MagicDNS and HTTPS", "host tagged"] {
+                out.push(check(Level::Skip, what, "needs tailscaled", None));
+            }
+            local_checks(&config, None, &mut out).await;
+            return out;
+        }
+    };
+    let socket_idx = out.len();
+    let (uid, user) = current_user();
+    out.push(check(
+        Level::Pass,
+        "tailscaled socket",
+        format!(
+            "{} answers (tailscaled {}); snirouter runs as uid {uid} ({user})",
+            config.tailscale.socket.display(),
+            status.version
+        ),
+        None,
+    ));
+
+    // 3. Backend state.
+    let running = status.backend_state == BackendState::Running;
+    if running {
+        out.push(check(Level::Pass, "backend state", "Running", None));
+    } else {
+        out.push(check(
+            Level::Fail,
+            "backend state",
+            format!("tailscaled is {} (no network map: certificates cannot be issued)", status.backend_state),
+            LocalError::NoNetmap.fix(),
+        ));
+    }
+
+    // 4. MagicDNS + HTTPS.
+    let domains: Vec<String> = match client.cert_domains().await {
+        Ok(d) => d,
+        Err(_) => status.cert_domains.clone(),
+    };
+    let domains: Vec<String> = domains.iter().map(|d| d.trim_end_matches('.').to_ascii_lowercase()).collect();
+    let magic_dns = status.current_tailnet.as_ref().map(|t| t.magic_dns_enabled);
+    if !running {
+        out.push(check(Level::Skip, "MagicDNS and HTTPS", "tailscaled is not Running", None));
+    } else if domains.is_empty() {
+        let why = if magic_dns == Some(false) {
+            "MagicDNS is disabled and CertDomains is empty"
+        } else {
+            "CertDomains is empty: HTTPS certificates are disabled for the tailnet (tailscaled would answer \"your Tailscale account does not support getting TLS certs\")"
+        };
+        out.push(check(Level::Fail, "MagicDNS and HTTPS", why, LocalError::HttpsDisabled.fix()));
+    } else {
+        out.push(check(Level::Pass, "MagicDNS and HTTPS", format!("CertDomains: {}", domains.join(", ")), None));
+    }
+
+    // 5. Tagged host.
+    let tags = status.self_node.as_ref().map(|n| n.tags.clone()).unwrap_or_default();
+    if !running {
+        out.push(check(Level::Skip, "host tagged", "tailscaled is not Running", None));
+    } else if tags.is_empty() {
+        out.push(check(
+            Level::Fail,
+            "host tagged",
+            "this node has no ACL tag; Tailscale Service hosts must be tagged nodes",
+            Some("tag the host: `tailscale up --advertise-tags=tag:server` (the tag needs an owner in the policy's tagOwners) or Machines → Edit ACL tags in the admin console".to_owned()),
+        ));
+    } else {
+        out.push(check(Level::Pass, "host tagged", tags.join(", "), None));
+    }
+
+    // 6. Each name in CertDomains; 7. a certificate for each name that is.
+    let suffix = config
+        .tailscale
+        .magic_dns_suffix
+        .clone()
+        .or_else(|| status.magic_dns_suffix().map(str::to_owned))
+        .unwrap_or_default();
+    let names: Vec<(String, String)> = config.services.iter().map(|s| (s.name.clone(), s.fqdn(&suffix))).collect();
+    let mut in_domains = Vec::new();
+    for (name, fqdn) in &names {
+        let what = format!("in CertDomains: {fqdn}");
+        if !running || domains.is_empty() {
+            out.push(check(Level::Skip, what, "no CertDomains (see above)", None));
+        } else if domains.contains(fqdn) {
+            out.push(check(Level::Pass, what, format!("service {name} may get a certificate"), None));
+            in_domains.push(fqdn.clone());
+        } else {
+            let e = LocalError::NotInCertDomains { domain: fqdn.clone(), allowed: domains.clone() };
+            out.push(check(
+                Level::Fail,
+                what,
+                format!(
+                    "{fqdn} is not in this node's CertDomains, so tailscaled refuses it (`tailscale cert {fqdn}`: invalid domain {fqdn:?}; must be one of {domains:?}); TLS clients get unrecognized_name"
+                ),
+                e.fix().map(|f| {
+                    format!("{f}. Steps: `snirouter services plan`; in the admin console Services → svc:{name} → approve this host")
+                }),
+            ));
+        }
+    }
+    let certs = fetch_certs(&client, &in_domains, cert_timeout).await;
+    let mut denied: Option<LocalError> = None;
+    let mut issued: Vec<(String, snirouter_certs::ServedCert)> = Vec::new();
+    for (_, fqdn) in &names {
+        let what = format!("certificate: {fqdn}");
+        match certs.get(fqdn) {
+            None => out.push(check(Level::Skip, what, "not requested: the name is not in CertDomains", None)),
+            Some(Err(e @ LocalError::CertAccessDenied { .. })) => {
+                out.push(check(Level::Fail, what, e.to_string(), e.fix()));
+                denied.get_or_insert_with(|| e.clone());
+            }
+            Some(Err(e)) => out.push(check(Level::Fail, what, format!("tailscaled: {e}"), e.fix())),
+            Some(Ok(pair)) => match snirouter_certs::ServedCert::new(
+                fqdn,
+                &pair.key,
+                pair.chain.clone(),
+                snirouter_certs::CertSource::Tailscaled,
+                SystemTime::now(),
+            ) {
+                Ok(cert) => {
+                    let days = cert.remaining(SystemTime::now()).as_secs() / 86_400;
+                    out.push(check(
+                        Level::Pass,
+                        what,
+                        format!("obtained from tailscaled: expires in {days} days, issuer {}", cert.issuer),
+                        None,
+                    ));
+                    issued.push((fqdn.clone(), cert));
+                }
+                Err(e) => out.push(check(
+                    Level::Fail,
+                    what,
+                    format!("tailscaled returned a certificate that cannot be served: {e}"),
+                    Some(
+                        "check the host's clock and tailscaled's certificate store (/var/lib/tailscale/certs)"
+                            .to_owned(),
+                    ),
+                )),
+            },
+        }
+    }
+    // Fold the permission verdict into the socket check.
+    if let Some(e) = denied {
+        out[socket_idx] = check(
+            Level::Fail,
+            "tailscaled socket",
+            format!("{} answers, but {e}", config.tailscale.socket.display()),
+            e.fix(),
+        );
+    } else if !issued.is_empty() {
+        out[socket_idx].detail.push_str("; may fetch certificates");
+    } else if uid != 0 {
+        out[socket_idx] = check(
+            Level::Warn,
+            "tailscaled socket",
+            format!(
+                "{} answers; certificate access for uid {uid} ({user}) is unverified (no name could be requested)",
+                config.tailscale.socket.display()
+            ),
+            Some(format!(
+                "non-root users need TS_PERMIT_CERT_UID={user} in tailscaled's environment (NixOS: services.tailscale.permitCertUid = \"{user}\")"
+            )),
+        );
+    }
+
+    local_checks(&config, Some((&issued, &status)), &mut out).await;
+    out
+}
+
+/// Checks that need no tailscaled: listeners, upstreams, clock, Let's Encrypt budget.
+async fn local_checks(
+    config: &Config,
+    fetched: Option<(&[(String, snirouter_certs::ServedCert)], &Status)>,
+    out: &mut Vec<Check>,
+) {
+    // 8. Listeners.
+    let running: Option<Vec<String>> = running_listeners(config).await;
+    let addrs = config.listen.https.iter().chain(&config.listen.proxy_protocol);
+    for addr in addrs {
+        out.push(listener_check(*addr, running.as_deref()));
+    }
+
+    // 9. Upstreams.
+    let mut upstreams: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+    for svc in &config.services {
+        for r in &svc.routes {
+            upstreams
+                .entry(r.upstream.authority.to_string())
+                .or_insert_with(|| (r.upstream.to_string(), Vec::new()))
+                .1
+                .push(svc.name.clone());
+        }
+    }
+    let mut probes = tokio::task::JoinSet::new();
+    for authority in upstreams.keys().cloned() {
+        probes.spawn(async move {
+            let r = crate::health::probe(&authority).await;
+            (authority, r)
+        });
+    }
+    let mut results = BTreeMap::new();
+    while let Some(Ok((a, r))) = probes.join_next().await {
+        results.insert(a, r);
+    }
+    for (authority, (url, services)) in &upstreams {
+        let what = format!("upstream: {url}");
+        match results.get(authority) {
+            Some(Ok(())) => {
+                out.push(check(Level::Pass, what, format!("answers (service {})", services.join(", ")), None))
+            }
+            Some(Err(e)) => out.push(check(
+                Level::Fail,
+                what,
+                format!("TCP connect failed: {e} (service {} answers 502)", services.join(", ")),
+                Some(format!(
+                    "start the backend, or correct the upstream of [services.{}] in the config",
+                    services.first().map(String::as_str).unwrap_or("NAME")
+                )),
+            )),
+            None => {}
+        }
+    }
+
+    // 10. Clock.
+    out.push(clock_check(fetched.map(|(f, _)| f).unwrap_or_default(), &config.cache.dir));
+
+    // 11. Let's Encrypt budget.
+    out.push(budget_check(&config.cache.dir, SystemTime::now()));
+}
+
+/// Asks tailscaled for each name (all at once, each bounded by `timeout`).
+async fn fetch_certs(
+    client: &LocalClient,
+    names: &[String],
+    timeout: Duration,
+) -> BTreeMap<String, Result<snirouter_localapi::CertPair, LocalError>> {
+    let mut set = tokio::task::JoinSet::new();
+    for fqdn in names.iter().cloned() {
+        let client = client.clone();
+        set.spawn(async move {
+            let r = client.cert_pair(&fqdn, None, timeout).await;
+            (fqdn, r)
+        });
+    }
+    let mut out = BTreeMap::new();
+    while let Some(Ok((fqdn, r))) = set.join_next().await {
+        out.insert(fqdn, r);
+    }
+    out
+}
+
+/// The listeners of the running daemon, from its admin socket (`None` when it does
+/// not run).
+async fn running_listeners(config: &Config) -> Option<Vec<String>> {
+    let (code, body) = crate::status::request(&config.admin.socket, http::Method::GET, "/status").await.ok()?;
+    if code != 200 {
+        return None;
+    }
+    let report: crate::model::StatusReport = serde_json::from_str(&body).ok()?;
+    Some(report.listeners.into_iter().map(|l| l.address).collect())
+}
+
+fn listener_check(addr: SocketAddr, running: Option<&[String]>) -> Check {
+    let what = format!("listener: {addr}");
+    if addr.port() == 0 {
+        return check(Level::Pass, what, "port 0: the OS picks a free port", None);
+    }
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => check(Level::Pass, what, "free", None),
+        Err(e) => {
+            let held_by_us = running.is_some_and(|l| l.iter().any(|a| a == &addr.to_string()));
+            match e.kind() {
+                std::io::ErrorKind::AddrInUse if held_by_us => {
+                    check(Level::Pass, what, "held by the running snirouter", None)
+                }
+                std::io::ErrorKind::AddrInUse => check(
+                    Level::Fail,
+                    what,
+                    "in use by another process (snirouter is not the one listening)",
+                    Some(format!(
+                        "find it with `ss -ltnp 'sport = :{}'` and stop it (an old Caddy?), or change [listen]",
+                        addr.port()
+                    )),
+                ),
+                std::io::ErrorKind::PermissionDenied => check(
+                    Level::Fail,
+                    what,
+                    format!("cannot bind: {e}"),
+                    Some(
+                        "ports below 1024 need root or CAP_NET_BIND_SERVICE (AmbientCapabilities= in the unit)"
+                            .to_owned(),
+                    ),
+                ),
+                std::io::ErrorKind::AddrNotAvailable => check(
+                    Level::Fail,
+                    what,
+                    format!("cannot bind: {e}"),
+                    Some("the address is not on this host; listen on 0.0.0.0 or [::]".to_owned()),
+                ),
+                _ => check(Level::Fail, what, format!("cannot bind: {e}"), Some("check [listen]".to_owned())),
+            }
+        }
+    }
+}
+
+/// Compares this host's clock with the validity of certificates the CA just issued
+/// (the CA's clock) and with issuance times recorded in the cache.
+fn clock_check(certs: &[(String, snirouter_certs::ServedCert)], cache_dir: &Path) -> Check {
+    let now = SystemTime::now();
+    let what = "clock";
+    for (fqdn, c) in certs {
+        if c.not_before > now + Duration::from_secs(60) {
+            let behind = c.not_before.duration_since(now).unwrap_or_default().as_secs();
+            return check(
+                Level::Fail,
+                what,
+                format!(
+                    "this host's clock is at least {behind}s behind the CA's: the certificate for {fqdn} is valid only from its notBefore"
+                ),
+                Some(
+                    "enable time synchronisation (`timedatectl set-ntp true`, systemd-timesyncd or chrony)".to_owned(),
+                ),
+            );
+        }
+        if c.not_after < now {
+            return check(
+                Level::Fail,
+                what,
+                format!(
+                    "the certificate tailscaled just returned for {fqdn} is already past its notAfter: this host's clock is ahead"
+                ),
+                Some(
+                    "enable time synchronisation (`timedatectl set-ntp true`, systemd-timesyncd or chrony)".to_owned(),
+                ),
+            );
+        }
+    }
+    let unix_now = now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let latest = read_state(cache_dir).and_then(|s| s.issued.values().flatten().max().copied());
+    if let Some(latest) = latest
+        && latest > unix_now + 60
+    {
+        return check(
+            Level::Warn,
+            what,
+            format!("the clock went backwards: the cache records an issuance {}s in the future", latest - unix_now),
+            Some("enable time synchronisation (`timedatectl set-ntp true`)".to_owned()),
+        );
+    }
+    if certs.is_empty() {
+        check(
+            Level::Warn,
+            what,
+            "no certificate to compare with (the clock is checked against the notBefore/notAfter of certificates from tailscaled)",
+            Some("fix the certificate checks above, then run doctor again".to_owned()),
+        )
+    } else {
+        check(
+            Level::Pass,
+            what,
+            format!(
+                "within the notBefore/notAfter of {} certificate(s) just issued by the CA, and not before any issuance recorded in the cache",
+                certs.len()
+            ),
+            None,
+        )
+    }
+}
+
+fn read_state(cache_dir: &Path) -> Option<CacheState> {
+    let bytes = std::fs::read(cache_dir.join("state.json")).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Let's Encrypt allows 50 new names per tailnet and 5 certificates per exact name per
+/// week; warn at 40 names or 4 for one name.
+pub fn budget_check(cache_dir: &Path, now: SystemTime) -> Check {
+    let what = "Let's Encrypt budget";
+    let now = now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let Some(state) = read_state(cache_dir) else {
+        return check(
+            Level::Pass,
+            what,
+            format!("no issuance recorded yet ({}/state.json)", cache_dir.display()),
+            None,
+        );
+    };
+    let recent: BTreeMap<&String, usize> = state
+        .issued
+        .iter()
+        .map(|(name, times)| (name, times.iter().filter(|t| now.saturating_sub(**t) < WEEK).count()))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    let total: usize = recent.values().sum();
+    let hot: Vec<String> = recent.iter().filter(|(_, n)| **n >= 4).map(|(name, n)| format!("{name} ({n})")).collect();
+    let fix = "stop re-issuing: keep tailscaled's state (/var/lib/tailscale/certs) and snirouter's cache; do not wipe them or restart with fresh state — the limits are 50 new names per tailnet and 5 certificates per name per 7 days";
+    if recent.len() >= 40 {
+        check(
+            Level::Warn,
+            what,
+            format!("{} names got new certificates in the last 7 days (limit 50 per tailnet)", recent.len()),
+            Some(fix.to_owned()),
+        )
+    } else if !hot.is_empty() {
+        check(
+            Level::Warn,
+            what,
+            format!("4 or more certificates in the last 7 days for: {} (limit 5 per name)", hot.join(", ")),
+            Some(fix.to_owned()),
+        )
+    } else {
+        check(
+            Level::Pass,
+            what,
+            format!(
+                "{total} new certificate(s) for {} name(s) in the last 7 days (limits: 50 names, 5 per name)",
+                recent.len()
+            ),
+            None,
+        )
+    }
+}
+
+/// The effective uid and its user name (from /etc/passwd).
+fn current_user() -> (u32, String) {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let name = std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|p| {
+            p.lines().find_map(|l| {
+                let mut f = l.split(':');
+                let name = f.next()?;
+                let id: u32 = f.nth(1)?.parse().ok()?;
+                (id == uid).then(|| name.to_owned())
+            })
+        })
+        .unwrap_or_else(|| uid.to_string());
+    (uid, name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_thresholds() {
+        let dir = std::env::temp_dir().join(format!("sr-budget-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let now = SystemTime::now();
+        let t = now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let mut state = CacheState::default();
+        state.issued.insert("a.x.ts.net".into(), vec![t - 10, t - 20, t - 30, t - 2 * WEEK]);
+        std::fs::write(dir.join("state.json"), serde_json::to_vec(&state).expect("json")).expect("write");
+        assert_eq!(budget_check(&dir, now).level, Level::Pass);
+        state.issued.insert("a.x.ts.net".into(), vec![t - 10, t - 20, t - 30, t - 40]);
+        std::fs::write(dir.join("state.json"), serde_json::to_vec(&state).expect("json")).expect("write");
+        let c = budget_check(&dir, now);
+        assert_eq!(c.level, Level::Warn);
+        assert!(c.detail.contains("a.x.ts.net (4)"), "{}", c.detail);
+        let mut many = CacheState::default();
+        for i in 0..40 {
+            many.issued.insert(format!("n{i}.x.ts.net"), vec![t - 100]);
+        }
+        std::fs::write(dir.join("state.json"), serde_json::to_vec(&many).expect("json")).expect("write");
+        assert_eq!(budget_check(&dir, now).level, Level::Warn);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,150 @@
+//! The admin socket's `GET /status` document (schema 1). `snirouter status --json`
+//! prints exactly this; the schema is documented in `docs/operations.md`. Fields are
+//! only ever added, never renamed or removed, within one `schema` number.
+
+use serde::{Deserialize, Serialize};
+
+/// The schema number of [`StatusReport`].
+pub const SCHEMA: u32 = 1;
+
+/// The whole state of a running router.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// Always [`SCHEMA`].
+    pub schema: u32,
+    /// snirouter version.
+    pub version: String,
+    /// Process id.
+    pub pid: u32,
+    /// Unix seconds when the process started.
+    pub started_at: u64,
+    /// Seconds since start.
+    pub uptime_seconds: u64,
+    /// The config file being served.
+    pub config: String,
+    /// The tailnet's MagicDNS suffix names are built from.
+    pub magic_dns_suffix: String,
+    /// Bound TLS listeners.
+    pub listeners: Vec<ListenerInfo>,
+    /// Client connections open now.
+    pub active_connections: u64,
+    /// tailscaled's `CertDomains` as last read (`null` when unknown).
+    pub cert_domains: Option<Vec<String>>,
+    /// Why `cert_domains` is unknown.
+    pub cert_domains_error: Option<String>,
+    /// The last reload, if any.
+    pub last_reload: Option<crate::daemon::LastReload>,
+    /// True when every service is serving.
+    pub serving: bool,
+    /// One entry per configured service, in config-file order.
+    pub services: Vec<ServiceStatus>,
+}
+
+/// One listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListenerInfo {
+    /// `tls` or `proxy_protocol`.
+    pub kind: String,
+    /// The bound address.
+    pub address: String,
+}
+
+/// One service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    /// Service name (`grafana`).
+    pub name: String,
+    /// The name clients use (`grafana.TAILNET.ts.net`).
+    pub fqdn: String,
+    /// True when it has a certificate and no upstream is known to be down.
+    pub serving: bool,
+    /// Why it is not serving (empty when serving).
+    pub problems: Vec<String>,
+    /// Routes, longest path first, with upstream reachability.
+    pub routes: Vec<RouteStatus>,
+    /// The certificate being served, `null` when there is none.
+    pub certificate: Option<CertificateInfo>,
+    /// Certificate fetching state.
+    pub fetch: FetchInfo,
+    /// Whether the FQDN is in tailscaled's `CertDomains` (`null` when unknown).
+    pub in_cert_domains: Option<bool>,
+    /// Requests since start (kept across reloads).
+    pub requests: RequestCounts,
+    /// Whether requests are access-logged.
+    pub access_log: bool,
+    /// Tailscale Service state (defined/advertised/approved). `null`: not observed by this
+    /// build (the `snirouter-services` integration has not landed yet).
+    pub tailscale_service: Option<serde_json::Value>,
+}
+
+/// One route and its upstream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RouteStatus {
+    /// Path prefix.
+    pub path: String,
+    /// `http://host:port`.
+    pub upstream: String,
+    /// TCP connect result; `null` until first checked.
+    pub reachable: Option<bool>,
+    /// Unix seconds of the last check.
+    pub checked_at: Option<u64>,
+    /// Why the connect failed.
+    pub error: Option<String>,
+}
+
+/// The served certificate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertificateInfo {
+    /// Leaf notBefore, unix seconds.
+    pub not_before: u64,
+    /// Leaf notAfter, unix seconds.
+    pub not_after: u64,
+    /// Seconds until notAfter (negative when expired).
+    pub expires_in_seconds: i64,
+    /// Issuer DN.
+    pub issuer: String,
+    /// Serial, hex.
+    pub serial: String,
+    /// `tailscaled` (fetched by this process) or `cache` (loaded from disk at start).
+    pub source: String,
+}
+
+/// Fetch state of the certificate.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FetchInfo {
+    /// A request to tailscaled is in flight.
+    pub in_flight: bool,
+    /// Consecutive failures.
+    pub failures: u32,
+    /// Failures since start.
+    pub total_failures: u64,
+    /// Unix seconds of the last request.
+    pub last_attempt: Option<u64>,
+    /// Unix seconds of the last success.
+    pub last_success: Option<u64>,
+    /// Unix seconds of the next planned request.
+    pub next_attempt: Option<u64>,
+    /// Machine-readable class of the last error (`not_in_cert_domains`, `cert_access_denied`, …).
+    pub last_error_kind: Option<String>,
+    /// The last error, with tailscaled's own text.
+    pub last_error: Option<String>,
+    /// How to fix it.
+    pub fix: Option<String>,
+}
+
+/// Request counters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RequestCounts {
+    /// Requests received.
+    pub requests: u64,
+    /// 2xx (and 101) answers.
+    pub responses_2xx: u64,
+    /// 3xx answers.
+    pub responses_3xx: u64,
+    /// 4xx answers.
+    pub responses_4xx: u64,
+    /// 5xx answers.
+    pub responses_5xx: u64,
+    /// Upstream connect failures and timeouts.
+    pub upstream_errors: u64,
+}

@@ -1,0 +1,323 @@
+//! `snirouter status` and `snirouter reload`: clients of the admin socket.
+//!
+//! Exit codes of `status`: 0 every service is serving; 1 at least one is not (no
+//! certificate, or an upstream down); 2 the config given with `--config` is invalid or
+//! the answer could not be read; 3 snirouter is not running (nothing answers on the
+//! admin socket).
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+use crate::model::{ServiceStatus, StatusReport};
+
+/// Default config file, read for `[admin] socket` when `--config` is not given.
+pub const DEFAULT_CONFIG: &str = "/etc/snirouter/config.toml";
+
+/// Exit code when the daemon is not running.
+pub const EXIT_NOT_RUNNING: u8 = 3;
+
+/// Why the admin socket could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// Nothing listens on the socket.
+    #[error("snirouter is not running: cannot connect to {}: {source}", path.display())]
+    NotRunning {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The socket exists but this user may not use it.
+    #[error(
+        "cannot connect to {}: {source}\n  fix: run as root or as a member of the group owning the socket (mode 0660)",
+        path.display()
+    )]
+    Permission {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The exchange failed.
+    #[error("admin socket {}: {detail}", path.display())]
+    Protocol {
+        /// The socket.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+impl AdminError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            AdminError::NotRunning { .. } | AdminError::Permission { .. } => ExitCode::from(EXIT_NOT_RUNNING),
+            AdminError::Protocol { .. } => ExitCode::from(2),
+        }
+    }
+}
+
+/// The admin socket to use: `[admin] socket` of `--config`, else of the default config
+/// file when it exists and is valid, else the default path.
+pub fn socket_path(config: Option<&Path>) -> Result<PathBuf, snirouter_config::Diagnostics> {
+    match config {
+        Some(path) => Ok(snirouter_config::load(path)?.admin.socket),
+        None => Ok(snirouter_config::load(Path::new(DEFAULT_CONFIG))
+            .map(|c| c.admin.socket)
+            .unwrap_or_else(|_| PathBuf::from(snirouter_config::DEFAULT_ADMIN_SOCKET))),
+    }
+}
+
+/// One HTTP/1.1 exchange on the admin socket. Returns status and body.
+pub async fn request(socket: &Path, method: http::Method, path: &str) -> Result<(u16, String), AdminError> {
+    let proto = |detail: String| AdminError::Protocol { path: socket.to_owned(), detail };
+    let stream = match tokio::net::UnixStream::connect(socket).await {
+        Ok(s) => s,
+        Err(source) if source.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(AdminError::Permission { path: socket.to_owned(), source });
+        }
+        Err(source) => return Err(AdminError::NotRunning { path: socket.to_owned(), source }),
+    };
+    let exchange = async {
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| proto(e.to_string()))?;
+        tokio::spawn(conn);
+        let req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, "snirouter")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| proto(e.to_string()))?;
+        let resp = sender.send_request(req).await.map_err(|e| proto(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.map_err(|e| proto(e.to_string()))?.to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    };
+    // A reload re-reads and validates the file; everything else is immediate.
+    tokio::time::timeout(Duration::from_secs(60), exchange)
+        .await
+        .map_err(|_| proto("no answer within 60s".to_owned()))?
+}
+
+/// `snirouter status`.
+pub async fn run(config: Option<&Path>, json: bool) -> ExitCode {
+    let socket = match socket_path(config) {
+        Ok(s) => s,
+        Err(d) => {
+            eprintln!("{d}");
+            return ExitCode::from(2);
+        }
+    };
+    let body = match request(&socket, http::Method::GET, "/status").await {
+        Ok((200, body)) => body,
+        Ok((code, body)) => {
+            eprintln!("snirouter status: the admin socket answered HTTP {code}: {}", body.trim());
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            return e.exit_code();
+        }
+    };
+    let report: StatusReport = match serde_json::from_str(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!(
+                "snirouter status: cannot read the daemon's answer ({e}); is the CLI the same version as the daemon?"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    if json {
+        print!("{body}");
+    } else {
+        let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        print!("{}", render(&report, colour, SystemTime::now()));
+    }
+    if report.services.iter().all(|s| s.serving) { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+/// `snirouter reload`: `POST /reload` on the admin socket.
+pub async fn reload(config: Option<&Path>) -> ExitCode {
+    let socket = match socket_path(config) {
+        Ok(s) => s,
+        Err(d) => {
+            eprintln!("{d}");
+            eprintln!("snirouter reload: the config file is invalid; nothing was sent to the daemon");
+            return ExitCode::from(1);
+        }
+    };
+    match request(&socket, http::Method::POST, "/reload").await {
+        Ok((200, body)) => {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let changes = &v["changes"];
+            let list = |k: &str| -> String {
+                changes[k]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "))
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| "-".to_owned())
+            };
+            println!("reloaded: added {}; removed {}; changed {}", list("added"), list("removed"), list("changed"));
+            println!("listeners: added {}; removed {}", list("listeners_added"), list("listeners_removed"));
+            let restart = list("restart_needed");
+            if restart != "-" {
+                println!("needs a restart to take effect: {restart}");
+            }
+            ExitCode::SUCCESS
+        }
+        Ok((_, body)) => {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            eprintln!("{}", v["error"].as_str().unwrap_or(body.trim()));
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn paint(colour: bool, code: &str, s: &str) -> String {
+    if colour { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_owned() }
+}
+
+/// `37d`, `5h`, `12m`, `expired`.
+fn human_duration(secs: i64) -> String {
+    if secs <= 0 {
+        return "expired".to_owned();
+    }
+    match secs {
+        s if s >= 86_400 => format!("{}d", s / 86_400),
+        s if s >= 3_600 => format!("{}h", s / 3_600),
+        s if s >= 60 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+fn ago(now: u64, t: Option<u64>) -> String {
+    match t {
+        None => "-".to_owned(),
+        Some(t) if t <= now => format!("{} ago", human_duration((now - t).max(1) as i64)),
+        Some(t) => format!("in {}", human_duration((t - now).max(1) as i64)),
+    }
+}
+
+/// The table shown on a terminal.
+pub fn render(report: &StatusReport, colour: bool, now: SystemTime) -> String {
+    let now = now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let mut out = String::new();
+    let listeners: Vec<String> = report.listeners.iter().map(|l| format!("{} {}", l.kind, l.address)).collect();
+    out.push_str(&format!(
+        "snirouter {} (pid {}) up {} · {} · {} connection(s) · {}\n",
+        report.version,
+        report.pid,
+        human_duration(report.uptime_seconds.max(1) as i64),
+        report.magic_dns_suffix,
+        report.active_connections,
+        listeners.join(", ")
+    ));
+    if let Some(r) = &report.last_reload
+        && !r.ok
+    {
+        out.push_str(&paint(colour, "31", &format!("last reload refused: {}\n", r.error.as_deref().unwrap_or("?"))));
+    }
+    out.push('\n');
+    let rows: Vec<[String; 7]> = report.services.iter().map(|s| row(s, now)).collect();
+    let header = ["SERVICE", "FQDN", "CERTIFICATE", "SOURCE", "UPSTREAM", "REQUESTS", "STATE"];
+    let mut widths = header.map(str::len);
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: &[String; 7], state: String| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate().take(6) {
+            l.push_str(&format!("{c:<w$}  ", w = widths[i]));
+        }
+        l.push_str(&state);
+        l.push('\n');
+        l
+    };
+    out.push_str(&line(&header.map(str::to_owned), "STATE".to_owned()));
+    for (s, r) in report.services.iter().zip(&rows) {
+        let state = if s.serving { paint(colour, "32", &r[6]) } else { paint(colour, "1;31", &r[6]) };
+        out.push_str(&line(r, state));
+        for p in &s.problems {
+            out.push_str(&format!("    {}\n", paint(colour, "31", p)));
+        }
+        if !s.serving
+            && let Some(fix) = &s.fetch.fix
+        {
+            out.push_str(&format!("    fix: {fix}\n"));
+        }
+        if s.certificate.is_none() || s.fetch.failures > 0 {
+            out.push_str(&format!(
+                "    last success {} · next attempt {}\n",
+                ago(now, s.fetch.last_success),
+                ago(now, s.fetch.next_attempt)
+            ));
+        }
+    }
+    let bad = report.services.iter().filter(|s| !s.serving).count();
+    out.push('\n');
+    if bad == 0 {
+        out.push_str(&format!("all {} service(s) serving\n", report.services.len()));
+    } else {
+        out.push_str(&paint(
+            colour,
+            "1;31",
+            &format!(
+                "{bad} of {} service(s) not serving — run `snirouter doctor` for causes and fixes\n",
+                report.services.len()
+            ),
+        ));
+    }
+    out
+}
+
+fn row(s: &ServiceStatus, _now: u64) -> [String; 7] {
+    let (cert, source) = match &s.certificate {
+        Some(c) => (format!("expires in {}", human_duration(c.expires_in_seconds)), c.source.clone()),
+        None => (
+            match &s.fetch.last_error_kind {
+                Some(k) => format!("none ({k})"),
+                None if s.fetch.in_flight => "requesting…".to_owned(),
+                None => "none".to_owned(),
+            },
+            "-".to_owned(),
+        ),
+    };
+    let upstream = s
+        .routes
+        .iter()
+        .map(|r| {
+            let mark = match r.reachable {
+                Some(true) => "up",
+                Some(false) => "DOWN",
+                None => "?",
+            };
+            if r.path == "/" { format!("{} {mark}", r.upstream) } else { format!("{} {} {mark}", r.path, r.upstream) }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let req = &s.requests;
+    let errors = req.responses_5xx;
+    [
+        s.name.clone(),
+        s.fqdn.clone(),
+        cert,
+        source,
+        upstream,
+        format!("{} ({} 5xx)", req.requests, errors),
+        if s.serving { "serving".to_owned() } else { "NOT SERVING".to_owned() },
+    ]
+}
