@@ -14,6 +14,7 @@ mod probe;
 mod rlimit;
 mod sdnotify;
 mod status;
+mod services_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +46,8 @@ enum Command {
         #[arg(long)]
         print: bool,
     },
+    /// Tailscale Services: map every configured name onto this host (plan, sync).
+    Services(services_cmd::ServicesArgs),
     /// Show the running router: per service its certificate, upstreams and traffic.
     /// Exit code 1 when a service is not serving, 3 when snirouter is not running.
     Status {
@@ -115,6 +118,7 @@ fn main() -> ExitCode {
                 }
             })
         }
+        Command::Services(args) => services_cmd::run(args),
         Command::Status { json, config } => runtime().block_on(status::run(config.as_deref(), json)),
         Command::Reload { config } => runtime().block_on(status::reload(config.as_deref())),
         Command::Doctor { config, cert_timeout } => runtime().block_on(doctor::run(&config, cert_timeout)),
