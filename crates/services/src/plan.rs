@@ -173,8 +173,8 @@ impl fmt::Display for Conflict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "! conflict      {}: {}; found {} — left alone. fix: remove it (`tailscale serve --service={} reset` or \
-             edit the serve config) and sync again, or rename the snirouter service",
+            "! conflict      {}: {}; found {} — left alone. fix: remove that handler (the `off` form of the \
+             `tailscale serve --service={}` command that added it) and sync again, or rename the snirouter service",
             self.service,
             self.reason,
             compact(&self.existing),
