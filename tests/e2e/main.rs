@@ -10,3 +10,5 @@ mod certs_lifecycle;
 mod check_cmd;
 mod core_routing;
 mod localapi_failures;
+mod proxy_protocol;
+mod services;

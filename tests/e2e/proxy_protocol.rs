@@ -1,0 +1,172 @@
+//! Issue 4: the `[listen] proxy_protocol` listener end to end — a PROXY v2 header (built
+//! with the `ppp` crate, as tailscaled's serve-config `ProxyProtocol: 2` sends it), then
+//! TLS, then HTTP. The backend must see the header's source address; a missing,
+//! truncated or garbage header closes only that connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::harness::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+/// The proxy node's own address: tailscaled puts the node IP, not the VIP, as destination.
+const NODE: &str = "100.64.0.1:443";
+
+fn tls_config(env: &Env) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(&env.ca).expect("ca") {
+        roots.add(c.expect("cert")).expect("add");
+    }
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+fn header(source: &str) -> Vec<u8> {
+    let source: SocketAddr = source.parse().expect("source");
+    let dest: SocketAddr =
+        if source.is_ipv4() { NODE.parse() } else { "[fd7a:115c:a1e0::1]:443".parse() }.expect("dest");
+    ppp::v2::Builder::with_addresses(
+        ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+        ppp::v2::Protocol::Stream,
+        (source, dest),
+    )
+    .build()
+    .expect("PROXY v2 header")
+}
+
+type Tls = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// Connects to the PROXY listener, sends the header for `source`, completes TLS for `name`.
+async fn connect(env: &Env, source: &str, name: &str) -> Result<Tls, String> {
+    let mut tcp = TcpStream::connect(env.proxy.expect("proxy listener")).await.map_err(|e| e.to_string())?;
+    tcp.write_all(&header(source)).await.map_err(|e| e.to_string())?;
+    let server_name = rustls::pki_types::ServerName::try_from(fqdn(name)).map_err(|e| e.to_string())?;
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_rustls::TlsConnector::from(tls_config(env)).connect(server_name, tcp),
+    )
+    .await
+    .map_err(|_| "TLS handshake timed out".to_owned())?
+    .map_err(|e| format!("tls: {e}"))
+}
+
+/// `GET /` on an established connection; returns the echo backend's JSON.
+async fn get(tls: Tls, name: &str) -> serde_json::Value {
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.expect("http handshake");
+    tokio::spawn(conn);
+    let req =
+        http::Request::get("/who").header(http::header::HOST, fqdn(name)).body(Empty::<Bytes>::new()).expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(20), sender.send_request(req))
+        .await
+        .expect("in time")
+        .expect("response");
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    serde_json::from_slice(&body).expect("backend JSON")
+}
+
+/// The server closes the connection (EOF or reset) within `within`, sending nothing.
+async fn assert_closed(mut tcp: TcpStream, within: Duration, what: &str) {
+    let mut buf = [0u8; 256];
+    match tokio::time::timeout(within, tcp.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => {}
+        Ok(Ok(n)) => panic!("{what}: the server answered {n} bytes instead of closing"),
+        Err(_) => panic!("{what}: the connection was still open after {within:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_v2_source_address_reaches_the_backend() {
+    let env = Env::start(EnvOptions { proxy_protocol: true, ..EnvOptions::default() }).await;
+    env.wait_serving("grafana", WAIT).await;
+    env.wait_serving("jellyfin", WAIT).await;
+    for (source, name, want) in [
+        ("100.101.102.103:51234", "grafana", "100.101.102.103"),
+        ("[fd7a:115c:a1e0::abcd]:40000", "jellyfin", "fd7a:115c:a1e0::abcd"),
+    ] {
+        let tls = connect(&env, source, name).await.expect("connect through the PROXY listener");
+        let v = get(tls, name).await;
+        assert_eq!(v["service"], name);
+        assert_eq!(v["headers"]["x-forwarded-for"], want, "{v}");
+        assert_eq!(v["headers"]["x-forwarded-proto"], "https");
+    }
+    // The plain TLS listener does not trust PROXY headers: there a header is not TLS, and
+    // gets at most a TLS alert before the connection is closed.
+    let mut tcp = TcpStream::connect(env.https).await.expect("connect");
+    tcp.write_all(&header("100.101.102.103:1")).await.expect("write");
+    let mut buf = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(15), tcp.read_to_end(&mut buf)).await.expect("closed in time");
+    assert!(r.is_err() || buf.is_empty() || buf[0] == 0x15, "expected close or a TLS alert, got {buf:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_proxy_headers_close_only_their_connection() {
+    let opts =
+        EnvOptions { proxy_protocol: true, timeouts: "proxy_header = \"1s\"\n".to_owned(), ..EnvOptions::default() };
+    let env = Env::start(opts).await;
+    env.wait_serving("grafana", WAIT).await;
+    let proxy = env.proxy.expect("proxy listener");
+    // A good connection, established before and used after the bad ones.
+    let good = connect(&env, "100.101.102.103:1111", "grafana").await.expect("good connection");
+
+    // 1. No header at all: a TLS ClientHello straight away.
+    let tcp = TcpStream::connect(proxy).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from(fqdn("grafana")).expect("name");
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_rustls::TlsConnector::from(tls_config(&env)).connect(name, tcp),
+    )
+    .await
+    .expect("closed in time");
+    assert!(r.is_err(), "a handshake without PROXY header must fail");
+
+    // 2. A truncated header, then the client half-closes.
+    let full = header("100.101.102.103:2222");
+    let mut tcp = TcpStream::connect(proxy).await.expect("connect");
+    tcp.write_all(&full[..20]).await.expect("write");
+    tcp.shutdown().await.expect("half-close");
+    assert_closed(tcp, Duration::from_secs(5), "truncated header + EOF").await;
+
+    // 3. A truncated header on a connection left open: closed after timeouts.proxy_header.
+    let mut tcp = TcpStream::connect(proxy).await.expect("connect");
+    tcp.write_all(&full[..13]).await.expect("write");
+    assert_closed(tcp, Duration::from_secs(5), "truncated header, stalled").await;
+
+    // 4. Garbage.
+    let mut tcp = TcpStream::connect(proxy).await.expect("connect");
+    let garbage: Vec<u8> = (0u32..64).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    tcp.write_all(&garbage).await.expect("write");
+    assert_closed(tcp, Duration::from_secs(5), "garbage").await;
+
+    // 5. An HTTP request instead of a header.
+    let mut tcp = TcpStream::connect(proxy).await.expect("connect");
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+    assert_closed(tcp, Duration::from_secs(5), "plain HTTP").await;
+
+    // The good connection is unaffected, and new good ones still work.
+    let v = get(good, "grafana").await;
+    assert_eq!(v["headers"]["x-forwarded-for"], "100.101.102.103");
+    let again = connect(&env, "100.101.102.104:3333", "grafana").await.expect("new good connection");
+    assert_eq!(get(again, "grafana").await["headers"]["x-forwarded-for"], "100.101.102.104");
+
+    let logs = env
+        .router()
+        .wait_log("the bad headers to be logged", Duration::from_secs(10), |l| {
+            l.matches("bad PROXY header").count() >= 4 && l.contains("no PROXY header within")
+        })
+        .await;
+    assert!(logs.contains("closing connection"), "{logs}");
+}

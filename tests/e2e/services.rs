@@ -1,0 +1,216 @@
+//! Issue 4: `snirouter services plan|sync` (the real binary) against the simulated
+//! tailscaled and control API with the 14 harness services, and `run` with
+//! `manage_services = true`.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use snirouter_testkit::control::{SimControl, SimControlConfig};
+
+use crate::harness::*;
+
+async fn services(cmd: &str, config: &Path) -> Output {
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_snirouter"))
+            .args(["services", cmd, "--config"])
+            .arg(config)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("services command finished in time")
+    .expect("run snirouter services")
+}
+
+fn text(out: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn target(env: &Env) -> String {
+    env.proxy.expect("proxy listener").to_string()
+}
+
+/// The node's own handlers plus another client's service: must survive every sync.
+fn foreign() -> Value {
+    json!({
+        "TCP": {"443": {"HTTPS": true}},
+        "Web": {format!("storage.{SUFFIX}:443"): {"Handlers": {"/": {"Proxy": "http://127.0.0.1:9999"}}}},
+        "Services": {"svc:other": {"TCP": {"443": {"HTTPS": true}}}}
+    })
+}
+
+fn expected(env: &Env, names: &[&str]) -> Value {
+    let mut cfg = foreign();
+    for n in names {
+        cfg["Services"][format!("svc:{n}")] = json!({"TCP": {"443": {"TCPForward": target(env), "ProxyProtocol": 2}}});
+    }
+    cfg
+}
+
+/// Drops `[services.NAME]` from the harness config.
+fn remove_service(env: &Env, name: &str) {
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    let start = text.find(&format!("[services.{name}]\n")).expect("service in config");
+    let end = text[start..].find("\n\n").map(|i| start + i + 2).expect("end of service");
+    std::fs::write(&env.config, format!("{}{}", &text[..start], &text[end..])).expect("write config");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_plan_and_sync_fourteen_services() {
+    let env = Env::start(EnvOptions { proxy_protocol: true, start_router: false, ..EnvOptions::default() }).await;
+    env.sim.set_serve_config(foreign());
+    env.sim.set_advertised_services(&["svc:other"]);
+
+    let out = services("plan", &env.config).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(stdout.matches("+ serve-config  Services[").count(), 14, "{stdout}");
+    assert_eq!(stdout.matches("+ prefs         AdvertiseServices += svc:").count(), 14, "{stdout}");
+    assert!(stdout.contains("28 change(s)."), "{stdout}");
+    // No API credentials: the admin-console steps and the policy for exactly these names.
+    assert!(stdout.contains("Define a Service"), "{stdout}");
+    assert!(stdout.contains("\"svc:navidrome\": [\"tag:storage\"],"), "{stdout}");
+    assert!(stdout.contains("\"ip\": [\"tcp:443\"]"), "{stdout}");
+    assert_eq!(env.sim.serve_config(), foreign(), "plan touches nothing");
+
+    let out = services("sync", &env.config).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("Applied 28 change(s)."), "{stdout}");
+    assert_eq!(env.sim.serve_config(), expected(&env, &SERVICES));
+    let mut want = vec!["svc:other".to_owned()];
+    want.extend(SERVICES.iter().map(|n| format!("svc:{n}")));
+    assert_eq!(env.sim.advertised_services(), want);
+
+    // Idempotent.
+    let out = services("sync", &env.config).await;
+    let (stdout, _) = text(&out);
+    assert!(out.status.success());
+    assert!(stdout.contains("No changes"), "{stdout}");
+    assert_eq!(env.sim.serve_config(), expected(&env, &SERVICES));
+
+    // Removing a service from the config removes exactly snirouter's entries; another
+    // writer's concurrent change (412) is retried and survives.
+    remove_service(&env, "grafana");
+    let mut raced = expected(&env, &SERVICES);
+    raced["Services"]["svc:late"] = json!({"TCP": {"443": {"TCPForward": "127.0.0.1:7000"}}});
+    env.sim.race_next_serve_config_write(raced.clone());
+    let out = services("sync", &env.config).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("- serve-config  Services[\"svc:grafana\"]"), "{stdout}");
+    assert!(stdout.contains("AdvertiseServices -= svc:grafana"), "{stdout}");
+    assert!(stdout.contains("retried 1 time"), "{stdout}");
+    let rest: Vec<&str> = SERVICES.iter().copied().filter(|n| *n != "grafana").collect();
+    let mut want_cfg = expected(&env, &rest);
+    want_cfg["Services"]["svc:late"] = raced["Services"]["svc:late"].clone();
+    assert_eq!(env.sim.serve_config(), want_cfg);
+    assert!(!env.sim.advertised_services().contains(&"svc:grafana".to_owned()));
+    assert!(env.sim.advertised_services().contains(&"svc:other".to_owned()));
+    let statuses: Vec<u16> = env
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path_and_query.contains("serve-config"))
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(statuses, [200, 412, 200]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_sync_defines_services_through_the_control_api() {
+    let api = SimControl::start(SimControlConfig::default()).await.expect("control sim");
+    let secrets = TempDir::new("api");
+    let c = api.config();
+    std::fs::write(secrets.0.join("id"), &c.client_id).expect("id");
+    std::fs::write(secrets.0.join("secret"), &c.client_secret).expect("secret");
+    let tailscale = format!(
+        "[tailscale.api]\nclient_id_file = \"{}\"\nclient_secret_file = \"{}\"\nbase_url = \"{}\"\ntags = [\"tag:storage-svc\"]\n",
+        secrets.0.join("id").display(),
+        secrets.0.join("secret").display(),
+        api.base_url()
+    );
+    let env =
+        Env::start(EnvOptions { proxy_protocol: true, start_router: false, tailscale, ..EnvOptions::default() }).await;
+    let before = api.insert_service(json!({"name": "svc:grafana", "ports": ["tcp:443"], "comment": "by hand"}));
+
+    let out = services("plan", &env.config).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(stdout.matches("+ control       define svc:").count(), 13, "{stdout}");
+    assert!(stdout.contains("~ control       update svc:grafana: tags += tag:storage-svc (addrs kept)"), "{stdout}");
+    assert!(!stdout.contains("Define a Service"), "no manual steps with API credentials: {stdout}");
+
+    let out = services("sync", &env.config).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let defined = api.services();
+    assert_eq!(defined.len(), 14);
+    assert_eq!(defined["svc:grafana"]["addrs"], before["addrs"], "addrs kept on update");
+    assert_eq!(defined["svc:grafana"]["tags"], json!(["tag:storage-svc"]));
+    for n in SERVICES {
+        let s = &defined[&format!("svc:{n}")];
+        assert_eq!(s["ports"], json!(["tcp:443"]), "{n}");
+        assert_eq!(s["addrs"].as_array().map(Vec::len), Some(2), "{n}");
+    }
+    assert_eq!(env.sim.serve_config()["Services"].as_object().map(|m| m.len()), Some(14));
+    assert!(text(&services("sync", &env.config).await).0.contains("No changes"));
+
+    // An API error is surfaced verbatim with its status; the local side is still synced.
+    api.update(|c| c.allowed_tags = Some(vec!["tag:storage-svc".to_owned()]));
+    remove_service(&env, "prometheus");
+    std::fs::write(
+        &env.config,
+        std::fs::read_to_string(&env.config).expect("cfg").replace("tag:storage-svc", "tag:nope"),
+    )
+    .expect("write");
+    let out = services("sync", &env.config).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("control API answered HTTP 400: tag \"tag:nope\" is not a valid tag: it must be defined in the policy's tagOwners"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("- serve-config  Services[\"svc:prometheus\"]"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_sync_refuses_untagged_hosts_and_locked_config() {
+    let mut opts = EnvOptions { proxy_protocol: true, start_router: false, ..EnvOptions::default() };
+    opts.sim.tags.clear();
+    let env = Env::start(opts).await;
+    let out = services("sync", &env.config).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("is not tagged"), "{stderr}");
+    assert!(stderr.contains("fix: tag the host, e.g. `tailscale up --advertise-tags=tag:storage`"), "{stderr}");
+    assert!(env.sim.serve_config().is_null(), "nothing written");
+
+    env.sim.update(|c| {
+        c.tags = vec!["tag:storage".to_owned()];
+        c.locked_config_file = true;
+    });
+    let out = services("sync", &env.config).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("locked config file"), "{stderr}");
+    assert!(stderr.contains("fix: tailscaled was started with --config"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_with_manage_services_syncs_at_start() {
+    let opts =
+        EnvOptions { proxy_protocol: true, tailscale: "manage_services = true\n".to_owned(), ..EnvOptions::default() };
+    let env = Env::start(opts).await;
+    env.router()
+        .wait_log("the startup sync", Duration::from_secs(30), |l| l.contains("Tailscale Services synced"))
+        .await;
+    let cfg = env.sim.serve_config();
+    for n in SERVICES {
+        assert_eq!(cfg["Services"][format!("svc:{n}")]["TCP"]["443"]["TCPForward"], target(&env).as_str(), "{n}");
+    }
+    assert_eq!(env.sim.advertised_services().len(), 14);
+}
