@@ -151,6 +151,8 @@ pub struct EnvOptions {
     pub socket_override: Option<PathBuf>,
     /// Start the router (false: caller starts it later).
     pub start_router: bool,
+    /// Extra TOML lines for `[admin]` (the socket is always `<dir>/admin.sock`).
+    pub admin: String,
 }
 
 impl Default for EnvOptions {
@@ -163,6 +165,7 @@ impl Default for EnvOptions {
             tailscale: String::new(),
             socket_override: None,
             start_router: true,
+            admin: String::new(),
         }
     }
 }
@@ -179,6 +182,8 @@ pub struct Env {
     pub ca: PathBuf,
     pub https: SocketAddr,
     pub proxy: Option<SocketAddr>,
+    /// The router's admin socket (`snirouter status`).
+    pub admin_socket: PathBuf,
 }
 
 impl Env {
@@ -202,17 +207,20 @@ impl Env {
             Some(p) => format!("proxy_protocol = [\"{p}\"]\n"),
             None => String::new(),
         };
+        let admin_socket = dir.0.join("admin.sock");
         let config_text = format!(
-            "[tailscale]\nsocket = \"{}\"\n{}\n[listen]\nhttps = [\"{https}\"]\n{proxy_line}\n[cache]\ndir = \"{}\"\n\n[timeouts]\n{}\n{services}{}",
+            "[tailscale]\nsocket = \"{}\"\n{}\n[listen]\nhttps = [\"{https}\"]\n{proxy_line}\n[cache]\ndir = \"{}\"\n\n[admin]\nsocket = \"{}\"\n{}\n[timeouts]\n{}\n{services}{}",
             opts.socket_override.as_deref().unwrap_or(&socket).display(),
             opts.tailscale,
             dir.0.join("cache").display(),
+            admin_socket.display(),
+            opts.admin,
             opts.timeouts,
             opts.extra_services,
         );
         let config = dir.0.join("snirouter.toml");
         std::fs::write(&config, config_text).expect("write config");
-        let mut env = Env { dir, sim, backends, router: None, config, ca, https, proxy };
+        let mut env = Env { dir, sim, backends, router: None, config, ca, https, proxy, admin_socket };
         if opts.start_router {
             env.start_router().await;
         }

@@ -10,5 +10,6 @@ mod certs_lifecycle;
 mod check_cmd;
 mod core_routing;
 mod localapi_failures;
+mod operate;
 mod proxy_protocol;
 mod services;

@@ -68,7 +68,15 @@ impl AdminError {
 /// file when it exists and is valid, else the default path.
 pub fn socket_path(config: Option<&Path>) -> Result<PathBuf, snirouter_config::Diagnostics> {
     match config {
-        Some(path) => Ok(snirouter_config::load(path)?.admin.socket),
+        Some(path) => match snirouter_config::load(path) {
+            Ok(c) => Ok(c.admin.socket),
+            // An invalid file (being edited?) still names the running daemon's socket.
+            Err(d) => match snirouter_config::admin_socket_of(path) {
+                Some(socket) => Ok(socket),
+                None if std::fs::metadata(path).is_ok() => Ok(PathBuf::from(snirouter_config::DEFAULT_ADMIN_SOCKET)),
+                None => Err(d),
+            },
+        },
         None => Ok(snirouter_config::load(Path::new(DEFAULT_CONFIG))
             .map(|c| c.admin.socket)
             .unwrap_or_else(|_| PathBuf::from(snirouter_config::DEFAULT_ADMIN_SOCKET))),

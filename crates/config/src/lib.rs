@@ -98,6 +98,16 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
     }
 }
 
+/// The `[admin] socket` of the file at `path`, read leniently: the rest of the file may
+/// be invalid (so `snirouter status` still finds a running daemon while its config file
+/// is being edited). `None` when the file cannot be read, is not TOML, or sets no socket.
+pub fn admin_socket_of(path: &Path) -> Option<std::path::PathBuf> {
+    let source = std::fs::read_to_string(path).ok()?;
+    let doc = toml_edit::Document::parse(source.as_str()).ok()?;
+    let socket = doc.as_table().get("admin")?.as_table_like()?.get("socket")?.as_str()?;
+    (!socket.trim().is_empty()).then(|| std::path::PathBuf::from(socket))
+}
+
 impl Config {
     /// Checks that no two services answer to the same name once the MagicDNS suffix is
     /// known (e.g. service `grafana` and another with `fqdn = "grafana.<suffix>"`), and that
