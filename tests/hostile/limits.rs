@@ -135,3 +135,19 @@ async fn one_client_cannot_take_every_slot() {
     assert_eq!(status, 200);
     drop(held);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connection_is_closed() {
+    let mut opts = EnvOptions::default();
+    opts.timeouts = "idle = \"2s\"\nrequest_header = \"120s\"\n".into();
+    let env = Env::start(opts).await;
+    env.wait_serving("grafana", WAIT).await;
+    let mut cfg = (*tls_config(&env)).clone();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(env.https).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from(fqdn("grafana")).expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg)).connect(name, tcp).await.expect("tls");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    // No preface, no frames: only timeouts.idle can end this connection.
+    assert!(time_to_close(&mut tls, Duration::from_secs(20)).await.is_some(), "idle HTTP/2 connection stayed open");
+}

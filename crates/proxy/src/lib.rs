@@ -19,6 +19,7 @@ pub mod body;
 pub mod client_limit;
 pub mod forward;
 pub mod hello;
+pub mod idle;
 pub mod listener;
 pub mod metrics;
 pub mod proxy_header;

@@ -19,7 +19,7 @@ use crate::client_limit::ClientSlots;
 use crate::forward::{ConnInfo, Forwarder};
 use crate::metrics::{AccessRecord, HandshakeFailure as Hf, MeteredBody, Metrics};
 use crate::routes::RouteTable;
-use crate::{hello, proxy_header};
+use crate::{hello, idle, proxy_header};
 
 /// What a listener expects before TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +39,8 @@ pub struct ProxyOptions {
     pub tls_handshake_timeout: Duration,
     /// Time allowed to receive a request's headers.
     pub request_header_timeout: Duration,
+    /// A connection with no bytes moving for this long is closed.
+    pub idle_timeout: Duration,
     /// Upstream connect timeout.
     pub upstream_connect_timeout: Duration,
     /// Time for an upstream to start answering.
@@ -58,6 +60,7 @@ impl ProxyOptions {
             proxy_header_timeout: cfg.timeouts.proxy_header,
             tls_handshake_timeout: cfg.timeouts.tls_handshake,
             request_header_timeout: cfg.timeouts.request_header,
+            idle_timeout: cfg.timeouts.idle,
             upstream_connect_timeout: cfg.timeouts.upstream_connect,
             upstream_response_timeout: cfg.timeouts.upstream_response,
             max_header_bytes: cfg.limits.max_header_bytes,
@@ -315,10 +318,17 @@ impl Router {
             .max_header_list_size(u32::try_from(self.opts.max_header_bytes).unwrap_or(u32::MAX))
             .keep_alive_interval(Some(Duration::from_secs(30)));
         let builder = if is_h2 { builder.http2_only() } else { builder.http1_only() };
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+        let activity = idle::Activity::new();
+        let io = TokioIo::new(idle::Tracked::new(tls, Arc::clone(&activity)));
+        let conn = builder.serve_connection_with_upgrades(io, service);
         let conn = graceful.watch(conn.into_owned());
-        if let Err(e) = conn.await {
-            tracing::debug!(client = %client, error = %e, "connection ended with an error");
+        tokio::select! {
+            result = conn => if let Err(e) = result {
+                tracing::debug!(client = %client, error = %e, "connection ended with an error");
+            },
+            _ = idle::expired(&activity, self.opts.idle_timeout) => {
+                tracing::debug!(client = %client, idle_secs = self.opts.idle_timeout.as_secs(), "closing idle connection (timeouts.idle)");
+            }
         }
     }
 }
