@@ -13,7 +13,7 @@ use std::convert::Infallible;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -196,6 +196,7 @@ pub(crate) async fn status_report(shared: &Shared) -> StatusReport {
         })
         .collect();
     let domains = shared.manager.domains().borrow().clone();
+    let tailscale_services = observe_services(shared, &config).await;
     let entries = shared.store.snapshot();
     let table = shared.router.routes();
     let mut services = Vec::new();
@@ -291,7 +292,7 @@ pub(crate) async fn status_report(shared: &Shared) -> StatusReport {
             in_cert_domains: domains.list.as_ref().map(|l| l.contains(&fqdn)),
             requests,
             access_log: routes_live.is_some_and(|r| r.access_log),
-            tailscale_service: None,
+            tailscale_service: tailscale_services.get(&svc.name).cloned(),
         });
     }
     StatusReport {
@@ -310,6 +311,34 @@ pub(crate) async fn status_report(shared: &Shared) -> StatusReport {
         serving: services.iter().all(|s| s.serving),
         services,
     }
+}
+
+/// Tailscale Service state per service name (`snirouter_services::observe`: LocalAPI
+/// reads, plus the control API when `[tailscale.api]` is set), bounded to 5 s; empty when
+/// it cannot be observed in time.
+async fn observe_services(
+    shared: &Shared,
+    config: &snirouter_config::Config,
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let control =
+        config.tailscale.api.as_ref().and_then(|api| snirouter_services::ControlClient::from_config(api).ok());
+    let observed = tokio::time::timeout(
+        Duration::from_secs(5),
+        snirouter_services::observe(config, &shared.client, control.as_ref()),
+    )
+    .await;
+    let Ok(states) = observed else {
+        tracing::debug!("Tailscale Service state not observed within 5s");
+        return Default::default();
+    };
+    states
+        .into_iter()
+        .filter_map(|mut s| {
+            let cert = shared.store.current(s.fqdn.as_deref().unwrap_or_default()).is_some();
+            s.certificate = Some(cert);
+            Some((s.name.clone(), serde_json::to_value(&s).ok()?))
+        })
+        .collect()
 }
 
 /// The `GET /metrics` text.

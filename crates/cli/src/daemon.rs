@@ -125,7 +125,6 @@ pub(crate) struct Shared {
     pub(crate) manager: Arc<CertManager>,
     pub(crate) store: Arc<CertStore>,
     /// For LocalAPI reads on behalf of the admin socket.
-    #[allow(dead_code)]
     pub(crate) client: LocalClient,
     pub(crate) suffix: String,
     pub(crate) started: SystemTime,

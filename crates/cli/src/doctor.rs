@@ -219,6 +219,15 @@ pub async fn run_checks(config_path: &Path, cert_timeout: Duration) -> Vec<Check
         .or_else(|| status.magic_dns_suffix().map(str::to_owned))
         .unwrap_or_default();
     let names: Vec<(String, String)> = config.services.iter().map(|s| (s.name.clone(), s.fqdn(&suffix))).collect();
+    let observed: Vec<snirouter_services::ServiceState> = if running && !domains.is_empty() {
+        let control =
+            config.tailscale.api.as_ref().and_then(|api| snirouter_services::ControlClient::from_config(api).ok());
+        tokio::time::timeout(Duration::from_secs(10), snirouter_services::observe(&config, &client, control.as_ref()))
+            .await
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let mut in_domains = Vec::new();
     for (name, fqdn) in &names {
         let what = format!("in CertDomains: {fqdn}");
@@ -228,16 +237,25 @@ pub async fn run_checks(config_path: &Path, cert_timeout: Duration) -> Vec<Check
             out.push(check(Level::Pass, what, format!("service {name} may get a certificate"), None));
             in_domains.push(fqdn.clone());
         } else {
-            let e = LocalError::NotInCertDomains { domain: fqdn.clone(), allowed: domains.clone() };
+            let state = observed.iter().find(|s| s.name == *name);
+            let facts = match state {
+                Some(s) => format!(
+                    "; svc:{name}: defined {}, advertised {}, host approved {}",
+                    yes_no(s.defined),
+                    yes_no(s.advertised),
+                    yes_no(s.approved)
+                ),
+                None => String::new(),
+            };
             out.push(check(
                 Level::Fail,
                 what,
                 format!(
-                    "{fqdn} is not in this node's CertDomains, so tailscaled refuses it (`tailscale cert {fqdn}`: invalid domain {fqdn:?}; must be one of {domains:?}); TLS clients get unrecognized_name"
+                    "{fqdn} is not in this node's CertDomains, so tailscaled refuses it (`tailscale cert {fqdn}`: invalid domain {fqdn:?}; must be one of {domains:?}); TLS clients get unrecognized_name{facts}"
                 ),
-                e.fix().map(|f| {
-                    format!("{f}. Steps: `snirouter services plan`; in the admin console Services → svc:{name} → approve this host")
-                }),
+                Some(format!(
+                    "make {fqdn} a Tailscale Service hosted by this node: define svc:{name} (ports tcp:443), advertise it from this host, approve the host (admin console: Services → svc:{name}); `snirouter services plan` shows the steps"
+                )),
             ));
         }
     }
@@ -562,6 +580,14 @@ pub fn budget_check(cache_dir: &Path, now: SystemTime) -> Check {
             ),
             None,
         )
+    }
+}
+
+fn yes_no(v: Option<bool>) -> &'static str {
+    match v {
+        Some(true) => "yes",
+        Some(false) => "NO",
+        None => "unknown",
     }
 }
 

@@ -72,8 +72,11 @@ pub struct ServiceStatus {
     pub requests: RequestCounts,
     /// Whether requests are access-logged.
     pub access_log: bool,
-    /// Tailscale Service state (defined/advertised/approved). `null`: not observed by this
-    /// build (the `snirouter-services` integration has not landed yet).
+    /// Tailscale Service state from `snirouter_services::observe`: `service` (`svc:NAME`),
+    /// `defined` (control API; `null` without `[tailscale.api]`), `approval_level`,
+    /// `advertised`, `handler` (`{"state": "correct"|"missing"|"outdated"|"foreign"|"unknown"}`),
+    /// `managed`, `approved`, `vips`, `in_cert_domains`, `certificate`, `problems`.
+    /// `null` when it could not be observed within 5 s.
     pub tailscale_service: Option<serde_json::Value>,
 }
 
