@@ -344,11 +344,13 @@ async fn min_validity_forces_new_serial() {
 
 #[tokio::test]
 async fn background_renewal_after_two_thirds() {
-    let (_d, sim) = sim_with(|c| c.cert_lifetime = Duration::from_secs(3)).await;
+    // 9 s lifetime: renewal is due after 6 s; at 6.5 s at least 1.5 s of validity is
+    // left even with notBefore truncated to the second and a busy machine.
+    let (_d, sim) = sim_with(|c| c.cert_lifetime = Duration::from_secs(9)).await;
     let s = sim.socket_path();
     let path = "/localapi/v0/cert/storage.bat-boa.ts.net?type=pair";
     let first = get(s, path).await;
-    tokio::time::sleep(Duration::from_millis(2300)).await;
+    tokio::time::sleep(Duration::from_millis(6500)).await;
     let second = get(s, path).await;
     assert_eq!(first.body, second.body, "still-valid cert is returned while renewing");
     tokio::time::timeout(T, async {
