@@ -580,6 +580,23 @@ async fn metrics_names_and_labels_are_stable_and_move_with_traffic() {
     assert!((89.0 * 86_400.0..=90.0 * 86_400.0).contains(&expiry), "{expiry}");
     assert!(after.contains(&format!("snirouter_request_duration_seconds_bucket{{{svc},le=\"0.005\"}}")));
 
+    // Every metric the shipped Grafana dashboard queries exists.
+    let dashboard = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/grafana-dashboard.json"))
+        .expect("docs/grafana-dashboard.json");
+    let mut rest = dashboard.as_str();
+    let mut queried = 0;
+    while let Some(i) = rest.find("snirouter_") {
+        let name: String =
+            rest[i..].chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_').collect();
+        assert!(
+            after.lines().any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))),
+            "the dashboard queries {name}, which is not exported"
+        );
+        queried += 1;
+        rest = &rest[i + name.len()..];
+    }
+    assert!(queried > 10);
+
     // The TCP metrics listener serves the same text and nothing else.
     let tcp = metrics_over(&[&format!("http://127.0.0.1:{metrics_port}/metrics")]).await;
     assert!(tcp.contains("# TYPE snirouter_requests_total counter"), "{tcp}");
