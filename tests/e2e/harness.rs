@@ -10,22 +10,7 @@ use snirouter_testkit::tailscaled::{SimConfig, SimTailscaled};
 
 pub const SUFFIX: &str = "tailnet-e2e.ts.net";
 
-pub const SERVICES: [&str; 14] = [
-    "grafana",
-    "jellyfin",
-    "immich",
-    "sonarr",
-    "radarr",
-    "prowlarr",
-    "lidarr",
-    "bazarr",
-    "jellyseerr",
-    "qbittorrent",
-    "homepage",
-    "audiobookshelf",
-    "navidrome",
-    "prometheus",
-];
+pub const SERVICES: [&str; 14] = snirouter_testkit::SAMPLE_SERVICES;
 
 pub fn fqdn(name: &str) -> String {
     format!("{name}.{SUFFIX}")

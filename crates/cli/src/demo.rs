@@ -15,23 +15,7 @@ use snirouter_testkit::tailscaled::{SimConfig, SimTailscaled};
 use crate::daemon::Daemon;
 use crate::probe;
 
-/// The sample services (the owner's home server, roughly).
-pub const SERVICES: [&str; 14] = [
-    "grafana",
-    "jellyfin",
-    "immich",
-    "sonarr",
-    "radarr",
-    "prowlarr",
-    "lidarr",
-    "bazarr",
-    "jellyseerr",
-    "qbittorrent",
-    "homepage",
-    "audiobookshelf",
-    "navidrome",
-    "prometheus",
-];
+use snirouter_testkit::SAMPLE_SERVICES as SERVICES;
 
 const SUFFIX: &str = "demo-tailnet.ts.net";
 

@@ -12,22 +12,7 @@ use snirouter_testkit::control::{SimControl, SimControlConfig};
 use snirouter_testkit::tailscaled::{SimConfig, SimTailscaled};
 
 const SUFFIX: &str = "tailnet-svc.ts.net";
-const NAMES: [&str; 14] = [
-    "grafana",
-    "jellyfin",
-    "immich",
-    "sonarr",
-    "radarr",
-    "prowlarr",
-    "lidarr",
-    "bazarr",
-    "jellyseerr",
-    "qbittorrent",
-    "homepage",
-    "audiobookshelf",
-    "navidrome",
-    "prometheus",
-];
+const NAMES: [&str; 14] = snirouter_testkit::SAMPLE_SERVICES;
 const TARGET: &str = "127.0.0.1:8443";
 
 fn config(dir: &Path, names: &[&str], extra_tailscale: &str) -> Config {

@@ -34,3 +34,22 @@ mod tempdir;
 pub use ca::{IssuedPair, TestCa};
 pub use tailscaled::{IssuedRecord, RequestRecord, SimConfig, SimTailscaled};
 pub use tempdir::TempDir;
+
+/// The 14 sample services used by the demo and the tests (the owner's home server,
+/// roughly): each becomes `NAME.<suffix>` and `svc:NAME`.
+pub const SAMPLE_SERVICES: [&str; 14] = [
+    "grafana",
+    "jellyfin",
+    "immich",
+    "sonarr",
+    "radarr",
+    "prowlarr",
+    "lidarr",
+    "bazarr",
+    "jellyseerr",
+    "qbittorrent",
+    "homepage",
+    "audiobookshelf",
+    "navidrome",
+    "prometheus",
+];
