@@ -129,7 +129,7 @@ fn is_host_name(host: &str) -> bool {
         })
 }
 
-/// Parses an upstream URL `http://host[:port][/]`.
+/// Parses an upstream URL `http://host[:port][/]` or `https://host[:port][/]`.
 pub(crate) fn parse_upstream(raw: &str) -> Result<Upstream, Problem> {
     let example = "e.g. \"http://127.0.0.1:3000\"";
     let text = raw.trim();
@@ -156,18 +156,10 @@ pub(crate) fn parse_upstream(raw: &str) -> Result<Upstream, Problem> {
             ));
         }
         Some(s) if s.eq_ignore_ascii_case("http") => Scheme::Http,
-        Some(s) if s.eq_ignore_ascii_case("https") => {
-            return Err(Problem::new(
-                format!("upstream {raw:?}: https upstreams are not supported yet; use http://"),
-                Some(format!(
-                    "point the route at the backend's plain-HTTP port, e.g. \"http://{}\"",
-                    uri.authority().map_or("127.0.0.1:8080", |a| a.as_str())
-                )),
-            ));
-        }
+        Some(s) if s.eq_ignore_ascii_case("https") => Scheme::Https,
         Some(s) => {
             return Err(Problem::new(
-                format!("upstream {raw:?} has unsupported scheme {s:?}; only http:// is supported"),
+                format!("upstream {raw:?} has unsupported scheme {s:?}; only http:// and https:// are supported"),
                 Some(format!("write http://HOST:PORT, {example}")),
             ));
         }
@@ -200,7 +192,7 @@ pub(crate) fn parse_upstream(raw: &str) -> Result<Upstream, Problem> {
     // `Authority::port` hides unparsable ports (e.g. 70000), so read the text after the host.
     let port_text = authority.as_str().strip_prefix(host_raw).unwrap_or("");
     let port = if port_text.is_empty() {
-        80
+        scheme.default_port()
     } else {
         match port_text.strip_prefix(':').and_then(|p| p.parse::<u16>().ok()).filter(|p| *p != 0) {
             Some(p) => p,
@@ -431,8 +423,10 @@ mod tests {
         let u = parse_upstream("http://[::1]:8080").unwrap();
         assert_eq!((u.host.as_str(), u.port, u.authority.as_str()), ("::1", 8080, "[::1]:8080"));
         assert_eq!(u.to_string(), "http://[::1]:8080");
+        let u = parse_upstream("https://Nas.lan").unwrap();
+        assert_eq!((u.scheme, u.port, u.authority.as_str()), (Scheme::Https, 443, "nas.lan:443"));
+        assert_eq!(u.to_string(), "https://nas.lan:443");
         let cases = [
-            ("https://127.0.0.1:3000", "https upstreams are not supported yet; use http://"),
             ("127.0.0.1:3000", "has no scheme"),
             ("ftp://x:1", "unsupported scheme"),
             ("http://x:3000/api", "has a path \"/api\""),

@@ -38,8 +38,9 @@ use std::path::Path;
 
 pub use diag::{Diagnostic, Diagnostics};
 pub use schema::{
-    Admin, Cache, Config, DEFAULT_ADMIN_SOCKET, DEFAULT_CACHE_DIR, DEFAULT_SOCKET, Limits, Listen, Log, LogFormat,
-    MAX_HEADER_BYTES, MIN_HEADER_BYTES, Route, Scheme, Service, Tailscale, Timeouts, Upstream,
+    Admin, Cache, Config, Cors, DEFAULT_ADMIN_SOCKET, DEFAULT_CACHE_DIR, DEFAULT_SOCKET, Defaults, ForwardAuth, Limits,
+    Listen, Log, LogFormat, MAX_HEADER_BYTES, MIN_HEADER_BYTES, Passthrough, Route, Scheme, Service, Tailscale,
+    Timeouts, Upstream,
 };
 pub use schema::{DEFAULT_API_BASE_URL, TailscaleApi};
 pub use units::{format_duration, parse_duration, parse_size};

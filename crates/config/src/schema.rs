@@ -40,6 +40,9 @@ pub struct Config {
     pub log: Log,
     /// `[admin]`: the admin socket and the optional metrics listener.
     pub admin: Admin,
+    /// `[defaults]`: settings every service inherits (already folded into each
+    /// [`Service`]; kept here for display and reload comparison).
+    pub defaults: Defaults,
     /// `[services.NAME]` in file order (at least one).
     pub services: Vec<Service>,
     /// The file name the configuration was read from, used in diagnostics such as those of
@@ -261,6 +264,66 @@ impl fmt::Display for LogFormat {
     }
 }
 
+/// `[defaults]`: settings inherited by every service that does not set its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct Defaults {
+    /// Forward authentication for every service except those with `bypass_auth = true`
+    /// (and those with their own `forward_auth`).
+    pub forward_auth: Option<ForwardAuth>,
+    /// Custom error pages directory for every service without its own `error_pages`.
+    pub error_pages: Option<PathBuf>,
+}
+
+/// `forward_auth = { url = "...", copy_headers = [...] }`: ask an authentication server
+/// (Authelia, Authentik, …) about every request before it reaches the upstream, like
+/// Caddy's `forward_auth` directive.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ForwardAuth {
+    /// `http://` or `https://` URL with path and query, e.g.
+    /// `http://127.0.0.1:9091/api/verify?rd=https://auth.example.com/`.
+    #[serde(serialize_with = "crate::units::display_str::serialize")]
+    pub url: http::Uri,
+    /// Response headers of a 2xx auth answer copied onto the upstream request, as
+    /// written in the file (validated header names, no duplicates). Client-sent headers
+    /// of these names are always removed.
+    pub copy_headers: Vec<String>,
+}
+
+/// `cors = true` (with optional `cors_origins`).
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct Cors {
+    /// Allowed origins (`scheme://host[:port]`, lowercase); empty = echo any origin.
+    pub origins: Vec<String>,
+}
+
+impl Cors {
+    /// Whether `origin` (as sent in the `Origin` header) is allowed.
+    pub fn allows(&self, origin: &str) -> bool {
+        self.origins.is_empty() || self.origins.iter().any(|o| o.eq_ignore_ascii_case(origin))
+    }
+}
+
+/// `passthrough = "host:port"`: the TLS connection is forwarded untouched to a backend
+/// that terminates TLS itself (routed by the ClientHello's SNI only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Passthrough {
+    /// Lowercase host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// Port (always explicit in the file).
+    pub port: u16,
+}
+
+impl fmt::Display for Passthrough {
+    /// `host:port` (IPv6 hosts in brackets).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
 /// `[services.NAME]`: one name served over HTTPS and routed to local backends.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Service {
@@ -270,16 +333,60 @@ pub struct Service {
     pub fqdn: Option<String>,
     /// `Host` header sent upstream; `None` forwards the client's `Host`.
     pub upstream_host: Option<String>,
-    /// Routes sorted longest path first (`upstream = X` is one route with path `/`); never
-    /// empty, no two with the same path.
+    /// Routes sorted longest path first (`upstream = X` is one route with path `/`); no two
+    /// with the same path; empty only for a [`Service::passthrough`] service.
     pub routes: Vec<Route>,
     /// Per-service access log switch; `None` follows `[log] access`.
     pub access_log: Option<bool>,
+    /// Skip certificate verification of `https://` upstreams (self-signed backends).
+    pub insecure_skip_verify: bool,
+    /// The forward authentication in effect: the service's own, else `[defaults]`'s
+    /// unless `bypass_auth`.
+    pub forward_auth: Option<ForwardAuth>,
+    /// `bypass_auth = true`: `[defaults] forward_auth` does not apply.
+    pub bypass_auth: bool,
+    /// CORS answers (`cors = true`).
+    pub cors: Option<Cors>,
+    /// Custom error pages directory in effect (the service's own, else `[defaults]`'s);
+    /// an existing directory when validated.
+    pub error_pages: Option<PathBuf>,
+    /// Largest accepted request body in bytes (`None`: unlimited); larger ⇒ 413.
+    pub max_body_bytes: Option<u64>,
+    /// Send `Tailscale-User-*` identity headers from LocalAPI `whois`.
+    pub tailscale_identity: bool,
+    /// TLS passthrough backend; when set, `routes` is empty and no certificate is needed.
+    pub passthrough: Option<Passthrough>,
     /// 1-based line of the service's table header (or key) in the file; 0 if built by hand.
     pub line: usize,
 }
 
 impl Service {
+    /// A plain service with `routes` and every option at its default (for tests and
+    /// hand-built configs).
+    pub fn new(name: &str, routes: Vec<Route>) -> Service {
+        Service {
+            name: name.to_owned(),
+            fqdn: None,
+            upstream_host: None,
+            routes,
+            access_log: None,
+            insecure_skip_verify: false,
+            forward_auth: None,
+            bypass_auth: false,
+            cors: None,
+            error_pages: None,
+            max_body_bytes: None,
+            tailscale_identity: false,
+            passthrough: None,
+            line: 0,
+        }
+    }
+
+    /// Whether the router needs a certificate for this service (not for passthrough).
+    pub fn needs_certificate(&self) -> bool {
+        self.passthrough.is_none()
+    }
+
     /// The name this service answers to: the explicit `fqdn`, or `NAME.<magic_dns_suffix>`,
     /// lowercase and without leading/trailing dots on the suffix.
     pub fn fqdn(&self, magic_dns_suffix: &str) -> String {
@@ -341,36 +448,49 @@ impl Route {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scheme {
-    /// Plain HTTP (the only scheme supported for now).
+    /// Plain HTTP.
     Http,
+    /// HTTP over TLS; the backend's certificate is verified against the Mozilla roots
+    /// unless the service sets `insecure_skip_verify`.
+    Https,
 }
 
 impl Scheme {
-    /// `"http"`.
+    /// `"http"` or `"https"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+
+    /// 80 for http, 443 for https.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
         }
     }
 }
 
-/// A backend origin: `http://host:port`, no path, no query, no userinfo.
+/// A backend origin: `http://host:port` or `https://host:port`, no path, no query, no
+/// userinfo.
 ///
 /// Serialized as its display string, e.g. `"http://127.0.0.1:3000"`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Upstream {
-    /// Always [`Scheme::Http`] for now.
+    /// `http` or `https`.
     pub scheme: Scheme,
     /// `host:port` with the port always explicit (IPv6 hosts in brackets: `[::1]:8080`).
     pub authority: http::uri::Authority,
     /// Lowercase host name or IP address, IPv6 *without* brackets (ready for `connect((host, port))`).
     pub host: String,
-    /// Port; 80 when the URL has none.
+    /// Port; 80 (http) or 443 (https) when the URL has none.
     pub port: u16,
 }
 
 impl fmt::Display for Upstream {
-    /// `http://host:port` (IPv6 hosts in brackets).
+    /// `scheme://host:port` (IPv6 hosts in brackets).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.host.contains(':') {
             write!(f, "{}://[{}]:{}", self.scheme.as_str(), self.host, self.port)

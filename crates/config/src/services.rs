@@ -1,18 +1,68 @@
 //! `[services.NAME]` tables and their routes.
 
+use std::path::PathBuf;
+
 use toml_edit::{Item, TableLike, Value};
 
 use crate::checks;
-use crate::schema::{Route, Service, Upstream};
+use crate::schema::{Cors, Defaults, ForwardAuth, Passthrough, Route, Scheme, Service, Upstream};
 use crate::validate::{Entry, Span, Validator, describe, describe_value, entries, find};
 
-const SERVICE_KEYS: &[&str] = &["upstream", "routes", "fqdn", "upstream_host", "access_log"];
+const SERVICE_KEYS: &[&str] = &[
+    "upstream",
+    "routes",
+    "fqdn",
+    "upstream_host",
+    "access_log",
+    "insecure_skip_verify",
+    "forward_auth",
+    "bypass_auth",
+    "cors",
+    "cors_origins",
+    "error_pages",
+    "max_body_bytes",
+    "tailscale_identity",
+    "passthrough",
+];
 const ROUTE_KEYS: &[&str] = &["path", "upstream", "strip_prefix"];
+const DEFAULTS_KEYS: &[&str] = &["forward_auth", "error_pages"];
+const FORWARD_AUTH_KEYS: &[&str] = &["url", "copy_headers"];
 
-/// Keys of the old Caddy gateway that snirouter does not implement (yet); they get a
-/// clearer help than a bare "unknown key".
-const NOT_IMPLEMENTED: &[&str] =
-    &["forward_auth", "bypass_auth", "cors", "funnel", "insecure_tls", "error_pages", "headers"];
+/// Keys that only make sense when the router terminates TLS and sees HTTP; a
+/// `passthrough` service rejects them.
+const HTTP_ONLY_KEYS: &[&str] = &[
+    "upstream_host",
+    "insecure_skip_verify",
+    "forward_auth",
+    "cors",
+    "cors_origins",
+    "error_pages",
+    "max_body_bytes",
+    "tailscale_identity",
+];
+
+/// Keys of the old Caddy/NixOS gateway that snirouter does not implement, with what to
+/// do instead; they get a clearer help than a bare "unknown key".
+const NOT_IMPLEMENTED: &[(&str, &str)] = &[
+    (
+        "funnel",
+        "public exposure is configured in tailscaled, not here: `tailscale funnel --service=svc:NAME 443` (or drop the key)",
+    ),
+    ("headers", "header manipulation beyond upstream_host is not supported; remove the key"),
+    (
+        "insecure_tls",
+        "it is called insecure_skip_verify here: write insecure_skip_verify = true with an https:// upstream",
+    ),
+    (
+        "insecureTls",
+        "it is called insecure_skip_verify here: write insecure_skip_verify = true with an https:// upstream",
+    ),
+    ("bypassAuth", "it is called bypass_auth here: write bypass_auth = true"),
+];
+
+/// Header names that must never be copied from an auth answer.
+const FORBIDDEN_COPY: &[&str] =
+    &["host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer", "keep-alive"];
 
 const BOTH_FORMS: &str = "use upstream = \"http://127.0.0.1:3000\" for a single backend, or routes = [{ path = \"/\", upstream = \"http://127.0.0.1:8080\" }] to route by path";
 
@@ -25,7 +75,7 @@ struct RouteItem<'a> {
 
 impl Validator<'_> {
     /// `[services]`: at least one service, valid names, unique explicit FQDNs.
-    pub(crate) fn services(&mut self, entry: Option<&Entry<'_>>) -> Vec<Service> {
+    pub(crate) fn services(&mut self, entry: Option<&Entry<'_>>, defaults: &Defaults) -> Vec<Service> {
         let example = "add a section such as\n        [services.grafana]\n        upstream = \"http://127.0.0.1:3000\"";
         let Some(entry) = entry else {
             self.error(None, "services", "no services configured", Some(example.to_owned()));
@@ -53,7 +103,7 @@ impl Validator<'_> {
         // (fqdn, service name, line) of explicit FQDNs seen so far.
         let mut fqdns: Vec<(String, String, usize)> = Vec::new();
         for e in &fields {
-            let Some((service, fqdn_span)) = self.service(e) else { continue };
+            let Some((service, fqdn_span)) = self.service(e, defaults) else { continue };
             if let Some(fqdn) = &service.fqdn {
                 if let Some((_, other, line)) = fqdns.iter().find(|(f, _, _)| f == fqdn) {
                     self.error(
@@ -74,8 +124,17 @@ impl Validator<'_> {
         services
     }
 
+    /// `[defaults]`: `forward_auth` and `error_pages` inherited by every service.
+    pub(crate) fn defaults(&mut self, entry: Option<&Entry<'_>>) -> Defaults {
+        let fields = self.section(entry, DEFAULTS_KEYS);
+        Defaults {
+            forward_auth: find(&fields, "forward_auth").and_then(|e| self.forward_auth(e)),
+            error_pages: find(&fields, "error_pages").and_then(|e| self.error_pages(e)),
+        }
+    }
+
     /// One service; also returns the span of its `fqdn` value for duplicate reports.
-    fn service(&mut self, e: &Entry<'_>) -> Option<(Service, Span)> {
+    fn service(&mut self, e: &Entry<'_>, defaults: &Defaults) -> Option<(Service, Span)> {
         let line = self.line(&e.key_span());
         if let Err(p) = checks::check_service_name(e.name) {
             self.report(e.key_span(), &e.path, p);
@@ -95,33 +154,45 @@ impl Validator<'_> {
         let fields = entries(table, &e.path);
         let label = format!("in [{}]", e.path);
         for f in &fields {
-            if !SERVICE_KEYS.contains(&f.name) && NOT_IMPLEMENTED.contains(&f.name) {
+            if let Some((_, instead)) = NOT_IMPLEMENTED.iter().find(|(k, _)| *k == f.name) {
                 self.error(
                     f.key_span(),
                     &f.path,
-                    format!("unknown key {:?} {label}: snirouter does not implement {} (yet)", f.name, f.name),
-                    Some(format!("remove it; valid keys {label}: {}", SERVICE_KEYS.join(", "))),
+                    format!("unknown key {:?} {label}: snirouter does not implement {}", f.name, f.name),
+                    Some((*instead).to_owned()),
                 );
             }
         }
-        let known: Vec<Entry<'_>> = fields.into_iter().filter(|f| !NOT_IMPLEMENTED.contains(&f.name)).collect();
+        let known: Vec<Entry<'_>> =
+            fields.into_iter().filter(|f| !NOT_IMPLEMENTED.iter().any(|(k, _)| *k == f.name)).collect();
         self.check_keys(&known, SERVICE_KEYS, &label);
 
         let upstream = find(&known, "upstream");
         let routes_entry = find(&known, "routes");
+        let passthrough_entry = find(&known, "passthrough");
         let mut routes = Vec::new();
-        match (upstream, routes_entry) {
-            (Some(_), Some(r)) => self.error(
+        match (upstream, routes_entry, passthrough_entry) {
+            (_, _, Some(p)) if upstream.is_some() || routes_entry.is_some() => self.error(
+                p.key_span(),
+                &p.path,
+                format!(
+                    "service {:?} has passthrough and {}; a passthrough service forwards TLS untouched and cannot also route HTTP",
+                    e.name,
+                    if upstream.is_some() { "upstream" } else { "routes" }
+                ),
+                Some("remove passthrough to terminate TLS here, or remove upstream/routes to pass TLS through".to_owned()),
+            ),
+            (Some(_), Some(r), None) => self.error(
                 r.key_span(),
                 &e.path,
                 format!("service {:?} has both upstream and routes; it needs exactly one of them", e.name),
                 Some(format!("move the upstream into routes as {{ path = \"/\", upstream = ... }}, or {BOTH_FORMS}")),
             ),
-            (None, None) => self.error(
+            (None, None, None) => self.error(
                 e.key_span(),
                 &e.path,
                 format!("service {:?} has neither upstream nor routes", e.name),
-                Some(BOTH_FORMS.to_owned()),
+                Some(format!("{BOTH_FORMS}; or passthrough = \"127.0.0.1:8920\" to forward TLS untouched")),
             ),
             _ => {}
         }
@@ -157,8 +228,285 @@ impl Validator<'_> {
             }
         }
         let access_log = find(&known, "access_log").and_then(|a| self.boolean(a));
-        let service = Service { name: e.name.to_owned(), fqdn, upstream_host, routes, access_log, line };
+
+        let mut service = Service::new(e.name, routes);
+        service.fqdn = fqdn;
+        service.upstream_host = upstream_host;
+        service.access_log = access_log;
+        service.line = line;
+        self.service_options(e, &known, defaults, &mut service);
         Some((service, fqdn_span))
+    }
+
+    /// The parity options of a service: TLS to upstreams, forward auth, CORS, error
+    /// pages, body limit, identity headers and passthrough.
+    fn service_options(&mut self, e: &Entry<'_>, known: &[Entry<'_>], defaults: &Defaults, service: &mut Service) {
+        if let Some(p) = find(known, "passthrough")
+            && let Some(raw) = self.string(p, "\"127.0.0.1:8920\"")
+        {
+            match parse_host_port(raw) {
+                Ok(target) => service.passthrough = Some(target),
+                Err(problem) => self.report(p.value_span(), &p.path, problem),
+            }
+            for f in known.iter().filter(|f| HTTP_ONLY_KEYS.contains(&f.name)) {
+                self.error(
+                    f.key_span(),
+                    &f.path,
+                    format!(
+                        "{} has no effect on passthrough service {:?}: the router never decrypts its traffic",
+                        f.name, e.name
+                    ),
+                    Some(format!("remove {} (the backend at {raw} handles TLS and HTTP itself)", f.name)),
+                );
+            }
+        }
+        if let Some(b) = find(known, "bypass_auth") {
+            service.bypass_auth = self.boolean(b).unwrap_or(false);
+            if service.bypass_auth && find(known, "forward_auth").is_some() {
+                self.error(
+                    b.key_span(),
+                    &b.path,
+                    format!("service {:?} sets both forward_auth and bypass_auth = true", e.name),
+                    Some("remove one: bypass_auth only switches off the [defaults] forward_auth".to_owned()),
+                );
+            }
+        }
+        if let Some(p) = find(known, "passthrough")
+            && defaults.forward_auth.is_some()
+            && !service.bypass_auth
+        {
+            self.error(
+                p.key_span(),
+                &p.path,
+                format!(
+                    "passthrough service {:?} cannot be protected by [defaults] forward_auth: its requests are encrypted end to end",
+                    e.name
+                ),
+                Some("add bypass_auth = true to this service to acknowledge that its backend authenticates users itself".to_owned()),
+            );
+        }
+        if let Some(i) = find(known, "insecure_skip_verify") {
+            service.insecure_skip_verify = self.boolean(i).unwrap_or(false);
+            if service.insecure_skip_verify
+                && service.passthrough.is_none()
+                && !service.routes.is_empty()
+                && !service.routes.iter().any(|r| r.upstream.scheme == Scheme::Https)
+            {
+                self.error(
+                    i.key_span(),
+                    &i.path,
+                    format!("insecure_skip_verify applies to https:// upstreams, and service {:?} has none", e.name),
+                    Some("remove it, or point the upstream at the backend's TLS port with https://".to_owned()),
+                );
+            }
+        }
+        let own_auth = find(known, "forward_auth").and_then(|f| self.forward_auth(f));
+        if service.passthrough.is_none() {
+            service.forward_auth = match own_auth {
+                Some(a) => Some(a),
+                None if service.bypass_auth => None,
+                None => defaults.forward_auth.clone(),
+            };
+        }
+        let cors_on = find(known, "cors").and_then(|c| self.boolean(c)).unwrap_or(false);
+        let mut origins = Vec::new();
+        if let Some(o) = find(known, "cors_origins") {
+            origins = self.cors_origins(o);
+            if !cors_on {
+                self.error(
+                    o.key_span(),
+                    &o.path,
+                    format!("cors_origins is set but CORS is off for service {:?}", e.name),
+                    Some("add cors = true, or remove cors_origins".to_owned()),
+                );
+            }
+        }
+        if cors_on && service.passthrough.is_none() {
+            service.cors = Some(Cors { origins });
+        }
+        let own_pages = find(known, "error_pages").and_then(|p| self.error_pages(p));
+        if service.passthrough.is_none() {
+            service.error_pages = own_pages.or_else(|| defaults.error_pages.clone());
+        }
+        if let Some(m) = find(known, "max_body_bytes") {
+            service.max_body_bytes = self.body_limit(m);
+        }
+        if let Some(t) = find(known, "tailscale_identity") {
+            service.tailscale_identity = self.boolean(t).unwrap_or(false) && service.passthrough.is_none();
+        }
+    }
+
+    /// `forward_auth = { url = "...", copy_headers = [...] }` (inline or a sub-table).
+    fn forward_auth(&mut self, e: &Entry<'_>) -> Option<ForwardAuth> {
+        let example = "forward_auth = { url = \"http://127.0.0.1:9091/api/verify?rd=https://auth.example.com/\", copy_headers = [\"Remote-User\", \"Remote-Groups\", \"Remote-Name\", \"Remote-Email\"] }";
+        let Some(table) = e.item.as_table_like() else {
+            self.error(
+                e.value_span(),
+                &e.path,
+                format!("expected a table with url and copy_headers, found {}", describe(e.item)),
+                Some(format!("write {example}")),
+            );
+            return None;
+        };
+        let fields = entries(table, &e.path);
+        self.check_keys(&fields, FORWARD_AUTH_KEYS, &format!("in {}", e.path));
+        let url =
+            match find(&fields, "url") {
+                None => {
+                    self.error(e.value_span(), &e.path, "forward_auth has no url", Some(format!("write {example}")));
+                    None
+                }
+                Some(u) => self
+                    .string(u, "\"http://127.0.0.1:9091/api/verify?rd=https://auth.example.com/\"")
+                    .and_then(|raw| match parse_auth_url(raw) {
+                        Ok(uri) => Some(uri),
+                        Err(p) => {
+                            self.report(u.value_span(), &u.path, p);
+                            None
+                        }
+                    }),
+            };
+        let mut copy_headers: Vec<String> = Vec::new();
+        let mut ok = true;
+        if let Some(c) = find(&fields, "copy_headers") {
+            let Some(array) = c.item.as_array() else {
+                self.error(
+                    c.value_span(),
+                    &c.path,
+                    format!("expected an array of header names, found {}", describe(c.item)),
+                    Some("write copy_headers = [\"Remote-User\", \"Remote-Groups\"]".to_owned()),
+                );
+                return None;
+            };
+            for (i, value) in array.iter().enumerate() {
+                let path = format!("{}[{i}]", c.path);
+                let span = value.span().or_else(|| c.value_span());
+                let Some(name) = value.as_str() else {
+                    self.error(
+                        span,
+                        &path,
+                        format!("expected a header name string, found {}", describe_value(value)),
+                        Some("write header names as strings, e.g. \"Remote-User\"".to_owned()),
+                    );
+                    ok = false;
+                    continue;
+                };
+                match check_copy_header(name, &copy_headers) {
+                    Ok(()) => copy_headers.push(name.to_owned()),
+                    Err(p) => {
+                        self.report(span, &path, p);
+                        ok = false;
+                    }
+                }
+            }
+        }
+        let url = url?;
+        ok.then_some(ForwardAuth { url, copy_headers })
+    }
+
+    /// `error_pages = "/dir"`: an absolute path to an existing directory.
+    fn error_pages(&mut self, e: &Entry<'_>) -> Option<PathBuf> {
+        let raw = self.string(e, "\"/etc/snirouter/errors\"")?;
+        let help = "error_pages is a directory holding 404.html, 500.html, 502.html, 503.html and/or 504.html (missing files fall back to the built-in text)";
+        let path = PathBuf::from(raw);
+        if raw.trim().is_empty() || path.is_relative() {
+            self.error(
+                e.value_span(),
+                &e.path,
+                format!("error_pages {raw:?} must be an absolute path"),
+                Some(format!("{help}; write e.g. error_pages = \"/etc/snirouter/errors\"")),
+            );
+            return None;
+        }
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_dir() => Some(path),
+            Ok(_) => {
+                self.error(
+                    e.value_span(),
+                    &e.path,
+                    format!("error_pages {raw:?} is a file, not a directory"),
+                    Some(format!("{help}; point it at the directory containing the file")),
+                );
+                None
+            }
+            Err(err) => {
+                self.error(
+                    e.value_span(),
+                    &e.path,
+                    format!("error_pages directory {raw:?} cannot be used: {err}"),
+                    Some(format!(
+                        "{help}; it must exist and be a directory readable by the user snirouter runs as (create it, or fix the path)"
+                    )),
+                );
+                None
+            }
+        }
+    }
+
+    /// `cors_origins = ["https://app.example.com"]`.
+    fn cors_origins(&mut self, e: &Entry<'_>) -> Vec<String> {
+        let help = "write cors_origins = [\"https://app.example.com\"] (scheme://host[:port], no path)";
+        let Some(array) = e.item.as_array() else {
+            self.error(
+                e.value_span(),
+                &e.path,
+                format!("expected an array of origins, found {}", describe(e.item)),
+                Some(help.to_owned()),
+            );
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, value) in array.iter().enumerate() {
+            let path = format!("{}[{i}]", e.path);
+            let span = value.span().or_else(|| e.value_span());
+            match value.as_str().map(normalize_origin) {
+                Some(Ok(o)) => out.push(o),
+                Some(Err(p)) => self.report(span, &path, p),
+                None => self.error(
+                    span,
+                    &path,
+                    format!("expected an origin string, found {}", describe_value(value)),
+                    Some(help.to_owned()),
+                ),
+            }
+        }
+        out
+    }
+
+    /// `max_body_bytes`: a byte count or size string, at least 1.
+    fn body_limit(&mut self, e: &Entry<'_>) -> Option<u64> {
+        let help = Some("write a byte count or a size, e.g. max_body_bytes = 1048576, \"10MB\" or \"1GiB\"".to_owned());
+        let bytes = if let Some(n) = e.item.as_integer() {
+            u64::try_from(n).ok()
+        } else if let Some(s) = e.item.as_str() {
+            match crate::units::parse_size(s) {
+                Ok(n) => u64::try_from(n).ok(),
+                Err(msg) => {
+                    self.error(e.value_span(), &e.path, msg, help);
+                    return None;
+                }
+            }
+        } else {
+            self.error(
+                e.value_span(),
+                &e.path,
+                format!("expected a size (integer or string such as \"10MB\"), found {}", describe(e.item)),
+                help,
+            );
+            return None;
+        };
+        match bytes {
+            Some(n) if n >= 1 => Some(n),
+            _ => {
+                self.error(
+                    e.value_span(),
+                    &e.path,
+                    "max_body_bytes must be at least 1 byte",
+                    Some("remove the key for no limit, or write e.g. max_body_bytes = \"10MB\"".to_owned()),
+                );
+                None
+            }
+        }
     }
 
     /// An upstream URL value.
@@ -310,5 +658,111 @@ fn check_upstream_host(raw: &str) -> Result<(), checks::Problem> {
     match raw.parse::<http::uri::Authority>() {
         Ok(a) if !a.host().is_empty() && a.port().is_none_or(|_| a.port_u16().is_some()) => Ok(()),
         _ => Err(checks::Problem::new(format!("upstream_host {raw:?} is not a valid host[:port]"), help)),
+    }
+}
+
+/// `passthrough`: `host:port` with an explicit port.
+fn parse_host_port(raw: &str) -> Result<Passthrough, checks::Problem> {
+    let help = Some("write the backend's TLS address as host:port, e.g. passthrough = \"127.0.0.1:8920\"".to_owned());
+    let text = raw.trim();
+    if text.contains("://") {
+        return Err(checks::Problem::new(
+            format!("passthrough {raw:?} must be host:port without a scheme (the bytes are forwarded as they are)"),
+            Some(format!(
+                "write passthrough = {:?}",
+                text.split_once("://").map_or(text, |(_, r)| r).trim_end_matches('/')
+            )),
+        ));
+    }
+    if text.contains(['@', '/', '?', '#']) || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(checks::Problem::new(format!("passthrough {raw:?} is not host:port"), help));
+    }
+    let Ok(authority) = text.parse::<http::uri::Authority>() else {
+        return Err(checks::Problem::new(format!("passthrough {raw:?} is not host:port"), help));
+    };
+    let Some(port) = authority.port_u16().filter(|p| *p != 0) else {
+        return Err(checks::Problem::new(format!("passthrough {raw:?} needs a port (1-65535)"), help));
+    };
+    let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+    if host.is_empty() {
+        return Err(checks::Problem::new(format!("passthrough {raw:?} has no host"), help));
+    }
+    Ok(Passthrough { host, port })
+}
+
+/// A forward-auth URL: `http://` or `https://`, a host, any path and query, no user info
+/// or fragment.
+fn parse_auth_url(raw: &str) -> Result<http::Uri, checks::Problem> {
+    let help = Some(
+        "write the auth server's verify URL, e.g. url = \"http://127.0.0.1:9091/api/verify?rd=https://auth.example.com/\""
+            .to_owned(),
+    );
+    let text = raw.trim();
+    if text.contains('#') {
+        return Err(checks::Problem::new(format!("forward_auth url {raw:?} has a fragment ('#')"), help));
+    }
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|e| checks::Problem::new(format!("forward_auth url {raw:?} is not a valid URL: {e}"), help.clone()))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        Some(other) => {
+            return Err(checks::Problem::new(
+                format!("forward_auth url {raw:?} has unsupported scheme {other:?}; use http:// or https://"),
+                help,
+            ));
+        }
+        None => return Err(checks::Problem::new(format!("forward_auth url {raw:?} has no scheme"), help)),
+    }
+    match uri.authority() {
+        Some(a) if a.as_str().contains('@') => Err(checks::Problem::new(
+            format!("forward_auth url {raw:?} contains user info ('user@'), which is not supported"),
+            help,
+        )),
+        Some(a) if !a.host().is_empty() && a.port().is_none_or(|_| a.port_u16().is_some_and(|p| p != 0)) => Ok(uri),
+        _ => Err(checks::Problem::new(format!("forward_auth url {raw:?} has no valid host[:port]"), help)),
+    }
+}
+
+/// A `copy_headers` entry: a valid, non-hop-by-hop header name not listed before.
+fn check_copy_header(name: &str, earlier: &[String]) -> Result<(), checks::Problem> {
+    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Err(checks::Problem::new(
+            format!("copy_headers entry {name:?} is not a valid header name"),
+            Some("header names are letters, digits and '-', e.g. \"Remote-User\"".to_owned()),
+        ));
+    }
+    if FORBIDDEN_COPY.iter().any(|f| f.eq_ignore_ascii_case(name)) {
+        return Err(checks::Problem::new(
+            format!("copy_headers entry {name:?} describes the connection, not the user, and cannot be copied"),
+            Some("copy identity headers such as Remote-User, Remote-Groups, Remote-Name, Remote-Email".to_owned()),
+        ));
+    }
+    if earlier.iter().any(|e| e.eq_ignore_ascii_case(name)) {
+        return Err(checks::Problem::new(
+            format!("copy_headers lists {name:?} twice (header names are case-insensitive)"),
+            Some("remove the duplicate".to_owned()),
+        ));
+    }
+    Ok(())
+}
+
+/// A CORS origin: `scheme://host[:port]`, lowercased, without trailing `/`.
+fn normalize_origin(raw: &str) -> Result<String, checks::Problem> {
+    let help = Some("write an origin as the browser sends it, e.g. \"https://app.example.com\" (no path)".to_owned());
+    let text = raw.trim().trim_end_matches('/');
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|_| checks::Problem::new(format!("CORS origin {raw:?} is not a valid origin"), help.clone()))?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http" | "https"), Some(a))
+            if !a.as_str().contains('@') && matches!(uri.path(), "" | "/") && uri.query().is_none() =>
+        {
+            Ok(text.to_ascii_lowercase())
+        }
+        _ => Err(checks::Problem::new(
+            format!("CORS origin {raw:?} must be scheme://host[:port] with http or https and no path"),
+            help,
+        )),
     }
 }

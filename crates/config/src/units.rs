@@ -131,6 +131,13 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     usize::try_from(bytes).map_err(|_| format!("size \"{s}\" is too large"))
 }
 
+/// Serde helper: serializes any `Display` value as a string.
+pub(crate) mod display_str {
+    pub(crate) fn serialize<T: std::fmt::Display, S: serde::Serializer>(v: &T, ser: S) -> Result<S::Ok, S::Error> {
+        ser.collect_str(v)
+    }
+}
+
 /// Serde helper: serializes a [`Duration`] as a human string via [`format_duration`].
 pub(crate) mod duration_str {
     use std::time::Duration;

@@ -20,7 +20,7 @@ pub(crate) type Span = Option<Range<usize>>;
 
 /// Keys accepted at the top level.
 pub(crate) const TOP_KEYS: &[&str] =
-    &["tailscale", "listen", "cache", "timeouts", "limits", "log", "admin", "services"];
+    &["tailscale", "listen", "cache", "timeouts", "limits", "log", "admin", "defaults", "services"];
 const TAILSCALE_KEYS: &[&str] = &["socket", "magic_dns_suffix", "manage_services", "api"];
 const TAILSCALE_API_KEYS: &[&str] = &["client_id_file", "client_secret_file", "tailnet", "base_url", "tags"];
 const LISTEN_KEYS: &[&str] = &["https", "proxy_protocol", "redirect_http"];
@@ -208,6 +208,7 @@ impl Validator<'_> {
     pub(crate) fn config(&mut self, root: &dyn TableLike, origin: &str) -> Config {
         let top = entries(root, "");
         self.check_keys(&top, TOP_KEYS, "at the top level");
+        let defaults = self.defaults(find(&top, "defaults"));
         Config {
             tailscale: self.tailscale(find(&top, "tailscale")),
             listen: self.listen(find(&top, "listen")),
@@ -216,7 +217,8 @@ impl Validator<'_> {
             limits: self.limits(find(&top, "limits")),
             log: self.log(find(&top, "log")),
             admin: self.admin(find(&top, "admin")),
-            services: self.services(find(&top, "services")),
+            services: self.services(find(&top, "services"), &defaults),
+            defaults,
             origin: origin.to_owned(),
         }
     }

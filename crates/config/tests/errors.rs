@@ -77,7 +77,7 @@ fn unknown_keys_everywhere() {
     assert!(
         top.help
             .as_deref()
-            .is_some_and(|h| h.contains("tailscale, listen, cache, timeouts, limits, log, admin, services"))
+            .is_some_and(|h| h.contains("tailscale, listen, cache, timeouts, limits, log, admin, defaults, services"))
     );
     let proxy = expect(&d, "listen.proxy", 4, "unknown key \"proxy\" in [listen]");
     assert_eq!(
@@ -96,9 +96,13 @@ fn unknown_keys_everywhere() {
 
 #[test]
 fn not_implemented_gateway_keys_are_explained() {
-    let d = one(&with_tail(&["[services.auth]", "upstream = \"http://127.0.0.1:9091\"", "forward_auth = true"]));
-    assert_eq!((d.key_path.as_str(), d.line), ("services.auth.forward_auth", 3));
-    assert!(d.message.contains("does not implement forward_auth"), "{d}");
+    let d = one(&with_tail(&["[services.auth]", "upstream = \"http://127.0.0.1:9091\"", "funnel = true"]));
+    assert_eq!((d.key_path.as_str(), d.line), ("services.auth.funnel", 3));
+    assert!(d.message.contains("does not implement funnel"), "{d}");
+    assert!(d.help.as_deref().is_some_and(|h| h.contains("tailscale funnel")), "{d}");
+    let d = one(&with_tail(&["[services.nas]", "upstream = \"https://127.0.0.1:5001\"", "insecure_tls = true"]));
+    assert_eq!((d.key_path.as_str(), d.line), ("services.nas.insecure_tls", 3));
+    assert!(d.help.as_deref().is_some_and(|h| h.contains("insecure_skip_verify = true")), "{d}");
 }
 
 #[test]
@@ -323,10 +327,7 @@ fn upstream_and_routes_presence() {
 #[test]
 fn upstream_urls() {
     let cases: &[(&str, &str)] = &[
-        (
-            "https://127.0.0.1:3000",
-            "upstream \"https://127.0.0.1:3000\": https upstreams are not supported yet; use http://",
-        ),
+        ("ftp://127.0.0.1:3000", "unsupported scheme \"ftp\"; only http:// and https:// are supported"),
         ("127.0.0.1:3000", "upstream \"127.0.0.1:3000\" has no scheme"),
         ("http://127.0.0.1:3000/grafana", "has a path \"/grafana\""),
         ("http://127.0.0.1:3000/?x=1", "has a query string"),
@@ -471,14 +472,14 @@ fn tailscale_settings() {
 #[test]
 fn three_problems_listed_together() {
     let src = file(&[
-        "[listen]",                              // 1
-        "https = [\"0.0.0.0:443\"]",             // 2
-        "[timeouts]",                            // 3
-        "idle = \"5 minutes\"",                  // 4
-        "[services.grafana]",                    // 5
-        "upstream = \"https://127.0.0.1:3000\"", // 6
-        "[services.Media]",                      // 7
-        "upstream = \"http://127.0.0.1:8080\"",  // 8
+        "[listen]",                             // 1
+        "https = [\"0.0.0.0:443\"]",            // 2
+        "[timeouts]",                           // 3
+        "idle = \"5 minutes\"",                 // 4
+        "[services.grafana]",                   // 5
+        "upstream = \"ftp://127.0.0.1:3000\"",  // 6
+        "[services.Media]",                     // 7
+        "upstream = \"http://127.0.0.1:8080\"", // 8
     ]);
     let err = parse(&src, "snirouter.toml").expect_err("three problems");
     assert_eq!(err.len(), 3);
@@ -486,7 +487,12 @@ fn three_problems_listed_together() {
     let heads: Vec<&str> = text.lines().filter(|l| !l.starts_with("  help: ")).collect();
     assert_eq!(heads.len(), 3, "{text}");
     assert!(heads[0].starts_with("snirouter.toml:4:8: timeouts.idle: unknown duration unit \"minutes\""), "{text}");
-    assert!(heads[1].starts_with("snirouter.toml:6:12: services.grafana.upstream: upstream \"https://127.0.0.1:3000\": https upstreams are not supported yet; use http://"), "{text}");
+    assert!(
+        heads[1].starts_with(
+            "snirouter.toml:6:12: services.grafana.upstream: upstream \"ftp://127.0.0.1:3000\" has unsupported scheme"
+        ),
+        "{text}"
+    );
     assert!(
         heads[2].starts_with("snirouter.toml:7:11: services.Media: service name \"Media\" must be lowercase"),
         "{text}"
