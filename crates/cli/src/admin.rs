@@ -190,6 +190,7 @@ pub(crate) async fn status_report(shared: &Shared) -> StatusReport {
             kind: match kind {
                 ListenerKind::Tls => "tls",
                 ListenerKind::ProxyV2 => "proxy_protocol",
+                ListenerKind::RedirectHttp => "redirect_http",
             }
             .to_owned(),
             address: addr.to_string(),

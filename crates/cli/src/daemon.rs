@@ -181,7 +181,8 @@ impl Daemon {
         let cached = manager.load_cache();
 
         let table = RouteTable::from_config(&config, &suffix, None);
-        let router = Router::new(table, Arc::clone(&store), ProxyOptions::from_config(&config))?;
+        let router =
+            Router::new(table, Arc::clone(&store), ProxyOptions::from_config(&config), Some(client.clone()))?;
         let grace = config.timeouts.idle.min(Duration::from_secs(30));
 
         let mut handles = Vec::new();
@@ -397,8 +398,9 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     out
 }
 
+/// The names that need a certificate (passthrough services terminate TLS themselves).
 fn service_names(config: &Config, suffix: &str) -> Vec<(String, String)> {
-    config.services.iter().map(|s| (s.fqdn(suffix), s.name.clone())).collect()
+    config.services.iter().filter(|s| s.needs_certificate()).map(|s| (s.fqdn(suffix), s.name.clone())).collect()
 }
 
 fn wanted_listeners(config: &Config) -> Vec<(ListenerKind, SocketAddr)> {
@@ -408,6 +410,7 @@ fn wanted_listeners(config: &Config) -> Vec<(ListenerKind, SocketAddr)> {
         .iter()
         .map(|a| (ListenerKind::Tls, *a))
         .chain(config.listen.proxy_protocol.iter().map(|a| (ListenerKind::ProxyV2, *a)))
+        .chain(config.listen.redirect_http.iter().map(|a| (ListenerKind::RedirectHttp, *a)))
         .collect()
 }
 

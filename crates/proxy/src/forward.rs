@@ -1,6 +1,17 @@
 //! The HTTP stage: Host check, path routing, and streaming to the upstream.
+//!
+//! Per request, in order: Host must match SNI (`421`); client-sent identity headers
+//! (`Tailscale-User-*` and every `forward_auth.copy_headers` name) are removed on
+//! every service; a CORS preflight is answered (`cors`); the route is chosen by path
+//! (`404`); a declared body larger than `max_body_bytes` is refused (`413`, otherwise
+//! the limit is enforced while streaming); `forward_auth` decides; `tailscale_identity`
+//! adds who is connecting; the request streams to the upstream (`http://` or
+//! `https://`). Answers get the CORS headers and, for 404/500/502/503/504, the
+//! service's custom error page.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -8,13 +19,13 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 
 use crate::body::ProxyBody;
+use crate::identity::Identities;
 use crate::listener::ProxyOptions;
 use crate::routes::{RouteTable, ServiceRoutes};
+use crate::upstream::{LimitedBody, UpstreamBody, UpstreamClient};
 
 /// What the HTTP stage knows about its connection.
 #[derive(Debug, Clone)]
@@ -46,28 +57,30 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
-/// Forwards requests to upstreams over a pooled keep-alive client.
-#[derive(Debug, Clone)]
+/// Forwards requests to upstreams over pooled keep-alive clients.
+#[derive(Debug)]
 pub struct Forwarder {
-    client: Client<HttpConnector, Incoming>,
+    /// `http://` and verified `https://` upstreams, and forward-auth servers.
+    client: UpstreamClient,
+    /// `https://` upstreams of services with `insecure_skip_verify`.
+    insecure: UpstreamClient,
+    identities: Identities,
     response_timeout: Duration,
 }
 
 impl Forwarder {
-    /// A forwarder with the connect and response timeouts from `opts`.
-    pub fn new(opts: &ProxyOptions) -> Forwarder {
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(opts.upstream_connect_timeout));
-        http.set_nodelay(true);
-        http.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .set_host(false)
-            .build(http);
-        Forwarder { client, response_timeout: opts.upstream_response_timeout }
+    /// A forwarder with the connect and response timeouts from `opts`; `whois` answers
+    /// `tailscale_identity` lookups.
+    pub fn new(
+        opts: &ProxyOptions,
+        whois: Option<snirouter_localapi::LocalClient>,
+    ) -> Result<Forwarder, rustls::Error> {
+        Ok(Forwarder {
+            client: crate::upstream::client(opts.upstream_connect_timeout, false)?,
+            insecure: crate::upstream::client(opts.upstream_connect_timeout, true)?,
+            identities: Identities::new(whois),
+            response_timeout: opts.upstream_response_timeout,
+        })
     }
 
     /// Answers one request that arrived on `conn`.
@@ -80,7 +93,16 @@ impl Forwarder {
             );
         };
         svc.stats.request();
-        let resp = self.handle_service(req, conn, svc).await;
+        let origin = svc.cors.as_ref().map(|c| crate::cors::allowed_origin(c, req.headers()));
+        let mut resp = self.handle_service(req, conn, svc).await;
+        if let Some(pages) = &svc.error_pages
+            && resp.status() != StatusCode::SWITCHING_PROTOCOLS
+        {
+            resp = pages.apply(resp);
+        }
+        if let Some(origin) = origin {
+            crate::cors::decorate(resp.headers_mut(), origin);
+        }
         svc.stats.response(resp.status().as_u16());
         resp
     }
@@ -104,13 +126,51 @@ impl Forwarder {
                 ),
             );
         }
+        // Identity headers are only ever set by this router.
+        crate::identity::strip_client_headers(req.headers_mut());
+        for name in svc.strip_headers.iter() {
+            req.headers_mut().remove(name);
+        }
+        if let Some(cors) = &svc.cors
+            && crate::cors::is_preflight(req.method(), req.headers())
+            && let Some(origin) = crate::cors::allowed_origin(cors, req.headers())
+        {
+            return crate::cors::preflight(origin, req.headers());
+        }
         let Some(route) = svc.route(req.uri().path()) else {
             return local(StatusCode::NOT_FOUND, format!("service {} has no route for {}", svc.name, req.uri().path()));
         };
+        if let Some(limit) = svc.max_body_bytes
+            && let Some(declared) = content_length(req.headers())
+            && declared > limit
+        {
+            tracing::info!(service = %svc.name, client = %conn.client, declared, limit, "413: request body larger than max_body_bytes");
+            return too_large(&svc.name, limit);
+        }
 
         let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let mut auth_headers = None;
+        if let Some(auth) = &svc.forward_auth {
+            let original = crate::auth::Original {
+                method: req.method(),
+                headers: req.headers(),
+                host: &host_value,
+                uri: pq.as_str(),
+                client: conn.client,
+            };
+            match crate::auth::check(&self.client, auth, &original, &svc.name, self.response_timeout).await {
+                crate::auth::Verdict::Allow(headers) => auth_headers = Some(headers),
+                crate::auth::Verdict::Deny(resp) => return resp,
+            }
+        }
+        let identity = if svc.tailscale_identity { self.identities.lookup(&svc.name, conn.client).await } else { None };
+
+        let scheme = match route.upstream.scheme {
+            snirouter_config::Scheme::Http => Scheme::HTTP,
+            snirouter_config::Scheme::Https => Scheme::HTTPS,
+        };
         let uri = match Uri::builder()
-            .scheme(Scheme::HTTP)
+            .scheme(scheme)
             .authority(route.upstream.authority.clone())
             .path_and_query(crate::routes::upstream_path(route, &pq))
             .build()
@@ -142,16 +202,32 @@ impl Forwarder {
         }
         parts.headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         parts.headers.insert(X_FORWARDED_HOST, host_value);
+        if let Some(headers) = auth_headers {
+            for (name, value) in &headers {
+                parts.headers.append(name.clone(), value.clone());
+            }
+        }
+        if let Some(identity) = &identity {
+            identity.apply(&mut parts.headers);
+        }
 
-        let upstream = route.upstream.authority.clone();
-        let sent = self.client.request(Request::from_parts(parts, body));
+        let exceeded = Arc::new(AtomicBool::new(false));
+        let body = UpstreamBody::Client(LimitedBody::new(body, svc.max_body_bytes, Arc::clone(&exceeded)));
+        let upstream = route.upstream.to_string();
+        let client = if svc.insecure_skip_verify { &self.insecure } else { &self.client };
+        let sent = client.request(Request::from_parts(parts, body));
         let mut resp = match tokio::time::timeout(self.response_timeout, sent).await {
             Ok(Ok(resp)) => resp,
+            Ok(Err(_)) if exceeded.load(Ordering::Relaxed) => {
+                let limit = svc.max_body_bytes.unwrap_or_default();
+                tracing::info!(service = %svc.name, client = %conn.client, limit, "413: streamed request body exceeded max_body_bytes");
+                return too_large(&svc.name, limit);
+            }
             Ok(Err(e)) => {
                 svc.stats.upstream_error();
-                let (status, what) = classify_upstream_error(&e);
+                let (status, what) = classify_upstream_error(&e, svc.insecure_skip_verify);
                 tracing::warn!(service = %svc.name, upstream = %upstream, cause = %error_chain(&e), "{status}: {what}");
-                return local(status, format!("the upstream of service {} (http://{upstream}) {what}", svc.name));
+                return local(status, format!("the upstream of service {} ({upstream}) {what}", svc.name));
             }
             Err(_) => {
                 svc.stats.upstream_error();
@@ -159,7 +235,7 @@ impl Forwarder {
                 return local(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!(
-                        "the upstream of service {} (http://{upstream}) did not answer within {}s (timeouts.upstream_response)",
+                        "the upstream of service {} ({upstream}) did not answer within {}s (timeouts.upstream_response)",
                         svc.name,
                         self.response_timeout.as_secs()
                     ),
@@ -194,6 +270,26 @@ impl Forwarder {
         strip_hop_by_hop(&mut parts.headers);
         Response::from_parts(parts, ProxyBody::Upstream(body))
     }
+}
+
+/// The declared `Content-Length`, if exactly one valid value was sent.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let first = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    first.to_str().ok()?.trim().parse().ok()
+}
+
+/// `413` for a body over `max_body_bytes`.
+fn too_large(service: &str, limit: u64) -> Response<ProxyBody> {
+    // The rest of the body is never read; hyper closes an HTTP/1.1 connection whose
+    // request body was not consumed, and resets the HTTP/2 stream.
+    local(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the request body is larger than service {service} accepts (max_body_bytes = {limit})"),
+    )
 }
 
 /// The request's host (lowercase, no port, no trailing dot) and the header value to
@@ -240,7 +336,7 @@ fn upgrade_protocol(version: Version, headers: &HeaderMap) -> Option<HeaderValue
 }
 
 /// Removes hop-by-hop headers, including any named in `Connection`.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -253,7 +349,17 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn classify_upstream_error(e: &hyper_util::client::legacy::Error) -> (StatusCode, &'static str) {
+fn classify_upstream_error(e: &hyper_util::client::legacy::Error, insecure: bool) -> (StatusCode, &'static str) {
+    if crate::upstream::tls_cause(e).is_some() {
+        return if insecure {
+            (StatusCode::BAD_GATEWAY, "failed the TLS handshake: is it really an https:// port?")
+        } else {
+            (
+                StatusCode::BAD_GATEWAY,
+                "presented a certificate that is not trusted (self-signed? set insecure_skip_verify = true for this service) or failed the TLS handshake",
+            )
+        };
+    }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
@@ -277,7 +383,8 @@ fn classify_upstream_error(e: &hyper_util::client::legacy::Error) -> (StatusCode
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// `e` and all its sources, joined with `: `.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

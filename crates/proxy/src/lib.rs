@@ -6,25 +6,40 @@
 //! 2. [`proxy_header`] reads the PROXY v2 header on `proxy_protocol` listeners (the only
 //!    place a client address is taken from the wire);
 //! 3. [`hello`] reads the TLS ClientHello and picks what to do by SNI — unknown name or
-//!    no certificate yet ⇒ an `unrecognized_name` alert, never `internal_error`;
+//!    no certificate yet ⇒ an `unrecognized_name` alert, never `internal_error`; a
+//!    `passthrough` service stops here: [`passthrough`] replays the ClientHello to its
+//!    backend and copies bytes both ways, untouched;
 //! 4. rustls finishes the handshake with the certificate from `snirouter-certs`;
 //! 5. [`forward`] serves HTTP/1.1 and HTTP/2: checks Host against SNI (421 on mismatch),
-//!    picks the route by longest path prefix ([`routes`]), and streams the request to
-//!    the upstream and the answer back, WebSocket/Upgrade included.
+//!    picks the route by longest path prefix ([`routes`]), applies the per-service
+//!    options ([`cors`], [`auth`] for `forward_auth`, [`identity`] for
+//!    `tailscale_identity`, body limits, [`error_pages`]), and streams the request to
+//!    the upstream ([`upstream`]: `http://` or `https://`) and the answer back,
+//!    WebSocket/Upgrade included.
+//!
+//! `[listen] redirect_http` listeners answer plain HTTP with a `308` to `https://`
+//! ([`redirect`]).
 //!
 //! [`Router`] holds the shared state: the route table (swappable at runtime), the
 //! certificate store, the TLS config and the pooled upstream client.
 
+pub mod auth;
 pub mod body;
 pub mod client_limit;
+pub mod cors;
+pub mod error_pages;
 pub mod forward;
 pub mod hello;
+pub mod identity;
 pub mod idle;
 pub mod listener;
 pub mod metrics;
+pub mod passthrough;
 pub mod proxy_header;
+pub mod redirect;
 pub mod routes;
 pub mod stats;
+pub mod upstream;
 
 pub use listener::{ListenerKind, ProxyOptions, Router};
 pub use routes::{RouteTable, ServiceRoutes};

@@ -28,6 +28,8 @@ pub enum ListenerKind {
     Tls,
     /// A PROXY v2 header, then TLS (`[listen] proxy_protocol`).
     ProxyV2,
+    /// Plain HTTP answered with `308` redirects to `https://` (`[listen] redirect_http`).
+    RedirectHttp,
 }
 
 /// Timeouts and limits of the data path.
@@ -70,6 +72,14 @@ impl ProxyOptions {
     }
 }
 
+/// Where the ClientHello stage leaves a connection.
+enum Stage {
+    /// TLS terminated here, for this SNI name.
+    Terminated(Box<tokio_rustls::server::TlsStream<TcpStream>>, String),
+    /// A passthrough service: the raw stream, the bytes read so far, the service.
+    Passthrough(TcpStream, Vec<u8>, Arc<crate::routes::ServiceRoutes>),
+}
+
 /// The shared state of the data path.
 pub struct Router {
     routes: ArcSwap<RouteTable>,
@@ -102,14 +112,20 @@ pub fn tls_config(certs: Arc<CertStore>) -> Result<ServerConfig, rustls::Error> 
 }
 
 impl Router {
-    /// A router serving `routes` with certificates from `certs`.
-    pub fn new(routes: RouteTable, certs: Arc<CertStore>, opts: ProxyOptions) -> Result<Arc<Router>, rustls::Error> {
+    /// A router serving `routes` with certificates from `certs`; `whois` (tailscaled's
+    /// LocalAPI) answers `tailscale_identity` lookups (`None`: nobody is known).
+    pub fn new(
+        routes: RouteTable,
+        certs: Arc<CertStore>,
+        opts: ProxyOptions,
+        whois: Option<snirouter_localapi::LocalClient>,
+    ) -> Result<Arc<Router>, rustls::Error> {
         let tls = Arc::new(tls_config(Arc::clone(&certs))?);
         Ok(Arc::new(Router {
             routes: ArcSwap::from_pointee(routes),
             certs,
             tls,
-            forwarder: Forwarder::new(&opts),
+            forwarder: Forwarder::new(&opts, whois)?,
             per_client: ClientSlots::new(opts.max_connections_per_client),
             opts,
             active: AtomicUsize::new(0),
@@ -176,7 +192,11 @@ impl Router {
                     let router = Arc::clone(&self);
                     let watcher = graceful.watcher();
                     tokio::spawn(async move {
-                        router.handle(stream, peer, kind, watcher).await;
+                        if kind == ListenerKind::RedirectHttp {
+                            router.handle_redirect(stream, peer, watcher).await;
+                        } else {
+                            router.handle(stream, peer, kind, watcher).await;
+                        }
                         router.active.fetch_sub(1, Ordering::Relaxed);
                     });
                 }
@@ -193,6 +213,30 @@ impl Router {
         }
     }
 
+    /// A `redirect_http` connection: plain HTTP/1.1, every request answered by
+    /// [`crate::redirect::answer`].
+    async fn handle_redirect(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        graceful: hyper_util::server::graceful::Watcher,
+    ) {
+        let router = Arc::clone(self);
+        let service = hyper::service::service_fn(move |req| {
+            let resp = crate::redirect::answer(&req, &router.routes.load());
+            std::future::ready(Ok::<_, std::convert::Infallible>(resp))
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.opts.request_header_timeout)
+            .max_buf_size(self.opts.max_header_bytes.max(8192));
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        if let Err(e) = conn.await {
+            tracing::debug!(client = %peer, error = %e, "redirect connection ended with an error");
+        }
+    }
+
     async fn handle(
         self: &Arc<Self>,
         mut stream: TcpStream,
@@ -203,7 +247,7 @@ impl Router {
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().ok();
         let client = match kind {
-            ListenerKind::Tls => peer,
+            ListenerKind::Tls | ListenerKind::RedirectHttp => peer,
             ListenerKind::ProxyV2 => {
                 match tokio::time::timeout(self.opts.proxy_header_timeout, proxy_header::read(&mut stream)).await {
                     Ok(Ok(Some(addr))) => addr,
@@ -241,6 +285,9 @@ impl Router {
                 ));
             };
             let sni = sni.strip_suffix('.').map(str::to_owned).unwrap_or(sni);
+            if let Some(svc) = self.routes.load().get(&sni).filter(|s| s.passthrough.is_some()) {
+                return Ok(Stage::Passthrough(stream, hello.raw, Arc::clone(svc)));
+            }
             match self.certs.lookup(&sni) {
                 Lookup::Ready(_) => {}
                 Lookup::Unknown => {
@@ -262,10 +309,19 @@ impl Router {
                 .into_stream(Arc::clone(&self.tls))
                 .await
                 .map_err(|e| (Hf::Protocol, format!("TLS handshake with {sni} failed: {e}")))?;
-            Ok((tls, sni))
+            Ok(Stage::Terminated(Box::new(tls), sni))
         };
         let (tls, sni) = match tokio::time::timeout(self.opts.tls_handshake_timeout, handshake).await {
-            Ok(Ok(x)) => x,
+            Ok(Ok(Stage::Terminated(tls, sni))) => (*tls, sni),
+            Ok(Ok(Stage::Passthrough(stream, raw, svc))) => {
+                tracing::debug!(service = %svc.name, client = %client, "TLS passthrough");
+                let (connect, idle) = (self.opts.upstream_connect_timeout, self.opts.idle_timeout);
+                if let Err(e) = crate::passthrough::run(stream, raw, Arc::clone(&svc), connect, idle).await {
+                    svc.stats.upstream_error();
+                    tracing::warn!(service = %svc.name, client = %client, cause = %e, "passthrough failed; connection closed");
+                }
+                return;
+            }
             Ok(Err((reason, cause))) => {
                 self.metrics.handshake_failed(reason);
                 tracing::info!(client = %client, cause = %cause, "TLS handshake refused");

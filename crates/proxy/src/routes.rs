@@ -9,9 +9,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use http::HeaderName;
 use http::uri::PathAndQuery;
 pub use snirouter_config::Route;
+use snirouter_config::{Cors, ForwardAuth, Passthrough};
 
+use crate::error_pages::ErrorPages;
 use crate::stats::ServiceStats;
 
 /// The path and query to send upstream for `pq` under `route` (the prefix removed
@@ -44,9 +47,47 @@ pub struct ServiceRoutes {
     pub stats: Arc<ServiceStats>,
     /// Write one `snirouter::access` log line per request.
     pub access_log: bool,
+    /// Skip certificate checks of `https://` upstreams.
+    pub insecure_skip_verify: bool,
+    /// Forward authentication in effect.
+    pub forward_auth: Option<ForwardAuth>,
+    /// Header names removed from every client request of this service: every
+    /// `copy_headers` name of the whole config (so a bypassed or differently
+    /// configured service never passes a client-forged `Remote-User` on).
+    pub strip_headers: Arc<[HeaderName]>,
+    /// CORS answers.
+    pub cors: Option<Cors>,
+    /// Custom error pages, loaded.
+    pub error_pages: Option<ErrorPages>,
+    /// Request body limit.
+    pub max_body_bytes: Option<u64>,
+    /// Send `Tailscale-User-*` headers.
+    pub tailscale_identity: bool,
+    /// TLS passthrough target (no HTTP handling at all).
+    pub passthrough: Option<Passthrough>,
 }
 
 impl ServiceRoutes {
+    /// A plain service (no parity options), for tests.
+    pub fn plain(name: &str, fqdn: &str, routes: Vec<Route>) -> ServiceRoutes {
+        ServiceRoutes {
+            name: name.to_owned(),
+            fqdn: fqdn.to_owned(),
+            routes,
+            upstream_host: None,
+            stats: Arc::default(),
+            access_log: false,
+            insecure_skip_verify: false,
+            forward_auth: None,
+            strip_headers: Arc::from(Vec::new()),
+            cors: None,
+            error_pages: None,
+            max_body_bytes: None,
+            tailscale_identity: false,
+            passthrough: None,
+        }
+    }
+
     /// The route for a request path, if any.
     pub fn route(&self, path: &str) -> Option<&Route> {
         self.routes.iter().find(|r| r.matches(path))
@@ -68,6 +109,17 @@ impl RouteTable {
         previous: Option<&RouteTable>,
     ) -> RouteTable {
         let mut by_fqdn = HashMap::new();
+        let mut strip: Vec<HeaderName> = Vec::new();
+        let auths =
+            config.defaults.forward_auth.iter().chain(config.services.iter().filter_map(|s| s.forward_auth.as_ref()));
+        for name in auths.flat_map(|a| a.copy_headers.iter()) {
+            if let Ok(h) = HeaderName::from_bytes(name.as_bytes())
+                && !strip.contains(&h)
+            {
+                strip.push(h);
+            }
+        }
+        let strip: Arc<[HeaderName]> = Arc::from(strip);
         for svc in &config.services {
             let fqdn = svc.fqdn(magic_dns_suffix);
             let stats = previous
@@ -85,6 +137,14 @@ impl RouteTable {
                     upstream_host: svc.upstream_host.clone(),
                     stats,
                     access_log: svc.access_logged(&config.log),
+                    insecure_skip_verify: svc.insecure_skip_verify,
+                    forward_auth: svc.forward_auth.clone(),
+                    strip_headers: Arc::clone(&strip),
+                    cors: svc.cors.clone(),
+                    error_pages: svc.error_pages.as_deref().map(|dir| ErrorPages::load(&svc.name, dir)),
+                    max_body_bytes: svc.max_body_bytes,
+                    tailscale_identity: svc.tailscale_identity,
+                    passthrough: svc.passthrough.clone(),
                 }),
             );
         }
@@ -117,14 +177,11 @@ mod tests {
 
     #[test]
     fn longest_prefix_wins_in_table_order() {
-        let svc = ServiceRoutes {
-            name: "media".into(),
-            fqdn: "media.x".into(),
-            routes: vec![route("/sonarr/api", false), route("/sonarr", false), route("/", false)],
-            upstream_host: None,
-            stats: Default::default(),
-            access_log: false,
-        };
+        let svc = ServiceRoutes::plain(
+            "media",
+            "media.x",
+            vec![route("/sonarr/api", false), route("/sonarr", false), route("/", false)],
+        );
         assert_eq!(svc.route("/sonarr/api/x").map(|r| r.path.as_str()), Some("/sonarr/api"));
         assert_eq!(svc.route("/sonarr/web").map(|r| r.path.as_str()), Some("/sonarr"));
         assert_eq!(svc.route("/sonarrx").map(|r| r.path.as_str()), Some("/"));

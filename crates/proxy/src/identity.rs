@@ -1,0 +1,256 @@
+//! `tailscale_identity = true`: who is connecting, from tailscaled's LocalAPI `whois`,
+//! sent to the upstream the way `tailscale serve` does it
+//! (`ipn/ipnlocal/serve.go`, `addTailscaleIdentityHeaders`):
+//!
+//! * `Tailscale-User-Login` and `Tailscale-User-Name`: RFC 2047 Q-encoded when not plain
+//!   printable ASCII (Go's `mime.QEncoding.Encode("utf-8", v)`), empty when not UTF-8;
+//! * `Tailscale-User-Profile-Pic`: the URL as it is;
+//! * `Tailscale-Headers-Info: https://tailscale.com/s/serve-headers`;
+//! * nothing for tagged nodes (no user identity) or addresses `whois` does not know.
+//!
+//! The five header names (the three above, `Tailscale-Funnel-Request` and
+//! `Tailscale-Headers-Info`) are removed from every client request on every service,
+//! whether or not the service asks for identity ([`strip_client_headers`]).
+//!
+//! Answers are cached per client IP for [`POSITIVE_TTL`] (known peers and "no such
+//! peer") and [`ERROR_TTL`] after a LocalAPI failure, in at most [`MAX_ENTRIES`]
+//! entries; a lookup waits at most [`LOOKUP_TIMEOUT`].
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use snirouter_localapi::{LocalClient, WhoIs};
+
+/// `Tailscale-User-Login`.
+pub const USER_LOGIN: HeaderName = HeaderName::from_static("tailscale-user-login");
+/// `Tailscale-User-Name`.
+pub const USER_NAME: HeaderName = HeaderName::from_static("tailscale-user-name");
+/// `Tailscale-User-Profile-Pic`.
+pub const USER_PROFILE_PIC: HeaderName = HeaderName::from_static("tailscale-user-profile-pic");
+/// `Tailscale-Funnel-Request`.
+pub const FUNNEL_REQUEST: HeaderName = HeaderName::from_static("tailscale-funnel-request");
+/// `Tailscale-Headers-Info`.
+pub const HEADERS_INFO: HeaderName = HeaderName::from_static("tailscale-headers-info");
+
+/// How long a `whois` answer (a peer, or "not a peer") is reused.
+pub const POSITIVE_TTL: Duration = Duration::from_secs(30);
+/// How long a LocalAPI failure is remembered (requests go on without identity).
+pub const ERROR_TTL: Duration = Duration::from_secs(5);
+/// Most cached client addresses.
+pub const MAX_ENTRIES: usize = 4096;
+/// Longest wait for one `whois`.
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Removes every identity header a client may have sent.
+pub fn strip_client_headers(headers: &mut HeaderMap) {
+    for name in [USER_LOGIN, USER_NAME, USER_PROFILE_PIC, FUNNEL_REQUEST, HEADERS_INFO] {
+        headers.remove(name);
+    }
+}
+
+/// The headers for one tailnet user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    login: HeaderValue,
+    name: HeaderValue,
+    profile_pic: Option<HeaderValue>,
+}
+
+impl Identity {
+    /// Identity headers for a `whois` answer; `None` for tagged nodes (no user).
+    pub fn from_whois(who: &WhoIs) -> Option<Identity> {
+        if who.login_name.is_empty() || who.login_name == "tagged-devices" {
+            return None;
+        }
+        Some(Identity {
+            login: HeaderValue::from_str(&q_encode(&who.login_name)).ok()?,
+            name: HeaderValue::from_str(&q_encode(&who.display_name)).unwrap_or(HeaderValue::from_static("")),
+            profile_pic: HeaderValue::from_str(&who.profile_pic_url).ok(),
+        })
+    }
+
+    /// Sets the headers on an upstream request (after [`strip_client_headers`]).
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        headers.insert(USER_LOGIN, self.login.clone());
+        headers.insert(USER_NAME, self.name.clone());
+        headers.insert(USER_PROFILE_PIC, self.profile_pic.clone().unwrap_or(HeaderValue::from_static("")));
+        headers.insert(HEADERS_INFO, HeaderValue::from_static("https://tailscale.com/s/serve-headers"));
+    }
+
+    /// The login name as sent (possibly Q-encoded).
+    pub fn login(&self) -> &HeaderValue {
+        &self.login
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Cached {
+    at: Instant,
+    ttl: Duration,
+    identity: Option<Arc<Identity>>,
+}
+
+/// `whois` with a small cache.
+#[derive(Debug)]
+pub struct Identities {
+    client: Option<LocalClient>,
+    cache: Mutex<HashMap<IpAddr, Cached>>,
+}
+
+impl Identities {
+    /// Lookups through `client`; `None` never finds anyone (tests, demo without
+    /// tailscaled).
+    pub fn new(client: Option<LocalClient>) -> Identities {
+        Identities { client, cache: Mutex::new(HashMap::new()) }
+    }
+
+    /// The identity of the tailnet user behind `client` (the PROXY v2 source on proxy
+    /// listeners), from the cache or LocalAPI `whois`.
+    pub async fn lookup(&self, service: &str, client: SocketAddr) -> Option<Arc<Identity>> {
+        let ip = client.ip();
+        if let Some(hit) = self.cached(ip) {
+            return hit;
+        }
+        let lc = self.client.as_ref()?;
+        let (identity, ttl) = match tokio::time::timeout(LOOKUP_TIMEOUT, lc.whois(client)).await {
+            Ok(Ok(Some(who))) => (Identity::from_whois(&who).map(Arc::new), POSITIVE_TTL),
+            Ok(Ok(None)) => (None, POSITIVE_TTL),
+            Ok(Err(e)) => {
+                tracing::warn!(service = %service, client = %client, cause = %e, fix = e.fix().unwrap_or_default(), "whois failed; request sent without Tailscale identity headers");
+                (None, ERROR_TTL)
+            }
+            Err(_) => {
+                tracing::warn!(service = %service, client = %client, timeout_ms = LOOKUP_TIMEOUT.as_millis() as u64, "whois timed out; request sent without Tailscale identity headers");
+                (None, ERROR_TTL)
+            }
+        };
+        self.insert(ip, identity.clone(), ttl);
+        identity
+    }
+
+    /// A fresh cached answer: `Some(None)` is a cached "nobody".
+    fn cached(&self, ip: IpAddr) -> Option<Option<Arc<Identity>>> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let hit = cache.get(&ip)?;
+        (hit.at.elapsed() < hit.ttl).then(|| hit.identity.clone())
+    }
+
+    fn insert(&self, ip: IpAddr, identity: Option<Arc<Identity>>, ttl: Duration) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= MAX_ENTRIES && !cache.contains_key(&ip) {
+            cache.retain(|_, c| c.at.elapsed() < c.ttl);
+            if cache.len() >= MAX_ENTRIES {
+                cache.clear();
+            }
+        }
+        cache.insert(ip, Cached { at: Instant::now(), ttl, identity });
+    }
+
+    /// Number of cached addresses.
+    pub fn cached_len(&self) -> usize {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// Go's `mime.QEncoding.Encode("utf-8", s)`: `s` itself when every byte is printable
+/// ASCII (or tab), otherwise `=?utf-8?q?…?=` encoded words of at most 75 characters,
+/// split on character boundaries and joined by a space.
+pub fn q_encode(s: &str) -> String {
+    if !s.bytes().any(|b| !(b' '..=b'~').contains(&b) && b != b'\t') {
+        return s.to_owned();
+    }
+    const PREFIX: &str = "=?utf-8?q?";
+    const MAX_CONTENT: usize = 75 - PREFIX.len() - 2;
+    let mut words: Vec<String> = Vec::new();
+    let mut current = String::new();
+    for ch in s.chars() {
+        let mut buf = [0u8; 4];
+        let mut piece = String::new();
+        for b in ch.encode_utf8(&mut buf).bytes() {
+            match b {
+                b' ' => piece.push('_'),
+                b'!'..=b'~' if b != b'=' && b != b'?' && b != b'_' => piece.push(b as char),
+                _ => piece.push_str(&format!("={b:02X}")),
+            }
+        }
+        if current.len() + piece.len() > MAX_CONTENT && !current.is_empty() {
+            words.push(std::mem::take(&mut current));
+        }
+        current.push_str(&piece);
+    }
+    if !current.is_empty() {
+        words.push(current);
+    }
+    words.iter().map(|w| format!("{PREFIX}{w}?=")).collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn who(login: &str, name: &str) -> WhoIs {
+        WhoIs {
+            login_name: login.to_owned(),
+            display_name: name.to_owned(),
+            profile_pic_url: "https://pics.example/a.png".to_owned(),
+            node_name: "laptop.tailnet.ts.net".to_owned(),
+        }
+    }
+
+    #[test]
+    fn q_encoding_matches_go() {
+        assert_eq!(q_encode("alice@example.com"), "alice@example.com");
+        assert_eq!(q_encode("Alice Smith"), "Alice Smith");
+        // mime.QEncoding.Encode("utf-8", "Zoë Ångström")
+        assert_eq!(q_encode("Zoë Ångström"), "=?utf-8?q?Zo=C3=AB_=C3=85ngstr=C3=B6m?=");
+        assert_eq!(q_encode("a=b?c_d\u{e9}"), "=?utf-8?q?a=3Db=3Fc=5Fd=C3=A9?=");
+        let long = "é".repeat(40);
+        let enc = q_encode(&long);
+        assert!(enc.split(' ').all(|w| w.len() <= 75 && w.starts_with("=?utf-8?q?") && w.ends_with("?=")), "{enc}");
+        assert!(enc.contains(' '), "long values are split into several words: {enc}");
+    }
+
+    #[test]
+    fn tagged_nodes_get_no_identity() {
+        assert!(Identity::from_whois(&who("tagged-devices", "tagged-devices")).is_none());
+        let id = Identity::from_whois(&who("alice@example.com", "Alice")).expect("user");
+        let mut h = HeaderMap::new();
+        id.apply(&mut h);
+        assert_eq!(h[USER_LOGIN], "alice@example.com");
+        assert_eq!(h[USER_NAME], "Alice");
+        assert_eq!(h[USER_PROFILE_PIC], "https://pics.example/a.png");
+        assert_eq!(h[HEADERS_INFO], "https://tailscale.com/s/serve-headers");
+    }
+
+    #[test]
+    fn client_copies_are_stripped() {
+        let mut h = HeaderMap::new();
+        for n in
+            ["Tailscale-User-Login", "tailscale-user-name", "TAILSCALE-USER-PROFILE-PIC", "Tailscale-Funnel-Request"]
+        {
+            h.append(HeaderName::from_bytes(n.as_bytes()).expect("name"), HeaderValue::from_static("evil"));
+        }
+        h.append(USER_LOGIN, HeaderValue::from_static("second"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_client_headers(&mut h);
+        assert_eq!(h.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn cache_is_bounded_and_expires() {
+        let ids = Identities::new(None);
+        for i in 0..(MAX_ENTRIES as u32 + 10) {
+            ids.insert(IpAddr::from(i.to_be_bytes()), None, POSITIVE_TTL);
+        }
+        assert!(ids.cached_len() <= MAX_ENTRIES, "{}", ids.cached_len());
+        let ip: IpAddr = "100.64.0.9".parse().expect("ip");
+        ids.insert(ip, Identity::from_whois(&who("bob@example.com", "Bob")).map(Arc::new), Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(ids.cached(ip).is_none(), "expired entries are not served");
+        // Without a LocalAPI client nobody is known.
+        assert!(ids.lookup("t", SocketAddr::new(ip, 1)).await.is_none());
+    }
+}
