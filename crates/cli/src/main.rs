@@ -8,13 +8,14 @@ mod daemon;
 mod demo;
 mod doctor;
 mod health;
+mod import_cmd;
 mod logging;
 mod model;
 mod probe;
 mod rlimit;
 mod sdnotify;
-mod status;
 mod services_cmd;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +49,9 @@ enum Command {
     },
     /// Tailscale Services: map every configured name onto this host (plan, sync).
     Services(services_cmd::ServicesArgs),
+    /// Translate a Caddyfile (Caddy + caddy-tailscale gateway) into snirouter TOML; every
+    /// directive not translated is listed with its line (exit code 2).
+    ImportCaddyfile(import_cmd::ImportArgs),
     /// Show the running router: per service its certificate, upstreams and traffic.
     /// Exit code 1 when a service is not serving, 3 when snirouter is not running.
     Status {
@@ -105,7 +109,9 @@ fn main() -> ExitCode {
             match rlimit::raise_nofile() {
                 Ok((old, new)) if old != new => tracing::info!(old, new, "raised the open-file limit"),
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit; many idle clients may exhaust it"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot raise the open-file limit; many idle clients may exhaust it")
+                }
             }
             runtime().block_on(async {
                 match daemon::run_until_signal(cfg).await {
@@ -119,6 +125,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Services(args) => services_cmd::run(args),
+        Command::ImportCaddyfile(args) => import_cmd::run(&args),
         Command::Status { json, config } => runtime().block_on(status::run(config.as_deref(), json)),
         Command::Reload { config } => runtime().block_on(status::reload(config.as_deref())),
         Command::Doctor { config, cert_timeout } => runtime().block_on(doctor::run(&config, cert_timeout)),

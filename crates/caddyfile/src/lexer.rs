@@ -1,0 +1,278 @@
+//! The Caddyfile tokenizer, following the rules of Caddy's own lexer
+//! (`caddyconfig/caddyfile/lexer.go`):
+//!
+//! * tokens are separated by whitespace; `\r` is ignored;
+//! * `#` starts a comment only at the start of a token (`a#b` is one token) and runs to the
+//!   end of the line;
+//! * `"…"` quotes a token; inside, `\"` is a quote and a backslash before a newline joins
+//!   lines; any other backslash is kept as written (`"\d"` stays `\d`);
+//! * `` `…` `` quotes a token verbatim (no escapes at all);
+//! * outside quotes, a backslash at the end of a line continues the line (the next token
+//!   stays on the same logical line), and `\x` keeps both characters;
+//! * `{` and `}` are block delimiters only as whole, unquoted tokens (`{$ENV}`,
+//!   `{http.request.host}` are ordinary tokens);
+//! * `{$ENV}` / `{$ENV:default}` placeholders are kept verbatim (Caddy substitutes them
+//!   before lexing; here the translator reports them instead of guessing a value);
+//! * heredocs (`<<MARKER`) are not supported and are reported with their line.
+
+use crate::Error;
+
+/// One token with where it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    /// The token's text, quotes removed.
+    pub text: String,
+    /// 1-based physical line the token starts on.
+    pub line: usize,
+    /// Logical line: physical lines joined by `\` continuations (or by newlines inside
+    /// quotes) share one number. Directive arguments are the tokens on the same logical line.
+    pub logical_line: usize,
+    /// The token was quoted (`"…"` or `` `…` ``); a quoted `{` is not a block delimiter.
+    pub quoted: bool,
+}
+
+impl Token {
+    /// True for an unquoted `{`.
+    pub fn is_open(&self) -> bool {
+        !self.quoted && self.text == "{"
+    }
+
+    /// True for an unquoted `}`.
+    pub fn is_close(&self) -> bool {
+        !self.quoted && self.text == "}"
+    }
+}
+
+/// Splits Caddyfile source text into tokens.
+///
+/// # Errors
+/// [`Error::UnterminatedQuote`] for a `"` or `` ` `` that is never closed and
+/// [`Error::Heredoc`] for `<<MARKER` heredocs, each with the line it starts on.
+pub fn tokenize(src: &str) -> Result<Vec<Token>, Error> {
+    let mut tokens = Vec::new();
+    let mut line = 1usize;
+    let mut logical = 1usize;
+    let mut chars = src.chars().peekable();
+
+    // Current token state.
+    let mut val = String::new();
+    let mut start: Option<(usize, usize)> = None;
+    let mut quoted = false; // inside "…"
+    let mut backtick = false; // inside `…`
+    let mut was_quoted = false;
+    let mut escaped = false;
+    let mut comment = false;
+
+    macro_rules! emit {
+        () => {{
+            if let Some((l, ll)) = start.take() {
+                if !was_quoted && val.starts_with("<<") && val.len() > 2 {
+                    return Err(Error::Heredoc { line: l });
+                }
+                tokens.push(Token { text: std::mem::take(&mut val), line: l, logical_line: ll, quoted: was_quoted });
+            }
+        }};
+    }
+
+    while let Some(ch) = chars.next() {
+        if quoted {
+            if escaped {
+                escaped = false;
+                match ch {
+                    '"' => val.push('"'),
+                    '\n' => {
+                        line += 1;
+                        val.push('\n');
+                    }
+                    other => {
+                        val.push('\\');
+                        val.push(other);
+                    }
+                }
+                continue;
+            }
+            match ch {
+                '\\' => escaped = true,
+                '"' => {
+                    quoted = false;
+                    emit!();
+                }
+                '\n' => {
+                    line += 1;
+                    val.push('\n');
+                }
+                other => val.push(other),
+            }
+            continue;
+        }
+        if backtick {
+            if ch == '`' {
+                backtick = false;
+                emit!();
+            } else {
+                if ch == '\n' {
+                    line += 1;
+                }
+                val.push(ch);
+            }
+            continue;
+        }
+        if ch == '\r' {
+            continue;
+        }
+        if ch.is_whitespace() {
+            if ch == '\n' {
+                line += 1;
+                if escaped {
+                    // `\` + newline: the next token continues this logical line.
+                    escaped = false;
+                } else {
+                    logical += 1;
+                }
+                comment = false;
+            } else if escaped {
+                // A backslash followed by a space is kept as written.
+                val.push('\\');
+                escaped = false;
+            }
+            emit!();
+            continue;
+        }
+        if comment {
+            continue;
+        }
+        if ch == '#' && start.is_none() && !escaped {
+            comment = true;
+            continue;
+        }
+        if start.is_none() {
+            start = Some((line, logical));
+            was_quoted = false;
+            if !escaped {
+                if ch == '"' {
+                    quoted = true;
+                    was_quoted = true;
+                    continue;
+                }
+                if ch == '`' {
+                    backtick = true;
+                    was_quoted = true;
+                    continue;
+                }
+            }
+        }
+        if escaped {
+            val.push('\\');
+            escaped = false;
+        }
+        if ch == '\\' {
+            // Only decided by the next character: a newline continues the line.
+            if start.as_ref().is_some_and(|_| val.is_empty()) && chars.peek() == Some(&'\n') {
+                // A lone `\` at the end of a line: no token, just a continuation.
+                start = None;
+            }
+            escaped = true;
+            continue;
+        }
+        val.push(ch);
+    }
+    if quoted || backtick {
+        let l = start.map_or(line, |(l, _)| l);
+        return Err(Error::UnterminatedQuote { line: l, quote: if quoted { '"' } else { '`' } });
+    }
+    if escaped {
+        val.push('\\');
+    }
+    emit!();
+    Ok(tokens)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(src: &str) -> Vec<String> {
+        tokenize(src).expect("lex").into_iter().map(|t| t.text).collect()
+    }
+
+    #[test]
+    fn words_braces_and_lines() {
+        let toks = tokenize("a b {\n  c d\n}\n").expect("lex");
+        let got: Vec<(&str, usize, bool)> = toks.iter().map(|t| (t.text.as_str(), t.line, t.is_open())).collect();
+        assert_eq!(
+            got,
+            [("a", 1, false), ("b", 1, false), ("{", 1, true), ("c", 2, false), ("d", 2, false), ("}", 3, false)]
+        );
+        assert!(toks[5].is_close());
+    }
+
+    #[test]
+    fn comments_only_at_token_start() {
+        assert_eq!(texts("a # comment {\nb#c d # x\n"), ["a", "b#c", "d"]);
+        assert_eq!(texts("# whole line\n\n  # indented\nx"), ["x"]);
+    }
+
+    #[test]
+    fn double_quotes_and_escapes() {
+        let toks = tokenize(r#"respond "hello \"world\"" "a\d" "{" "#).expect("lex");
+        assert_eq!(toks[1].text, "hello \"world\"");
+        assert_eq!(toks[2].text, "a\\d", "other escapes are kept verbatim");
+        assert!(toks[3].quoted && !toks[3].is_open(), "a quoted brace is not a block");
+    }
+
+    #[test]
+    fn quoted_newlines_keep_the_logical_line() {
+        let toks = tokenize("a \"x\ny\" b\nc").expect("lex");
+        assert_eq!(toks[1].text, "x\ny");
+        assert_eq!((toks[2].text.as_str(), toks[2].line, toks[2].logical_line), ("b", 2, 1));
+        assert_eq!((toks[3].line, toks[3].logical_line), (3, 2));
+    }
+
+    #[test]
+    fn backticks_are_verbatim() {
+        assert_eq!(texts(r#"header `a "b" \c`"#), ["header", r#"a "b" \c"#]);
+    }
+
+    #[test]
+    fn line_continuation() {
+        let toks = tokenize("copy_headers A \\\n    B \\\n    C\nnext").expect("lex");
+        let got: Vec<(&str, usize, usize)> = toks.iter().map(|t| (t.text.as_str(), t.line, t.logical_line)).collect();
+        assert_eq!(got, [("copy_headers", 1, 1), ("A", 1, 1), ("B", 2, 1), ("C", 3, 1), ("next", 4, 2)]);
+        // Directly after a token, too.
+        let toks = tokenize("a b\\\nc\nd").expect("lex");
+        assert_eq!(toks.iter().map(|t| t.logical_line).collect::<Vec<_>>(), [1, 1, 1, 2]);
+        assert_eq!(toks[1].text, "b");
+    }
+
+    #[test]
+    fn placeholders_are_kept_verbatim() {
+        assert_eq!(
+            texts("root * {$ERROR_PAGES:/srv/errors} {http.request.host}"),
+            ["root", "*", "{$ERROR_PAGES:/srv/errors}", "{http.request.host}"]
+        );
+        assert!(!tokenize("{$X}").expect("lex")[0].is_open());
+    }
+
+    #[test]
+    fn backslash_inside_a_token_is_kept() {
+        assert_eq!(texts(r"path_regexp ^/a\.b$"), ["path_regexp", r"^/a\.b$"]);
+    }
+
+    #[test]
+    fn crlf_is_ignored() {
+        let toks = tokenize("a {\r\n b\r\n}\r\n").expect("lex");
+        assert_eq!(
+            toks.iter().map(|t| (t.text.as_str(), t.line)).collect::<Vec<_>>(),
+            [("a", 1), ("{", 1), ("b", 2), ("}", 3)]
+        );
+    }
+
+    #[test]
+    fn errors_carry_lines() {
+        assert_eq!(tokenize("a\nb \"open\n\n").unwrap_err(), Error::UnterminatedQuote { line: 2, quote: '"' });
+        assert_eq!(tokenize("a `x").unwrap_err(), Error::UnterminatedQuote { line: 1, quote: '`' });
+        assert_eq!(tokenize("a\nrespond <<EOF\nx\nEOF").unwrap_err(), Error::Heredoc { line: 2 });
+        // `<<` alone is an ordinary token.
+        assert_eq!(texts("a <<"), ["a", "<<"]);
+    }
+}
