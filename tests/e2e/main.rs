@@ -11,5 +11,6 @@ mod check_cmd;
 mod core_routing;
 mod localapi_failures;
 mod operate;
+mod parity;
 mod proxy_protocol;
 mod services;

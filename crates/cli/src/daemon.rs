@@ -181,8 +181,7 @@ impl Daemon {
         let cached = manager.load_cache();
 
         let table = RouteTable::from_config(&config, &suffix, None);
-        let router =
-            Router::new(table, Arc::clone(&store), ProxyOptions::from_config(&config), Some(client.clone()))?;
+        let router = Router::new(table, Arc::clone(&store), ProxyOptions::from_config(&config), Some(client.clone()))?;
         let grace = config.timeouts.idle.min(Duration::from_secs(30));
 
         let mut handles = Vec::new();
