@@ -851,4 +851,20 @@ async fn passthrough_keeps_the_backend_tls_session_end_to_end() {
     let asked: Vec<String> =
         env.sim.requests().iter().map(|r| format!("{r:?}")).filter(|r| r.contains(&vault)).collect();
     assert!(asked.is_empty(), "certificate requested for a passthrough name: {asked:?}");
+
+    // `snirouter status` does not call a passthrough service "not serving" for lacking
+    // a certificate it never needs.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_snirouter"))
+        .args(["status", "--json", "--config"])
+        .arg(&env.config)
+        .output()
+        .await
+        .expect("status");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let vault_status = report["services"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == "vault"))
+        .cloned()
+        .expect("vault in status");
+    assert_eq!(vault_status["serving"], true, "{vault_status}");
 }

@@ -261,7 +261,8 @@ pub(crate) async fn status_report(shared: &Shared) -> StatusReport {
             })
             .unwrap_or_default();
         let mut problems = Vec::new();
-        if certificate.is_none() {
+        // A passthrough service's backend terminates TLS: snirouter holds no certificate.
+        if certificate.is_none() && svc.passthrough.is_none() {
             problems.push(match &fetch.last_error {
                 Some(e) => format!("no certificate: {e}"),
                 None if fetch.in_flight => "no certificate yet: the request to tailscaled is in progress".to_owned(),

@@ -235,7 +235,10 @@ pub async fn run_checks(config_path: &Path, cert_timeout: Duration) -> Vec<Check
             out.push(check(Level::Skip, what, "no CertDomains (see above)", None));
         } else if domains.contains(fqdn) {
             out.push(check(Level::Pass, what, format!("service {name} may get a certificate"), None));
-            in_domains.push(fqdn.clone());
+            // Passthrough backends terminate TLS themselves: nothing to request.
+            if config.services.iter().any(|s| s.name == *name && s.passthrough.is_none()) {
+                in_domains.push(fqdn.clone());
+            }
         } else {
             let state = observed.iter().find(|s| s.name == *name);
             let facts = match state {
