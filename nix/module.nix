@@ -1,0 +1,512 @@
+# NixOS module: services.snirouter — the TLS SNI/path router for this tailnet host.
+#
+# The TOML config is `settings` (freeform, see docs/configuration.md) merged over what the
+# typed options render (`services.snirouter.services.<name>`, `forwardAuth`, …). It is
+# validated at build time with `snirouter check`, installed as /etc/snirouter/config.toml
+# (so `snirouter status|doctor|reload` find it) and reloaded with SIGHUP when only services
+# change; changes to sections a reload cannot apply restart the unit.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  inherit (lib)
+    literalExpression
+    mapAttrs
+    mapAttrsToList
+    mkDefault
+    mkEnableOption
+    mkIf
+    mkOption
+    optional
+    optionalAttrs
+    types
+    ;
+
+  cfg = config.services.snirouter;
+  settingsFormat = pkgs.formats.toml { };
+
+  credentialsDir = "/run/credentials/snirouter.service";
+
+  authOptions = {
+    options = {
+      url = mkOption {
+        type = types.str;
+        example = "http://127.0.0.1:9091/api/verify?rd=https://auth.example.com/";
+        description = "Authentication endpoint asked about every request (`forward_auth.url`).";
+      };
+      copyHeaders = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [
+          "Remote-User"
+          "Remote-Groups"
+          "Remote-Name"
+          "Remote-Email"
+        ];
+        description = "Headers of a 2xx auth answer copied onto the upstream request (`forward_auth.copy_headers`).";
+      };
+    };
+  };
+
+  routeOptions = {
+    options = {
+      path = mkOption {
+        type = types.str;
+        example = "/sonarr";
+        description = "Path prefix (segment boundary; longest prefix wins).";
+      };
+      upstream = mkOption {
+        type = types.str;
+        example = "http://127.0.0.1:8989";
+        description = "Backend origin, `http://HOST:PORT` or `https://HOST:PORT`.";
+      };
+      stripPrefix = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Remove `path` from the request path before forwarding (`strip_prefix`).";
+      };
+    };
+  };
+
+  serviceOptions = {
+    options = {
+      host = mkOption {
+        type = types.str;
+        default = "127.0.0.1";
+        description = "Backend host; used with `port`.";
+      };
+      port = mkOption {
+        type = types.nullOr types.port;
+        default = null;
+        example = 3000;
+        description = "Backend port: the upstream is `SCHEME://host:port` (https when `insecureTls` or `scheme = \"https\"`).";
+      };
+      scheme = mkOption {
+        type = types.nullOr (
+          types.enum [
+            "http"
+            "https"
+          ]
+        );
+        default = null;
+        description = "Scheme for `host`/`port`; null means https with `insecureTls`, else http.";
+      };
+      upstream = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "http://127.0.0.1:3000";
+        description = "Backend origin, instead of `host`/`port`.";
+      };
+      routes = mkOption {
+        type = types.listOf (types.submodule routeOptions);
+        default = [ ];
+        description = "Path routes, instead of a single upstream.";
+      };
+      forwardAuth = mkOption {
+        type = types.nullOr (types.submodule authOptions);
+        default = null;
+        description = "This service's own forward authentication (overrides `services.snirouter.forwardAuth`).";
+      };
+      bypassAuth = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Do not apply `services.snirouter.forwardAuth` to this service (`bypass_auth`).";
+      };
+      cors = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Answer CORS: echo an allowed Origin, allow credentials, 204 for preflights.";
+      };
+      corsOrigins = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        description = "Allowed origins for `cors` (empty: any origin).";
+      };
+      insecureTls = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Skip certificate verification of the https upstream (`insecure_skip_verify`).";
+      };
+      tailscaleIdentity = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Send `Tailscale-User-*` headers from tailscaled's whois (`tailscale_identity`).";
+      };
+      passthrough = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "127.0.0.1:8920";
+        description = "Forward the TLS connection untouched to this `host:port` (no routes, no auth).";
+      };
+      fqdn = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        description = "Name override; default `NAME.<MagicDNS suffix>`.";
+      };
+      errorPages = mkOption {
+        type = types.nullOr types.path;
+        default = null;
+        description = "Directory with 404.html, 500.html, 502.html, 503.html, 504.html (`error_pages`). `snirouter check` needs it to exist at build time: use a Nix path (copied to the store), or set checkConfig = false.";
+      };
+      maxBodySize = mkOption {
+        type = types.nullOr (types.either types.ints.positive types.str);
+        default = null;
+        example = "5MB";
+        description = "Largest request body (`max_body_bytes`).";
+      };
+    };
+  };
+
+  upstreamOf =
+    s:
+    if s.upstream != null then
+      s.upstream
+    else if s.port != null then
+      let
+        scheme =
+          if s.scheme != null then
+            s.scheme
+          else if s.insecureTls then
+            "https"
+          else
+            "http";
+      in
+      "${scheme}://${s.host}:${toString s.port}"
+    else
+      null;
+
+  renderAuth = a: {
+    inherit (a) url;
+    copy_headers = a.copyHeaders;
+  };
+
+  renderRoute = r: {
+    inherit (r) path upstream;
+    strip_prefix = r.stripPrefix;
+  };
+
+  renderService =
+    _: s:
+    optionalAttrs (upstreamOf s != null) { upstream = upstreamOf s; }
+    // optionalAttrs (s.routes != [ ]) { routes = map renderRoute s.routes; }
+    // optionalAttrs (s.passthrough != null) { inherit (s) passthrough; }
+    // optionalAttrs (s.fqdn != null) { inherit (s) fqdn; }
+    // optionalAttrs s.insecureTls { insecure_skip_verify = true; }
+    // optionalAttrs (s.forwardAuth != null) { forward_auth = renderAuth s.forwardAuth; }
+    // optionalAttrs s.bypassAuth { bypass_auth = true; }
+    // optionalAttrs s.cors { cors = true; }
+    // optionalAttrs (s.corsOrigins != [ ]) { cors_origins = s.corsOrigins; }
+    // optionalAttrs s.tailscaleIdentity { tailscale_identity = true; }
+    // optionalAttrs (s.errorPages != null) { error_pages = "${s.errorPages}"; }
+    // optionalAttrs (s.maxBodySize != null) { max_body_bytes = s.maxBodySize; };
+
+  defaultsTable =
+    optionalAttrs (cfg.forwardAuth != null) { forward_auth = renderAuth cfg.forwardAuth; }
+    // optionalAttrs (cfg.errorPages != null) { error_pages = "${cfg.errorPages}"; };
+
+  api = cfg.tailscaleApi;
+
+  generated = {
+    tailscale = {
+      manage_services = cfg.manageServices;
+    }
+    // optionalAttrs (api.clientIdFile != null) {
+      api = {
+        client_id_file = "${credentialsDir}/tailscale-client-id";
+        client_secret_file = "${credentialsDir}/tailscale-client-secret";
+      }
+      // optionalAttrs (api.tags != [ ]) { inherit (api) tags; };
+    };
+    listen.proxy_protocol = [ "127.0.0.1:8443" ];
+    cache.dir = "/var/lib/snirouter";
+    admin.socket = "/run/snirouter/admin.sock";
+    services = mapAttrs renderService cfg.services;
+  }
+  // optionalAttrs (defaultsTable != { }) { defaults = defaultsTable; };
+
+  # What is written: the typed options, then `settings` on top.
+  finalSettings = lib.recursiveUpdate generated cfg.settings;
+
+  configFile = settingsFormat.generate "snirouter.toml" finalSettings;
+
+  # Build-time validation: the exact file the service reads must pass `snirouter check`.
+  checkedConfig =
+    if cfg.checkConfig then
+      pkgs.runCommand "snirouter-checked.toml"
+        {
+          nativeBuildInputs = [ cfg.package ];
+          inherit configFile;
+        }
+        ''
+          snirouter check --config "$configFile"
+          cp "$configFile" "$out"
+        ''
+    else
+      configFile;
+
+  # Sections a reload cannot apply (docs/operations.md "Reload"): changing them restarts.
+  restartSections = lib.filterAttrs (
+    n: _:
+    builtins.elem n [
+      "tailscale"
+      "cache"
+      "timeouts"
+      "limits"
+      "admin"
+      "log"
+    ]
+  ) finalSettings;
+
+  # Ports to open: [listen] https and redirect_http ("ADDR:PORT", "[V6]:PORT").
+  listenPort = addr: lib.toInt (lib.last (lib.splitString ":" addr));
+  firewallPorts = map listenPort (
+    (finalSettings.listen.https or [ ]) ++ (finalSettings.listen.redirect_http or [ ])
+  );
+
+  serviceAssertions = lib.concatLists (
+    mapAttrsToList (
+      name: s:
+      let
+        forms = lib.count (x: x) [
+          (s.port != null)
+          (s.upstream != null)
+          (s.routes != [ ])
+          (s.passthrough != null)
+        ];
+      in
+      [
+        {
+          assertion = forms == 1;
+          message = "services.snirouter.services.${name}: set exactly one of port (with host), upstream, routes or passthrough (found ${toString forms}).";
+        }
+        {
+          assertion = !(s.bypassAuth && s.forwardAuth != null);
+          message = "services.snirouter.services.${name}: bypassAuth only switches off services.snirouter.forwardAuth; remove it or remove this service's own forwardAuth.";
+        }
+        {
+          assertion = s.passthrough == null || cfg.forwardAuth == null || s.bypassAuth;
+          message = "services.snirouter.services.${name}: a passthrough service cannot be protected by services.snirouter.forwardAuth (its traffic is never decrypted); set bypassAuth = true to acknowledge that the backend authenticates users itself.";
+        }
+        {
+          assertion = s.corsOrigins == [ ] || s.cors;
+          message = "services.snirouter.services.${name}: corsOrigins needs cors = true.";
+        }
+      ]
+    ) cfg.services
+  );
+in
+{
+  options.services.snirouter = {
+    enable = mkEnableOption "snirouter, the TLS-terminating SNI/path router for this tailnet host";
+
+    package = mkOption {
+      type = types.package;
+      default = pkgs.snirouter;
+      defaultText = literalExpression "pkgs.snirouter";
+      description = "The snirouter package (the flake's module sets its own build).";
+    };
+
+    user = mkOption {
+      type = types.str;
+      default = "snirouter";
+      description = "User the router runs as; tailscaled hands it certificates (services.tailscale.permitCertUid).";
+    };
+
+    group = mkOption {
+      type = types.str;
+      default = "snirouter";
+      description = "Group of the service; members may use `snirouter status` (admin socket mode 0660).";
+    };
+
+    settings = mkOption {
+      type = settingsFormat.type;
+      default = { };
+      example = literalExpression ''
+        {
+          listen.https = [ "0.0.0.0:443" ];
+          limits.max_header_bytes = "5MB";
+        }
+      '';
+      description = ''
+        snirouter configuration (TOML; keys in docs/configuration.md), merged over what the
+        typed options render. Defaults: `listen.proxy_protocol = [ "127.0.0.1:8443" ]`,
+        `cache.dir = "/var/lib/snirouter"`, `admin.socket = "/run/snirouter/admin.sock"`.
+      '';
+    };
+
+    checkConfig = mkOption {
+      type = types.bool;
+      default = true;
+      description = "Validate the rendered config with `snirouter check` at build time.";
+    };
+
+    services = mkOption {
+      type = types.attrsOf (types.submodule serviceOptions);
+      default = { };
+      example = literalExpression ''
+        {
+          grafana.port = 3000;
+          jellyfin = { port = 8920; insecureTls = true; bypassAuth = true; };
+          media.routes = [
+            { path = "/sonarr"; upstream = "http://127.0.0.1:8989"; }
+            { path = "/"; upstream = "http://127.0.0.1:8080"; }
+          ];
+        }
+      '';
+      description = "Services, each served as NAME.<tailnet>.ts.net (Tailscale Service svc:NAME); rendered into `[services.NAME]`.";
+    };
+
+    forwardAuth = mkOption {
+      type = types.nullOr (types.submodule authOptions);
+      default = null;
+      description = "Forward authentication for every service without `bypassAuth` (`[defaults] forward_auth`).";
+    };
+
+    errorPages = mkOption {
+      type = types.nullOr types.path;
+      default = null;
+      description = "Error pages directory for every service (`[defaults] error_pages`).";
+    };
+
+    openFirewall = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Open the ports of `settings.listen.https` and `settings.listen.redirect_http`. The PROXY v2 listener that tailscaled's serve handler uses is on loopback and needs no firewall rule.";
+    };
+
+    manageServices = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Sync the Tailscale Services (advertise, serve-config handlers) at start (`[tailscale] manage_services`).";
+    };
+
+    tailscaleApi = {
+      clientIdFile = mkOption {
+        type = types.nullOr types.path;
+        default = null;
+        example = "/run/agenix/tailscale-client-id";
+        description = "File with the OAuth client id for the control API; passed with systemd LoadCredential, so it may be readable by root only.";
+      };
+      clientSecretFile = mkOption {
+        type = types.nullOr types.path;
+        default = null;
+        example = "/run/agenix/tailscale-client-secret";
+        description = "File with the OAuth client secret (LoadCredential, like clientIdFile).";
+      };
+      tags = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        description = "Tags put on each service definition (`[tailscale.api] tags`).";
+      };
+    };
+  };
+
+  config = mkIf cfg.enable {
+    assertions = serviceAssertions ++ [
+      {
+        assertion = (api.clientIdFile == null) == (api.clientSecretFile == null);
+        message = "services.snirouter.tailscaleApi: set both clientIdFile and clientSecretFile, or neither.";
+      }
+      {
+        assertion = cfg.user == "root" || config.services.tailscale.permitCertUid == cfg.user;
+        message = ''
+          services.snirouter runs as user "${cfg.user}" and needs tailscaled to hand it certificates,
+          so it sets services.tailscale.permitCertUid = "${cfg.user}"; but that option is set to
+          ${builtins.toJSON config.services.tailscale.permitCertUid} elsewhere. tailscaled permits only one
+          non-root user: remove the other setting, or run snirouter as that user (services.snirouter.user).
+        '';
+      }
+    ];
+
+    services.tailscale.permitCertUid = mkIf (cfg.user != "root") (mkDefault cfg.user);
+
+    users.users = mkIf (cfg.user == "snirouter") {
+      snirouter = {
+        isSystemUser = true;
+        inherit (cfg) group;
+        description = "snirouter TLS router";
+      };
+    };
+    users.groups = mkIf (cfg.group == "snirouter") { snirouter = { }; };
+
+    environment.etc."snirouter/config.toml".source = checkedConfig;
+    environment.systemPackages = [ cfg.package ];
+
+    networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall firewallPorts;
+
+    systemd.services.snirouter = {
+      description = "snirouter: TLS SNI/path router for the tailnet";
+      wantedBy = [ "multi-user.target" ];
+      after = [
+        "network-online.target"
+        "tailscaled.service"
+      ];
+      wants = [
+        "network-online.target"
+        "tailscaled.service"
+      ];
+      # A new config file is picked up with SIGHUP; what a reload cannot apply restarts.
+      reloadTriggers = [ checkedConfig ];
+      restartTriggers = [ (builtins.toJSON restartSections) ];
+      serviceConfig = {
+        Type = "notify";
+        NotifyAccess = "main";
+        ExecStart = "${lib.getExe cfg.package} run --config /etc/snirouter/config.toml";
+        ExecReload = "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
+        WatchdogSec = "30s";
+        Restart = "on-failure";
+        RestartSec = "2s";
+        TimeoutStopSec = "45s";
+        User = cfg.user;
+        Group = cfg.group;
+        LoadCredential =
+          optional (api.clientIdFile != null) "tailscale-client-id:${api.clientIdFile}"
+          ++ optional (api.clientSecretFile != null) "tailscale-client-secret:${api.clientSecretFile}";
+
+        StateDirectory = "snirouter";
+        StateDirectoryMode = "0700";
+        RuntimeDirectory = "snirouter";
+        RuntimeDirectoryMode = "0750";
+        LimitNOFILE = 65536;
+
+        AmbientCapabilities = [ "CAP_NET_BIND_SERVICE" ];
+        CapabilityBoundingSet = [ "CAP_NET_BIND_SERVICE" ];
+        NoNewPrivileges = true;
+        # Everything but the State/RuntimeDirectory is read-only. Connecting to
+        # /run/tailscale/tailscaled.sock (mode 0666) still works without BindPaths: connect(2)
+        # to an existing socket is not a write to the file system (EROFS applies only to
+        # files, directories and symlinks), only bind(2) of a new socket is.
+        ProtectSystem = "strict";
+        ProtectHome = true;
+        PrivateTmp = true;
+        PrivateDevices = true;
+        ProtectKernelTunables = true;
+        ProtectKernelModules = true;
+        ProtectKernelLogs = true;
+        ProtectControlGroups = true;
+        ProtectClock = true;
+        ProtectHostname = true;
+        ProtectProc = "invisible";
+        RestrictAddressFamilies = [
+          "AF_UNIX"
+          "AF_INET"
+          "AF_INET6"
+        ];
+        RestrictNamespaces = true;
+        RestrictRealtime = true;
+        RestrictSUIDSGID = true;
+        LockPersonality = true;
+        MemoryDenyWriteExecute = true;
+        SystemCallFilter = [
+          "@system-service"
+          "~@privileged"
+        ];
+        SystemCallArchitectures = "native";
+        UMask = "0077";
+      };
+    };
+  };
+}

@@ -1,0 +1,40 @@
+# Evaluate nix/module.nix with the stand-in lib and pkgs, without nixpkgs:
+#
+#   nix-instantiate --eval --strict --json nix/tests/eval --argstr errorPages /some/dir -A toml
+#
+# `extraConfig` is one more module (the tests use it to provoke assertions). Failing
+# assertions abort the evaluation with their messages, as nixos-rebuild would.
+{
+  errorPages ? "/var/lib/snirouter-error-pages",
+  extraConfig ? { },
+}:
+let
+  lib = import ./lib.nix;
+  pkgs = import ./pkgs.nix { inherit lib; };
+  eval = lib.evalModules {
+    modules = [
+      ../../module.nix
+      ./nixos.nix
+      (import ./example.nix { inherit errorPages; })
+      extraConfig
+    ];
+    specialArgs = { inherit pkgs; };
+  };
+  inherit (eval) config;
+  failed = map (a: a.message) (builtins.filter (a: !a.assertion) config.assertions);
+  checked = config.environment.etc."snirouter/config.toml".source;
+  result = {
+    # The TOML file the service reads (/etc/snirouter/config.toml).
+    toml = checked.configFile.text;
+    # The build-time check the module runs on it.
+    inherit (checked) buildCommand;
+    unit = config.systemd.services.snirouter;
+    inherit (config.services.tailscale) permitCertUid;
+    firewall = config.networking.firewall.allowedTCPPorts;
+    users = config.users.users;
+  };
+in
+if failed != [ ] then
+  throw "Failed assertions:\n- ${builtins.concatStringsSep "\n- " failed}"
+else
+  result

@@ -1,0 +1,235 @@
+//! The Nix side, without nixpkgs: every `.nix` file parses (`nix-instantiate --parse`), and
+//! `nix/module.nix` evaluates under the stand-in lib of `nix/tests/eval/` for the
+//! 14-service example; the TOML it renders passes `snirouter check`, the systemd unit has
+//! the hardening, and the module's assertions fire with their messages.
+//!
+//! Needs `nix-instantiate` (Debian: `nix-bin`; `.ci/run` installs it). Without it the test
+//! says so on stderr and passes. Nix runs without a daemon and without touching /nix/var:
+//! its state and config directories are a temp dir and it evaluates in `--readonly-mode`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::harness::TempDir;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `nix-instantiate` with a private state dir, or `None` when it is not installed.
+struct Nix {
+    state: TempDir,
+}
+
+impl Nix {
+    fn find() -> Option<Nix> {
+        match Command::new("nix-instantiate").arg("--version").output() {
+            Ok(o) if o.status.success() => Some(Nix { state: TempDir::new("nix-state") }),
+            Ok(o) => panic!("nix-instantiate --version failed: {}", String::from_utf8_lossy(&o.stderr)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => panic!("cannot run nix-instantiate: {e}"),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let conf = self.state.0.join("conf");
+        std::fs::create_dir_all(&conf).expect("mkdir nix conf dir");
+        Command::new("nix-instantiate")
+            .args(args)
+            .current_dir(repo_root())
+            .env("NIX_STATE_DIR", self.state.0.join("state"))
+            .env("NIX_CONF_DIR", &conf)
+            .env("NIX_CONFIG", "build-users-group =")
+            .env("NIX_REMOTE", "")
+            .env("XDG_CACHE_HOME", self.state.0.join("cache"))
+            .env("HOME", &self.state.0)
+            .output()
+            .expect("run nix-instantiate")
+    }
+
+    /// `--eval --strict --json` of `nix/tests/eval` with `args`, attribute `attr`.
+    fn eval(&self, attr: &str, args: &[&str]) -> Result<serde_json::Value, String> {
+        let mut all = vec!["--eval", "--strict", "--json", "--readonly-mode", "nix/tests/eval", "-A", attr];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        serde_json::from_slice(&out.stdout)
+            .map_err(|e| format!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    }
+}
+
+macro_rules! nix_or_skip {
+    () => {
+        match Nix::find() {
+            Some(n) => n,
+            None => {
+                eprintln!(
+                    "SKIPPED: nix-instantiate is not installed, so the Nix files were not checked \
+                     (install nix-bin; .ci/run does)"
+                );
+                return;
+            }
+        }
+    };
+}
+
+fn nix_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let p = e.path();
+        let name = e.file_name();
+        if p.is_dir() && name != "target" && name != ".git" {
+            nix_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "nix") {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn every_nix_file_parses() {
+    let nix = nix_or_skip!();
+    let root = repo_root();
+    let mut files = Vec::new();
+    nix_files(&root.join("nix"), &mut files);
+    files.push(root.join("flake.nix"));
+    files.sort();
+    for required in ["flake.nix", "nix/package.nix", "nix/module.nix", "nix/tests/vm.nix", "nix/tests/eval/lib.nix"] {
+        assert!(files.contains(&root.join(required)), "{required} is missing");
+    }
+    for f in &files {
+        let out = nix.run(&["--parse", f.to_str().expect("utf-8 path")]);
+        assert!(out.status.success(), "{} does not parse:\n{}", f.display(), String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[test]
+fn module_renders_a_config_that_snirouter_accepts() {
+    let nix = nix_or_skip!();
+    let dir = TempDir::new("nix-eval");
+    let pages = dir.0.join("error-pages");
+    std::fs::create_dir_all(&pages).expect("mkdir error pages");
+    let pages = pages.to_str().expect("utf-8 path");
+
+    let toml =
+        nix.eval("toml", &["--argstr", "errorPages", pages]).unwrap_or_else(|e| panic!("evaluation failed:\n{e}"));
+    let toml = toml.as_str().expect("toml is a string");
+    let path = dir.0.join("snirouter.toml");
+    std::fs::write(&path, toml).expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_snirouter"))
+        .args(["check", "--print", "--config", path.to_str().expect("utf-8 path")])
+        .output()
+        .expect("run snirouter check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "snirouter check refused the module's config:\n{}\n--- config ---\n{toml}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ok — 14 service(s), 2 TLS listener(s)"), "{stdout}");
+
+    // What the typed options became, as snirouter understood it.
+    let json_end = stdout.rfind('}').expect("--print JSON");
+    let cfg: serde_json::Value = serde_json::from_str(&stdout[..=json_end]).expect("check --print JSON");
+    let svc = |name: &str| -> &serde_json::Value {
+        cfg["services"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["name"] == name))
+            .unwrap_or_else(|| panic!("{name}"))
+    };
+    assert_eq!(svc("grafana")["forward_auth"]["url"], "http://127.0.0.1:9091/api/verify?rd=https://auth.arsfeld.one/");
+    assert_eq!(svc("grafana")["tailscale_identity"], true);
+    assert_eq!(svc("grafana")["error_pages"], pages);
+    assert_eq!(svc("jellyfin")["routes"][0]["upstream"], "https://127.0.0.1:8920");
+    assert_eq!(svc("jellyfin")["insecure_skip_verify"], true);
+    assert!(svc("jellyfin")["forward_auth"].is_null() && svc("jellyfin")["bypass_auth"] == true);
+    assert_eq!(svc("immich")["max_body_bytes"], 50_000_000_000u64);
+    assert_eq!(svc("homepage")["cors"]["origins"][0], "https://grafana.bat-boa.ts.net");
+    assert_eq!(svc("audiobookshelf")["routes"][0]["strip_prefix"], true);
+    assert_eq!(svc("prometheus")["fqdn"], "metrics.bat-boa.ts.net");
+    assert_eq!(cfg["tailscale"]["manage_services"], true);
+    assert_eq!(cfg["tailscale"]["api"]["client_id_file"], "/run/credentials/snirouter.service/tailscale-client-id");
+    assert_eq!(cfg["limits"]["max_header_bytes"], 5_000_000);
+    assert_eq!(cfg["cache"]["dir"], "/var/lib/snirouter");
+    assert_eq!(cfg["admin"]["socket"], "/run/snirouter/admin.sock");
+
+    // The module validates the same file at build time.
+    let build = nix.eval("buildCommand", &[]).expect("buildCommand");
+    assert!(build.as_str().is_some_and(|b| b.contains("snirouter check --config \"$configFile\"")), "{build}");
+}
+
+#[test]
+fn unit_is_hardened_and_tailscaled_may_hand_out_certificates() {
+    let nix = nix_or_skip!();
+    let unit = nix.eval("unit", &[]).unwrap_or_else(|e| panic!("evaluation failed:\n{e}"));
+    let sc = &unit["serviceConfig"];
+    let expect = [
+        ("Type", serde_json::json!("notify")),
+        ("WatchdogSec", serde_json::json!("30s")),
+        ("User", serde_json::json!("snirouter")),
+        ("StateDirectory", serde_json::json!("snirouter")),
+        ("RuntimeDirectory", serde_json::json!("snirouter")),
+        ("AmbientCapabilities", serde_json::json!(["CAP_NET_BIND_SERVICE"])),
+        ("CapabilityBoundingSet", serde_json::json!(["CAP_NET_BIND_SERVICE"])),
+        ("ProtectSystem", serde_json::json!("strict")),
+        ("ProtectHome", serde_json::json!(true)),
+        ("PrivateTmp", serde_json::json!(true)),
+        ("PrivateDevices", serde_json::json!(true)),
+        ("NoNewPrivileges", serde_json::json!(true)),
+        ("ProtectKernelTunables", serde_json::json!(true)),
+        ("ProtectKernelModules", serde_json::json!(true)),
+        ("ProtectControlGroups", serde_json::json!(true)),
+        ("RestrictAddressFamilies", serde_json::json!(["AF_UNIX", "AF_INET", "AF_INET6"])),
+        ("RestrictNamespaces", serde_json::json!(true)),
+        ("LockPersonality", serde_json::json!(true)),
+        ("MemoryDenyWriteExecute", serde_json::json!(true)),
+        ("SystemCallArchitectures", serde_json::json!("native")),
+        ("UMask", serde_json::json!("0077")),
+        ("LimitNOFILE", serde_json::json!(65536)),
+    ];
+    for (key, value) in expect {
+        assert_eq!(sc[key], value, "serviceConfig.{key}");
+    }
+    assert_eq!(sc["SystemCallFilter"][0], "@system-service");
+    assert!(sc["ExecReload"].as_str().is_some_and(|s| s.ends_with("/bin/kill -HUP $MAINPID")), "{sc}");
+    assert!(
+        sc["ExecStart"].as_str().is_some_and(|s| s.ends_with("/bin/snirouter run --config /etc/snirouter/config.toml"))
+    );
+    assert!(
+        sc["LoadCredential"].as_array().is_some_and(|c| c.len() == 2),
+        "API credentials go through LoadCredential: {sc}"
+    );
+    for list in ["after", "wants"] {
+        assert!(unit[list].as_array().is_some_and(|a| a.contains(&"tailscaled.service".into())), "{list}: {unit}");
+    }
+    assert_eq!(nix.eval("permitCertUid", &[]).expect("permitCertUid"), "snirouter");
+    assert_eq!(nix.eval("firewall", &[]).expect("firewall"), serde_json::json!([443, 80]));
+    assert_eq!(nix.eval("users", &[]).expect("users")["snirouter"]["isSystemUser"], true);
+}
+
+#[test]
+fn assertions_and_type_errors_explain_themselves() {
+    let nix = nix_or_skip!();
+    let cases = [
+        ("{ lib, ... }: { services.tailscale.permitCertUid = lib.mkForce \"alice\"; }", "tailscaled permits only one"),
+        ("{ services.snirouter.services.grafana.upstream = \"http://127.0.0.1:3001\"; }", "set exactly one of port"),
+        (
+            "{ services.snirouter.services.x = { passthrough = \"127.0.0.1:8920\"; }; }",
+            "cannot be protected by services.snirouter.forwardAuth",
+        ),
+        ("{ services.snirouter.services.x.port = \"3000\"; }", "is not of type"),
+        ("{ services.snirouter.servics = { }; }", "services.snirouter.servics' does not exist"),
+        (
+            "{ lib, ... }: { services.snirouter.tailscaleApi.clientSecretFile = lib.mkForce null; }",
+            "set both clientIdFile and clientSecretFile",
+        ),
+    ];
+    for (extra, needle) in cases {
+        match nix.eval("toml", &["--arg", "extraConfig", extra]) {
+            Ok(v) => panic!("{extra} evaluated: {v}"),
+            Err(e) => assert!(e.contains(needle), "{extra}: expected {needle:?} in:\n{e}"),
+        }
+    }
+}
