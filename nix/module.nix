@@ -388,7 +388,7 @@ in
         type = types.nullOr types.path;
         default = null;
         example = "/run/agenix/tailscale-client-id";
-        description = "File with the OAuth client id for the control API; passed with systemd LoadCredential, so it may be readable by root only.";
+        description = "File with the OAuth client id for the control API; passed with systemd LoadCredential, so it may be readable by root only. Give a string: a Nix path would be copied into the world-readable store.";
       };
       clientSecretFile = mkOption {
         type = types.nullOr types.path;
