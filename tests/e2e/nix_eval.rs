@@ -233,3 +233,24 @@ fn assertions_and_type_errors_explain_themselves() {
         }
     }
 }
+
+#[test]
+fn passthrough_service_renders_and_checks() {
+    let nix = nix_or_skip!();
+    let dir = TempDir::new("nix-pass");
+    let pages = dir.0.to_str().expect("utf-8 path");
+    let extra = "{ services.snirouter.services.nas = { passthrough = \"127.0.0.1:5001\"; bypassAuth = true; }; }";
+    let toml = nix
+        .eval("toml", &["--argstr", "errorPages", pages, "--arg", "extraConfig", extra])
+        .unwrap_or_else(|e| panic!("evaluation failed:\n{e}"));
+    let toml = toml.as_str().expect("toml is a string");
+    assert!(toml.contains("[services.nas]\nbypass_auth = true\npassthrough = \"127.0.0.1:5001\"\n"), "{toml}");
+    let path = dir.0.join("snirouter.toml");
+    std::fs::write(&path, toml).expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_snirouter"))
+        .args(["check", "--config", path.to_str().expect("utf-8 path")])
+        .output()
+        .expect("run snirouter check");
+    assert!(out.status.success(), "{}\n{toml}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("15 service(s)"));
+}
