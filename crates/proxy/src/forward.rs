@@ -25,7 +25,8 @@ use crate::body::ProxyBody;
 use crate::identity::Identities;
 use crate::listener::ProxyOptions;
 use crate::routes::{RouteTable, ServiceRoutes};
-use crate::upstream::{LimitedBody, UpstreamBody, UpstreamClient};
+use crate::upstream::{Connector, LimitedBody, UpstreamBody, UpstreamClient};
+use thread_local::ThreadLocal;
 
 /// What the HTTP stage knows about its connection.
 #[derive(Debug, Clone)]
@@ -61,9 +62,12 @@ const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 #[derive(Debug)]
 pub struct Forwarder {
     /// `http://` and verified `https://` upstreams, and forward-auth servers.
-    client: UpstreamClient,
+    connector: Connector,
     /// `https://` upstreams of services with `insecure_skip_verify`.
-    insecure: UpstreamClient,
+    insecure_connector: Connector,
+    /// One pool pair per thread: a request and the upstream connection it uses stay
+    /// on one thread (see `workers.rs`).
+    pools: ThreadLocal<(UpstreamClient, UpstreamClient)>,
     identities: Identities,
     response_timeout: Duration,
 }
@@ -76,10 +80,18 @@ impl Forwarder {
         whois: Option<snirouter_localapi::LocalClient>,
     ) -> Result<Forwarder, rustls::Error> {
         Ok(Forwarder {
-            client: crate::upstream::client(opts.upstream_connect_timeout, false)?,
-            insecure: crate::upstream::client(opts.upstream_connect_timeout, true)?,
+            connector: crate::upstream::connector(opts.upstream_connect_timeout, false)?,
+            insecure_connector: crate::upstream::connector(opts.upstream_connect_timeout, true)?,
+            pools: ThreadLocal::new(),
             identities: Identities::new(whois),
             response_timeout: opts.upstream_response_timeout,
+        })
+    }
+
+    /// This thread's pools: (verified, insecure).
+    fn pools(&self) -> &(UpstreamClient, UpstreamClient) {
+        self.pools.get_or(|| {
+            (crate::upstream::pool(self.connector.clone()), crate::upstream::pool(self.insecure_connector.clone()))
         })
     }
 
@@ -158,7 +170,7 @@ impl Forwarder {
                 uri: pq.as_str(),
                 client: conn.client,
             };
-            match crate::auth::check(&self.client, auth, &original, &svc.name, self.response_timeout).await {
+            match crate::auth::check(&self.pools().0, auth, &original, &svc.name, self.response_timeout).await {
                 crate::auth::Verdict::Allow(headers) => auth_headers = Some(headers),
                 crate::auth::Verdict::Deny(resp) => return resp,
             }
@@ -214,7 +226,8 @@ impl Forwarder {
         let exceeded = Arc::new(AtomicBool::new(false));
         let body = UpstreamBody::Client(LimitedBody::new(body, svc.max_body_bytes, Arc::clone(&exceeded)));
         let upstream = route.upstream.to_string();
-        let client = if svc.insecure_skip_verify { &self.insecure } else { &self.client };
+        let pools = self.pools();
+        let client = if svc.insecure_skip_verify { &pools.1 } else { &pools.0 };
         let sent = client.request(Request::from_parts(parts, body));
         let mut resp = match tokio::time::timeout(self.response_timeout, sent).await {
             Ok(Ok(resp)) => resp,

@@ -39,6 +39,7 @@ pub mod proxy_header;
 pub mod redirect;
 pub mod routes;
 pub mod stats;
+pub mod workers;
 pub mod upstream;
 
 pub use listener::{ListenerKind, ProxyOptions, Router};

@@ -19,6 +19,7 @@ use crate::client_limit::ClientSlots;
 use crate::forward::{ConnInfo, Forwarder};
 use crate::metrics::{AccessRecord, HandshakeFailure as Hf, MeteredBody, Metrics};
 use crate::routes::RouteTable;
+use crate::workers::Workers;
 use crate::{hello, idle, proxy_header};
 
 /// What a listener expects before TLS.
@@ -90,6 +91,9 @@ pub struct Router {
     active: AtomicUsize,
     per_client: ClientSlots,
     metrics: Metrics,
+    /// Thread-per-core connection workers; `None` runs connections on the caller's
+    /// runtime (used when the worker threads cannot be started).
+    workers: Option<Workers>,
 }
 
 impl std::fmt::Debug for Router {
@@ -130,6 +134,13 @@ impl Router {
             opts,
             active: AtomicUsize::new(0),
             metrics: Metrics::default(),
+            workers: match Workers::per_core() {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start worker threads; serving connections on the main runtime");
+                    None
+                }
+            },
         }))
     }
 
@@ -191,14 +202,28 @@ impl Router {
                     }
                     let router = Arc::clone(&self);
                     let watcher = graceful.watcher();
-                    tokio::spawn(async move {
-                        if kind == ListenerKind::RedirectHttp {
-                            router.handle_redirect(stream, peer, watcher).await;
-                        } else {
-                            router.handle(stream, peer, kind, watcher).await;
+                    match &self.workers {
+                        // Move the socket to a worker runtime (re-registered with its
+                        // reactor) so the whole connection lives on one thread.
+                        Some(workers) => match stream.into_std() {
+                            Ok(std) => workers.spawn(async move {
+                                match TcpStream::from_std(std) {
+                                    Ok(stream) => router.run_connection(stream, peer, kind, watcher).await,
+                                    Err(e) => {
+                                        tracing::warn!(client = %peer, error = %e, "cannot hand the connection to a worker");
+                                        router.active.fetch_sub(1, Ordering::Relaxed);
+                                    }
+                                }
+                            }),
+                            Err(e) => {
+                                tracing::warn!(client = %peer, error = %e, "cannot hand the connection to a worker");
+                                self.active.fetch_sub(1, Ordering::Relaxed);
+                            }
+                        },
+                        None => {
+                            tokio::spawn(async move { router.run_connection(stream, peer, kind, watcher).await });
                         }
-                        router.active.fetch_sub(1, Ordering::Relaxed);
-                    });
+                    }
                 }
                 changed = shutdown.changed() => {
                     if changed.is_err() || *shutdown.borrow() {
@@ -235,6 +260,22 @@ impl Router {
         if let Err(e) = conn.await {
             tracing::debug!(client = %peer, error = %e, "redirect connection ended with an error");
         }
+    }
+
+    /// One connection from accept to close, on whichever runtime runs it.
+    async fn run_connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        kind: ListenerKind,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) {
+        if kind == ListenerKind::RedirectHttp {
+            self.handle_redirect(stream, peer, watcher).await;
+        } else {
+            self.handle(stream, peer, kind, watcher).await;
+        }
+        self.active.fetch_sub(1, Ordering::Relaxed);
     }
 
     async fn handle(

@@ -36,9 +36,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The pooled client type used for upstreams and forward-auth servers.
 pub type UpstreamClient = Client<Connector, UpstreamBody>;
 
-/// Builds a pooled client; `insecure` skips certificate verification of `https://`
-/// upstreams.
-pub fn client(connect_timeout: Duration, insecure: bool) -> Result<UpstreamClient, rustls::Error> {
+/// Builds the connector for upstreams; `insecure` skips certificate verification of
+/// `https://` upstreams.
+pub fn connector(connect_timeout: Duration, insecure: bool) -> Result<Connector, rustls::Error> {
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
@@ -54,14 +54,25 @@ pub fn client(connect_timeout: Duration, insecure: bool) -> Result<UpstreamClien
     };
     // Requests go upstream as HTTP/1.1 (WebSocket upgrades need it).
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let connector = Connector { http, tls: TlsConnector::from(Arc::new(tls)) };
-    Ok(Client::builder(TokioExecutor::new())
+    Ok(Connector { http, tls: TlsConnector::from(Arc::new(tls)) })
+}
+
+/// A keep-alive connection pool over `connector`. Pools are per thread (see
+/// `Forwarder`): a pooled connection is driven by a task on the thread that opened it.
+pub fn pool(connector: Connector) -> UpstreamClient {
+    Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(256)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .set_host(false)
-        .build(connector))
+        .build(connector)
+}
+
+/// Builds a pooled client; `insecure` skips certificate verification of `https://`
+/// upstreams.
+pub fn client(connect_timeout: Duration, insecure: bool) -> Result<UpstreamClient, rustls::Error> {
+    Ok(pool(connector(connect_timeout, insecure)?))
 }
 
 /// TCP, plus TLS for `https://` URIs.
