@@ -69,12 +69,6 @@ pub fn pool(connector: Connector) -> UpstreamClient {
         .build(connector)
 }
 
-/// Builds a pooled client; `insecure` skips certificate verification of `https://`
-/// upstreams.
-pub fn client(connect_timeout: Duration, insecure: bool) -> Result<UpstreamClient, rustls::Error> {
-    Ok(pool(connector(connect_timeout, insecure)?))
-}
-
 /// TCP, plus TLS for `https://` URIs.
 #[derive(Clone)]
 pub struct Connector {
