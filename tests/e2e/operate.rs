@@ -546,6 +546,7 @@ async fn metrics_names_and_labels_are_stable_and_move_with_traffic() {
             "# TYPE snirouter_build_info gauge",
             "# TYPE snirouter_active_connections gauge",
             "# TYPE snirouter_tls_handshake_failures_total counter",
+            "# TYPE snirouter_connections_refused_total counter",
             "# TYPE snirouter_requests_total counter",
             "# TYPE snirouter_upstream_errors_total counter",
             "# TYPE snirouter_request_duration_seconds histogram",

@@ -10,6 +10,18 @@ use crate::{raw_exchange, status_of, tls_config};
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// Prometheus text from the router's admin socket.
+async fn admin_metrics(env: &Env) -> String {
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--unix-socket"])
+        .arg(&env.admin_socket)
+        .arg("http://localhost/metrics")
+        .output()
+        .await
+        .expect("curl admin socket");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Reads until EOF; returns how long that took (bounded by `limit`).
 async fn time_to_close<S: tokio::io::AsyncRead + Unpin>(s: &mut S, limit: Duration) -> Option<Duration> {
     let started = Instant::now();
@@ -99,6 +111,8 @@ async fn connection_limit_and_header_limit() {
     assert!(time_to_close(&mut over, Duration::from_secs(5)).await.is_some(), "connection over the limit stayed open");
     let logs = env.router().wait_log("the limit log line", WAIT, |l| l.contains("limits.max_connections")).await;
     assert!(logs.contains("limits.max_connections"));
+    let metrics = admin_metrics(&env).await;
+    assert!(metrics.contains("snirouter_connections_refused_total{limit=\"max_connections\"} 1"), "{metrics}");
     // Freeing the slots lets new clients in.
     drop(idle);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -133,6 +147,11 @@ async fn one_client_cannot_take_every_slot() {
     // Another client address is served while 127.0.0.7 holds its five.
     let (_, status) = body_and_status(&curl(&env, "grafana", "/", &[]).await);
     assert_eq!(status, 200);
+    let metrics = admin_metrics(&env).await;
+    assert!(
+        metrics.contains("snirouter_connections_refused_total{limit=\"max_connections_per_client\"} 1"),
+        "{metrics}"
+    );
     drop(held);
 }
 

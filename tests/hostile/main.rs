@@ -2,6 +2,9 @@
 //! can do to the router, and the answer it gets. The real binary, loopback only,
 //! every test bounded in time.
 
+// Tests build EnvOptions by changing a few fields of the defaults.
+#![allow(clippy::field_reassign_with_default)]
+
 #[path = "../e2e/harness.rs"]
 #[allow(dead_code)]
 mod harness;
@@ -36,10 +39,18 @@ pub fn tls_config(env: &harness::Env) -> Arc<rustls::ClientConfig> {
 pub async fn raw_exchange(env: &harness::Env, name: &str, raw: &[u8], wait: Duration) -> String {
     let tcp = tokio::net::TcpStream::connect(env.https).await.expect("connect");
     let server_name = rustls::pki_types::ServerName::try_from(harness::fqdn(name)).expect("name");
-    let mut tls = tokio_rustls::TlsConnector::from(tls_config(env)).connect(server_name, tcp).await.expect("tls");
-    tls.write_all(raw).await.expect("write");
+    let tls = tokio_rustls::TlsConnector::from(tls_config(env)).connect(server_name, tcp).await.expect("tls");
+    // Write and read at once: the router may answer (431, 400) and close before it
+    // has read everything we send.
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    let raw = raw.to_vec();
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(&raw).await;
+        wr
+    });
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(wait, tls.read_to_end(&mut out)).await;
+    let _ = tokio::time::timeout(wait, rd.read_to_end(&mut out)).await;
+    writer.abort();
     String::from_utf8_lossy(&out).into_owned()
 }
 

@@ -17,7 +17,7 @@ use tokio_rustls::StartHandshake;
 
 use crate::client_limit::ClientSlots;
 use crate::forward::{ConnInfo, Forwarder};
-use crate::metrics::{AccessRecord, HandshakeFailure as Hf, MeteredBody, Metrics};
+use crate::metrics::{AccessRecord, ConnectionLimit, HandshakeFailure as Hf, MeteredBody, Metrics};
 use crate::routes::RouteTable;
 use crate::workers::Workers;
 use crate::{hello, idle, proxy_header};
@@ -196,6 +196,7 @@ impl Router {
                     let active = self.active.fetch_add(1, Ordering::Relaxed) + 1;
                     if active > self.opts.max_connections {
                         self.active.fetch_sub(1, Ordering::Relaxed);
+                        self.metrics.connection_refused(ConnectionLimit::MaxConnections);
                         tracing::warn!(client = %peer, limit = self.opts.max_connections, "connection refused: limits.max_connections reached");
                         drop(stream);
                         continue;
@@ -307,6 +308,7 @@ impl Router {
             }
         };
         let Some(_slot) = self.per_client.admit(client.ip()) else {
+            self.metrics.connection_refused(ConnectionLimit::MaxConnectionsPerClient);
             tracing::warn!(
                 client = %client,
                 limit = self.opts.max_connections_per_client,

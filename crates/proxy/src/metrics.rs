@@ -111,10 +111,33 @@ impl HandshakeFailure {
     }
 }
 
+/// A connection limit that closed a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionLimit {
+    /// `limits.max_connections`.
+    MaxConnections,
+    /// `limits.max_connections_per_client`.
+    MaxConnectionsPerClient,
+}
+
+impl ConnectionLimit {
+    /// Every limit, in exposition order.
+    pub const ALL: [ConnectionLimit; 2] = [ConnectionLimit::MaxConnections, ConnectionLimit::MaxConnectionsPerClient];
+
+    /// The `limit` label value (the config key).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionLimit::MaxConnections => "max_connections",
+            ConnectionLimit::MaxConnectionsPerClient => "max_connections_per_client",
+        }
+    }
+}
+
 /// Router-wide counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
     handshake_failures: [AtomicU64; 5],
+    connections_refused: [AtomicU64; 2],
 }
 
 impl Metrics {
@@ -126,6 +149,16 @@ impl Metrics {
     /// Failed handshakes so far for `reason`.
     pub fn handshake_failures(&self, reason: HandshakeFailure) -> u64 {
         self.handshake_failures[reason as usize].load(Ordering::Relaxed)
+    }
+
+    /// Counts a connection closed by `limit`.
+    pub fn connection_refused(&self, limit: ConnectionLimit) {
+        self.connections_refused[limit as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections closed so far by `limit`.
+    pub fn connections_refused(&self, limit: ConnectionLimit) -> u64 {
+        self.connections_refused[limit as usize].load(Ordering::Relaxed)
     }
 }
 
@@ -194,6 +227,19 @@ pub fn render_router(router: &Router, out: &mut Exposition) {
             "snirouter_tls_handshake_failures_total",
             &[("reason", reason.as_str())],
             router.metrics().handshake_failures(reason) as f64,
+        );
+    }
+
+    out.family(
+        "snirouter_connections_refused_total",
+        "counter",
+        "Connections closed at once because a connection limit was reached, by limit (config key).",
+    );
+    for limit in ConnectionLimit::ALL {
+        out.sample(
+            "snirouter_connections_refused_total",
+            &[("limit", limit.as_str())],
+            router.metrics().connections_refused(limit) as f64,
         );
     }
 
