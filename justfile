@@ -50,3 +50,29 @@ testssl:
     addr=$(grep -o "https on [0-9.:]*" "$dir/demo.out" | cut -d' ' -f3)
     echo "127.0.0.1 grafana.demo-tailnet.ts.net # snirouter-testssl" >> /etc/hosts
     testssl --quiet --color 0 --warnings off --add-ca "$dir/demo/demo-ca.pem" -p -s -f -U -S -R "grafana.demo-tailnet.ts.net:${addr##*:}"
+
+# Profile the router under keep-alive load with perf (no tests involved): a
+# simulated tailscaled, an nginx backend, the release router, wrk for DURATION
+# seconds, then the top symbols. Needs perf (linux-perf), nginx and wrk from apt.
+profile duration="10":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    for t in perf nginx wrk; do command -v $t >/dev/null || { apt-get update -qq; apt-get install -y -qq linux-perf nginx wrk; break; }; done
+    cargo build --release -p snirouter --bin snirouter -p snirouter-testkit --bin snirouter-sim-tailscaled
+    dir=$(mktemp -d); pids=()
+    trap 'kill ${pids[@]} 2>/dev/null; nginx -s stop -c "$dir/nginx.conf" 2>/dev/null; sed -i "/# snirouter-profile/d" /etc/hosts; rm -rf "$dir"' EXIT
+    head -c 1024 /dev/urandom > "$dir/1k"
+    printf 'worker_processes 1; pid %s/nginx.pid; error_log %s/error.log;\nevents { worker_connections 4096; }\nhttp { access_log off; server { listen 127.0.0.1:18690; root %s; keepalive_requests 1000000; } }\n' "$dir" "$dir" "$dir" > "$dir/nginx.conf"
+    nginx -c "$dir/nginx.conf"
+    ./target/release/snirouter-sim-tailscaled --socket "$dir/ts.sock" --suffix tailnet.ts.net --service bench --write-ca "$dir/ca.pem" & pids+=($!)
+    sleep 1
+    printf '[tailscale]\nsocket = "%s/ts.sock"\n[listen]\nhttps = ["127.0.0.1:18691"]\n[cache]\ndir = "%s/cache"\n[admin]\nsocket = "%s/admin.sock"\n[services.bench]\nupstream = "http://127.0.0.1:18690"\n' "$dir" "$dir" "$dir" > "$dir/sr.toml"
+    ./target/release/snirouter run --config "$dir/sr.toml" 2> "$dir/sr.log" & pids+=($!)
+    echo "127.0.0.1 bench.tailnet.ts.net # snirouter-profile" >> /etc/hosts
+    for _ in $(seq 50); do curl -sf --cacert "$dir/ca.pem" https://bench.tailnet.ts.net:18691/1k -o /dev/null && break; sleep 0.2; done
+    perf record -F 999 -g -p "${pids[1]}" -o "$dir/perf.data" -- sleep {{duration}} > /dev/null 2>&1 &
+    perf_pid=$!
+    wrk -t2 -c64 -d{{duration}}s https://bench.tailnet.ts.net:18691/1k
+    wait "$perf_pid" || true
+    perf report -i "$dir/perf.data" --no-children --sort symbol --stdio 2>/dev/null > "$dir/report.txt" || true
+    grep -E '^ +[0-9]' "$dir/report.txt" | sed -e 's/ \{2,\}-  *-  *$//' | cut -c1-110 | head -30 || true
