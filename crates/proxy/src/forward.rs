@@ -18,6 +18,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
@@ -157,6 +158,7 @@ impl Forwarder {
             && declared > limit
         {
             tracing::info!(service = %svc.name, client = %conn.client, declared, limit, "413: request body larger than max_body_bytes");
+            drain_in_background(req.into_body());
             return too_large(&svc.name, limit);
         }
 
@@ -293,6 +295,32 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         return None;
     }
     first.to_str().ok()?.trim().parse().ok()
+}
+
+/// Most of a refused request body read and thrown away so the client sees the answer.
+const DRAIN_MAX_BYTES: u64 = 4 << 20;
+/// Longest time spent draining a refused request body.
+const DRAIN_MAX_TIME: Duration = Duration::from_secs(10);
+
+/// Reads and discards what the client still sends of a body refused by its declared
+/// length (up to [`DRAIN_MAX_BYTES`] / [`DRAIN_MAX_TIME`]). Without it an HTTP/2 stream
+/// is reset while the client is still sending, and clients such as curl report a
+/// framing error instead of the 413; an HTTP/1.1 connection can also stay open.
+fn drain_in_background(mut body: Incoming) {
+    tokio::spawn(async move {
+        let mut seen: u64 = 0;
+        let _ = tokio::time::timeout(DRAIN_MAX_TIME, async {
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Some(data) = frame.data_ref() {
+                    seen += data.len() as u64;
+                    if seen > DRAIN_MAX_BYTES {
+                        break;
+                    }
+                }
+            }
+        })
+        .await;
+    });
 }
 
 /// `413` for a body over `max_body_bytes`.
