@@ -221,7 +221,7 @@ impl Env {
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = self.dir.0.join(format!("router-{n}.log"));
         let router = RouterProcess::start(&self.config, &log);
-        router.wait_log("the router to listen", Duration::from_secs(30), |l| l.contains("snirouter ready")).await;
+        router.wait_log("the router to listen", Duration::from_secs(90), |l| l.contains("snirouter ready")).await;
         self.router = Some(router);
     }
 
