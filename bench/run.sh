@@ -1,0 +1,741 @@
+#!/usr/bin/env bash
+# snirouter benchmark harness (`just bench`).
+#
+# nginx, HAProxy, Caddy and snirouter each run, one after another, as a TLS-terminating
+# reverse proxy for bench.tailnet.ts.net in front of the same loopback nginx backend and
+# are measured with the same clients (wrk, h2load). Writes a markdown report to stdout and
+# to bench/results/latest.md. Everything runs on 127.0.0.1; all configs, pid files and logs
+# live in a mktemp directory that is removed at exit (BENCH_KEEP_TMP=1 keeps it).
+#
+# Environment:
+#   BENCH_DURATION    seconds per measured run (default 15)
+#   BENCH_PROXIES     subset/order, default "nginx haproxy caddy snirouter"
+#   BENCH_H2_REQUESTS h2load -n (default 200000, scaled down when BENCH_DURATION < 15)
+#   BENCH_SKIP_BUILD  1 = use the existing release binaries
+#   BENCH_BUILD_FROM  worktree (default) or head: build the committed HEAD from a clean copy
+#   BENCH_SNIROUTER_BIN, BENCH_SIM_BIN  use these prebuilt binaries (A/B comparisons)
+#   BENCH_OUT         report path (default bench/results/latest.md)
+#   BENCH_KEEP_TMP    1 = keep the temp dir (configs, logs, raw client output)
+#   BENCH_RETRIES     runs that may be repeated because other processes used >= 5 % of the
+#                     machine meanwhile (default 2 per script run)
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$BENCH_DIR/.." && pwd)
+D=${BENCH_DURATION:-15}
+[[ $D =~ ^[0-9]+$ && $D -ge 1 ]] || { echo "BENCH_DURATION must be a positive integer" >&2; exit 2; }
+PROXIES=${BENCH_PROXIES:-"nginx haproxy caddy snirouter"}
+H2_N=${BENCH_H2_REQUESTS:-$(( D >= 15 ? 200000 : (200000 * D / 15 < 10000 ? 10000 : 200000 * D / 15) ))}
+WARMUP=3                                  # seconds of unrecorded keep-alive load per proxy
+RD=$(( D / 3 < 3 ? 3 : D / 3 ))           # resumed-handshake run (informational) is shorter
+OUT=${BENCH_OUT:-$BENCH_DIR/results/latest.md}
+NAME=bench.tailnet.ts.net
+SUFFIX=tailnet.ts.net
+BACKEND_PORT=18080
+declare -A PORT=([nginx]=18441 [haproxy]=18442 [caddy]=18443 [snirouter]=18444)
+PORT14=18445
+SERVICES14=(grafana jellyfin homeassistant immich paperless vaultwarden nextcloud gitea
+    sonarr radarr prowlarr syncthing uptime adguard)
+SNIROUTER_BIN=${BENCH_SNIROUTER_BIN:-$REPO/target/release/snirouter}
+SIM_BIN=${BENCH_SIM_BIN:-$REPO/target/release/snirouter-sim-tailscaled}
+
+log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+[[ $EUID -eq 0 ]] || die "run as root (apt-get, binding, mount namespace for name resolution)"
+
+# --------------------------------------------------------------------------- state + cleanup
+TMP=$(mktemp -d /tmp/snirouter-bench.XXXXXX)
+chmod 755 "$TMP"
+PIDS=()              # background processes we started (caddy, snirouter, sim)
+PIDFILES=()          # daemons we started (nginx x2, haproxy)
+HOSTS_BACKUP=""      # set when we had to edit /etc/hosts (fallback mode)
+POLICY_RC_CREATED=0
+declare -A RES=()    # RES[proxy.metric]=value
+CMDS=()              # exact client commands, for the report
+
+stop_pid() {         # TERM, wait up to 5 s, then KILL
+    local pid=$1 i
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$? pid f
+    set +e
+    ((rc == 0)) || log "exiting with status $rc (line ${BASH_LINENO[0]:-?}); stopping everything this run started"
+    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+    for f in "${PIDFILES[@]}"; do [[ -s $f ]] && stop_pid "$(cat "$f")"; done
+    if [[ -n $HOSTS_BACKUP ]]; then cat "$HOSTS_BACKUP" > /etc/hosts; fi
+    if ((POLICY_RC_CREATED)); then rm -f /usr/sbin/policy-rc.d; fi
+    if [[ ${BENCH_KEEP_TMP:-0} == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
+    exit $rc
+}
+trap cleanup EXIT
+set -E
+trap 'log "command failed (line $LINENO): $BASH_COMMAND"' ERR
+trap 'log "interrupted by a signal; cleaning up"; exit 130' INT TERM HUP
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# --------------------------------------------------------------------------- tools
+install_tools() {
+    local need=() c
+    for c in nginx:nginx haproxy:haproxy caddy:caddy wrk:wrk h2load:nghttp2-client \
+        openssl:openssl curl:curl gcc:gcc unshare:util-linux; do
+        command -v "${c%%:*}" >/dev/null 2>&1 || need+=("${c#*:}")
+    done
+    ((${#need[@]})) || return 0
+    log "installing from apt: ${need[*]}"
+    # Do not let the packages' postinst start system nginx/haproxy/caddy services.
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        POLICY_RC_CREATED=1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    if ((POLICY_RC_CREATED)); then rm -f /usr/sbin/policy-rc.d; POLICY_RC_CREATED=0; fi
+}
+
+cargo_idle() {       # other engineers build on the same 2 cores: one cargo at a time
+    local i
+    for ((i = 0; i < 120; i++)); do
+        pgrep -x cargo >/dev/null || pgrep -x rustc >/dev/null || return 0
+        ((i % 12 == 0)) && log "waiting for another cargo build to finish"
+        sleep 5
+    done
+    log "another cargo build is still running after 10 min; building anyway"
+}
+
+# BENCH_BUILD_FROM=head builds the committed HEAD from a `git archive` copy in
+# target/bench-src (own target dir target/bench-target), so edits in progress in the work
+# tree neither break nor leak into the measurement.
+SNIROUTER_REV=""
+build_snirouter() {
+    [[ " $PROXIES " == *" snirouter "* ]] || return 0
+    local src=$REPO
+    SNIROUTER_REV=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
+    if [[ -n ${BENCH_SNIROUTER_BIN:-} ]]; then     # A/B runs of prebuilt binaries
+        SNIROUTER_REV="$BENCH_SNIROUTER_BIN (prebuilt, BENCH_SNIROUTER_BIN)"
+        [[ -x $SNIROUTER_BIN && -x $SIM_BIN ]] || die "BENCH_SNIROUTER_BIN/BENCH_SIM_BIN not executable"
+        return 0
+    fi
+    if [[ ${BENCH_BUILD_FROM:-worktree} == head ]]; then
+        src=$REPO/target/bench-src
+        export CARGO_TARGET_DIR=$REPO/target/bench-target
+        SNIROUTER_BIN=$CARGO_TARGET_DIR/release/snirouter
+        SIM_BIN=$CARGO_TARGET_DIR/release/snirouter-sim-tailscaled
+        SNIROUTER_REV+=" (committed HEAD, built from git archive)"
+        if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
+            rm -rf "$src"
+            mkdir -p "$src"
+            git -C "$REPO" archive HEAD | tar -x -C "$src"
+        fi
+    elif ! git -C "$REPO" diff --quiet HEAD -- crates Cargo.toml Cargo.lock 2>/dev/null; then
+        SNIROUTER_REV+=" + uncommitted changes in the work tree"
+    fi
+    if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
+        cargo_idle
+        log "cargo build --release (snirouter + simulated tailscaled) in $src"
+        (cd "$src" && cargo build --release -q --locked -p snirouter \
+            && cargo build --release -q --locked -p snirouter-testkit --bin snirouter-sim-tailscaled)
+    fi
+    [[ -x $SNIROUTER_BIN ]] || die "missing $SNIROUTER_BIN"
+    [[ -x $SIM_BIN ]] || die "missing $SIM_BIN"
+}
+
+# --------------------------------------------------------------------------- name resolution
+# wrk and h2load take SNI from the URL and resolve it with getaddrinfo, so
+# bench.tailnet.ts.net must resolve to 127.0.0.1 for the clients only. Preferred: a private
+# mount namespace per client with a bind-mounted hosts file (/etc/hosts is never touched).
+# Fallback: append a line to /etc/hosts and restore the original content at exit.
+HOSTS_MODE=none
+setup_resolution() {
+    { cat /etc/hosts; printf '127.0.0.1 %s\n' "$NAME"; } > "$TMP/hosts"
+    if unshare -m sh -c 'mount --bind "$0" /etc/hosts && getent hosts "$1" | grep -q 127.0.0.1' \
+        "$TMP/hosts" "$NAME" 2>/dev/null; then
+        HOSTS_MODE=unshare
+    elif getent hosts "$NAME" | grep -q '^127\.0\.0\.1'; then
+        HOSTS_MODE=none
+    else
+        HOSTS_BACKUP=$TMP/hosts.orig
+        cp /etc/hosts "$HOSTS_BACKUP"
+        printf '127.0.0.1 %s # snirouter bench, removed at exit\n' "$NAME" >> /etc/hosts
+        HOSTS_MODE=etc-hosts
+    fi
+    log "name resolution for clients: $HOSTS_MODE"
+}
+
+# The clients' OpenSSL is also pinned to TLS 1.3 + P-256 (client.cnf): by default OpenSSL
+# sends only an X25519 key share, which servers restricted to P-256 (nginx, HAProxy, Caddy
+# here) answer with a HelloRetryRequest, an extra round trip that snirouter (which accepts
+# X25519) would not pay.
+client() {           # run a load client that must resolve $NAME to 127.0.0.1
+    if [[ $HOSTS_MODE == unshare ]]; then
+        OPENSSL_CONF=$TMP/client.cnf unshare -m sh -c 'mount --bind "$0" /etc/hosts && exec "$@"' "$TMP/hosts" "$@"
+    else
+        OPENSSL_CONF=$TMP/client.cnf "$@"
+    fi
+}
+write_client_cnf() {
+    printf '%s\n' 'openssl_conf = openssl_init' '[openssl_init]' 'ssl_conf = ssl_sect' '[ssl_sect]' \
+        'system_default = system_default_sect' '[system_default_sect]' 'Groups = P-256' \
+        'MinProtocol = TLSv1.3' > "$TMP/client.cnf"
+}
+
+# --------------------------------------------------------------------------- PKI + backend
+make_pki() {
+    local d=$TMP/pki
+    mkdir -p "$d"
+    (
+        cd "$d"
+        openssl ecparam -name prime256v1 -genkey -noout -out ca.key
+        openssl req -x509 -new -key ca.key -sha256 -days 2 -subj "/CN=snirouter bench CA" \
+            -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+            -out ca.pem
+        openssl ecparam -name prime256v1 -genkey -noout -out leaf.key
+        openssl req -new -key leaf.key -subj "/CN=$NAME" -out leaf.csr
+        printf 'subjectAltName=DNS:%s\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' \
+            "$NAME" > leaf.ext
+        openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -sha256 -days 2 \
+            -extfile leaf.ext -out leaf.pem
+        cat leaf.pem ca.pem > leaf.fullchain.pem
+        cat leaf.fullchain.pem leaf.key > leaf.haproxy.pem
+    ) 2>"$TMP/pki.log" || { cat "$TMP/pki.log" >&2; die "openssl failed"; }
+}
+
+render() {           # render TEMPLATE OUT PORT
+    sed -e "s|@TMP@|$TMP|g" -e "s|@PORT@|$3|g" -e "s|@BACKEND_PORT@|$BACKEND_PORT|g" "$1" > "$2"
+}
+
+start_backend() {
+    local d=$TMP/backend
+    mkdir -p "$d/www"
+    head -c 1024 /dev/urandom > "$d/www/1k"
+    head -c $((1024 * 1024)) /dev/urandom > "$d/www/1m"
+    render "$BENCH_DIR/configs/backend-nginx.conf" "$d/nginx.conf" 0
+    PIDFILES+=("$d/nginx.pid")
+    CMDS+=("backend: nginx -p $d -e $d/error.log -c $d/nginx.conf   # bench/configs/backend-nginx.conf")
+    nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf"
+    local i
+    for ((i = 0; i < 50; i++)); do
+        curl -fsS -o /dev/null "http://127.0.0.1:$BACKEND_PORT/1k" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    die "backend nginx did not come up"
+}
+
+# --------------------------------------------------------------------------- proxies
+# start_X: start proxy X on ${PORT[X]}, set CACERT (what clients trust) and ROOTPID.
+ROOTPID=""
+CACERT=""
+
+wait_pidfile() { local i; for ((i = 0; i < 50; i++)); do [[ -s $1 ]] && return 0; sleep 0.1; done; return 1; }
+
+start_nginx() {
+    local d=$TMP/nginx
+    mkdir -p "$d"
+    render "$BENCH_DIR/configs/nginx.conf" "$d/nginx.conf" "${PORT[nginx]}"
+    nginx -t -q -p "$d" -e "$d/error.log" -c "$d/nginx.conf"
+    PIDFILES+=("$d/nginx.pid")
+    CMDS+=("nginx: nginx -p $d -e $d/error.log -c $d/nginx.conf   # bench/configs/nginx.conf")
+    nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf"
+    wait_pidfile "$d/nginx.pid" || return 1
+    ROOTPID=$(cat "$d/nginx.pid")
+    CACERT=$TMP/pki/ca.pem
+}
+
+start_haproxy() {
+    local d=$TMP/haproxy
+    mkdir -p "$d"
+    render "$BENCH_DIR/configs/haproxy.cfg" "$d/haproxy.cfg" "${PORT[haproxy]}"
+    haproxy -q -c -f "$d/haproxy.cfg" >/dev/null
+    PIDFILES+=("$d/haproxy.pid")
+    CMDS+=("haproxy: haproxy -D -q -f $d/haproxy.cfg   # bench/configs/haproxy.cfg")
+    haproxy -D -q -f "$d/haproxy.cfg" 2>"$d/stderr.log"
+    wait_pidfile "$d/haproxy.pid" || return 1
+    ROOTPID=$(cat "$d/haproxy.pid")
+    CACERT=$TMP/pki/ca.pem
+}
+
+start_caddy() {
+    local d=$TMP/caddy
+    mkdir -p "$d/home"
+    render "$BENCH_DIR/configs/Caddyfile" "$d/Caddyfile" "${PORT[caddy]}"
+    CMDS+=("caddy: HOME=$d/home caddy run --adapter caddyfile --config $d/Caddyfile   # bench/configs/Caddyfile")
+    HOME=$d/home XDG_DATA_HOME=$d/home XDG_CONFIG_HOME=$d/home \
+        caddy run --adapter caddyfile --config "$d/Caddyfile" >"$d/stdout.log" 2>"$d/stderr.log" &
+    ROOTPID=$!
+    PIDS+=("$ROOTPID")
+    CACERT=$TMP/pki/ca.pem
+}
+
+SIM_PID=""
+start_sim() {        # start_sim SOCKET CAFILE NAME...
+    local sock=$1 ca=$2 i args=()
+    shift 2
+    for i in "$@"; do args+=(--service "$i"); done
+    CMDS+=("snirouter: $(printf '%q ' "$SIM_BIN" --socket "$sock" --suffix "$SUFFIX" "${args[@]}" --write-ca "$ca")")
+    "$SIM_BIN" --socket "$sock" --suffix "$SUFFIX" "${args[@]}" --write-ca "$ca" \
+        >"$TMP/sim.log" 2>&1 &
+    SIM_PID=$!
+    PIDS+=("$SIM_PID")
+    for ((i = 0; i < 100; i++)); do
+        [[ -S $sock && -s $ca ]] && return 0
+        kill -0 "$SIM_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    cat "$TMP/sim.log" >&2
+    return 1
+}
+
+start_snirouter() {
+    local d=$TMP/snirouter
+    mkdir -p "$d/cache"
+    start_sim "$TMP/ts.sock" "$TMP/sim-ca.pem" bench || return 1
+    render "$BENCH_DIR/configs/snirouter.toml" "$d/config.toml" "${PORT[snirouter]}"
+    "$SNIROUTER_BIN" check --config "$d/config.toml" >"$d/check.log" 2>&1 \
+        || { cat "$d/check.log" >&2; return 1; }
+    CMDS+=("snirouter: $SNIROUTER_BIN run --config $d/config.toml   # bench/configs/snirouter.toml")
+    "$SNIROUTER_BIN" run --config "$d/config.toml" >"$d/stdout.log" 2>"$d/stderr.log" &
+    ROOTPID=$!
+    PIDS+=("$ROOTPID")
+    CACERT=$TMP/sim-ca.pem
+}
+
+stop_proxy() {
+    local p=$1
+    case $p in
+        nginx) stop_pid "$(cat "$TMP/nginx/nginx.pid")" ;;
+        haproxy) stop_pid "$(cat "$TMP/haproxy/haproxy.pid")" ;;
+        caddy) stop_pid "$ROOTPID" ;;
+        snirouter) stop_pid "$ROOTPID"; stop_pid "$SIM_PID" ;;
+    esac
+    sleep 1
+}
+
+# --------------------------------------------------------------------------- /proc readers
+tree_pids() {        # pid and all descendants
+    local p c
+    for p in "$@"; do
+        echo "$p"
+        for c in $(pgrep -P "$p" || true); do tree_pids "$c"; done
+    done
+}
+cpu_ticks() {        # utime+stime (all threads, clock ticks) summed over the process tree
+    local t=0 p s
+    for p in $(tree_pids "$ROOTPID"); do
+        s=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+        s=${s##*) }
+        t=$((t + $(awk '{print $12 + $13}' <<<"$s")))
+    done
+    echo "$t"
+}
+sys_ticks() {        # stime only (kernel time: TCP stack, syscalls, scheduling)
+    local t=0 p s
+    for p in $(tree_pids "$ROOTPID"); do
+        s=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+        s=${s##*) }
+        t=$((t + $(awk '{print $13}' <<<"$s")))
+    done
+    echo "$t"
+}
+mem_kib() {          # mem_kib VmRSS|VmHWM [rootpid]: summed over the process tree
+    local t=0 p v
+    for p in $(tree_pids "${2:-$ROOTPID}"); do
+        v=$(awk -v k="$1:" '$1 == k {print $2}' "/proc/$p/status" 2>/dev/null) || continue
+        t=$((t + ${v:-0}))
+    done
+    echo "$t"
+}
+TCK=$(getconf CLK_TCK)
+foreign_ticks() {    # CPU ticks (incl. reaped children) of every process that is not part of this run
+    local ours
+    ours=$(tree_pids $$ "$ROOTPID" "$(cat "$TMP/backend/nginx.pid")" | tr '\n' ' ')
+    # (a process may exit between the glob and the read: cat then fails, which must not
+    # count as a failure under pipefail)
+    { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v ours=" $ours " '{
+        if (index(ours, " " $1 " ")) next
+        line = $0; sub(/^.*\) /, "", line); split(line, f, " ")
+        t += f[12] + f[13] + f[14] + f[15] } END { print t + 0 }'
+}
+csw_total() {        # voluntary + involuntary context switches of all proxy threads
+    local p
+    for p in $(tree_pids "$ROOTPID"); do cat /proc/"$p"/task/*/status 2>/dev/null || true; done |
+        awk '/^(non)?voluntary_ctxt_switches:/ { t += $2 } END { print t + 0 }'
+}
+stat_busy_total() {  # "busy total" jiffies of the whole machine (/proc/stat cpu line)
+    awk '$1 == "cpu" { b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6 }' /proc/stat
+}
+busy_pct() {         # busy_pct "B0 T0" "B1 T1"
+    awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " ");
+        d = y[2] - x[2]; printf "%.0f", (d > 0 ? (y[1] - x[1]) * 100 / d : 0) }'
+}
+# Other work on the machine (builds, tests) skews every number here. Before each proxy,
+# measure machine-wide CPU use while only the idle proxy and backend run; wait up to 60 s
+# for it to drop under 10 %, and record what it was.
+foreign_pct() {      # foreign_pct F0 F1 "B0 T0" "B1 T1": % of the machine used by unrelated processes
+    awk -v f0="$1" -v f1="$2" -v a="$3" -v b="$4" 'BEGIN { split(a, x, " "); split(b, y, " ");
+        d = y[2] - x[2]; v = (d > 0 ? (f1 - f0) * 100 / d : 0); printf "%.0f", (v < 0 ? 0 : v) }'
+}
+wait_quiet() {       # wait_quiet PROXY [again]
+    local p=$1 a b pct i
+    for ((i = 0; i < 12; i++)); do
+        a=$(stat_busy_total); sleep 1; b=$(stat_busy_total)
+        pct=$(busy_pct "$a" "$b")
+        ((pct < 10)) && break
+        ((i == 0)) && log "machine is ${pct}% busy before $p runs (other processes: $({ ps -eo pcpu=,comm= --sort=-pcpu || true; } | awk 'NR <= 3 {printf "%s %s%%; ", $2, $1}')); waiting up to 60 s"
+        sleep 4
+    done
+    [[ ${2:-} == again ]] || RES[$p.bg_busy]=$pct
+    ((pct < 10)) || log "WARNING: machine still ${pct}% busy; $p numbers are disturbed"
+}
+
+calc() { awk "BEGIN { printf \"%.${2:-1}f\", $1 }"; }
+
+# --------------------------------------------------------------------------- load runs
+RETRIES_LEFT=${BENCH_RETRIES:-2}
+# measured PROXY KEY TIMEOUT OUTFILE CMD...: run one client command with the proxy's CPU,
+# context-switch and machine counters around it (X_* globals). When unrelated processes took
+# >= 5 % of the machine meanwhile, wait for quiet and repeat it (BENCH_RETRIES per script run).
+measured() {
+    local p=$1 key=$2 to=$3 out=$4 f0 f1 m0 m1 pct
+    shift 4
+    while :; do
+        f0=$(foreign_ticks); X_C0=$(csw_total); X_T0=$(cpu_ticks); X_S0=$(sys_ticks); m0=$(stat_busy_total)
+        client timeout "$to" "$@" >"$out" 2>&1 || log "$p $key: client exited non-zero (see raw output)"
+        X_T1=$(cpu_ticks); X_S1=$(sys_ticks); m1=$(stat_busy_total); X_C1=$(csw_total); f1=$(foreign_ticks)
+        pct=$(foreign_pct "$f0" "$f1" "$m0" "$m1")
+        if ((pct >= 5 && RETRIES_LEFT > 0)); then
+            RETRIES_LEFT=$((RETRIES_LEFT - 1))
+            log "other processes used ${pct}% of the machine during $p $key; repeating it"
+            RES[$p.repeats]+="$key "
+            wait_quiet "$p" again
+            continue
+        fi
+        break
+    done
+    RES[$p.$key.busy]=$(busy_pct "$m0" "$m1")
+    RES[$p.foreign]+="$key=$pct "
+    ((pct < 5)) || log "WARNING: other processes used ${pct}% of the machine during $p $key"
+}
+
+# wrk_run PROXY KEY UNIT_BYTES(0=requests) [env...] -- wrk args...
+# Records KEY.rate, KEY.cpu_us (proxy CPU per request, or per MiB for the 1 MiB run),
+# KEY.p99_ms, KEY.errors.
+wrk_run() {
+    local p=$1 key=$2 per_mib=$3 t0 t1 s0 s1 out line
+    shift 3
+    out=$TMP/raw/$p-$key.txt
+    CMDS+=("$p: $(printf '%q ' "$@")")
+    local c0 c1
+    measured "$p" "$key" $((D + 60)) "$out" "$@"
+    t0=$X_T0; t1=$X_T1; s0=$X_S0; s1=$X_S1; c0=$X_C0; c1=$X_C1
+    ((t1 > t0)) && RES[$p.$key.sys_pct]=$(calc "($s1 - $s0) * 100 / ($t1 - $t0)" 0)
+    RES[$p.hwm_trace]+="$key=$(calc "$(mem_kib VmHWM) / 1024" 1) "
+    line=$(grep '^BENCH ' "$out" || true)
+    if [[ -z $line ]]; then
+        log "$p $key: no result"; sed 's/^/    /' "$out" >&2
+        return 0
+    fi
+    local requests bytes duration_us p50_us p99_us err_connect err_read err_write err_status err_timeout
+    eval "$(sed -e 's/^BENCH //' -e 's/ /;/g' <<<"$line")"
+    local secs cpu_us errs
+    secs=$(calc "$duration_us / 1e6" 3)
+    cpu_us=$(calc "($t1 - $t0) * 1e6 / $TCK" 0)
+    errs=$((err_connect + err_read + err_write + err_status + err_timeout))
+    RES[$p.$key.errors]=$errs
+    RES[$p.$key.p99_ms]=$(calc "$p99_us / 1000" 2)
+    if ((per_mib)); then
+        RES[$p.$key.rate]=$(calc "$bytes / 1048576 / $secs" 1)
+        RES[$p.$key.cpu_us]=$(calc "$cpu_us / ($bytes / 1048576)" 0)
+    else
+        RES[$p.$key.rate]=$(calc "$requests / $secs" 0)
+        RES[$p.$key.cpu_us]=$(calc "$cpu_us / $requests" 1)
+        RES[$p.$key.csw]=$(calc "($c1 - $c0) / $requests" 2)
+    fi
+    log "$p $key: rate=${RES[$p.$key.rate]} cpu_us=${RES[$p.$key.cpu_us]} p99=${RES[$p.$key.p99_ms]}ms errors=$errs"
+}
+
+h2_run() {
+    local p=$1 port=$2 t0 t1 out
+    out=$TMP/raw/$p-h2.txt
+    local cmd=(h2load -t 2 -c 32 -m 16 -n "$H2_N" --groups P-256 "https://$NAME:$port/1k")
+    CMDS+=("$p: $(printf '%q ' "${cmd[@]}")")
+    local c0 c1
+    measured "$p" h2 $((D * 8 + 60)) "$out" "${cmd[@]}"
+    t0=$X_T0; t1=$X_T1; c0=$X_C0; c1=$X_C1
+    RES[$p.hwm_trace]+="h2=$(calc "$(mem_kib VmHWM) / 1024" 1)"
+    local rps ok proto
+    rps=$(awk '/^finished in/ {gsub(",", "", $4); print $4}' "$out")
+    ok=$(awk '/^requests:/ {print $8}' "$out")
+    proto=$(awk -F': ' '/^Application protocol/ {print $2}' "$out")
+    if [[ -z $rps || -z $ok || $ok == 0 ]]; then
+        log "$p h2: no result"; sed 's/^/    /' "$out" >&2
+        return 0
+    fi
+    [[ $proto == h2 ]] || log "$p h2: negotiated '$proto', not h2"
+    RES[$p.h2.rate]=$(calc "$rps" 0)
+    RES[$p.h2.cpu_us]=$(calc "($t1 - $t0) * 1e6 / $TCK / $ok" 1)
+    RES[$p.h2.errors]=$((H2_N - ok))
+    RES[$p.h2.csw]=$(calc "($c1 - $c0) / $ok" 2)
+    RES[$p.h2.proto]=$proto
+    log "$p h2: rate=${RES[$p.h2.rate]} cpu_us=${RES[$p.h2.cpu_us]} failed=${RES[$p.h2.errors]} proto=$proto"
+}
+
+curl_ok() {          # curl_ok PORT PATH EXPECTED_BYTES [curl args]
+    local port=$1 path=$2 want=$3 got
+    shift 3
+    got=$(curl -fsS --max-time 5 --cacert "$CACERT" --resolve "$NAME:$port:127.0.0.1" \
+        -o /dev/null -w '%{size_download}' "$@" "https://$NAME:$port$path" 2>/dev/null) || return 1
+    [[ $got == "$want" ]]
+}
+
+wait_ready() {
+    local port=$1 i
+    for ((i = 0; i < 150; i++)); do
+        curl_ok "$port" /1k 1024 && return 0
+        kill -0 "$ROOTPID" 2>/dev/null || return 1
+        sleep 0.2
+    done
+    return 1
+}
+
+bench_proxy() {
+    local p=$1 port=${PORT[$1]} url
+    url=https://$NAME:$port
+    port_busy "$port" && die "port $port already in use"
+    log "== $p on 127.0.0.1:$port"
+    if ! "start_$p" || ! wait_ready "$port"; then
+        log "$p failed to start; logs:"
+        tail -n 20 "$TMP/$p"/*.log >&2 2>/dev/null || true
+        RES[$p.failed]=1
+        stop_proxy "$p" 2>/dev/null || true
+        return 0
+    fi
+    # sanity: bodies, h2, and that Connection: close really closes
+    curl_ok "$port" /1m 1048576 || log "$p: /1m body size wrong"
+    curl_ok "$port" /1k 1024 --http2 || log "$p: h2 request failed"
+    if curl -sS --max-time 5 --cacert "$CACERT" --resolve "$NAME:$port:127.0.0.1" --http1.1 \
+        -H 'Connection: close' -D - -o /dev/null "$url/1k" | grep -qi '^connection: *close'; then
+        RES[$p.closes]=yes
+    else
+        RES[$p.closes]=no
+        log "$p: response to 'Connection: close' lacks 'Connection: close'; new-connection numbers are suspect"
+    fi
+    wait_quiet "$p"
+    RES[$p.idle_rss]=$(calc "$(mem_kib VmRSS) / 1024" 1)
+    RES[$p.idle_split]="$(calc "$(mem_kib RssAnon) / 1024" 1) / $(calc "$(mem_kib RssFile) / 1024" 1)"
+    RES[$p.hwm_trace]="start=$(calc "$(mem_kib VmHWM) / 1024" 1) "
+    RES[$p.nproc]=$(tree_pids "$ROOTPID" | wc -l)
+    RES[$p.threads]=$(for q in $(tree_pids "$ROOTPID"); do cat "/proc/$q/status" 2>/dev/null || true; done | awk '/^Threads:/ {t += $2} END {print t}')
+
+    client timeout $((WARMUP + 30)) wrk -t2 -c64 -d${WARMUP}s -H "Host: $NAME" "$url/1k" >/dev/null 2>&1 || true
+    RES[$p.hwm_trace]+="warmup=$(calc "$(mem_kib VmHWM) / 1024" 1) "
+    local lua=$BENCH_DIR/wrk-report.lua
+    wrk_run "$p" ka 0 wrk -t2 -c64 -d${D}s --latency -s "$lua" -H "Host: $NAME" "$url/1k"
+    sleep 1
+    wrk_run "$p" nc 0 env LD_PRELOAD="$TMP/noresume.so" \
+        wrk -t2 -c32 -d${D}s -s "$lua" -H "Host: $NAME" -H "Connection: close" "$url/1k"
+    sleep 1
+    wrk_run "$p" rs 0 wrk -t2 -c32 -d${RD}s -s "$lua" -H "Host: $NAME" -H "Connection: close" "$url/1k"
+    sleep 1
+    wrk_run "$p" mb 1 wrk -t2 -c8 -d${D}s -s "$lua" -H "Host: $NAME" "$url/1m"
+    sleep 1
+    h2_run "$p" "$port"
+    RES[$p.ka_nc_sys]="$(fmt "$p.ka.sys_pct") / $(fmt "$p.nc.sys_pct")"
+    RES[$p.csw]="$(fmt "$p.ka.csw") / $(fmt "$p.h2.csw")"
+    RES[$p.busy_all]="$(fmt "$p.bg_busy") / $(fmt "$p.ka.busy") / $(fmt "$p.nc.busy") / $(fmt "$p.mb.busy")"
+    RES[$p.peak_rss]=$(calc "$(mem_kib VmHWM) / 1024" 1)
+    RES[$p.end_rss]=$(calc "$(mem_kib VmRSS) / 1024" 1)
+    log "$p: idle RSS ${RES[$p.idle_rss]} MiB, peak RSS ${RES[$p.peak_rss]} MiB, ${RES[$p.nproc]} process(es)"
+    stop_proxy "$p"
+}
+
+bench_idle14() {     # snirouter with 14 services: idle RSS
+    local d=$TMP/snirouter14 s names=()
+    mkdir -p "$d/cache"
+    port_busy "$PORT14" && die "port $PORT14 already in use"
+    log "== snirouter with ${#SERVICES14[@]} services (idle RSS)"
+    for s in "${SERVICES14[@]}"; do names+=("$s"); done
+    start_sim "$TMP/ts14.sock" "$TMP/sim14-ca.pem" "${names[@]}" || { RES[snirouter.idle14_rss]=failed; return 0; }
+    {
+        printf '[tailscale]\nsocket = "%s"\n\n[listen]\nhttps = ["127.0.0.1:%s"]\n\n[cache]\ndir = "%s"\n\n[log]\naccess = false\n' \
+            "$TMP/ts14.sock" "$PORT14" "$d/cache"
+        for s in "${SERVICES14[@]}"; do
+            printf '\n[services.%s]\nupstream = "http://127.0.0.1:%s"\n' "$s" "$BACKEND_PORT"
+        done
+    } > "$d/config.toml"
+    if ! "$SNIROUTER_BIN" check --config "$d/config.toml" >"$d/check.log" 2>&1; then
+        cat "$d/check.log" >&2; RES[snirouter.idle14_rss]=failed; stop_pid "$SIM_PID"; return 0
+    fi
+    CMDS+=("snirouter: $SNIROUTER_BIN run --config $d/config.toml   # 14 [services.*] blocks, idle RSS")
+    "$SNIROUTER_BIN" run --config "$d/config.toml" >"$d/stdout.log" 2>"$d/stderr.log" &
+    ROOTPID=$!
+    PIDS+=("$ROOTPID")
+    CACERT=$TMP/sim14-ca.pem
+    local i ok=0 n
+    for s in "${SERVICES14[@]}"; do     # one request per name: every cert loaded and used once
+        n=$s.$SUFFIX
+        for ((i = 0; i < 100; i++)); do
+            if curl -fsS --max-time 5 --cacert "$CACERT" --resolve "$n:$PORT14:127.0.0.1" -o /dev/null \
+                "https://$n:$PORT14/1k" 2>/dev/null; then ok=$((ok + 1)); break; fi
+            sleep 0.2
+        done
+    done
+    sleep 5
+    RES[snirouter.idle14_rss]=$(calc "$(mem_kib VmRSS) / 1024" 1)
+    RES[snirouter.idle14_split]="$(calc "$(mem_kib RssAnon) / 1024" 1) MiB anonymous + $(calc "$(mem_kib RssFile) / 1024" 1) MiB file-backed"
+    RES[snirouter.idle14_ok]=$ok
+    log "snirouter 14 services: $ok/${#SERVICES14[@]} names served, idle RSS ${RES[snirouter.idle14_rss]} MiB"
+    stop_pid "$ROOTPID"; stop_pid "$SIM_PID"
+}
+
+# --------------------------------------------------------------------------- report
+get() { echo "${RES[$1]:-}"; }
+fmt() { local v=${RES[$1]:-}; [[ -n $v ]] && echo "$v" || echo "–"; }
+ratio() {            # ratio A B -> "1.23×" or –
+    local a=${RES[$1]:-} b=${RES[$2]:-}
+    [[ $a =~ ^[0-9.]+$ && $b =~ ^[0-9.]+$ ]] || { echo "–"; return; }
+    awk -v a="$a" -v b="$b" 'BEGIN { if (b == 0) print "–"; else printf "%.2f×", a / b }'
+}
+verdict() {          # verdict VALUE OP LIMIT
+    [[ -n $1 && $1 != – && $1 != failed ]] || { echo "not measured"; return; }
+    awk -v v="${1%×}" -v l="$3" -v op="$2" 'BEGIN {
+        ok = (op == ">=") ? (v >= l) : (v <= l); print ok ? "**met**" : "**not met**" }'
+}
+
+report() {
+    local p rows
+    echo "# snirouter benchmark results"
+    echo
+    echo "Run: $(date -u '+%Y-%m-%d %H:%M UTC'), BENCH_DURATION=${D}s, h2load -n $H2_N."
+    echo "Machine: $(nproc) CPU ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, Linux $(uname -r), $( . /etc/os-release; echo "$PRETTY_NAME")."
+    echo "Versions: nginx $(nginx -v 2>&1 | sed 's|.*/||'), HAProxy $(haproxy -v | awk 'NR==1 {print $3}'), Caddy $(caddy version | awk '{print $1}'), wrk $({ wrk -v 2>&1 || true; } | awk 'NR==1 {print $2}'), h2load $(h2load --version | awk '{print $2}'), $(openssl version | awk '{print $1, $2}')."
+    if [[ " $PROXIES " == *" snirouter "* ]]; then
+        echo "snirouter: $SNIROUTER_REV, \`cargo build --release\`."
+    fi
+    echo "Clients and proxies share the same $(nproc) cores, so req/s mixes client and proxy cost; the"
+    echo "proxy-CPU rows (utime+stime of all proxy processes over the run, /proc/PID/stat) isolate the proxy."
+    echo
+    local cols=() hdr="| metric |" sep="|---|"
+    for p in $PROXIES; do cols+=("$p"); hdr+=" $p |"; sep+="---:|"; done
+    local has_s=0 has_n=0 has_c=0
+    [[ " $PROXIES " == *" snirouter "* ]] && has_s=1
+    [[ " $PROXIES " == *" nginx "* ]] && has_n=1
+    [[ " $PROXIES " == *" caddy "* ]] && has_c=1
+    if ((has_s && has_n)); then hdr+=" snirouter / nginx |"; sep+="---:|"; fi
+    if ((has_s && has_c)); then hdr+=" snirouter / Caddy |"; sep+="---:|"; fi
+    echo "$hdr"
+    echo "$sep"
+    row() {          # row LABEL KEY [noratio]
+        local line="| $1 |" q
+        for q in "${cols[@]}"; do
+            if [[ -n ${RES[$q.failed]:-} ]]; then line+=" failed |"; else line+=" $(fmt "$q.$2") |"; fi
+        done
+        if [[ ${3:-} == noratio ]]; then
+            ((has_s && has_n)) && line+=" – |"
+            ((has_s && has_c)) && line+=" – |"
+        else
+            ((has_s && has_n)) && line+=" $(ratio "snirouter.$2" "nginx.$2") |"
+            ((has_s && has_c)) && line+=" $(ratio "snirouter.$2" "caddy.$2") |"
+        fi
+        echo "$line"
+    }
+    row "keep-alive 1 KiB, req/s (higher is better)" ka.rate
+    row "keep-alive 1 KiB, p99 latency ms" ka.p99_ms
+    row "keep-alive 1 KiB, proxy CPU µs/req (lower is better)" ka.cpu_us
+    row "new TLS connection per request (full handshake), conn/s" nc.rate
+    row "new TLS connection, proxy CPU µs/conn" nc.cpu_us
+    row "new TLS connection, resumed (PSK ticket), conn/s" rs.rate
+    row "resumed connection, proxy CPU µs/conn" rs.cpu_us
+    row "1 MiB body, MiB/s" mb.rate
+    row "1 MiB body, proxy CPU µs/MiB" mb.cpu_us
+    row "HTTP/2 1 KiB (32 conn × 16 streams), req/s" h2.rate
+    row "HTTP/2, proxy CPU µs/req" h2.cpu_us
+    row "kernel share of proxy CPU, keep-alive / new conn, %" ka_nc_sys
+    row "proxy context switches per request, keep-alive / h2" csw
+    row "machine CPU busy %: idle proxy (background) / keep-alive / new conn / 1 MiB" busy_all
+    row "idle RSS after start, MiB" idle_rss
+    row "idle RSS split: anonymous / file-backed (code, libs), MiB" idle_split
+    row "peak RSS (VmHWM) after all runs, MiB" peak_rss
+    row "RSS after all runs, MiB" end_rss
+    row "processes" nproc noratio
+    echo
+    for p in "${cols[@]}"; do
+        [[ -n ${RES[$p.failed]:-} ]] && continue
+        printf -- '- %s: %s threads; client errors ka=%s nc=%s rs=%s mb=%s h2-failed=%s; answers `Connection: close` with close: %s; VmHWM MiB after each phase: %s; CPU %% of the machine used by unrelated processes per run: %s; runs repeated because of them: %s\n' \
+            "$p" "$(fmt "$p.threads")" "$(fmt "$p.ka.errors")" "$(fmt "$p.nc.errors")" "$(fmt "$p.rs.errors")" \
+            "$(fmt "$p.mb.errors")" "$(fmt "$p.h2.errors")" "$(fmt "$p.closes")" "$(fmt "$p.hwm_trace")" "$(fmt "$p.foreign")" "${RES[$p.repeats]:-none}"
+    done
+    if ((has_s)); then
+        echo
+        echo "snirouter with ${#SERVICES14[@]} services (14 names from the simulated tailscaled, one request per name, then 5 s idle): RSS $(fmt snirouter.idle14_rss) MiB = $(fmt snirouter.idle14_split) (names served: $(fmt snirouter.idle14_ok)/${#SERVICES14[@]})."
+        echo
+        echo "## Targets"
+        echo
+        echo "| target | measured (req/s etc.) | verdict | same comparison by proxy CPU cost |"
+        echo "|---|---:|---|---:|"
+        local r c
+        if ((has_n)); then
+            r=$(ratio snirouter.ka.rate nginx.ka.rate); c=$(ratio nginx.ka.cpu_us snirouter.ka.cpu_us)
+            echo "| keep-alive ≥ 1.25× nginx | $r | $(verdict "$r" '>=' 1.25) | $c |"
+        fi
+        if ((has_c)); then
+            r=$(ratio snirouter.ka.rate caddy.ka.rate); c=$(ratio caddy.ka.cpu_us snirouter.ka.cpu_us)
+            echo "| keep-alive ≥ 2.5× Caddy | $r | $(verdict "$r" '>=' 2.5) | $c |"
+        fi
+        if ((has_n)); then
+            r=$(ratio snirouter.nc.rate nginx.nc.rate); c=$(ratio nginx.nc.cpu_us snirouter.nc.cpu_us)
+            echo "| new connections ≥ 1.0× nginx | $r | $(verdict "$r" '>=' 1.0) | $c |"
+        fi
+        if ((has_c)); then
+            r=$(ratio snirouter.mb.rate caddy.mb.rate); c=$(ratio caddy.mb.cpu_us snirouter.mb.cpu_us)
+            echo "| 1 MiB throughput ≥ 1.0× Caddy | $r | $(verdict "$r" '>=' 1.0) | $c |"
+        fi
+        r=$(fmt snirouter.peak_rss)
+        echo "| peak RSS under load ≤ 20 MiB | $r MiB | $(verdict "$r" '<=' 20) | |"
+        r=$(fmt snirouter.idle14_rss)
+        echo "| idle RSS with 14 services ≤ 10 MiB | $r MiB | $(verdict "$r" '<=' 10) | |"
+        echo
+        echo "The CPU column is peer µs ÷ snirouter µs for the same unit of work (> 1 means snirouter is cheaper)."
+    fi
+    echo
+    echo "## Commands"
+    echo
+    echo "Name resolution for the clients: $HOSTS_MODE (see docs/benchmarks.md). \`noresume.so\` is bench/noresume.c."
+    echo "Every client runs with OPENSSL_CONF=\$TMP/client.cnf (Groups = P-256, MinProtocol = TLSv1.3)."
+    echo "Warm-up per proxy: \`wrk -t2 -c64 -d${WARMUP}s\` on /1k (not recorded)."
+    echo
+    echo '```'
+    printf '%s\n' "${CMDS[@]}" | sed "s|$TMP|\$TMP|g; s|$BENCH_DIR|bench|g; s|$REPO/|./|g"
+    echo '```'
+}
+
+# --------------------------------------------------------------------------- main
+main() {
+    install_tools
+    build_snirouter
+    setup_resolution
+    write_client_cnf
+    mkdir -p "$TMP/raw"
+    gcc -O2 -shared -fPIC -o "$TMP/noresume.so" "$BENCH_DIR/noresume.c" -ldl
+    make_pki
+    port_busy "$BACKEND_PORT" && die "port $BACKEND_PORT already in use"
+    start_backend
+    local p
+    for p in $PROXIES; do
+        [[ -n ${PORT[$p]:-} ]] || die "unknown proxy $p"
+        bench_proxy "$p"
+    done
+    [[ " $PROXIES " == *" snirouter "* && -z ${RES[snirouter.failed]:-} ]] && bench_idle14
+    mkdir -p "$(dirname "$OUT")"
+    report | tee "$OUT"
+    log "report written to $OUT"
+}
+
+main "$@"
