@@ -105,3 +105,38 @@ async fn not_logged_in_says_tailscale_up() {
     let out = s_client(&env, &fqdn("grafana")).await;
     assert!(out.contains("unrecognized name"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_router_still_waiting_for_tailscaled() {
+    // No socket and no MagicDNS suffix anywhere: the router waits for tailscaled.
+    let dir = TempDir::new("waitterm");
+    let config = dir.0.join("snirouter.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[tailscale]\nsocket = \"{}\"\n[listen]\nhttps = [\"127.0.0.1:{}\"]\n[cache]\ndir = \"{}\"\n[admin]\nsocket = \"{}\"\n[services.grafana]\nupstream = \"http://127.0.0.1:9\"\n",
+            dir.0.join("absent.sock").display(),
+            free_port(),
+            dir.0.join("cache").display(),
+            dir.0.join("admin.sock").display(),
+        ),
+    )
+    .expect("config");
+    let log = dir.0.join("router.log");
+    let mut router = RouterProcess::start(&config, &log);
+    router.wait_log("the waiting log line", WAIT, |l| l.contains("waiting for tailscaled")).await;
+    let pid = router.child.id().to_string();
+    let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let exited = loop {
+        if let Ok(Some(status)) = router.child.try_wait() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let status = exited.unwrap_or_else(|| panic!("SIGTERM did not stop the router:\n{}", router.logs()));
+    assert!(status.success(), "{status:?}");
+}

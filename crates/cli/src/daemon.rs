@@ -431,7 +431,19 @@ pub async fn run_until_signal(config: Config) -> Result<(), StartError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(StartError::Signal)?;
     let mut hup = signal(SignalKind::hangup()).map_err(StartError::Signal)?;
-    let daemon = Daemon::start(config).await?;
+    // Starting can wait for tailscaled for a long time (no MagicDNS suffix yet):
+    // SIGTERM and Ctrl-C must still stop it.
+    let daemon = tokio::select! {
+        started = Daemon::start(config) => started?,
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("interrupted while starting");
+            return Ok(());
+        }
+        _ = term.recv() => {
+            tracing::info!("SIGTERM while starting; stopped");
+            return Ok(());
+        }
+    };
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {
