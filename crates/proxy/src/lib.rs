@@ -39,8 +39,8 @@ pub mod proxy_header;
 pub mod redirect;
 pub mod routes;
 pub mod stats;
-pub mod workers;
 pub mod upstream;
+pub mod workers;
 
 pub use listener::{ListenerKind, ProxyOptions, Router};
 pub use routes::{RouteTable, ServiceRoutes};
