@@ -475,26 +475,11 @@ impl Validator<'_> {
 
     /// `max_body_bytes`: a byte count or size string, at least 1.
     fn body_limit(&mut self, e: &Entry<'_>) -> Option<u64> {
-        let help = Some("write a byte count or a size, e.g. max_body_bytes = 1048576, \"10MB\" or \"1GiB\"".to_owned());
-        let bytes = if let Some(n) = e.item.as_integer() {
-            u64::try_from(n).ok()
-        } else if let Some(s) = e.item.as_str() {
-            match crate::units::parse_size(s) {
-                Ok(n) => u64::try_from(n).ok(),
-                Err(msg) => {
-                    self.error(e.value_span(), &e.path, msg, help);
-                    return None;
-                }
-            }
-        } else {
-            self.error(
-                e.value_span(),
-                &e.path,
-                format!("expected a size (integer or string such as \"10MB\"), found {}", describe(e.item)),
-                help,
-            );
-            return None;
-        };
+        let (bytes, _) = self.size(
+            e,
+            "write a byte count or a size, e.g. max_body_bytes = 1048576, \"10MB\" or \"1GiB\"",
+            "\"10MB\"",
+        )?;
         match bytes {
             Some(n) if n >= 1 => Some(n),
             _ => {

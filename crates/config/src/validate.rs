@@ -560,27 +560,39 @@ impl Validator<'_> {
         }
     }
 
-    fn max_header_bytes(&mut self, e: &Entry<'_>) -> Option<usize> {
-        let help = Some("write a byte count or a size, e.g. max_header_bytes = 65536, \"64KiB\" or \"5MB\"".to_owned());
-        let (bytes, shown) = if let Some(n) = e.item.as_integer() {
-            (usize::try_from(n).ok(), n.to_string())
-        } else if let Some(s) = e.item.as_str() {
-            match units::parse_size(s) {
-                Ok(n) => (Some(n), format!("{s:?}")),
-                Err(msg) => {
-                    self.error(e.value_span(), &e.path, msg, help);
-                    return None;
-                }
-            }
-        } else {
+    /// A size value: an integer byte count or a string such as `"64KiB"` / `"5MB"`.
+    /// Returns the byte count (`None` when it does not fit, e.g. negative) and the value
+    /// as written, for range messages; `None` after reporting a wrong type or a bad
+    /// size string. `help` is the fix shown for those; `sample` the example string.
+    pub(crate) fn size(&mut self, e: &Entry<'_>, help: &str, sample: &str) -> Option<(Option<u64>, String)> {
+        if let Some(n) = e.item.as_integer() {
+            return Some((u64::try_from(n).ok(), n.to_string()));
+        }
+        let Some(s) = e.item.as_str() else {
             self.error(
                 e.value_span(),
                 &e.path,
-                format!("expected a size (integer or string such as \"64KiB\"), found {}", describe(e.item)),
-                help,
+                format!("expected a size (integer or string such as {sample}), found {}", describe(e.item)),
+                Some(help.to_owned()),
             );
             return None;
         };
+        match units::parse_size(s) {
+            Ok(n) => Some((u64::try_from(n).ok(), format!("{s:?}"))),
+            Err(msg) => {
+                self.error(e.value_span(), &e.path, msg, Some(help.to_owned()));
+                None
+            }
+        }
+    }
+
+    fn max_header_bytes(&mut self, e: &Entry<'_>) -> Option<usize> {
+        let (bytes, shown) = self.size(
+            e,
+            "write a byte count or a size, e.g. max_header_bytes = 65536, \"64KiB\" or \"5MB\"",
+            "\"64KiB\"",
+        )?;
+        let bytes = bytes.and_then(|n| usize::try_from(n).ok());
         match bytes {
             Some(n) if (MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&n) => Some(n),
             _ => {
