@@ -208,3 +208,60 @@ async fn upstream_refused_is_502_and_silent_is_504() {
     let logs = env.router().logs();
     assert!(logs.contains("service=broken") || logs.contains("service: broken"), "log names the service:\n{logs}");
 }
+
+/// `limits.max_upstream_connections`: multiplexed HTTP/2 requests to one upstream wait
+/// for a free upstream connection instead of opening one each; a response body still
+/// streaming holds its connection; a wait longer than `timeouts.upstream_response` is a
+/// 504 that names the key. Other services keep their own connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_bounded_and_requests_wait_for_one() {
+    let slow = backend::spawn("slow").await.expect("backend");
+    let mut opts = EnvOptions::default();
+    let mut names: Vec<&str> = SERVICES.to_vec();
+    names.push("slow");
+    opts.sim = snirouter_testkit::tailscaled::SimConfig::storage(SUFFIX, &names);
+    // 1 in all is 1 per worker thread; one HTTP/2 connection stays on one thread.
+    opts.timeouts = "upstream_response = \"3s\"\n\n[limits]\nmax_upstream_connections = 1\n".into();
+    opts.extra_services = format!("[services.slow]\nupstream = \"http://{}\"\n", slow.addr);
+    let env = Env::start(opts).await;
+    env.wait_serving("slow", WAIT).await;
+
+    // Ten requests multiplexed on one connection, 200 ms each at the backend.
+    let host = fqdn("slow");
+    let port = env.https.port();
+    let urls: Vec<String> = (0..10).map(|i| format!("https://{host}:{port}/delay/200?n={i}")).collect();
+    let started = std::time::Instant::now();
+    let mut args =
+        vec!["--http2", "--parallel", "--parallel-max", "11", "-w", "\nstatus %{http_code} %{http_version}\n"];
+    args.extend(urls.iter().map(String::as_str));
+    let out = curl(&env, "slow", "/delay/200?n=first", &args).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let answers: Vec<&str> = text.lines().filter(|l| l.starts_with("status ")).collect();
+    assert_eq!(answers.len(), 11, "curl output: {text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(answers.iter().all(|l| *l == "status 200 2"), "every request answered over HTTP/2: {text}");
+    assert_eq!(slow.peak_in_flight(), 1, "requests reached the upstream one at a time");
+    // Connections are reused, not opened per request (a request that finds its slot
+    // free just before the connection is back in the pool may open one more).
+    assert!(slow.connections() <= 4, "upstream connections for 12 requests: {}", slow.connections());
+    assert!(started.elapsed() >= Duration::from_millis(11 * 200), "the requests waited for each other");
+
+    // A slow download holds the only connection; a request behind it gets a 504 that
+    // names the limit once timeouts.upstream_response passes. Meanwhile another
+    // service answers at once.
+    let big = format!("https://{host}:{port}/bytes/100000000");
+    let args =
+        ["--http2", "--parallel", "--limit-rate", "20k", "--max-time", "7", "-w", "\nstatus %{http_code}\n", &big];
+    let blocked = curl(&env, "slow", "/status/200", &args);
+    let other = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        body_and_status(&curl(&env, "grafana", "/", &[]).await).1
+    };
+    let (out, other) = tokio::join!(blocked, other);
+    assert_eq!(other, 200);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let text: String = text.lines().filter(|l| l.starts_with("status ") || l.contains("snirouter:")).collect();
+    assert!(text.contains("status 504"), "the waiting request got a 504: {text}");
+    assert!(text.contains("limits.max_upstream_connections"), "the 504 names the limit: {text}");
+    let logs = env.router().logs();
+    assert!(logs.contains("limits.max_upstream_connections"), "router log:\n{logs}");
+}

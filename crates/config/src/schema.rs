@@ -170,6 +170,11 @@ pub struct Limits {
     /// Concurrent connections from one client address (the PROXY v2 source on
     /// `proxy_protocol` listeners); default 1024, at least 1.
     pub max_connections_per_client: usize,
+    /// Requests in flight to one upstream address at once, i.e. the upstream
+    /// connections opened to it (default 128, at least 1). Split evenly over the
+    /// I/O worker threads (one per core), each rounded up; more requests wait for a
+    /// connection to become free (within `timeouts.upstream_response`).
+    pub max_upstream_connections: usize,
 }
 
 /// Smallest accepted `limits.max_header_bytes`.
@@ -179,7 +184,12 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024 * 1024;
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_header_bytes: 65536, max_connections: 20_000, max_connections_per_client: 1024 }
+        Limits {
+            max_header_bytes: 65536,
+            max_connections: 20_000,
+            max_connections_per_client: 1024,
+            max_upstream_connections: 128,
+        }
     }
 }
 

@@ -34,7 +34,8 @@ const TIMEOUT_KEYS: &[&str] = &[
     "upstream_response",
     "cert_request",
 ];
-const LIMIT_KEYS: &[&str] = &["max_header_bytes", "max_connections", "max_connections_per_client"];
+const LIMIT_KEYS: &[&str] =
+    &["max_header_bytes", "max_connections", "max_connections_per_client", "max_upstream_connections"];
 const LOG_KEYS: &[&str] = &["format", "level", "access"];
 const ADMIN_KEYS: &[&str] = &["socket", "metrics_listen"];
 
@@ -533,6 +534,11 @@ impl Validator<'_> {
             && let Some(n) = self.connection_count(e, "max_connections_per_client = 1024")
         {
             limits.max_connections_per_client = n;
+        }
+        if let Some(e) = find(&fields, "max_upstream_connections")
+            && let Some(n) = self.connection_count(e, "max_upstream_connections = 128")
+        {
+            limits.max_upstream_connections = n;
         }
         limits
     }

@@ -26,3 +26,17 @@ fn per_client_limit_must_be_a_positive_integer() {
         "{err}"
     );
 }
+
+#[test]
+fn upstream_connection_limit_default_override_and_errors() {
+    let cfg = parse(BASE, "t.toml").expect("valid");
+    assert_eq!(cfg.limits.max_upstream_connections, 128);
+    let cfg = parse(&format!("{BASE}[limits]\nmax_upstream_connections = 16\n"), "t.toml").expect("valid");
+    assert_eq!(cfg.limits.max_upstream_connections, 16);
+    let err =
+        parse(&format!("{BASE}[limits]\nmax_upstream_connections = 0\n"), "t.toml").expect_err("invalid").to_string();
+    assert!(
+        err.contains("t.toml:6:") && err.contains("limits.max_upstream_connections") && err.contains("at least 1"),
+        "{err}"
+    );
+}

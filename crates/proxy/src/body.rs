@@ -5,13 +5,15 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::sync::OwnedSemaphorePermit;
 
 /// Either an upstream body, streamed frame by frame (never buffered whole), or a
 /// complete local answer.
 #[derive(Debug)]
 pub enum ProxyBody {
-    /// Streamed from the upstream.
-    Upstream(Incoming),
+    /// Streamed from the upstream, holding the upstream connection slot (see
+    /// `upstream::Slots`) until the body ends or is dropped.
+    Upstream(Incoming, Option<OwnedSemaphorePermit>),
     /// A local page (error pages, redirects); `None` once sent.
     Full(Option<Bytes>),
 }
@@ -35,21 +37,28 @@ impl Body for ProxyBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            ProxyBody::Upstream(inner) => Pin::new(inner).poll_frame(cx),
+            ProxyBody::Upstream(inner, slot) => {
+                let frame = Pin::new(inner).poll_frame(cx);
+                if matches!(frame, Poll::Ready(None | Some(Err(_)))) {
+                    // The upstream connection is idle (or gone): let the next request have it.
+                    slot.take();
+                }
+                frame
+            }
             ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ProxyBody::Upstream(inner) => inner.is_end_stream(),
+            ProxyBody::Upstream(inner, _) => inner.is_end_stream(),
             ProxyBody::Full(data) => data.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ProxyBody::Upstream(inner) => inner.size_hint(),
+            ProxyBody::Upstream(inner, _) => inner.size_hint(),
             ProxyBody::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
         }
     }

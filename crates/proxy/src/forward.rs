@@ -26,8 +26,18 @@ use crate::body::ProxyBody;
 use crate::identity::Identities;
 use crate::listener::ProxyOptions;
 use crate::routes::{RouteTable, ServiceRoutes};
-use crate::upstream::{Connector, LimitedBody, UpstreamBody, UpstreamClient};
+use crate::upstream::{Connector, LimitedBody, Slots, UpstreamBody, UpstreamClient};
 use thread_local::ThreadLocal;
+
+/// One thread's upstream clients and connection slots.
+#[derive(Debug)]
+struct ThreadPools {
+    /// `http://` and verified `https://` upstreams, and forward-auth servers.
+    verified: UpstreamClient,
+    /// `https://` upstreams of services with `insecure_skip_verify`.
+    insecure: UpstreamClient,
+    slots: Slots,
+}
 
 /// What the HTTP stage knows about its connection.
 #[derive(Debug, Clone)]
@@ -66,33 +76,40 @@ pub struct Forwarder {
     connector: Connector,
     /// `https://` upstreams of services with `insecure_skip_verify`.
     insecure_connector: Connector,
-    /// One pool pair per thread: a request and the upstream connection it uses stay
-    /// on one thread (see `workers.rs`).
-    pools: ThreadLocal<(UpstreamClient, UpstreamClient)>,
+    /// One set of pools per thread: a request and the upstream connection it uses
+    /// stay on one thread (see `workers.rs`).
+    pools: ThreadLocal<ThreadPools>,
+    /// Upstream connections per upstream address and thread.
+    per_thread: usize,
     identities: Identities,
     response_timeout: Duration,
 }
 
 impl Forwarder {
     /// A forwarder with the connect and response timeouts from `opts`; `whois` answers
-    /// `tailscale_identity` lookups.
+    /// `tailscale_identity` lookups; `threads` is the number of threads serving
+    /// connections, over which `opts.max_upstream_connections` is split.
     pub fn new(
         opts: &ProxyOptions,
         whois: Option<snirouter_localapi::LocalClient>,
+        threads: usize,
     ) -> Result<Forwarder, rustls::Error> {
         Ok(Forwarder {
             connector: crate::upstream::connector(opts.upstream_connect_timeout, false)?,
             insecure_connector: crate::upstream::connector(opts.upstream_connect_timeout, true)?,
             pools: ThreadLocal::new(),
+            per_thread: opts.max_upstream_connections.div_ceil(threads.max(1)),
             identities: Identities::new(whois),
             response_timeout: opts.upstream_response_timeout,
         })
     }
 
-    /// This thread's pools: (verified, insecure).
-    fn pools(&self) -> &(UpstreamClient, UpstreamClient) {
-        self.pools.get_or(|| {
-            (crate::upstream::pool(self.connector.clone()), crate::upstream::pool(self.insecure_connector.clone()))
+    /// This thread's pools.
+    fn pools(&self) -> &ThreadPools {
+        self.pools.get_or(|| ThreadPools {
+            verified: crate::upstream::pool(self.connector.clone(), self.per_thread),
+            insecure: crate::upstream::pool(self.insecure_connector.clone(), self.per_thread),
+            slots: Slots::new(self.per_thread),
         })
     }
 
@@ -172,7 +189,7 @@ impl Forwarder {
                 uri: pq.as_str(),
                 client: conn.client,
             };
-            match crate::auth::check(&self.pools().0, auth, &original, &svc.name, self.response_timeout).await {
+            match crate::auth::check(&self.pools().verified, auth, &original, &svc.name, self.response_timeout).await {
                 crate::auth::Verdict::Allow(headers) => auth_headers = Some(headers),
                 crate::auth::Verdict::Deny(resp) => return resp,
             }
@@ -229,10 +246,15 @@ impl Forwarder {
         let body = UpstreamBody::Client(LimitedBody::new(body, svc.max_body_bytes, Arc::clone(&exceeded)));
         let upstream = route.upstream.to_string();
         let pools = self.pools();
-        let client = if svc.insecure_skip_verify { &pools.1 } else { &pools.0 };
-        let sent = client.request(Request::from_parts(parts, body));
-        let mut resp = match tokio::time::timeout(self.response_timeout, sent).await {
-            Ok(Ok(resp)) => resp,
+        let client = if svc.insecure_skip_verify { &pools.insecure } else { &pools.verified };
+        let got_slot = AtomicBool::new(false);
+        let sent = async {
+            let slot = pools.slots.acquire(&route.upstream.authority, svc.insecure_skip_verify).await;
+            got_slot.store(true, Ordering::Relaxed);
+            client.request(Request::from_parts(parts, body)).await.map(|resp| (resp, slot))
+        };
+        let (mut resp, slot) = match tokio::time::timeout(self.response_timeout, sent).await {
+            Ok(Ok(sent)) => sent,
             Ok(Err(_)) if exceeded.load(Ordering::Relaxed) => {
                 let limit = svc.max_body_bytes.unwrap_or_default();
                 tracing::info!(service = %svc.name, client = %conn.client, limit, "413: streamed request body exceeded max_body_bytes");
@@ -243,6 +265,18 @@ impl Forwarder {
                 let (status, what) = classify_upstream_error(&e, svc.insecure_skip_verify);
                 tracing::warn!(service = %svc.name, upstream = %upstream, cause = %error_chain(&e), "{status}: {what}");
                 return local(status, format!("the upstream of service {} ({upstream}) {what}", svc.name));
+            }
+            Err(_) if !got_slot.load(Ordering::Relaxed) => {
+                svc.stats.upstream_error();
+                tracing::warn!(service = %svc.name, upstream = %upstream, per_thread = self.per_thread, timeout_secs = self.response_timeout.as_secs(), "504: every upstream connection stayed busy (limits.max_upstream_connections)");
+                return local(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "the upstream of service {} ({upstream}) had all its connections busy for {}s; raise limits.max_upstream_connections if it can take more requests at once",
+                        svc.name,
+                        self.response_timeout.as_secs()
+                    ),
+                );
             }
             Err(_) => {
                 svc.stats.upstream_error();
@@ -277,13 +311,15 @@ impl Forwarder {
                     }
                 }
             });
+            // The upgraded connection left the pool: its slot is free again.
+            drop(slot);
             let (parts, _) = resp.into_parts();
             return Response::from_parts(parts, ProxyBody::empty());
         }
 
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        Response::from_parts(parts, ProxyBody::Upstream(body))
+        Response::from_parts(parts, ProxyBody::Upstream(body, slot))
     }
 }
 

@@ -1,6 +1,7 @@
 //! Listeners and the per-connection pipeline: accept → PROXY header → ClientHello →
 //! TLS handshake → HTTP.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -54,6 +55,8 @@ pub struct ProxyOptions {
     pub max_connections: usize,
     /// Connections from one client address; more are closed.
     pub max_connections_per_client: usize,
+    /// Requests in flight to one upstream address (split over the worker threads).
+    pub max_upstream_connections: usize,
 }
 
 impl ProxyOptions {
@@ -69,6 +72,7 @@ impl ProxyOptions {
             max_header_bytes: cfg.limits.max_header_bytes,
             max_connections: cfg.limits.max_connections,
             max_connections_per_client: cfg.limits.max_connections_per_client,
+            max_upstream_connections: cfg.limits.max_upstream_connections,
         }
     }
 }
@@ -125,22 +129,25 @@ impl Router {
         whois: Option<snirouter_localapi::LocalClient>,
     ) -> Result<Arc<Router>, rustls::Error> {
         let tls = Arc::new(tls_config(Arc::clone(&certs))?);
+        let workers = match Workers::per_core() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start worker threads; serving connections on the main runtime");
+                None
+            }
+        };
+        // Upstream pools are per thread; the main runtime has as many threads as cores.
+        let threads = workers.as_ref().map_or_else(Workers::cores, Workers::len);
         Ok(Arc::new(Router {
             routes: ArcSwap::from_pointee(routes),
             certs,
             tls,
-            forwarder: Forwarder::new(&opts, whois)?,
+            forwarder: Forwarder::new(&opts, whois, threads)?,
             per_client: ClientSlots::new(opts.max_connections_per_client),
             opts,
             active: AtomicUsize::new(0),
             metrics: Metrics::default(),
-            workers: match Workers::per_core() {
-                Ok(w) => Some(w),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot start worker threads; serving connections on the main runtime");
-                    None
-                }
-            },
+            workers,
         }))
     }
 
@@ -418,14 +425,24 @@ impl Router {
             .keep_alive_interval(Some(Duration::from_secs(30)));
         let builder = if is_h2 { builder.http2_only() } else { builder.http1_only() };
         let activity = idle::Activity::new();
-        let io = TokioIo::new(idle::Tracked::new(tls, Arc::clone(&activity)));
-        let conn = builder.serve_connection_with_upgrades(io, service);
-        let conn = graceful.watch(conn.into_owned());
+        let tracked = idle::Tracked::new(tls, Arc::clone(&activity));
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tracked), service);
+        self.drive(graceful.watch(conn.into_owned()), &activity, client).await;
+    }
+
+    /// Runs a client connection until it ends or `timeouts.idle` passes without a byte
+    /// moving.
+    async fn drive<E: std::fmt::Display>(
+        &self,
+        conn: impl Future<Output = Result<(), E>>,
+        activity: &idle::Activity,
+        client: SocketAddr,
+    ) {
         tokio::select! {
             result = conn => if let Err(e) = result {
                 tracing::debug!(client = %client, error = %e, "connection ended with an error");
             },
-            _ = idle::expired(&activity, self.opts.idle_timeout) => {
+            _ = idle::expired(activity, self.opts.idle_timeout) => {
                 tracing::debug!(client = %client, idle_secs = self.opts.idle_timeout.as_secs(), "closing idle connection (timeouts.idle)");
             }
         }

@@ -10,16 +10,18 @@
 //! The two clients keep separate connection pools, so a verified and an unverified
 //! service never share a connection to the same address.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::Uri;
+use http::uri::Authority;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
@@ -28,6 +30,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsConnector;
 
 /// Boxed error used by the connector.
@@ -57,16 +60,50 @@ pub fn connector(connect_timeout: Duration, insecure: bool) -> Result<Connector,
     Ok(Connector { http, tls: TlsConnector::from(Arc::new(tls)) })
 }
 
-/// A keep-alive connection pool over `connector`. Pools are per thread (see
-/// `Forwarder`): a pooled connection is driven by a task on the thread that opened it.
-pub fn pool(connector: Connector) -> UpstreamClient {
+/// A keep-alive connection pool over `connector` keeping at most `max_idle`
+/// connections per upstream. Pools are per thread (see `Forwarder`): a pooled
+/// connection is driven by a task on the thread that opened it.
+pub fn pool(connector: Connector, max_idle: usize) -> UpstreamClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
+        .pool_max_idle_per_host(max_idle)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .set_host(false)
         .build(connector)
+}
+
+/// One thread's upstream connection slots: at most `per_upstream` requests in flight
+/// to one upstream address (`limits.max_upstream_connections` split over the
+/// threads). The pool opens a connection per concurrent request, so without a bound
+/// 32 HTTP/2 clients with 16 streams each would open 512 upstream connections (and
+/// keep their buffers); with it, requests over the bound wait for a connection to
+/// become idle. A slot is held until the response body has ended, when the
+/// connection is back in the pool ([`ProxyBody::Upstream`](crate::body::ProxyBody)).
+#[derive(Debug)]
+pub struct Slots {
+    per_upstream: usize,
+    /// Keyed by address and by `insecure_skip_verify`, like the pools.
+    by_upstream: Mutex<HashMap<(Authority, bool), Arc<Semaphore>>>,
+}
+
+impl Slots {
+    /// `per_upstream` slots (at least 1) for every upstream address.
+    pub fn new(per_upstream: usize) -> Slots {
+        Slots { per_upstream: per_upstream.max(1), by_upstream: Mutex::new(HashMap::new()) }
+    }
+
+    /// Waits for a free slot to `upstream`. `None` only if the semaphore was closed,
+    /// which never happens: the request then goes ahead without a slot.
+    pub async fn acquire(&self, upstream: &Authority, insecure: bool) -> Option<OwnedSemaphorePermit> {
+        let semaphore = {
+            // Only this thread uses these slots: the lock is never contended.
+            let mut map = self.by_upstream.lock().unwrap_or_else(PoisonError::into_inner);
+            let entry = map.entry((upstream.clone(), insecure));
+            Arc::clone(entry.or_insert_with(|| Arc::new(Semaphore::new(self.per_upstream))))
+        };
+        semaphore.acquire_owned().await.ok()
+    }
 }
 
 /// TCP, plus TLS for `https://` URIs.

@@ -49,6 +49,7 @@ pub struct Backend {
     /// The service name reported in echo responses.
     pub name: String,
     hits: Arc<AtomicUsize>,
+    counters: Arc<Counters>,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
 }
@@ -62,6 +63,17 @@ impl Backend {
     /// Number of requests received so far (all routes, including `/ws`).
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Number of TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.counters.connections.load(Ordering::SeqCst)
+    }
+
+    /// The most requests that were being answered at the same time (from arrival until
+    /// the response head is ready, e.g. the wait of `/delay/MS`).
+    pub fn peak_in_flight(&self) -> usize {
+        self.counters.peak_in_flight.load(Ordering::SeqCst)
     }
 
     /// Stop listening and close every connection (hung requests included).
@@ -88,9 +100,18 @@ pub async fn spawn(name: &str) -> std::io::Result<Backend> {
     let addr = listener.local_addr()?;
     let (stop, stop_rx) = watch::channel(false);
     let hits = Arc::new(AtomicUsize::new(0));
+    let counters = Arc::new(Counters::default());
     let name_s: Arc<str> = Arc::from(name);
-    let task = tokio::spawn(accept_loop(listener, name_s, hits.clone(), stop_rx));
-    Ok(Backend { addr, name: name.to_string(), hits, stop, task: Some(task) })
+    let task = tokio::spawn(accept_loop(listener, name_s, hits.clone(), counters.clone(), stop_rx));
+    Ok(Backend { addr, name: name.to_string(), hits, counters, stop, task: Some(task) })
+}
+
+/// Connection and concurrency counters of one backend.
+#[derive(Debug, Default)]
+struct Counters {
+    connections: AtomicUsize,
+    in_flight: AtomicUsize,
+    peak_in_flight: AtomicUsize,
 }
 
 /// An address on loopback where nothing is listening (connects are refused).
@@ -101,21 +122,36 @@ pub async fn spawn_refusing() -> SocketAddr {
     }
 }
 
-async fn accept_loop(listener: TcpListener, name: Arc<str>, hits: Arc<AtomicUsize>, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    name: Arc<str>,
+    hits: Arc<AtomicUsize>,
+    counters: Arc<Counters>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = stop.changed() => break,
             a = listener.accept() => match a {
                 Ok((stream, _)) => {
                     let _ = stream.set_nodelay(true);
+                    counters.connections.fetch_add(1, Ordering::SeqCst);
                     let name = name.clone();
                     let hits = hits.clone();
+                    let counters = counters.clone();
                     let mut stop = stop.clone();
                     tokio::spawn(async move {
                         let svc = hyper::service::service_fn(move |req| {
                             hits.fetch_add(1, Ordering::SeqCst);
                             let name = name.clone();
-                            async move { Ok::<_, Infallible>(route(&name, req).await) }
+                            let counters = counters.clone();
+                            async move {
+                                let now = counters.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                                counters.peak_in_flight.fetch_max(now, Ordering::SeqCst);
+                                let resp = route(&name, req).await;
+                                counters.in_flight.fetch_sub(1, Ordering::SeqCst);
+                                Ok::<_, Infallible>(resp)
+                            }
                         });
                         let conn = hyper::server::conn::http1::Builder::new()
                             .serve_connection(TokioIo::new(stream), svc)
