@@ -26,6 +26,7 @@
 pub mod auth;
 pub mod body;
 pub mod client_limit;
+pub mod coalesce;
 pub mod cors;
 pub mod error_pages;
 pub mod forward;

@@ -21,7 +21,7 @@ use crate::forward::{ConnInfo, Forwarder};
 use crate::metrics::{AccessRecord, ConnectionLimit, HandshakeFailure as Hf, MeteredBody, Metrics};
 use crate::routes::RouteTable;
 use crate::workers::Workers;
-use crate::{hello, idle, proxy_header};
+use crate::{coalesce, hello, idle, proxy_header};
 
 /// What a listener expects before TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -426,8 +426,15 @@ impl Router {
         let builder = if is_h2 { builder.http2_only() } else { builder.http1_only() };
         let activity = idle::Activity::new();
         let tracked = idle::Tracked::new(tls, Arc::clone(&activity));
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tracked), service);
-        self.drive(graceful.watch(conn.into_owned()), &activity, client).await;
+        if is_h2 {
+            // Responses finishing together leave in one TLS write (see `coalesce`).
+            let (io, flusher) = coalesce::wrap(tracked);
+            let conn = graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned());
+            self.drive(flusher.drive(conn), &activity, client).await;
+        } else {
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tracked), service);
+            self.drive(graceful.watch(conn.into_owned()), &activity, client).await;
+        }
     }
 
     /// Runs a client connection until it ends or `timeouts.idle` passes without a byte
