@@ -265,3 +265,45 @@ async fn upstream_connections_are_bounded_and_requests_wait_for_one() {
     let logs = env.router().logs();
     assert!(logs.contains("limits.max_upstream_connections"), "router log:\n{logs}");
 }
+
+/// The server prefers AES-128-GCM (cheaper handshakes and bulk encryption than the
+/// AES-256 that OpenSSL clients list first) but follows a client that puts
+/// ChaCha20-Poly1305 first (no AES hardware). Checked with `openssl s_client`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cipher_suite_order_prefers_aes_128_unless_the_client_prefers_chacha() {
+    let env = Env::start(EnvOptions::default()).await;
+    env.wait_serving("grafana", WAIT).await;
+    let negotiated = |args: &'static [&'static str]| {
+        let env = &env;
+        async move {
+            let out = tokio::process::Command::new("openssl")
+                .args(["s_client", "-connect"])
+                .arg(env.https.to_string())
+                .args(["-servername", &fqdn("grafana"), "-CAfile"])
+                .arg(&env.ca)
+                .args(["-verify_return_error", "-brief"])
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .output()
+                .await
+                .expect("run openssl");
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            text.lines()
+                .find_map(|l| l.trim().strip_prefix("Ciphersuite:").map(|s| s.trim().to_owned()))
+                .unwrap_or_else(|| panic!("no Ciphersuite line in: {text}"))
+        }
+    };
+    assert_eq!(negotiated(&["-tls1_3"]).await, "TLS_AES_128_GCM_SHA256", "OpenSSL's default order lists AES-256 first");
+    assert_eq!(
+        negotiated(&["-tls1_3", "-ciphersuites", "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256"]).await,
+        "TLS_AES_128_GCM_SHA256"
+    );
+    assert_eq!(
+        negotiated(&["-tls1_3", "-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"]).await,
+        "TLS_CHACHA20_POLY1305_SHA256"
+    );
+    assert_eq!(negotiated(&["-tls1_3", "-ciphersuites", "TLS_AES_256_GCM_SHA384"]).await, "TLS_AES_256_GCM_SHA384");
+    // TLS 1.2 follows the same order.
+    assert_eq!(negotiated(&["-tls1_2"]).await, "ECDHE-ECDSA-AES128-GCM-SHA256");
+}

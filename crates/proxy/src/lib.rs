@@ -9,7 +9,8 @@
 //!    no certificate yet ⇒ an `unrecognized_name` alert, never `internal_error`; a
 //!    `passthrough` service stops here: [`passthrough`] replays the ClientHello to its
 //!    backend and copies bytes both ways, untouched;
-//! 4. rustls finishes the handshake with the certificate from `snirouter-certs`;
+//! 4. rustls finishes the handshake with the certificate from `snirouter-certs` ([`tls`]:
+//!    versions, ALPN, tickets, cipher suite order);
 //! 5. [`forward`] serves HTTP/1.1 and HTTP/2: checks Host against SNI (421 on mismatch),
 //!    picks the route by longest path prefix ([`routes`]), applies the per-service
 //!    options ([`cors`], [`auth`] for `forward_auth`, [`identity`] for
@@ -40,6 +41,7 @@ pub mod proxy_header;
 pub mod redirect;
 pub mod routes;
 pub mod stats;
+pub mod tls;
 pub mod upstream;
 pub mod workers;
 

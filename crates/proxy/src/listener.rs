@@ -10,7 +10,6 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use rustls::ServerConfig;
 use snirouter_certs::{CertStore, Lookup};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -20,6 +19,7 @@ use crate::client_limit::ClientSlots;
 use crate::forward::{ConnInfo, Forwarder};
 use crate::metrics::{AccessRecord, ConnectionLimit, HandshakeFailure as Hf, MeteredBody, Metrics};
 use crate::routes::RouteTable;
+use crate::tls::ServerTls;
 use crate::workers::Workers;
 use crate::{coalesce, hello, idle, proxy_header};
 
@@ -89,7 +89,7 @@ enum Stage {
 pub struct Router {
     routes: ArcSwap<RouteTable>,
     certs: Arc<CertStore>,
-    tls: Arc<ServerConfig>,
+    tls: ServerTls,
     forwarder: Forwarder,
     opts: ProxyOptions,
     active: AtomicUsize,
@@ -106,19 +106,6 @@ impl std::fmt::Debug for Router {
     }
 }
 
-/// The TLS settings: TLS 1.3 and 1.2 only, ALPN `h2` then `http/1.1`, session tickets
-/// with rotating keys, and certificates resolved by SNI from `certs`.
-pub fn tls_config(certs: Arc<CertStore>) -> Result<ServerConfig, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_cert_resolver(certs);
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    cfg.ticketer = rustls::crypto::ring::Ticketer::new()?;
-    Ok(cfg)
-}
-
 impl Router {
     /// A router serving `routes` with certificates from `certs`; `whois` (tailscaled's
     /// LocalAPI) answers `tailscale_identity` lookups (`None`: nobody is known).
@@ -128,7 +115,7 @@ impl Router {
         opts: ProxyOptions,
         whois: Option<snirouter_localapi::LocalClient>,
     ) -> Result<Arc<Router>, rustls::Error> {
-        let tls = Arc::new(tls_config(Arc::clone(&certs))?);
+        let tls = ServerTls::new(Arc::clone(&certs))?;
         let workers = match Workers::per_core() {
             Ok(w) => Some(w),
             Err(e) => {
@@ -355,8 +342,9 @@ impl Router {
                     ));
                 }
             }
+            let config = self.tls.for_hello(&hello.accepted.client_hello());
             let tls = StartHandshake::from_parts(hello.accepted, stream)
-                .into_stream(Arc::clone(&self.tls))
+                .into_stream(config)
                 .await
                 .map_err(|e| (Hf::Protocol, format!("TLS handshake with {sni} failed: {e}")))?;
             Ok(Stage::Terminated(Box::new(tls), sni))
