@@ -48,6 +48,18 @@ pub struct ConnInfo {
     pub sni: String,
     /// The local address the connection arrived on.
     pub local: Option<SocketAddr>,
+    /// `client`'s IP as a header value (`X-Forwarded-For`, `X-Real-IP`), made once per
+    /// connection.
+    client_ip: HeaderValue,
+}
+
+impl ConnInfo {
+    /// What is known of a connection from `client` for the TLS name `sni`.
+    pub fn new(client: SocketAddr, sni: String, local: Option<SocketAddr>) -> ConnInfo {
+        // An IP address is always a valid header value.
+        let client_ip = HeaderValue::from_str(&client.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"));
+        ConnInfo { client, sni, local, client_ip }
+    }
 }
 
 /// Headers that describe one hop only (RFC 9110 §7.6.1, plus the legacy ones Go's
@@ -226,11 +238,8 @@ impl Forwarder {
             None => host_value.clone(),
         };
         parts.headers.insert(header::HOST, upstream_host);
-        let client_ip = conn.client.ip().to_string();
-        if let Ok(ip) = HeaderValue::from_str(&client_ip) {
-            parts.headers.insert(X_FORWARDED_FOR, ip.clone());
-            parts.headers.insert(X_REAL_IP, ip);
-        }
+        parts.headers.insert(X_FORWARDED_FOR, conn.client_ip.clone());
+        parts.headers.insert(X_REAL_IP, conn.client_ip.clone());
         parts.headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         parts.headers.insert(X_FORWARDED_HOST, host_value);
         if let Some(headers) = auth_headers {
@@ -244,7 +253,7 @@ impl Forwarder {
 
         let exceeded = Arc::new(AtomicBool::new(false));
         let body = UpstreamBody::Client(LimitedBody::new(body, svc.max_body_bytes, Arc::clone(&exceeded)));
-        let upstream = route.upstream.to_string();
+        let upstream = &route.upstream;
         let pools = self.pools();
         let client = if svc.insecure_skip_verify { &pools.insecure } else { &pools.verified };
         let got_slot = AtomicBool::new(false);
