@@ -220,7 +220,7 @@ async fn upstream_connections_are_bounded_and_requests_wait_for_one() {
     let mut names: Vec<&str> = SERVICES.to_vec();
     names.push("slow");
     opts.sim = snirouter_testkit::tailscaled::SimConfig::storage(SUFFIX, &names);
-    // 1 in all is 1 per worker thread; one HTTP/2 connection stays on one thread.
+    // One HTTP/2 connection stays on one worker thread, and the limit is per thread.
     opts.timeouts = "upstream_response = \"3s\"\n\n[limits]\nmax_upstream_connections = 1\n".into();
     opts.extra_services = format!("[services.slow]\nupstream = \"http://{}\"\n", slow.addr);
     let env = Env::start(opts).await;

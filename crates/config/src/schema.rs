@@ -171,9 +171,9 @@ pub struct Limits {
     /// `proxy_protocol` listeners); default 1024, at least 1.
     pub max_connections_per_client: usize,
     /// Requests in flight to one upstream address at once, i.e. the upstream
-    /// connections opened to it (default 128, at least 1). Split evenly over the
-    /// I/O worker threads (one per core), each rounded up; more requests wait for a
-    /// connection to become free (within `timeouts.upstream_response`).
+    /// connections opened to it, per I/O worker thread (one per core; a client
+    /// connection stays on one thread). Default 32, at least 1; more requests wait for
+    /// a connection to become free (within `timeouts.upstream_response`).
     pub max_upstream_connections: usize,
 }
 
@@ -188,7 +188,7 @@ impl Default for Limits {
             max_header_bytes: 65536,
             max_connections: 20_000,
             max_connections_per_client: 1024,
-            max_upstream_connections: 128,
+            max_upstream_connections: 32,
         }
     }
 }

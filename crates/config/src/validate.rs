@@ -536,7 +536,7 @@ impl Validator<'_> {
             limits.max_connections_per_client = n;
         }
         if let Some(e) = find(&fields, "max_upstream_connections")
-            && let Some(n) = self.connection_count(e, "max_upstream_connections = 128")
+            && let Some(n) = self.connection_count(e, "max_upstream_connections = 32")
         {
             limits.max_upstream_connections = n;
         }

@@ -30,7 +30,7 @@ fn per_client_limit_must_be_a_positive_integer() {
 #[test]
 fn upstream_connection_limit_default_override_and_errors() {
     let cfg = parse(BASE, "t.toml").expect("valid");
-    assert_eq!(cfg.limits.max_upstream_connections, 128);
+    assert_eq!(cfg.limits.max_upstream_connections, 32);
     let cfg = parse(&format!("{BASE}[limits]\nmax_upstream_connections = 16\n"), "t.toml").expect("valid");
     assert_eq!(cfg.limits.max_upstream_connections, 16);
     let err =

@@ -91,26 +91,24 @@ pub struct Forwarder {
     /// One set of pools per thread: a request and the upstream connection it uses
     /// stay on one thread (see `workers.rs`).
     pools: ThreadLocal<ThreadPools>,
-    /// Upstream connections per upstream address and thread.
+    /// Requests in flight per upstream address and thread (`limits.max_upstream_connections`).
     per_thread: usize,
     identities: Identities,
     response_timeout: Duration,
 }
 
 impl Forwarder {
-    /// A forwarder with the connect and response timeouts from `opts`; `whois` answers
-    /// `tailscale_identity` lookups; `threads` is the number of threads serving
-    /// connections, over which `opts.max_upstream_connections` is split.
+    /// A forwarder with the connect and response timeouts and the upstream connection
+    /// limit from `opts`; `whois` answers `tailscale_identity` lookups.
     pub fn new(
         opts: &ProxyOptions,
         whois: Option<snirouter_localapi::LocalClient>,
-        threads: usize,
     ) -> Result<Forwarder, rustls::Error> {
         Ok(Forwarder {
             connector: crate::upstream::connector(opts.upstream_connect_timeout, false)?,
             insecure_connector: crate::upstream::connector(opts.upstream_connect_timeout, true)?,
             pools: ThreadLocal::new(),
-            per_thread: opts.max_upstream_connections.div_ceil(threads.max(1)),
+            per_thread: opts.max_upstream_connections,
             identities: Identities::new(whois),
             response_timeout: opts.upstream_response_timeout,
         })

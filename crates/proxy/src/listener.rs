@@ -55,7 +55,7 @@ pub struct ProxyOptions {
     pub max_connections: usize,
     /// Connections from one client address; more are closed.
     pub max_connections_per_client: usize,
-    /// Requests in flight to one upstream address (split over the worker threads).
+    /// Requests in flight to one upstream address, per worker thread.
     pub max_upstream_connections: usize,
 }
 
@@ -123,13 +123,11 @@ impl Router {
                 None
             }
         };
-        // Upstream pools are per thread; the main runtime has as many threads as cores.
-        let threads = workers.as_ref().map_or_else(Workers::cores, Workers::len);
         Ok(Arc::new(Router {
             routes: ArcSwap::from_pointee(routes),
             certs,
             tls,
-            forwarder: Forwarder::new(&opts, whois, threads)?,
+            forwarder: Forwarder::new(&opts, whois)?,
             per_client: ClientSlots::new(opts.max_connections_per_client),
             opts,
             active: AtomicUsize::new(0),

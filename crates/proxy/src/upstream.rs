@@ -74,12 +74,14 @@ pub fn pool(connector: Connector, max_idle: usize) -> UpstreamClient {
 }
 
 /// One thread's upstream connection slots: at most `per_upstream` requests in flight
-/// to one upstream address (`limits.max_upstream_connections` split over the
-/// threads). The pool opens a connection per concurrent request, so without a bound
-/// 32 HTTP/2 clients with 16 streams each would open 512 upstream connections (and
-/// keep their buffers); with it, requests over the bound wait for a connection to
-/// become idle. A slot is held until the response body has ended, when the
-/// connection is back in the pool ([`ProxyBody::Upstream`](crate::body::ProxyBody)).
+/// to one upstream address (`limits.max_upstream_connections`). The pool opens a
+/// connection per concurrent request, so without a bound 32 HTTP/2 clients with 16
+/// streams each would open 512 upstream connections (and keep their buffers); with
+/// it, requests over the bound wait for a connection to become idle. A slot is held
+/// until the response body has ended, when the connection is back in the pool
+/// ([`ProxyBody::Upstream`](crate::body::ProxyBody)). The bound is per thread because
+/// the pools are: a client connection, with all its HTTP/2 streams, stays on one
+/// thread, so it always has the whole bound, however many cores the machine has.
 #[derive(Debug)]
 pub struct Slots {
     per_upstream: usize,

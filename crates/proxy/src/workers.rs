@@ -45,12 +45,7 @@ impl Workers {
 
     /// As many workers as the machine has cores.
     pub fn per_core() -> std::io::Result<Workers> {
-        Workers::start(Workers::cores())
-    }
-
-    /// The number of cores this process may use (at least 1).
-    pub fn cores() -> usize {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        Workers::start(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
     }
 
     /// Runs `fut` on the next worker.
