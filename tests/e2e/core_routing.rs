@@ -276,19 +276,7 @@ async fn cipher_suite_order_prefers_aes_128_unless_the_client_prefers_chacha() {
     let negotiated = |args: &'static [&'static str]| {
         let env = &env;
         async move {
-            let out = tokio::process::Command::new("openssl")
-                .args(["s_client", "-connect"])
-                .arg(env.https.to_string())
-                .args(["-servername", &fqdn("grafana"), "-CAfile"])
-                .arg(&env.ca)
-                .args(["-verify_return_error", "-brief"])
-                .args(args)
-                .stdin(std::process::Stdio::null())
-                .kill_on_drop(true)
-                .output()
-                .await
-                .expect("run openssl");
-            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            let text = s_client_with(env, &fqdn("grafana"), args).await;
             text.lines()
                 .find_map(|l| l.trim().strip_prefix("Ciphersuite:").map(|s| s.trim().to_owned()))
                 .unwrap_or_else(|| panic!("no Ciphersuite line in: {text}"))

@@ -280,12 +280,18 @@ pub fn body_and_status(out: &Output) -> (String, u16) {
 
 /// `openssl s_client` handshake with `servername`; returns stdout+stderr.
 pub async fn s_client(env: &Env, servername: &str) -> String {
+    s_client_with(env, servername, &[]).await
+}
+
+/// [`s_client`] with extra options (`-tls1_3`, `-ciphersuites …`).
+pub async fn s_client_with(env: &Env, servername: &str, extra: &[&str]) -> String {
     let out = tokio::process::Command::new("openssl")
         .args(["s_client", "-connect"])
         .arg(env.https.to_string())
         .args(["-servername", servername, "-CAfile"])
         .arg(&env.ca)
         .args(["-verify_return_error", "-brief"])
+        .args(extra)
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output()
