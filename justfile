@@ -51,13 +51,16 @@ testssl:
     echo "127.0.0.1 grafana.demo-tailnet.ts.net # snirouter-testssl" >> /etc/hosts
     testssl --quiet --color 0 --warnings off --add-ca "$dir/demo/demo-ca.pem" -p -s -f -U -S -R "grafana.demo-tailnet.ts.net:${addr##*:}"
 
-# Profile the router under keep-alive load with perf (no tests involved): a
-# simulated tailscaled, an nginx backend, the release router, wrk for DURATION
-# seconds, then the top symbols. Needs perf (linux-perf), nginx and wrk from apt.
-profile duration="10":
+# Profile the router with perf (no tests involved): a simulated tailscaled, an nginx
+# backend, the release router, then DURATION seconds of LOAD — `keepalive` (wrk, 64
+# connections) or `h2` (h2load, 32 connections x 16 streams) — and the top symbols.
+# Installs perf (linux-perf), nginx, wrk and h2load from apt when missing.
+# Example: just profile 10 h2
+profile duration="10" load="keepalive":
     #!/usr/bin/env bash
     set -euo pipefail
-    for t in perf nginx wrk; do command -v $t >/dev/null || { apt-get update -qq; apt-get install -y -qq linux-perf nginx wrk; break; }; done
+    case "{{load}}" in keepalive|h2) ;; *) echo "load must be keepalive or h2" >&2; exit 2;; esac
+    for t in perf nginx wrk h2load; do command -v $t >/dev/null || { apt-get update -qq; apt-get install -y -qq linux-perf nginx wrk nghttp2-client; break; }; done
     cargo build --release -p snirouter --bin snirouter -p snirouter-testkit --bin snirouter-sim-tailscaled
     dir=$(mktemp -d); pids=()
     trap 'kill ${pids[@]} 2>/dev/null; nginx -s stop -c "$dir/nginx.conf" 2>/dev/null; sed -i "/# snirouter-profile/d" /etc/hosts; rm -rf "$dir"' EXIT
@@ -70,9 +73,20 @@ profile duration="10":
     ./target/release/snirouter run --config "$dir/sr.toml" 2> "$dir/sr.log" & pids+=($!)
     echo "127.0.0.1 bench.tailnet.ts.net # snirouter-profile" >> /etc/hosts
     for _ in $(seq 50); do curl -sf --cacert "$dir/ca.pem" https://bench.tailnet.ts.net:18691/1k -o /dev/null && break; sleep 0.2; done
+    # With 2+ cores the router gets core 1 and the load core 0: quieter numbers (docs/benchmarks.md §3).
+    on_load=()
+    if [ "$(nproc)" -ge 2 ]; then
+        taskset -a -pc 1 "${pids[1]}" >/dev/null
+        for p in $(cat "$dir/nginx.pid") $(pgrep -P "$(cat "$dir/nginx.pid")"); do taskset -pc 0 "$p" >/dev/null; done
+        on_load=(taskset -c 0)
+    fi
     perf record -F 999 -g -p "${pids[1]}" -o "$dir/perf.data" -- sleep {{duration}} > /dev/null 2>&1 &
     perf_pid=$!
-    wrk -t2 -c64 -d{{duration}}s https://bench.tailnet.ts.net:18691/1k
+    if [ "{{load}}" = h2 ]; then
+        "${on_load[@]}" h2load -t 2 -c 32 -m 16 -D {{duration}} https://bench.tailnet.ts.net:18691/1k | grep -E '^(finished|requests):'
+    else
+        "${on_load[@]}" wrk -t2 -c64 -d{{duration}}s https://bench.tailnet.ts.net:18691/1k
+    fi
     wait "$perf_pid" || true
     perf report -i "$dir/perf.data" --no-children --sort symbol --stdio 2>/dev/null > "$dir/report.txt" || true
     grep -E '^ +[0-9]' "$dir/report.txt" | sed -e 's/ \{2,\}-  *-  *$//' | cut -c1-110 | head -30 || true
