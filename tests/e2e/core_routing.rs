@@ -295,3 +295,17 @@ async fn cipher_suite_order_prefers_aes_128_unless_the_client_prefers_chacha() {
     // TLS 1.2 follows the same order.
     assert_eq!(negotiated(&["-tls1_2"]).await, "ECDHE-ECDSA-AES128-GCM-SHA256");
 }
+
+/// The harness itself: when the port it picked for the router was taken before the
+/// router bound it (a backend or client got it from the kernel), the router reports
+/// "Address already in use" and the harness moves the listener and starts it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn harness_moves_a_listener_whose_port_was_taken() {
+    let mut env = Env::start(EnvOptions { start_router: false, ..EnvOptions::default() }).await;
+    let squatter = std::net::TcpListener::bind(env.https).expect("take the router's port");
+    let taken = env.https;
+    env.start_router().await;
+    assert_ne!(env.https, taken);
+    env.wait_serving("grafana", WAIT).await;
+    drop(squatter);
+}

@@ -72,6 +72,24 @@ impl RouterProcess {
         proc_status_kib(self.child.id(), "VmHWM:")
     }
 
+    /// Waits for "snirouter ready"; `Err(log)` if the process exited first.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let logs = self.logs();
+            if logs.contains("snirouter ready") {
+                return Ok(());
+            }
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Err(self.logs());
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for the router to listen; router log:\n{logs}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until `pred(logs)` holds.
     pub async fn wait_log(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + timeout;
@@ -218,11 +236,35 @@ impl Env {
             old.stop();
         }
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let log = self.dir.0.join(format!("router-{n}.log"));
-        let router = RouterProcess::start(&self.config, &log);
-        router.wait_log("the router to listen", Duration::from_secs(90), |l| l.contains("snirouter ready")).await;
-        self.router = Some(router);
+        for attempt in 0.. {
+            let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let log = self.dir.0.join(format!("router-{n}.log"));
+            let mut router = RouterProcess::start(&self.config, &log);
+            match router.wait_ready(Duration::from_secs(90)).await {
+                Ok(()) => {
+                    self.router = Some(router);
+                    return;
+                }
+                // free_port() released the port before the router bound it, and a
+                // backend or client took it meanwhile: move the listeners and retry.
+                Err(logs) if logs.contains("Address already in use") && attempt < 3 => self.move_listeners(),
+                Err(logs) => panic!("the router exited before listening; router log:\n{logs}"),
+            }
+        }
+    }
+
+    /// Gives the router's listeners new free ports (config file and `https`/`proxy`).
+    fn move_listeners(&mut self) {
+        let mut text = std::fs::read_to_string(&self.config).expect("read config");
+        let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        text = text.replace(&format!("https = [\"{}\"]", self.https), &format!("https = [\"{https}\"]"));
+        self.https = https;
+        if let Some(old) = self.proxy {
+            let proxy: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+            text = text.replace(&format!("proxy_protocol = [\"{old}\"]"), &format!("proxy_protocol = [\"{proxy}\"]"));
+            self.proxy = Some(proxy);
+        }
+        std::fs::write(&self.config, text).expect("write config");
     }
 
     pub fn router(&self) -> &RouterProcess {
