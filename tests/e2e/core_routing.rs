@@ -296,6 +296,55 @@ async fn cipher_suite_order_prefers_aes_128_unless_the_client_prefers_chacha() {
     assert_eq!(negotiated(&["-tls1_2"]).await, "ECDHE-ECDSA-AES128-GCM-SHA256");
 }
 
+/// Reads from an upstream are capped at 64 KiB (bounded memory while large bodies
+/// stream), and a response head that grows past that is a 502 that says why: a 32 KiB
+/// head passes, a 100 KiB one sent in pieces does not, and the router keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_upstream_response_head_is_a_502_that_says_why() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let size = if req.starts_with(b"GET /big") { 100 * 1024 } else { 32 * 1024 };
+                let head = format!("HTTP/1.1 200 OK\r\nx-big: {}\r\ncontent-length: 2\r\n\r\nok", "a".repeat(size));
+                // In 4 KiB pieces, as a slow upstream would send it: the router reads it
+                // piece by piece and sees how large the unfinished head grows.
+                for piece in head.as_bytes().chunks(4096) {
+                    if s.write_all(piece).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            });
+        }
+    });
+    let mut opts = EnvOptions::default();
+    let mut names: Vec<&str> = SERVICES.to_vec();
+    names.push("bighead");
+    opts.sim = snirouter_testkit::tailscaled::SimConfig::storage(SUFFIX, &names);
+    opts.extra_services = format!("[services.bighead]\nupstream = \"http://{addr}\"\n");
+    let env = Env::start(opts).await;
+    env.wait_serving("bighead", WAIT).await;
+    let (body, status) = body_and_status(&curl(&env, "bighead", "/small", &[]).await);
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    let (body, status) = body_and_status(&curl(&env, "bighead", "/big", &[]).await);
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("service bighead") && body.contains("response header larger than 64 KiB"), "{body}");
+    let (_, status) = body_and_status(&curl(&env, "grafana", "/", &[]).await);
+    assert_eq!(status, 200);
+    server.abort();
+}
+
 /// The harness itself: when the port it picked for the router was taken before the
 /// router bound it (a backend or client got it from the kernel), the router reports
 /// "Address already in use" and the harness moves the listener and starts it again.

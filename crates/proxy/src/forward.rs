@@ -433,6 +433,9 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+// The "larger than 64 KiB" answer below names this limit.
+const _: () = assert!(crate::upstream::MAX_UPSTREAM_READ == 64 * 1024);
+
 fn classify_upstream_error(e: &hyper_util::client::legacy::Error, insecure: bool) -> (StatusCode, &'static str) {
     if crate::upstream::tls_cause(e).is_some() {
         return if insecure {
@@ -446,6 +449,9 @@ fn classify_upstream_error(e: &hyper_util::client::legacy::Error, insecure: bool
     }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
+        if err.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_parse_too_large) {
+            return (StatusCode::BAD_GATEWAY, "sent a response header larger than 64 KiB");
+        }
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
             return match io.kind() {
                 std::io::ErrorKind::TimedOut => {

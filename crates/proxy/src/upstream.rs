@@ -60,11 +60,21 @@ pub fn connector(connect_timeout: Duration, insecure: bool) -> Result<Connector,
     Ok(Connector { http, tls: TlsConnector::from(Arc::new(tls)) })
 }
 
+/// The most read from an upstream connection at once; a response head still incomplete
+/// after this many bytes is refused (hyper uses one buffer for both; a head that
+/// arrives in one read may be larger). hyper's default lets the
+/// buffer grow to ~400 KiB per connection while a large body streams, which is what the
+/// 1 MiB benchmark's peak RSS was made of; with 64 KiB that peak fell from 15–16 to
+/// 10 MiB with no measurable CPU cost (docs/benchmarks.md §1). nginx refuses upstream
+/// heads over 4–8 KiB by default (`proxy_buffer_size`).
+pub const MAX_UPSTREAM_READ: usize = 64 * 1024;
+
 /// A keep-alive connection pool over `connector` keeping at most `max_idle`
 /// connections per upstream. Pools are per thread (see `Forwarder`): a pooled
 /// connection is driven by a task on the thread that opened it.
 pub fn pool(connector: Connector, max_idle: usize) -> UpstreamClient {
     Client::builder(TokioExecutor::new())
+        .http1_max_buf_size(MAX_UPSTREAM_READ)
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(max_idle)
         .pool_timer(TokioTimer::new())
