@@ -226,74 +226,59 @@ async fn upstream_connections_are_bounded_and_requests_wait_for_one() {
     let env = Env::start(opts).await;
     env.wait_serving("slow", WAIT).await;
 
-    // Ten requests multiplexed on one connection, 200 ms each at the backend.
+    // One HTTP/2 connection (one worker thread) for everything below.
     let host = fqdn("slow");
     let port = env.https.port();
-    let urls: Vec<String> = (0..10).map(|i| format!("https://{host}:{port}/delay/200?n={i}")).collect();
+    let tcp = tokio::net::TcpStream::connect(env.https).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from(host.clone()).expect("name");
+    let tls = tokio_rustls::TlsConnector::from(client_tls(&env, &[b"h2"])).connect(name, tcp).await.expect("tls");
+    let io = hyper_util::rt::TokioIo::new(tls);
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    let get = |path: &str| {
+        hyper::Request::get(format!("https://{host}:{port}{path}"))
+            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+            .expect("request")
+    };
+
+    // Eleven requests multiplexed at once, 200 ms each at the backend.
     let started = std::time::Instant::now();
-    let mut args =
-        vec!["--http2", "--parallel", "--parallel-max", "11", "-w", "\nstatus %{http_code} %{http_version}\n"];
-    args.extend(urls.iter().map(String::as_str));
-    let out = curl(&env, "slow", "/delay/200?n=first", &args).await;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let answers: Vec<&str> = text.lines().filter(|l| l.starts_with("status ")).collect();
-    assert_eq!(answers.len(), 11, "curl output: {text}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(answers.iter().all(|l| *l == "status 200 2"), "every request answered over HTTP/2: {text}");
+    let mut requests = tokio::task::JoinSet::new();
+    for i in 0..11 {
+        let (mut h2, req) = (h2.clone(), get(&format!("/delay/200?n={i}")));
+        requests.spawn(async move { h2.send_request(req).await.map(|r| r.status()) });
+    }
+    while let Some(answer) = requests.join_next().await {
+        assert_eq!(answer.expect("task").expect("answer"), 200);
+    }
     assert_eq!(slow.peak_in_flight(), 1, "requests reached the upstream one at a time");
+    assert!(started.elapsed() >= Duration::from_millis(11 * 200), "the requests waited for each other");
     // Connections are reused, not opened per request (a request that finds its slot
     // free just before the connection is back in the pool may open one more).
     assert!(slow.connections() <= 4, "upstream connections for 12 requests: {}", slow.connections());
-    assert!(started.elapsed() >= Duration::from_millis(11 * 200), "the requests waited for each other");
 
-    // A slow download holds the only connection; a request behind it gets a 504 that
-    // names the limit once timeouts.upstream_response passes. Meanwhile another
-    // service answers at once.
-    let big = format!("https://{host}:{port}/bytes/100000000");
-    let args =
-        ["--http2", "--parallel", "--limit-rate", "20k", "--max-time", "7", "-w", "\nstatus %{http_code}\n", &big];
-    let blocked = curl(&env, "slow", "/status/200", &args);
+    // A download whose body is still streaming holds the only upstream connection; a
+    // request sent behind it waits and gets a 504 naming the limit once
+    // timeouts.upstream_response passes. Meanwhile another service answers at once.
+    let download = h2.send_request(get("/bytes/100000000")).await.expect("download starts");
+    assert_eq!(download.status(), 200);
+    let waited = std::time::Instant::now();
     let other = async {
         tokio::time::sleep(Duration::from_millis(500)).await;
         body_and_status(&curl(&env, "grafana", "/", &[]).await).1
     };
-    let (out, other) = tokio::join!(blocked, other);
+    let (blocked, other) = tokio::join!(h2.send_request(get("/status/200")), other);
     assert_eq!(other, 200);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let text: String = text.lines().filter(|l| l.starts_with("status ") || l.contains("snirouter:")).collect();
-    assert!(text.contains("status 504"), "the waiting request got a 504: {text}");
-    assert!(text.contains("limits.max_upstream_connections"), "the 504 names the limit: {text}");
+    let blocked = blocked.expect("an answer");
+    assert_eq!(blocked.status(), 504);
+    assert!(waited.elapsed() >= Duration::from_secs(2), "it waited for timeouts.upstream_response");
+    let body = http_body_util::BodyExt::collect(blocked.into_body()).await.expect("body").to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("limits.max_upstream_connections"), "the 504 names the limit: {body}");
+    drop(download);
     let logs = env.router().logs();
     assert!(logs.contains("limits.max_upstream_connections"), "router log:\n{logs}");
-}
-
-/// The server prefers AES-128-GCM (cheaper handshakes and bulk encryption than the
-/// AES-256 that OpenSSL clients list first) but follows a client that puts
-/// ChaCha20-Poly1305 first (no AES hardware). Checked with `openssl s_client`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cipher_suite_order_prefers_aes_128_unless_the_client_prefers_chacha() {
-    let env = Env::start(EnvOptions::default()).await;
-    env.wait_serving("grafana", WAIT).await;
-    let negotiated = |args: &'static [&'static str]| {
-        let env = &env;
-        async move {
-            let text = s_client_with(env, &fqdn("grafana"), args).await;
-            text.lines()
-                .find_map(|l| l.trim().strip_prefix("Ciphersuite:").map(|s| s.trim().to_owned()))
-                .unwrap_or_else(|| panic!("no Ciphersuite line in: {text}"))
-        }
-    };
-    assert_eq!(negotiated(&["-tls1_3"]).await, "TLS_AES_128_GCM_SHA256", "OpenSSL's default order lists AES-256 first");
-    assert_eq!(
-        negotiated(&["-tls1_3", "-ciphersuites", "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256"]).await,
-        "TLS_AES_128_GCM_SHA256"
-    );
-    assert_eq!(
-        negotiated(&["-tls1_3", "-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"]).await,
-        "TLS_CHACHA20_POLY1305_SHA256"
-    );
-    assert_eq!(negotiated(&["-tls1_3", "-ciphersuites", "TLS_AES_256_GCM_SHA384"]).await, "TLS_AES_256_GCM_SHA384");
-    // TLS 1.2 follows the same order.
-    assert_eq!(negotiated(&["-tls1_2"]).await, "ECDHE-ECDSA-AES128-GCM-SHA256");
 }
 
 /// Reads from an upstream are capped at 64 KiB (bounded memory while large bodies

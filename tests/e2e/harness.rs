@@ -341,3 +341,20 @@ pub async fn s_client_with(env: &Env, servername: &str, extra: &[&str]) -> Strin
         .expect("run openssl");
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
+
+/// A TLS client config trusting the environment's simulated CA, offering `alpn`.
+pub fn client_tls(env: &Env, alpn: &[&[u8]]) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(&env.ca).expect("ca") {
+        roots.add(c.expect("cert")).expect("add");
+    }
+    let mut cfg =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    std::sync::Arc::new(cfg)
+}

@@ -20,18 +20,7 @@ const WAIT: Duration = Duration::from_secs(60);
 const NODE: &str = "100.64.0.1:443";
 
 fn tls_config(env: &Env) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_file_iter(&env.ca).expect("ca") {
-        roots.add(c.expect("cert")).expect("add");
-    }
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
+    client_tls(env, &[])
 }
 
 fn header(source: &str) -> Vec<u8> {

@@ -20,18 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A TLS client config trusting the environment's simulated CA.
 pub fn tls_config(env: &harness::Env) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_file_iter(&env.ca).expect("ca") {
-        roots.add(c.expect("cert")).expect("add");
-    }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(cfg)
+    harness::client_tls(env, &[b"http/1.1"])
 }
 
 /// Opens TLS to the router for `name`, writes `raw` verbatim, and returns everything
