@@ -95,8 +95,9 @@ pub fn pool(connector: Connector, max_idle: usize) -> UpstreamClient {
 #[derive(Debug)]
 pub struct Slots {
     per_upstream: usize,
-    /// Keyed by address and by `insecure_skip_verify`, like the pools.
-    by_upstream: Mutex<HashMap<(Authority, bool), Arc<Semaphore>>>,
+    /// By address, then indexed by `insecure_skip_verify` (separate pools, separate
+    /// connections).
+    by_upstream: Mutex<HashMap<Authority, [Arc<Semaphore>; 2]>>,
 }
 
 impl Slots {
@@ -111,8 +112,15 @@ impl Slots {
         let semaphore = {
             // Only this thread uses these slots: the lock is never contended.
             let mut map = self.by_upstream.lock().unwrap_or_else(PoisonError::into_inner);
-            let entry = map.entry((upstream.clone(), insecure));
-            Arc::clone(entry.or_insert_with(|| Arc::new(Semaphore::new(self.per_upstream))))
+            // Looked up by reference: the address is cloned once per upstream, not per request.
+            let pair = match map.get(upstream) {
+                Some(pair) => pair,
+                None => {
+                    let new = || Arc::new(Semaphore::new(self.per_upstream));
+                    map.entry(upstream.clone()).or_insert_with(|| [new(), new()])
+                }
+            };
+            Arc::clone(&pair[usize::from(insecure)])
         };
         semaphore.acquire_owned().await.ok()
     }
