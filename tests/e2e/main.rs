@@ -16,3 +16,4 @@ mod operate;
 mod parity;
 mod proxy_protocol;
 mod services;
+mod traffic;

@@ -15,7 +15,7 @@ use crate::harness::*;
 const WAIT: Duration = Duration::from_secs(60);
 
 /// Runs the snirouter binary; returns (exit code, stdout, stderr).
-async fn cli(args: &[&str]) -> (i32, String, String) {
+pub(crate) async fn cli(args: &[&str]) -> (i32, String, String) {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_snirouter"))
         .args(args)
         .env("NO_COLOR", "1")
@@ -29,7 +29,7 @@ async fn cli(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn cfg(env: &Env) -> &str {
+pub(crate) fn cfg(env: &Env) -> &str {
     env.config.to_str().expect("utf-8 path")
 }
 
@@ -75,13 +75,13 @@ fn assert_doctor(out: &str, failing: &[&str], fix_needle: &str, allowed_other: &
     }
 }
 
-async fn status_json(env: &Env) -> (i32, serde_json::Value) {
+pub(crate) async fn status_json(env: &Env) -> (i32, serde_json::Value) {
     let (code, stdout, stderr) = cli(&["status", "--json", "--config", cfg(env)]).await;
     let v = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("status --json: {e}\n{stdout}\n{stderr}"));
     (code, v)
 }
 
-fn service<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+pub(crate) fn service<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     status["services"]
         .as_array()
         .and_then(|a| a.iter().find(|s| s["name"] == name))
@@ -89,7 +89,11 @@ fn service<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Val
 }
 
 /// Polls `status --json` until `pred` holds.
-async fn wait_status(env: &Env, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> (i32, serde_json::Value) {
+pub(crate) async fn wait_status(
+    env: &Env,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> (i32, serde_json::Value) {
     let deadline = Instant::now() + WAIT;
     loop {
         let (code, v) = status_json(env).await;
@@ -299,7 +303,7 @@ async fn status_without_a_daemon_says_so_and_exits_3() {
 // reload under load
 // ---------------------------------------------------------------------------------------
 
-fn roots(env: &Env) -> Arc<rustls::RootCertStore> {
+pub(crate) fn roots(env: &Env) -> Arc<rustls::RootCertStore> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls::pki_types::CertificateDer::pem_file_iter(&env.ca).expect("ca") {
@@ -308,7 +312,7 @@ fn roots(env: &Env) -> Arc<rustls::RootCertStore> {
     Arc::new(roots)
 }
 
-async fn tls(
+pub(crate) async fn tls(
     addr: SocketAddr,
     name: &str,
     roots: Arc<rustls::RootCertStore>,
@@ -494,7 +498,7 @@ async fn reload_under_load_adds_removes_and_keeps_open_connections() {
 // metrics and access log
 // ---------------------------------------------------------------------------------------
 
-async fn metrics_over(args: &[&str]) -> String {
+pub(crate) async fn metrics_over(args: &[&str]) -> String {
     let out = tokio::process::Command::new("curl")
         .args(["-sS", "--max-time", "10"])
         .args(args)
@@ -505,7 +509,7 @@ async fn metrics_over(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn value(metrics: &str, series: &str) -> f64 {
+pub(crate) fn value(metrics: &str, series: &str) -> f64 {
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
@@ -549,6 +553,7 @@ async fn metrics_names_and_labels_are_stable_and_move_with_traffic() {
             "# TYPE snirouter_connections_refused_total counter",
             "# TYPE snirouter_requests_total counter",
             "# TYPE snirouter_upstream_errors_total counter",
+            "# TYPE snirouter_tunnels gauge",
             "# TYPE snirouter_request_duration_seconds histogram",
             "# TYPE snirouter_certificate_present gauge",
             "# TYPE snirouter_certificate_expiry_seconds gauge",

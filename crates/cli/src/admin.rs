@@ -257,6 +257,7 @@ pub(crate) async fn status_report(shared: &Shared) -> StatusReport {
                     responses_4xx: s.responses_4xx,
                     responses_5xx: s.responses_5xx,
                     upstream_errors: s.upstream_errors,
+                    tunnels: s.tunnels,
                 }
             })
             .unwrap_or_default();
@@ -307,6 +308,7 @@ pub(crate) async fn status_report(shared: &Shared) -> StatusReport {
         magic_dns_suffix: shared.suffix.clone(),
         listeners,
         active_connections: shared.router.active_connections() as u64,
+        tunnels: shared.router.tunnels() as u64,
         cert_domains: domains.list.clone(),
         cert_domains_error: domains.error.clone(),
         last_reload: shared.last_reload.lock().unwrap_or_else(|p| p.into_inner()).clone(),

@@ -26,8 +26,11 @@ pub struct StatusReport {
     pub magic_dns_suffix: String,
     /// Bound TLS listeners.
     pub listeners: Vec<ListenerInfo>,
-    /// Client connections open now.
+    /// Client connections open now, WebSocket tunnels included.
     pub active_connections: u64,
+    /// WebSocket (upgraded) tunnels open now.
+    #[serde(default)]
+    pub tunnels: u64,
     /// tailscaled's `CertDomains` as last read (`null` when unknown).
     pub cert_domains: Option<Vec<String>>,
     /// Why `cert_domains` is unknown.
@@ -148,6 +151,9 @@ pub struct RequestCounts {
     pub responses_4xx: u64,
     /// 5xx answers.
     pub responses_5xx: u64,
-    /// Upstream connect failures and timeouts.
+    /// Upstream connect failures, timeouts and stalled response bodies.
     pub upstream_errors: u64,
+    /// WebSocket (upgraded) tunnels open now.
+    #[serde(default)]
+    pub tunnels: u64,
 }

@@ -224,12 +224,13 @@ pub fn render(report: &StatusReport, colour: bool, now: SystemTime) -> String {
     let mut out = String::new();
     let listeners: Vec<String> = report.listeners.iter().map(|l| format!("{} {}", l.kind, l.address)).collect();
     out.push_str(&format!(
-        "snirouter {} (pid {}) up {} · {} · {} connection(s) · {}\n",
+        "snirouter {} (pid {}) up {} · {} · {} connection(s), {} tunnel(s) · {}\n",
         report.version,
         report.pid,
         human_duration(report.uptime_seconds.max(1) as i64),
         report.magic_dns_suffix,
         report.active_connections,
+        report.tunnels,
         listeners.join(", ")
     ));
     if let Some(r) = &report.last_reload
@@ -325,7 +326,10 @@ fn row(s: &ServiceStatus, _now: u64) -> [String; 7] {
         cert,
         source,
         upstream,
-        format!("{} ({} 5xx)", req.requests, errors),
+        match req.tunnels {
+            0 => format!("{} ({} 5xx)", req.requests, errors),
+            n => format!("{} ({} 5xx) · {n} tunnel(s)", req.requests, errors),
+        },
         if s.serving { "serving".to_owned() } else { "NOT SERVING".to_owned() },
     ]
 }

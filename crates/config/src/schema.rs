@@ -131,15 +131,23 @@ pub struct Timeouts {
     /// Reading a request's header (default 30s).
     #[serde(serialize_with = "duration_str::serialize")]
     pub request_header: Duration,
-    /// Idle keep-alive connections (default 5m).
+    /// A client connection, or a request or response body, on which no byte moved for
+    /// this long is closed (default 5m). A body may take as long in total as it keeps
+    /// moving.
     #[serde(serialize_with = "duration_str::serialize")]
     pub idle: Duration,
     /// Connecting to an upstream (default 5s).
     #[serde(serialize_with = "duration_str::serialize")]
     pub upstream_connect: Duration,
-    /// Waiting for an upstream's response header (default 60s).
+    /// Waiting for an upstream's response header, counted from the moment the whole
+    /// request body has been sent (default 5m: longer than the long-polls of Syncthing,
+    /// SignalR and the like). An upload may take as long as it keeps moving.
     #[serde(serialize_with = "duration_str::serialize")]
     pub upstream_response: Duration,
+    /// An upgraded connection (WebSocket) on which no byte moved for this long is
+    /// closed; `None` (the default) never closes a tunnel for being quiet.
+    #[serde(serialize_with = "duration_str::serialize_opt")]
+    pub tunnel_idle: Option<Duration>,
     /// One certificate request to tailscaled; first issuance can take minutes (default 10m).
     #[serde(serialize_with = "duration_str::serialize")]
     pub cert_request: Duration,
@@ -153,7 +161,8 @@ impl Default for Timeouts {
             request_header: Duration::from_secs(30),
             idle: Duration::from_secs(5 * 60),
             upstream_connect: Duration::from_secs(5),
-            upstream_response: Duration::from_secs(60),
+            upstream_response: Duration::from_secs(5 * 60),
+            tunnel_idle: None,
             cert_request: Duration::from_secs(10 * 60),
         }
     }
@@ -170,11 +179,12 @@ pub struct Limits {
     /// Concurrent connections from one client address (the PROXY v2 source on
     /// `proxy_protocol` listeners); default 1024, at least 1.
     pub max_connections_per_client: usize,
-    /// Requests in flight to one upstream address at once, i.e. the upstream
-    /// connections opened to it, per I/O worker thread (one per core; a client
-    /// connection stays on one thread). Default 32, at least 1; more requests wait for
-    /// a connection to become free (within `timeouts.upstream_response`).
-    pub max_upstream_connections: usize,
+    /// Requests in flight to one upstream address at once, across the whole router,
+    /// i.e. the busy connections to it: an opt-in cap for upstreams that cannot take
+    /// more. `None` (the default, like Caddy) never makes a request wait for another;
+    /// when set (at least 1), more requests wait for a free connection for at most
+    /// `timeouts.upstream_response`, then get a `504` naming this key.
+    pub max_upstream_connections: Option<usize>,
 }
 
 /// Smallest accepted `limits.max_header_bytes`.
@@ -188,7 +198,7 @@ impl Default for Limits {
             max_header_bytes: 65536,
             max_connections: 20_000,
             max_connections_per_client: 1024,
-            max_upstream_connections: 32,
+            max_upstream_connections: None,
         }
     }
 }

@@ -145,6 +145,14 @@ pub(crate) mod duration_str {
     pub(crate) fn serialize<S: serde::Serializer>(d: &Duration, ser: S) -> Result<S::Ok, S::Error> {
         ser.serialize_str(&super::format_duration(*d))
     }
+
+    /// An optional duration: the string, or `null` when unset.
+    pub(crate) fn serialize_opt<S: serde::Serializer>(d: &Option<Duration>, ser: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => serialize(d, ser),
+            None => ser.serialize_none(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ const TIMEOUT_KEYS: &[&str] = &[
     "idle",
     "upstream_connect",
     "upstream_response",
+    "tunnel_idle",
     "cert_request",
 ];
 const LIMIT_KEYS: &[&str] =
@@ -475,17 +476,22 @@ impl Validator<'_> {
         ];
         for (name, slot, default) in slots {
             if let Some(e) = find(&fields, name)
-                && let Some(d) = self.duration(e, default)
+                && let Some(d) = self.duration(e, Some(default))
             {
                 *slot = d;
             }
         }
+        if let Some(e) = find(&fields, "tunnel_idle") {
+            t.tunnel_idle = self.duration(e, None);
+        }
         t
     }
 
-    /// A positive duration written as a string.
-    fn duration(&mut self, e: &Entry<'_>, default: Duration) -> Option<Duration> {
-        let example = format!("{} = \"{}\"", e.name, units::format_duration(default));
+    /// A positive duration written as a string. `default` is shown in the fixes;
+    /// `None` for optional keys, whose fix is to remove the key.
+    fn duration(&mut self, e: &Entry<'_>, default: Option<Duration>) -> Option<Duration> {
+        let typical = default.unwrap_or(Duration::from_secs(60 * 60));
+        let example = format!("{} = \"{}\"", e.name, units::format_duration(typical));
         let Some(raw) = e.item.as_str() else {
             let help = match e.item.as_integer() {
                 Some(n) => format!("durations need a unit: write {} = \"{n}s\" (units: ms, s, m, h)", e.name),
@@ -501,12 +507,11 @@ impl Validator<'_> {
         };
         match units::parse_duration(raw) {
             Ok(d) if d.is_zero() => {
-                self.error(
-                    e.value_span(),
-                    &e.path,
-                    format!("timeout {raw:?} must be greater than zero"),
-                    Some(format!("use a positive duration (the default is {example})")),
-                );
+                let help = match default {
+                    Some(_) => format!("use a positive duration (the default is {example})"),
+                    None => format!("remove {} for no limit, or use a positive duration such as {example}", e.name),
+                };
+                self.error(e.value_span(), &e.path, format!("timeout {raw:?} must be greater than zero"), Some(help));
                 None
             }
             Ok(d) => Some(d),
@@ -526,19 +531,19 @@ impl Validator<'_> {
             limits.max_header_bytes = n;
         }
         if let Some(e) = find(&fields, "max_connections")
-            && let Some(n) = self.connection_count(e, "max_connections = 20000")
+            && let Some(n) = self.connection_count(e, "max_connections = 20000 (the default)")
         {
             limits.max_connections = n;
         }
         if let Some(e) = find(&fields, "max_connections_per_client")
-            && let Some(n) = self.connection_count(e, "max_connections_per_client = 1024")
+            && let Some(n) = self.connection_count(e, "max_connections_per_client = 1024 (the default)")
         {
             limits.max_connections_per_client = n;
         }
-        if let Some(e) = find(&fields, "max_upstream_connections")
-            && let Some(n) = self.connection_count(e, "max_upstream_connections = 32")
-        {
-            limits.max_upstream_connections = n;
+        if let Some(e) = find(&fields, "max_upstream_connections") {
+            // Opt-in: the example is a typical cap, not a default.
+            limits.max_upstream_connections =
+                self.connection_count(e, "max_upstream_connections = 32, or remove the key for no limit (the default)");
         }
         limits
     }
@@ -546,7 +551,7 @@ impl Validator<'_> {
     /// A connection count: an integer of at least 1 (`example` is the help text).
     fn connection_count(&mut self, e: &Entry<'_>, example: &str) -> Option<usize> {
         let key = e.path.rsplit('.').next().unwrap_or(&e.path).to_owned();
-        let help = Some(format!("write e.g. {example} (the default)"));
+        let help = Some(format!("write e.g. {example}"));
         match e.item.as_integer() {
             Some(n) if n >= 1 => match usize::try_from(n) {
                 Ok(n) => Some(n),

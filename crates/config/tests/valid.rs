@@ -78,6 +78,7 @@ fn full_config_every_key() {
     assert_eq!(t.idle, Duration::from_secs(600));
     assert_eq!(t.upstream_connect, Duration::from_millis(500));
     assert_eq!(t.upstream_response, Duration::from_secs(120));
+    assert_eq!(t.tunnel_idle, None, "not set in this file");
     assert_eq!(t.cert_request, Duration::from_secs(3600));
     assert_eq!(c.limits.max_header_bytes, 5_000_000);
     assert_eq!(c.limits.max_connections, 512);
@@ -126,7 +127,11 @@ fn parsing_is_deterministic_and_serializes_to_json() {
     assert_eq!(json["services"][0]["routes"][0]["upstream"], "http://127.0.0.1:3000");
     assert!(json.get("origin").is_none(), "origin is not part of the effective config");
     // Every serialized duration parses back to the same value.
+    assert!(json["timeouts"]["tunnel_idle"].is_null(), "an unset optional timeout is null");
     for (k, v) in json["timeouts"].as_object().expect("object") {
+        if k == "tunnel_idle" {
+            continue;
+        }
         let text = v.as_str().expect("string");
         let back = snirouter_config::parse_duration(text).expect("parses back");
         let d = match k.as_str() {
@@ -204,7 +209,9 @@ fn defaults_when_tables_are_omitted() {
     assert_eq!(t.request_header, Duration::from_secs(30));
     assert_eq!(t.idle, Duration::from_secs(300));
     assert_eq!(t.upstream_connect, Duration::from_secs(5));
-    assert_eq!(t.upstream_response, Duration::from_secs(60));
+    // 5 minutes since issue 12 (was 60 s, shorter than Syncthing's 60 s long-polls).
+    assert_eq!(t.upstream_response, Duration::from_secs(300));
+    assert_eq!(t.tunnel_idle, None);
     assert_eq!(t.cert_request, Duration::from_secs(600));
     assert_eq!(c.limits.max_header_bytes, 65536);
     assert_eq!(c.limits.max_connections, 20_000);

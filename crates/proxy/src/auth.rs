@@ -140,5 +140,5 @@ pub async fn check(
     tracing::debug!(service = %service, status = resp.status().as_u16(), "forward_auth refused the request");
     let (mut parts, body) = resp.into_parts();
     crate::forward::strip_hop_by_hop(&mut parts.headers);
-    Verdict::Deny(Response::from_parts(parts, ProxyBody::Upstream(body, None)))
+    Verdict::Deny(Response::from_parts(parts, ProxyBody::upstream(body, None, timeout, None)))
 }

@@ -1,21 +1,39 @@
 //! The response body type: an upstream's streamed body or a small local page.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::routes::ServiceRoutes;
+use crate::stall::Stall;
+use crate::upstream::BoxError;
+
 /// Either an upstream body, streamed frame by frame (never buffered whole), or a
 /// complete local answer.
 #[derive(Debug)]
 pub enum ProxyBody {
-    /// Streamed from the upstream, holding the upstream connection slot (see
-    /// `upstream::Slots`) until the body ends or is dropped.
-    Upstream(Incoming, Option<OwnedSemaphorePermit>),
+    /// Streamed from the upstream.
+    Upstream(UpstreamResponse),
     /// A local page (error pages, redirects); `None` once sent.
     Full(Option<Bytes>),
+}
+
+/// An upstream's response body on its way to the client: it ends with an error when
+/// the upstream sends nothing for `timeouts.idle` (the client then sees a reset or a
+/// cut connection, never a body that looks complete), and it holds the upstream's
+/// `limits.max_upstream_connections` slot, if one is configured, until it ends.
+#[derive(Debug)]
+pub struct UpstreamResponse {
+    inner: Incoming,
+    slot: Option<OwnedSemaphorePermit>,
+    stall: Stall,
+    /// Named in the log line when the upstream stalls (`None`: forward-auth answers).
+    service: Option<Arc<ServiceRoutes>>,
 }
 
 impl ProxyBody {
@@ -29,36 +47,61 @@ impl ProxyBody {
         let data = data.into();
         ProxyBody::Full(if data.is_empty() { None } else { Some(data) })
     }
+
+    /// An upstream's body for `service`, ended when nothing arrives for `idle`; `slot`
+    /// is released when it ends or is dropped.
+    pub fn upstream(
+        inner: Incoming,
+        slot: Option<OwnedSemaphorePermit>,
+        idle: Duration,
+        service: Option<Arc<ServiceRoutes>>,
+    ) -> ProxyBody {
+        ProxyBody::Upstream(UpstreamResponse { inner, slot, stall: Stall::new(idle), service })
+    }
 }
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            ProxyBody::Upstream(inner, slot) => {
-                let frame = Pin::new(inner).poll_frame(cx);
-                if matches!(frame, Poll::Ready(None | Some(Err(_)))) {
-                    // The upstream connection is idle (or gone): let the next request have it.
-                    slot.take();
+            ProxyBody::Upstream(up) => match Pin::new(&mut up.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    up.stall.moved();
+                    Poll::Ready(Some(Ok(frame)))
                 }
-                frame
-            }
+                Poll::Ready(end) => {
+                    // The upstream connection is idle (or gone): let the next request have it.
+                    up.slot.take();
+                    Poll::Ready(end.map(|r| r.map_err(Into::into)))
+                }
+                Poll::Pending => match up.stall.poll_check(cx) {
+                    Ok(()) => Poll::Pending,
+                    Err(stalled) => {
+                        up.slot.take();
+                        if let Some(svc) = &up.service {
+                            svc.stats.upstream_error();
+                            tracing::info!(service = %svc.name, cause = %stalled, "response cut: the upstream stopped sending its body");
+                        }
+                        Poll::Ready(Some(Err(Box::new(stalled))))
+                    }
+                },
+            },
             ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ProxyBody::Upstream(inner, _) => inner.is_end_stream(),
+            ProxyBody::Upstream(up) => up.inner.is_end_stream(),
             ProxyBody::Full(data) => data.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ProxyBody::Upstream(inner, _) => inner.size_hint(),
+            ProxyBody::Upstream(up) => up.inner.size_hint(),
             ProxyBody::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
         }
     }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Open connections per client address, with a ceiling.
 #[derive(Debug)]
@@ -15,8 +15,8 @@ pub struct ClientSlots {
 
 /// One admitted connection; frees its slot when dropped.
 #[derive(Debug)]
-pub struct Slot<'a> {
-    slots: &'a ClientSlots,
+pub struct Slot {
+    slots: Arc<ClientSlots>,
     ip: IpAddr,
 }
 
@@ -27,14 +27,20 @@ impl ClientSlots {
     }
 
     /// Takes a slot for `ip`, or `None` when it already holds `limit` connections.
-    pub fn admit(&self, ip: IpAddr) -> Option<Slot<'_>> {
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+    /// The slot owns a reference, so it can outlive the connection's task (a tunnel).
+    pub fn admit(this: &Arc<ClientSlots>, ip: IpAddr) -> Option<Slot> {
+        let mut counts = this.counts.lock().unwrap_or_else(|p| p.into_inner());
         let n = counts.entry(ip).or_insert(0);
-        if *n >= self.limit {
+        if *n >= this.limit {
             return None;
         }
         *n += 1;
-        Some(Slot { slots: self, ip })
+        Some(Slot { slots: Arc::clone(this), ip })
+    }
+
+    /// The limit per address.
+    pub fn limit(&self) -> usize {
+        self.limit
     }
 
     /// Connections open from `ip`.
@@ -43,7 +49,7 @@ impl ClientSlots {
     }
 }
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
         let mut counts = self.slots.counts.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = counts.get_mut(&self.ip) {
@@ -61,15 +67,15 @@ mod tests {
 
     #[test]
     fn limit_per_address_and_release() {
-        let slots = ClientSlots::new(2);
+        let slots = Arc::new(ClientSlots::new(2));
         let a: IpAddr = "100.64.0.1".parse().expect("ip");
         let b: IpAddr = "100.64.0.2".parse().expect("ip");
-        let s1 = slots.admit(a).expect("first");
-        let _s2 = slots.admit(a).expect("second");
-        assert!(slots.admit(a).is_none(), "third from the same address is refused");
-        let _other = slots.admit(b).expect("another address is unaffected");
+        let s1 = ClientSlots::admit(&slots, a).expect("first");
+        let _s2 = ClientSlots::admit(&slots, a).expect("second");
+        assert!(ClientSlots::admit(&slots, a).is_none(), "third from the same address is refused");
+        let _other = ClientSlots::admit(&slots, b).expect("another address is unaffected");
         drop(s1);
         assert_eq!(slots.count(a), 1);
-        assert!(slots.admit(a).is_some(), "a freed slot can be reused");
+        assert!(ClientSlots::admit(&slots, a).is_some(), "a freed slot can be reused");
     }
 }

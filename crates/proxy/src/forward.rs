@@ -11,7 +11,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,27 +19,28 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use thread_local::ThreadLocal;
+use tokio::sync::OwnedSemaphorePermit;
 
+use crate::admit::Admitted;
 use crate::body::ProxyBody;
 use crate::identity::Identities;
 use crate::listener::ProxyOptions;
 use crate::routes::{RouteTable, ServiceRoutes};
-use crate::upstream::{Connector, LimitedBody, Slots, UpstreamBody, UpstreamClient};
-use thread_local::ThreadLocal;
+use crate::tunnel::Tunnels;
+use crate::upstream::{BodyProgress, Connector, Slots, UpstreamBody, UpstreamClient};
 
-/// One thread's upstream clients and connection slots.
+/// One thread's upstream clients.
 #[derive(Debug)]
 struct ThreadPools {
     /// `http://` and verified `https://` upstreams, and forward-auth servers.
     verified: UpstreamClient,
     /// `https://` upstreams of services with `insecure_skip_verify`.
     insecure: UpstreamClient,
-    slots: Slots,
 }
 
 /// What the HTTP stage knows about its connection.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ConnInfo {
     /// The client: the PROXY header's source, or the TCP peer.
     pub client: SocketAddr,
@@ -51,14 +51,17 @@ pub struct ConnInfo {
     /// `client`'s IP as a header value (`X-Forwarded-For`, `X-Real-IP`), made once per
     /// connection.
     client_ip: HeaderValue,
+    /// The connection's admission, kept by any tunnel it turns into.
+    _hold: Option<Admitted>,
 }
 
 impl ConnInfo {
-    /// What is known of a connection from `client` for the TLS name `sni`.
-    pub fn new(client: SocketAddr, sni: String, local: Option<SocketAddr>) -> ConnInfo {
+    /// What is known of a connection from `client` for the TLS name `sni`; `hold` is
+    /// its admission (`None` in tests that have no limits).
+    pub fn new(client: SocketAddr, sni: String, local: Option<SocketAddr>, hold: Option<Admitted>) -> ConnInfo {
         // An IP address is always a valid header value.
         let client_ip = HeaderValue::from_str(&client.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"));
-        ConnInfo { client, sni, local, client_ip }
+        ConnInfo { client, sni, local, client_ip, _hold: hold }
     }
 }
 
@@ -91,10 +94,13 @@ pub struct Forwarder {
     /// One set of pools per thread: a request and the upstream connection it uses
     /// stay on one thread (see `workers.rs`).
     pools: ThreadLocal<ThreadPools>,
-    /// Requests in flight per upstream address and thread (`limits.max_upstream_connections`).
-    per_thread: usize,
+    /// `limits.max_upstream_connections`, when set.
+    slots: Option<Slots>,
     identities: Identities,
     response_timeout: Duration,
+    /// `timeouts.idle`: the bound between two reads of a body.
+    body_idle: Duration,
+    tunnels: Arc<Tunnels>,
 }
 
 impl Forwarder {
@@ -108,23 +114,34 @@ impl Forwarder {
             connector: crate::upstream::connector(opts.upstream_connect_timeout, false)?,
             insecure_connector: crate::upstream::connector(opts.upstream_connect_timeout, true)?,
             pools: ThreadLocal::new(),
-            per_thread: opts.max_upstream_connections,
+            slots: opts.max_upstream_connections.map(Slots::new),
             identities: Identities::new(whois),
             response_timeout: opts.upstream_response_timeout,
+            body_idle: opts.idle_timeout,
+            tunnels: Tunnels::new(opts.tunnel_idle_timeout),
         })
     }
 
     /// This thread's pools.
     fn pools(&self) -> &ThreadPools {
         self.pools.get_or(|| ThreadPools {
-            verified: crate::upstream::pool(self.connector.clone(), self.per_thread),
-            insecure: crate::upstream::pool(self.insecure_connector.clone(), self.per_thread),
-            slots: Slots::new(self.per_thread),
+            verified: crate::upstream::pool(self.connector.clone()),
+            insecure: crate::upstream::pool(self.insecure_connector.clone()),
         })
     }
 
+    /// The open WebSocket (upgraded) tunnels.
+    pub fn tunnels(&self) -> &Arc<Tunnels> {
+        &self.tunnels
+    }
+
     /// Answers one request that arrived on `conn`.
-    pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo, table: &RouteTable) -> Response<ProxyBody> {
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        conn: &Arc<ConnInfo>,
+        table: &RouteTable,
+    ) -> Response<ProxyBody> {
         let Some(svc) = table.get(&conn.sni) else {
             // The service was removed by a reload while this connection stayed open.
             return local(
@@ -150,8 +167,8 @@ impl Forwarder {
     async fn handle_service(
         &self,
         mut req: Request<Incoming>,
-        conn: &ConnInfo,
-        svc: &ServiceRoutes,
+        conn: &Arc<ConnInfo>,
+        svc: &Arc<ServiceRoutes>,
     ) -> Response<ProxyBody> {
         let Some((host, host_value)) = request_host(&req) else {
             return local(StatusCode::BAD_REQUEST, "the request needs exactly one valid Host header".to_owned());
@@ -249,75 +266,18 @@ impl Forwarder {
             identity.apply(&mut parts.headers);
         }
 
-        let exceeded = Arc::new(AtomicBool::new(false));
-        let body = UpstreamBody::Client(LimitedBody::new(body, svc.max_body_bytes, Arc::clone(&exceeded)));
-        let upstream = &route.upstream;
-        let pools = self.pools();
-        let client = if svc.insecure_skip_verify { &pools.insecure } else { &pools.verified };
-        let got_slot = AtomicBool::new(false);
-        let sent = async {
-            let slot = pools.slots.acquire(&route.upstream.authority, svc.insecure_skip_verify).await;
-            got_slot.store(true, Ordering::Relaxed);
-            client.request(Request::from_parts(parts, body)).await.map(|resp| (resp, slot))
-        };
-        let (mut resp, slot) = match tokio::time::timeout(self.response_timeout, sent).await {
-            Ok(Ok(sent)) => sent,
-            Ok(Err(_)) if exceeded.load(Ordering::Relaxed) => {
-                let limit = svc.max_body_bytes.unwrap_or_default();
-                tracing::info!(service = %svc.name, client = %conn.client, limit, "413: streamed request body exceeded max_body_bytes");
-                return too_large(&svc.name, limit);
-            }
-            Ok(Err(e)) => {
-                svc.stats.upstream_error();
-                let (status, what) = classify_upstream_error(&e, svc.insecure_skip_verify);
-                tracing::warn!(service = %svc.name, upstream = %upstream, cause = %error_chain(&e), "{status}: {what}");
-                return local(status, format!("the upstream of service {} ({upstream}) {what}", svc.name));
-            }
-            Err(_) if !got_slot.load(Ordering::Relaxed) => {
-                svc.stats.upstream_error();
-                tracing::warn!(service = %svc.name, upstream = %upstream, per_thread = self.per_thread, timeout_secs = self.response_timeout.as_secs(), "504: every upstream connection stayed busy (limits.max_upstream_connections)");
-                return local(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!(
-                        "the upstream of service {} ({upstream}) had all its connections busy for {}s; raise limits.max_upstream_connections if it can take more requests at once",
-                        svc.name,
-                        self.response_timeout.as_secs()
-                    ),
-                );
-            }
-            Err(_) => {
-                svc.stats.upstream_error();
-                tracing::warn!(service = %svc.name, upstream = %upstream, timeout_secs = self.response_timeout.as_secs(), "504: upstream did not answer in time");
-                return local(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!(
-                        "the upstream of service {} ({upstream}) did not answer within {}s (timeouts.upstream_response)",
-                        svc.name,
-                        self.response_timeout.as_secs()
-                    ),
-                );
-            }
-        };
+        let (body, progress) = UpstreamBody::from_client(body, svc.max_body_bytes, self.body_idle);
+        let (mut resp, slot) =
+            match self.exchange(Request::from_parts(parts, body), &route.upstream, svc, &progress).await {
+                Ok(sent) => sent,
+                Err(failure) => return self.failed(failure, &route.upstream, svc, conn),
+            };
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(client_upgrade) = client_upgrade
         {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            let service = svc.name.clone();
-            tokio::spawn(async move {
-                match tokio::join!(client_upgrade, upstream_upgrade) {
-                    (Ok(client), Ok(upstream)) => {
-                        let mut client = TokioIo::new(client);
-                        let mut upstream = TokioIo::new(upstream);
-                        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                            tracing::debug!(service = %service, error = %e, "upgraded connection ended");
-                        }
-                    }
-                    (c, u) => {
-                        tracing::info!(service = %service, client_ok = c.is_ok(), upstream_ok = u.is_ok(), "upgrade did not complete")
-                    }
-                }
-            });
+            self.tunnels.spawn(client_upgrade, upstream_upgrade, svc, Arc::clone(conn));
             // The upgraded connection left the pool: its slot is free again.
             drop(slot);
             let (parts, _) = resp.into_parts();
@@ -326,8 +286,118 @@ impl Forwarder {
 
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        Response::from_parts(parts, ProxyBody::Upstream(body, slot))
+        Response::from_parts(parts, ProxyBody::upstream(body, slot, self.body_idle, Some(Arc::clone(svc))))
     }
+
+    /// Sends `req` to `upstream` and waits for the response head: first for a
+    /// `limits.max_upstream_connections` slot if that cap is set, then for as long as
+    /// the request body keeps moving, then `timeouts.upstream_response` from the
+    /// moment the body has been sent.
+    async fn exchange(
+        &self,
+        req: Request<UpstreamBody>,
+        upstream: &snirouter_config::Upstream,
+        svc: &ServiceRoutes,
+        progress: &BodyProgress,
+    ) -> Result<(Response<Incoming>, Option<OwnedSemaphorePermit>), Failure> {
+        let slot = match &self.slots {
+            Some(slots) => {
+                let wait = slots.acquire(&upstream.authority, svc.insecure_skip_verify);
+                match tokio::time::timeout(self.response_timeout, wait).await {
+                    Ok(slot) => slot,
+                    Err(_) => return Err(Failure::AllBusy(slots.per_upstream())),
+                }
+            }
+            None => None,
+        };
+        let pools = self.pools();
+        let client = if svc.insecure_skip_verify { &pools.insecure } else { &pools.verified };
+        let response = client.request(req);
+        let deadline = async {
+            progress.sent().await;
+            tokio::time::sleep(self.response_timeout).await;
+        };
+        tokio::select! {
+            result = response => match result {
+                Ok(resp) => Ok((resp, slot)),
+                Err(e) => Err(match progress.failure() {
+                    BodyProgress::TOO_LARGE => Failure::TooLarge,
+                    BodyProgress::STALLED => Failure::ClientStalled,
+                    _ => Failure::Upstream(e),
+                }),
+            },
+            () = deadline => Err(Failure::NoAnswer),
+        }
+    }
+
+    /// The answer, log line and counter for a request that got no upstream response.
+    fn failed(
+        &self,
+        failure: Failure,
+        upstream: &snirouter_config::Upstream,
+        svc: &ServiceRoutes,
+        conn: &ConnInfo,
+    ) -> Response<ProxyBody> {
+        let name = &svc.name;
+        match failure {
+            Failure::TooLarge => {
+                let limit = svc.max_body_bytes.unwrap_or_default();
+                tracing::info!(service = %name, client = %conn.client, limit, "413: streamed request body exceeded max_body_bytes");
+                too_large(name, limit)
+            }
+            Failure::ClientStalled => {
+                let secs = self.body_idle.as_secs();
+                tracing::info!(service = %name, client = %conn.client, idle_secs = secs, "408: the client stopped sending its request body (timeouts.idle)");
+                local(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("the request body stopped arriving: nothing for {secs}s (timeouts.idle)"),
+                )
+            }
+            Failure::Upstream(e) => {
+                svc.stats.upstream_error();
+                let (status, what) = classify_upstream_error(&e, svc.insecure_skip_verify);
+                tracing::warn!(service = %name, upstream = %upstream, cause = %error_chain(&e), "{status}: {what}");
+                local(status, format!("the upstream of service {name} ({upstream}) {what}"))
+            }
+            Failure::AllBusy(cap) => {
+                svc.stats.upstream_error();
+                let secs = self.response_timeout.as_secs();
+                tracing::warn!(service = %name, upstream = %upstream, cap, timeout_secs = secs, "504: every upstream connection stayed busy (limits.max_upstream_connections)");
+                local(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "the upstream of service {name} ({upstream}) had all its {cap} connections busy for {secs}s; raise limits.max_upstream_connections, or remove it, if the upstream can take more requests at once"
+                    ),
+                )
+            }
+            Failure::NoAnswer => {
+                svc.stats.upstream_error();
+                let secs = self.response_timeout.as_secs();
+                tracing::warn!(service = %name, upstream = %upstream, timeout_secs = secs, "504: upstream did not answer in time");
+                local(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "the upstream of service {name} ({upstream}) did not answer within {secs}s of receiving the request (timeouts.upstream_response)"
+                    ),
+                )
+            }
+        }
+    }
+}
+
+/// Why a request got no upstream response.
+#[derive(Debug)]
+enum Failure {
+    /// The client's body went over `max_body_bytes` while streaming.
+    TooLarge,
+    /// The client stopped sending its body for `timeouts.idle`.
+    ClientStalled,
+    /// Connecting, sending or reading the response head failed.
+    Upstream(hyper_util::client::legacy::Error),
+    /// Every slot of `limits.max_upstream_connections` (the cap) stayed busy.
+    AllBusy(usize),
+    /// No response head within `timeouts.upstream_response` after the body was sent.
+    NoAnswer,
 }
 
 /// The declared `Content-Length`, if exactly one valid value was sent.

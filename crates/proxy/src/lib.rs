@@ -24,6 +24,7 @@
 //! [`Router`] holds the shared state: the route table (swappable at runtime), the
 //! certificate store, the TLS config and the pooled upstream client.
 
+pub mod admit;
 pub mod auth;
 pub mod body;
 pub mod client_limit;
@@ -40,8 +41,10 @@ pub mod passthrough;
 pub mod proxy_header;
 pub mod redirect;
 pub mod routes;
+pub mod stall;
 pub mod stats;
 pub mod tls;
+pub mod tunnel;
 pub mod upstream;
 pub mod workers;
 

@@ -4,7 +4,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -15,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::StartHandshake;
 
-use crate::client_limit::ClientSlots;
+use crate::admit::{Admission, Counted};
 use crate::forward::{ConnInfo, Forwarder};
 use crate::metrics::{AccessRecord, ConnectionLimit, HandshakeFailure as Hf, MeteredBody, Metrics};
 use crate::routes::RouteTable;
@@ -43,11 +42,13 @@ pub struct ProxyOptions {
     pub tls_handshake_timeout: Duration,
     /// Time allowed to receive a request's headers.
     pub request_header_timeout: Duration,
-    /// A connection with no bytes moving for this long is closed.
+    /// A connection, or a body, with no bytes moving for this long is closed.
     pub idle_timeout: Duration,
-    /// Upstream connect timeout.
+    /// An upgraded tunnel with no bytes moving for this long is closed (`None`: never).
+    pub tunnel_idle_timeout: Option<Duration>,
+    /// Upstream connect timeout (TCP and TLS).
     pub upstream_connect_timeout: Duration,
-    /// Time for an upstream to start answering.
+    /// Time for an upstream to start answering once the request body was sent.
     pub upstream_response_timeout: Duration,
     /// Largest request head accepted.
     pub max_header_bytes: usize,
@@ -55,8 +56,8 @@ pub struct ProxyOptions {
     pub max_connections: usize,
     /// Connections from one client address; more are closed.
     pub max_connections_per_client: usize,
-    /// Requests in flight to one upstream address, per worker thread.
-    pub max_upstream_connections: usize,
+    /// Requests in flight to one upstream address (`None`: no cap).
+    pub max_upstream_connections: Option<usize>,
 }
 
 impl ProxyOptions {
@@ -67,6 +68,7 @@ impl ProxyOptions {
             tls_handshake_timeout: cfg.timeouts.tls_handshake,
             request_header_timeout: cfg.timeouts.request_header,
             idle_timeout: cfg.timeouts.idle,
+            tunnel_idle_timeout: cfg.timeouts.tunnel_idle,
             upstream_connect_timeout: cfg.timeouts.upstream_connect,
             upstream_response_timeout: cfg.timeouts.upstream_response,
             max_header_bytes: cfg.limits.max_header_bytes,
@@ -92,8 +94,7 @@ pub struct Router {
     tls: ServerTls,
     forwarder: Forwarder,
     opts: ProxyOptions,
-    active: AtomicUsize,
-    per_client: ClientSlots,
+    admission: Admission,
     metrics: Metrics,
     /// Thread-per-core connection workers; `None` runs connections on the caller's
     /// runtime (used when the worker threads cannot be started).
@@ -102,7 +103,7 @@ pub struct Router {
 
 impl std::fmt::Debug for Router {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Router").field("active", &self.active.load(Ordering::Relaxed)).finish()
+        f.debug_struct("Router").field("active", &self.admission.active()).finish()
     }
 }
 
@@ -128,9 +129,8 @@ impl Router {
             certs,
             tls,
             forwarder: Forwarder::new(&opts, whois)?,
-            per_client: ClientSlots::new(opts.max_connections_per_client),
+            admission: Admission::new(opts.max_connections, opts.max_connections_per_client),
             opts,
-            active: AtomicUsize::new(0),
             metrics: Metrics::default(),
             workers,
         }))
@@ -156,14 +156,19 @@ impl Router {
         &self.certs
     }
 
-    /// Connections open right now.
+    /// Connections open right now, WebSocket tunnels included.
     pub fn active_connections(&self) -> usize {
-        self.active.load(Ordering::Relaxed)
+        self.admission.active()
+    }
+
+    /// WebSocket (upgraded) tunnels open right now.
+    pub fn tunnels(&self) -> usize {
+        self.forwarder.tunnels().count()
     }
 
     /// Accepts connections on `listener` until `shutdown` turns true, then lets open
-    /// connections finish (HTTP/1 keep-alive and HTTP/2 are told to close) for at most
-    /// `grace`.
+    /// connections finish (HTTP/1 keep-alive and HTTP/2 are told to close) and open
+    /// tunnels end for at most `grace`.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
@@ -185,14 +190,12 @@ impl Router {
                             continue;
                         }
                     };
-                    let active = self.active.fetch_add(1, Ordering::Relaxed) + 1;
-                    if active > self.opts.max_connections {
-                        self.active.fetch_sub(1, Ordering::Relaxed);
+                    let Some(counted) = self.admission.accept() else {
                         self.metrics.connection_refused(ConnectionLimit::MaxConnections);
-                        tracing::warn!(client = %peer, limit = self.opts.max_connections, "connection refused: limits.max_connections reached");
+                        tracing::warn!(client = %peer, limit = self.admission.max_connections(), "connection refused: limits.max_connections reached");
                         drop(stream);
                         continue;
-                    }
+                    };
                     let router = Arc::clone(&self);
                     let watcher = graceful.watcher();
                     match &self.workers {
@@ -201,20 +204,14 @@ impl Router {
                         Some(workers) => match stream.into_std() {
                             Ok(std) => workers.spawn(async move {
                                 match TcpStream::from_std(std) {
-                                    Ok(stream) => router.run_connection(stream, peer, kind, watcher).await,
-                                    Err(e) => {
-                                        tracing::warn!(client = %peer, error = %e, "cannot hand the connection to a worker");
-                                        router.active.fetch_sub(1, Ordering::Relaxed);
-                                    }
+                                    Ok(stream) => router.run_connection(stream, peer, kind, watcher, counted).await,
+                                    Err(e) => tracing::warn!(client = %peer, error = %e, "cannot hand the connection to a worker"),
                                 }
                             }),
-                            Err(e) => {
-                                tracing::warn!(client = %peer, error = %e, "cannot hand the connection to a worker");
-                                self.active.fetch_sub(1, Ordering::Relaxed);
-                            }
+                            Err(e) => tracing::warn!(client = %peer, error = %e, "cannot hand the connection to a worker"),
                         },
                         None => {
-                            tokio::spawn(async move { router.run_connection(stream, peer, kind, watcher).await });
+                            tokio::spawn(async move { router.run_connection(stream, peer, kind, watcher, counted).await });
                         }
                     }
                 }
@@ -226,8 +223,12 @@ impl Router {
             }
         }
         drop(listener);
-        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-            tracing::warn!(listener = ?local, grace_secs = grace.as_secs(), "grace period over; closing remaining connections");
+        let drained = async {
+            graceful.shutdown().await;
+            self.forwarder.tunnels().drained().await;
+        };
+        if tokio::time::timeout(grace, drained).await.is_err() {
+            tracing::warn!(listener = ?local, grace_secs = grace.as_secs(), tunnels = self.tunnels(), "grace period over; closing remaining connections and tunnels");
         }
     }
 
@@ -255,20 +256,21 @@ impl Router {
         }
     }
 
-    /// One connection from accept to close, on whichever runtime runs it.
+    /// One connection from accept to close, on whichever runtime runs it; `counted`
+    /// is its place in `limits.max_connections`.
     async fn run_connection(
         self: Arc<Self>,
         stream: TcpStream,
         peer: SocketAddr,
         kind: ListenerKind,
         watcher: hyper_util::server::graceful::Watcher,
+        counted: Counted,
     ) {
         if kind == ListenerKind::RedirectHttp {
             self.handle_redirect(stream, peer, watcher).await;
         } else {
-            self.handle(stream, peer, kind, watcher).await;
+            self.handle(stream, peer, kind, watcher, counted).await;
         }
-        self.active.fetch_sub(1, Ordering::Relaxed);
     }
 
     async fn handle(
@@ -277,6 +279,7 @@ impl Router {
         peer: SocketAddr,
         kind: ListenerKind,
         graceful: hyper_util::server::graceful::Watcher,
+        counted: Counted,
     ) {
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().ok();
@@ -299,11 +302,11 @@ impl Router {
                 }
             }
         };
-        let Some(_slot) = self.per_client.admit(client.ip()) else {
+        let Some(admitted) = self.admission.client(counted, client.ip()) else {
             self.metrics.connection_refused(ConnectionLimit::MaxConnectionsPerClient);
             tracing::warn!(
                 client = %client,
-                limit = self.opts.max_connections_per_client,
+                limit = self.admission.max_per_client(),
                 "connection refused: limits.max_connections_per_client reached"
             );
             return;
@@ -352,6 +355,7 @@ impl Router {
             Ok(Ok(Stage::Passthrough(stream, raw, svc))) => {
                 tracing::debug!(service = %svc.name, client = %client, "TLS passthrough");
                 let (connect, idle) = (self.opts.upstream_connect_timeout, self.opts.idle_timeout);
+                let _admitted = admitted;
                 if let Err(e) = crate::passthrough::run(stream, raw, Arc::clone(&svc), connect, idle).await {
                     svc.stats.upstream_error();
                     tracing::warn!(service = %svc.name, client = %client, cause = %e, "passthrough failed; connection closed");
@@ -371,7 +375,7 @@ impl Router {
         };
 
         let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-        let info = Arc::new(ConnInfo::new(client, sni, local));
+        let info = Arc::new(ConnInfo::new(client, sni, local, Some(admitted)));
         let router = Arc::clone(self);
         let service = hyper::service::service_fn(move |req| {
             let router = Arc::clone(&router);

@@ -214,7 +214,11 @@ fn format_value(v: f64) -> String {
 /// Appends the data-path metrics of `router`: connections, handshake failures and, per
 /// service, requests by status class, upstream errors and latency.
 pub fn render_router(router: &Router, out: &mut Exposition) {
-    out.family("snirouter_active_connections", "gauge", "Client connections open right now.");
+    out.family(
+        "snirouter_active_connections",
+        "gauge",
+        "Client connections open right now, WebSocket tunnels included.",
+    );
     out.sample("snirouter_active_connections", &[], router.active_connections() as f64);
 
     out.family(
@@ -260,7 +264,7 @@ pub fn render_router(router: &Router, out: &mut Exposition) {
     out.family(
         "snirouter_upstream_errors_total",
         "counter",
-        "Upstream connect failures, resets and timeouts (answered 502/504), by service.",
+        "Upstream connect failures, resets and timeouts (answered 502/504), and response bodies cut because the upstream stalled, by service.",
     );
     for svc in &services {
         out.sample(
@@ -268,6 +272,11 @@ pub fn render_router(router: &Router, out: &mut Exposition) {
             &[("service", &svc.name)],
             svc.stats.snapshot().upstream_errors as f64,
         );
+    }
+
+    out.family("snirouter_tunnels", "gauge", "WebSocket (upgraded) tunnels open right now, by service.");
+    for svc in &services {
+        out.sample("snirouter_tunnels", &[("service", &svc.name)], svc.stats.snapshot().tunnels as f64);
     }
 
     out.family(
@@ -370,9 +379,12 @@ impl MeteredBody {
 
 impl Body for MeteredBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = crate::upstream::BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, crate::upstream::BoxError>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled

@@ -14,6 +14,7 @@ pub struct ServiceStats {
     responses_4xx: AtomicU64,
     responses_5xx: AtomicU64,
     upstream_errors: AtomicU64,
+    tunnels: AtomicU64,
     latency: crate::metrics::Histogram,
 }
 
@@ -30,8 +31,10 @@ pub struct StatsSnapshot {
     pub responses_4xx: u64,
     /// 5xx answers.
     pub responses_5xx: u64,
-    /// Upstream connect failures and timeouts.
+    /// Upstream connect failures, timeouts and stalled response bodies.
     pub upstream_errors: u64,
+    /// Upgraded connections (WebSockets) open right now.
+    pub tunnels: u64,
 }
 
 impl ServiceStats {
@@ -56,6 +59,16 @@ impl ServiceStats {
         self.upstream_errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a tunnel that opened.
+    pub fn tunnel_opened(&self) {
+        self.tunnels.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a tunnel that closed.
+    pub fn tunnel_closed(&self) {
+        self.tunnels.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// Records how long a request took to its response head.
     pub fn observe_latency(&self, d: std::time::Duration) {
         self.latency.observe(d);
@@ -75,6 +88,7 @@ impl ServiceStats {
             responses_4xx: self.responses_4xx.load(Ordering::Relaxed),
             responses_5xx: self.responses_5xx.load(Ordering::Relaxed),
             upstream_errors: self.upstream_errors.load(Ordering::Relaxed),
+            tunnels: self.tunnels.load(Ordering::Relaxed),
         }
     }
 }

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -30,8 +30,10 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsConnector;
+
+use crate::stall::Stall;
 
 /// Boxed error used by the connector.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -40,10 +42,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type UpstreamClient = Client<Connector, UpstreamBody>;
 
 /// Builds the connector for upstreams; `insecure` skips certificate verification of
-/// `https://` upstreams.
+/// `https://` upstreams. `connect_timeout` bounds the TCP connect and the TLS
+/// handshake together (`timeouts.upstream_connect`).
 pub fn connector(connect_timeout: Duration, insecure: bool) -> Result<Connector, rustls::Error> {
     let mut http = HttpConnector::new();
-    http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
     http.enforce_http(false);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -57,7 +59,7 @@ pub fn connector(connect_timeout: Duration, insecure: bool) -> Result<Connector,
     };
     // Requests go upstream as HTTP/1.1 (WebSocket upgrades need it).
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Connector { http, tls: TlsConnector::from(Arc::new(tls)) })
+    Ok(Connector { http, tls: TlsConnector::from(Arc::new(tls)), connect_timeout })
 }
 
 /// The most read from an upstream connection at once; a response head still incomplete
@@ -69,29 +71,30 @@ pub fn connector(connect_timeout: Duration, insecure: bool) -> Result<Connector,
 /// heads over 4–8 KiB by default (`proxy_buffer_size`).
 pub const MAX_UPSTREAM_READ: usize = 64 * 1024;
 
-/// A keep-alive connection pool over `connector` keeping at most `max_idle`
-/// connections per upstream. Pools are per thread (see `Forwarder`): a pooled
-/// connection is driven by a task on the thread that opened it.
-pub fn pool(connector: Connector, max_idle: usize) -> UpstreamClient {
+/// Idle keep-alive connections kept per upstream address and thread. This bounds
+/// pooling, never a request: a request that finds no idle connection opens a new one
+/// (and takes whichever comes first, the new one or one that is freed meanwhile), and
+/// connections beyond this many are closed when they go idle.
+pub const MAX_IDLE_PER_UPSTREAM: usize = 32;
+
+/// A keep-alive connection pool over `connector`. Pools are per thread (see
+/// `Forwarder`): a pooled connection is driven by a task on the thread that opened it.
+pub fn pool(connector: Connector) -> UpstreamClient {
     Client::builder(TokioExecutor::new())
         .http1_max_buf_size(MAX_UPSTREAM_READ)
         .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(max_idle)
+        .pool_max_idle_per_host(MAX_IDLE_PER_UPSTREAM)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .set_host(false)
         .build(connector)
 }
 
-/// One thread's upstream connection slots: at most `per_upstream` requests in flight
-/// to one upstream address (`limits.max_upstream_connections`). The pool opens a
-/// connection per concurrent request, so without a bound 32 HTTP/2 clients with 16
-/// streams each would open 512 upstream connections (and keep their buffers); with
-/// it, requests over the bound wait for a connection to become idle. A slot is held
-/// until the response body has ended, when the connection is back in the pool
-/// ([`ProxyBody::Upstream`](crate::body::ProxyBody)). The bound is per thread because
-/// the pools are: a client connection, with all its HTTP/2 streams, stays on one
-/// thread, so it always has the whole bound, however many cores the machine has.
+/// The opt-in cap `limits.max_upstream_connections`: at most `per_upstream` requests
+/// in flight to one upstream address across the router (so at most that many busy
+/// connections to it). A slot is held until the response body has ended
+/// ([`ProxyBody::Upstream`](crate::body::ProxyBody)) and freed when a WebSocket is
+/// upgraded; requests over the cap wait for one.
 #[derive(Debug)]
 pub struct Slots {
     per_upstream: usize,
@@ -106,11 +109,15 @@ impl Slots {
         Slots { per_upstream: per_upstream.max(1), by_upstream: Mutex::new(HashMap::new()) }
     }
 
+    /// The cap.
+    pub fn per_upstream(&self) -> usize {
+        self.per_upstream
+    }
+
     /// Waits for a free slot to `upstream`. `None` only if the semaphore was closed,
     /// which never happens: the request then goes ahead without a slot.
     pub async fn acquire(&self, upstream: &Authority, insecure: bool) -> Option<OwnedSemaphorePermit> {
         let semaphore = {
-            // Only this thread uses these slots: the lock is never contended.
             let mut map = self.by_upstream.lock().unwrap_or_else(PoisonError::into_inner);
             // Looked up by reference: the address is cloned once per upstream, not per request.
             let pair = match map.get(upstream) {
@@ -131,6 +138,7 @@ impl Slots {
 pub struct Connector {
     http: HttpConnector,
     tls: TlsConnector,
+    connect_timeout: Duration,
 }
 
 impl std::fmt::Debug for Connector {
@@ -153,7 +161,8 @@ impl tower_service::Service<Uri> for Connector {
         let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
         let tcp = self.http.call(uri);
         let tls = self.tls.clone();
-        Box::pin(async move {
+        let limit = self.connect_timeout;
+        let connect = async move {
             let tcp = tcp.await?;
             if !https {
                 return Ok(MaybeTls::Plain(tcp));
@@ -162,6 +171,15 @@ impl tower_service::Service<Uri> for Connector {
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("TLS server name {host:?}: {e}")))?;
             let stream = tls.connect(name, tcp.into_inner()).await?;
             Ok(MaybeTls::Tls(Box::new(TokioIo::new(stream))))
+        };
+        Box::pin(async move {
+            match tokio::time::timeout(limit, connect).await {
+                Ok(result) => result,
+                Err(_) => Err(Box::new(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("connect and TLS handshake took longer than {}s", limit.as_secs_f64()),
+                )) as BoxError),
+            }
         })
     }
 }
@@ -271,30 +289,107 @@ pub enum BodyError {
         /// The limit.
         limit: u64,
     },
+    /// The client stopped sending its body.
+    #[error("the client stopped sending its request body: {0}")]
+    Stalled(#[from] crate::stall::Stalled),
 }
 
 /// The body of a request sent upstream.
 #[derive(Debug)]
 pub enum UpstreamBody {
-    /// No body (forward-auth checks).
+    /// No body (forward-auth checks, requests without one).
     Empty,
     /// The client's body, streamed frame by frame and counted against a limit.
     Client(LimitedBody),
 }
 
-/// A client body with an optional size limit, checked as frames pass (never buffered).
+impl UpstreamBody {
+    /// The client's body `inner` as sent upstream (at most `limit` bytes, no pause
+    /// longer than `idle`), and its progress; a request without a body is sent at once.
+    pub fn from_client(inner: Incoming, limit: Option<u64>, idle: Duration) -> (UpstreamBody, Arc<BodyProgress>) {
+        let progress = Arc::new(BodyProgress::default());
+        if inner.is_end_stream() {
+            progress.finish();
+            return (UpstreamBody::Empty, progress);
+        }
+        let body = LimitedBody { inner, limit, seen: 0, stall: Stall::new(idle), progress: Arc::clone(&progress) };
+        (UpstreamBody::Client(body), progress)
+    }
+}
+
+/// How far the request body got, shared between [`LimitedBody`] and the forwarder:
+/// the wait for the response head starts once the body has been sent, and a failed
+/// request is answered by what stopped its body.
+#[derive(Debug, Default)]
+pub struct BodyProgress {
+    finished: AtomicBool,
+    sent: Notify,
+    /// [`BodyProgress::NONE`], [`BodyProgress::TOO_LARGE`] or [`BodyProgress::STALLED`].
+    failure: AtomicU8,
+}
+
+impl BodyProgress {
+    /// The body has not failed.
+    pub const NONE: u8 = 0;
+    /// More than `max_body_bytes` arrived.
+    pub const TOO_LARGE: u8 = 1;
+    /// The client sent nothing for `timeouts.idle`.
+    pub const STALLED: u8 = 2;
+
+    /// Resolves once the whole body has been handed to the upstream connection (or the
+    /// body was dropped).
+    pub async fn sent(&self) {
+        if !self.finished.load(Ordering::Acquire) {
+            // `notify_one` keeps a permit when nobody waits yet: no lost wake-up.
+            self.sent.notified().await;
+        }
+    }
+
+    /// Why the body stopped early, if it did.
+    pub fn failure(&self) -> u8 {
+        self.failure.load(Ordering::Relaxed)
+    }
+
+    fn finish(&self) {
+        if !self.finished.swap(true, Ordering::AcqRel) {
+            self.sent.notify_one();
+        }
+    }
+
+    fn fail(&self, why: u8) {
+        self.failure.store(why, Ordering::Relaxed);
+    }
+}
+
+/// A client body with an optional size limit, checked as frames pass (never buffered),
+/// and the per-read bound `timeouts.idle`; made by [`UpstreamBody::from_client`].
 #[derive(Debug)]
 pub struct LimitedBody {
     inner: Incoming,
     limit: Option<u64>,
     seen: u64,
-    exceeded: Arc<AtomicBool>,
+    stall: Stall,
+    progress: Arc<BodyProgress>,
 }
 
 impl LimitedBody {
-    /// Wraps `inner`; `exceeded` turns true when more than `limit` bytes arrived.
-    pub fn new(inner: Incoming, limit: Option<u64>, exceeded: Arc<AtomicBool>) -> LimitedBody {
-        LimitedBody { inner, limit, seen: 0, exceeded }
+    fn on_data(&mut self, len: usize) -> Result<(), BodyError> {
+        self.stall.moved();
+        self.seen = self.seen.saturating_add(len as u64);
+        match self.limit {
+            Some(limit) if self.seen > limit => {
+                self.progress.fail(BodyProgress::TOO_LARGE);
+                Err(BodyError::TooLarge { limit })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for LimitedBody {
+    fn drop(&mut self) {
+        // hyper drops the body once it has written all of it.
+        self.progress.finish();
     }
 }
 
@@ -309,18 +404,28 @@ impl Body for UpstreamBody {
         };
         match Pin::new(&mut body.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(data), Some(limit)) = (frame.data_ref(), body.limit) {
-                    body.seen = body.seen.saturating_add(data.len() as u64);
-                    if body.seen > limit {
-                        body.exceeded.store(true, Ordering::Relaxed);
-                        return Poll::Ready(Some(Err(BodyError::TooLarge { limit })));
-                    }
+                if let Some(data) = frame.data_ref()
+                    && let Err(e) = body.on_data(data.len())
+                {
+                    return Poll::Ready(Some(Err(e)));
+                }
+                if body.inner.is_end_stream() {
+                    body.progress.finish();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Client(e)))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => {
+                body.progress.finish();
+                Poll::Ready(None)
+            }
+            Poll::Pending => match body.stall.poll_check(cx) {
+                Ok(()) => Poll::Pending,
+                Err(stalled) => {
+                    body.progress.fail(BodyProgress::STALLED);
+                    Poll::Ready(Some(Err(stalled.into())))
+                }
+            },
         }
     }
 

@@ -8,6 +8,7 @@
 //! | `/upload` | consumes the request body as a stream, answers `{"received": N}` |
 //! | `/delay/MS` | waits `MS` ms, then answers like the echo route |
 //! | `/hang` | never answers (until the backend shuts down) |
+//! | `/stall/N` | 200, `N` zero bytes (no `Content-Length`), then the body never continues nor ends |
 //! | `/status/N` | answers with status `N` (echo JSON body unless 1xx/204/304) |
 //! | `/ws` | RFC 6455 WebSocket echo (text/binary echoed, ping → pong, close → close) |
 //! | anything else | 200 JSON `{"service", "method", "path", "headers"}` |
@@ -175,6 +176,8 @@ async fn accept_loop(
 enum Body {
     Full(Full<Bytes>),
     Zeros(u64),
+    /// `N` zero bytes, then pending for ever.
+    ThenStall(u64),
 }
 
 impl hyper::body::Body for Body {
@@ -192,6 +195,12 @@ impl hyper::body::Body for Body {
                 *remaining -= n as u64;
                 Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&ZEROS[..n])))))
             }
+            Body::ThenStall(0) => Poll::Pending,
+            Body::ThenStall(remaining) => {
+                let n = (*remaining).min(CHUNK as u64) as usize;
+                *remaining -= n as u64;
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&ZEROS[..n])))))
+            }
         }
     }
 
@@ -199,6 +208,7 @@ impl hyper::body::Body for Body {
         match self {
             Body::Full(f) => f.is_end_stream(),
             Body::Zeros(r) => *r == 0,
+            Body::ThenStall(_) => false,
         }
     }
 
@@ -206,6 +216,7 @@ impl hyper::body::Body for Body {
         match self {
             Body::Full(f) => f.size_hint(),
             Body::Zeros(r) => SizeHint::with_exact(*r),
+            Body::ThenStall(_) => SizeHint::default(),
         }
     }
 }
@@ -251,6 +262,12 @@ async fn route(name: &str, req: Request<Incoming>) -> Response<Body> {
                 r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(n));
                 r
             }
+            Err(_) => resp(400, Some("text/plain"), "bad byte count\n"),
+        };
+    }
+    if let Some(n) = path.strip_prefix("/stall/") {
+        return match n.parse::<u64>() {
+            Ok(n) => Response::new(Body::ThenStall(n)),
             Err(_) => resp(400, Some("text/plain"), "bad byte count\n"),
         };
     }
