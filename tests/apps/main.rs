@@ -14,3 +14,4 @@ mod harness;
 mod support;
 
 mod jupyter;
+mod syncthing;
