@@ -14,4 +14,5 @@ mod harness;
 mod support;
 
 mod jupyter;
+mod prometheus;
 mod syncthing;

@@ -161,6 +161,24 @@ pub async fn poll_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool
     }
 }
 
+/// [`poll_until`] for a condition that has to await (a request, say).
+pub async fn poll_async<F, Fut>(limit: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Starts the router with the 14 sample services plus `apps` (their names certifiable
 /// by the simulated node), `services` appended to the config and `[timeouts]` lines.
 /// An app named like a sample service (`prometheus`, `qbittorrent`) takes that
