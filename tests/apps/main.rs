@@ -15,4 +15,5 @@ mod support;
 
 mod jupyter;
 mod prometheus;
+mod qbittorrent;
 mod syncthing;
