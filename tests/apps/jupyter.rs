@@ -187,14 +187,17 @@ async fn jupyter_long_downloads_do_not_hold_up_other_requests() {
     let all_started = support::poll_until(Duration::from_secs(10), || in_progress() == DOWNLOADS).await;
     let started_count = in_progress();
 
+    let upstream_connections = support::established_to(j.port);
+
     // Ordinary requests meanwhile, each on a fresh connection. The router hands
-    // connections to its I/O threads in turn, so two in a row cover both threads of
-    // this 2-core machine (twice for each name), including the one that carries the downloads.
+    // connections to its I/O threads (one per core) in turn, so one request per core in
+    // a row reaches every thread, the one that carries the downloads included.
+    let rounds = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut slow = Vec::new();
-    for (name, path) in [("jupyter", "/api/status"), ("grafana", "/")] {
-        for round in 0..2 {
+    for (name, path, auth) in [("jupyter", "/api/status", AUTH), ("grafana", "/", "X-Test: apps")] {
+        for round in 0..rounds {
             let t = Instant::now();
-            let out = curl(&env, name, path, &["-H", AUTH, "--max-time", "15"]).await;
+            let out = curl(&env, name, path, &["-H", auth, "--max-time", "15"]).await;
             let (body, status) = body_and_status(&out);
             let took = t.elapsed();
             eprintln!("round {round}: GET {name}{path} -> {status} in {took:?}");
@@ -212,8 +215,9 @@ async fn jupyter_long_downloads_do_not_hold_up_other_requests() {
         && files.iter().all(|f| std::fs::metadata(f).map(|m| (m.len() as usize) < FILE_SIZE).unwrap_or(true));
     assert!(
         slow.is_empty(),
-        "while {started_count} of {DOWNLOADS} downloads were in progress (all started within 10 s: {all_started}), \
-         ordinary requests were held up:\n{}\nrouter log (service=jupyter):\n{}",
+        "while {started_count} of {DOWNLOADS} downloads were in progress (all started within 10 s: {all_started}; \
+         {upstream_connections} upstream connections to jupyter), ordinary requests were held up:\n{}\n\
+         router log (service=jupyter):\n{}",
         slow.join("\n"),
         support::router_lines(&env, "jupyter")
     );
