@@ -90,6 +90,9 @@ async fn syncthing_ping_answers_while_70_event_long_polls_wait() {
             .body(http_body_util::Empty::<bytes::Bytes>::new())
             .expect("request")
     };
+    // Two connections in a row land on the router's two I/O threads (it hands them out
+    // in turn, one thread per core here), so 35 polls weigh on each thread's upstream
+    // pool, as many browser tabs or API clients would.
     let connections = [support::h2_connect(&env, "syncthing").await, support::h2_connect(&env, "syncthing").await];
     let mut polls = tokio::task::JoinSet::new();
     for i in 0..POLLS {
