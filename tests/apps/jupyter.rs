@@ -8,6 +8,7 @@
 //! sent them (the router passes both through), so WebSockets pass Jupyter's Origin check
 //! without `allow_origin`.
 
+use base64::Engine as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -91,7 +92,7 @@ async fn jupyter_slow_upload_outlasting_upstream_response_timeout() {
     let env = support::env_with(&["jupyter"], jupyter_service(&j), "upstream_response = \"2s\"\n").await;
 
     let data = support::pseudo_random(1_100_000, 0x5eed);
-    let body = serde_json::json!({ "type": "file", "format": "base64", "content": support::base64(&data) });
+    let body = serde_json::json!({ "type": "file", "format": "base64", "content": base64::engine::general_purpose::STANDARD.encode(&data) });
     let body_file = env.dir.0.join("upload.json");
     std::fs::write(&body_file, body.to_string()).expect("write body");
     let body_len = std::fs::metadata(&body_file).expect("body").len();
