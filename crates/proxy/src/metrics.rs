@@ -368,12 +368,15 @@ pub struct MeteredBody {
     inner: ProxyBody,
     access: Option<(AccessRecord, u16)>,
     bytes: u64,
+    /// The body reached its end (a chunked upstream body never reports
+    /// `is_end_stream`, so the end is seen here).
+    ended: bool,
 }
 
 impl MeteredBody {
     /// Wraps `inner`; `access` is `None` when the service's access log is off.
     pub fn new(inner: ProxyBody, access: Option<(AccessRecord, u16)>) -> MeteredBody {
-        MeteredBody { inner, access, bytes: 0 }
+        MeteredBody { inner, access, bytes: 0, ended: false }
     }
 }
 
@@ -387,10 +390,10 @@ impl Body for MeteredBody {
     ) -> Poll<Option<Result<Frame<Bytes>, crate::upstream::BoxError>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            this.bytes += data.len() as u64;
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => this.bytes += frame.data_ref().map_or(0, |d| d.len() as u64),
+            Poll::Ready(None) => this.ended = true,
+            _ => {}
         }
         polled
     }
@@ -407,7 +410,7 @@ impl Body for MeteredBody {
 impl Drop for MeteredBody {
     fn drop(&mut self) {
         let Some((rec, status)) = self.access.take() else { return };
-        let complete = self.inner.is_end_stream();
+        let complete = self.ended || self.inner.is_end_stream();
         tracing::info!(
             target: "snirouter::access",
             service = %rec.service,
