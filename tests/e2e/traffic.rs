@@ -170,13 +170,18 @@ async fn long_polls_and_streams_never_make_other_requests_wait() {
     for i in 0..40 {
         let resp =
             h2.clone().send_request(request(&env, "navidrome", "GET", &format!("/bytes/50000000?s={i}"), empty()));
-        streams.push(resp.await.expect("stream head"));
+        streams.push(resp.await.unwrap_or_else(|e| panic!("stream head: {e}\nrouter log:\n{}", env.router().logs())));
     }
     let backend = &env.backends[SERVICES.iter().position(|s| *s == "navidrome").expect("navidrome backend")];
     let deadline = Instant::now() + Duration::from_secs(10);
     // The long-polls wait in the backend; the streams' heads have arrived (above).
     while backend.peak_in_flight() < 70 {
-        assert!(Instant::now() < deadline, "only {} requests reached the upstream", backend.peak_in_flight());
+        assert!(
+            Instant::now() < deadline,
+            "only {} requests reached the upstream; router log:\n{}",
+            backend.peak_in_flight(),
+            env.router().logs()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 

@@ -21,6 +21,7 @@
 //!   `502` — never the upstream.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -28,7 +29,8 @@ use http::{Method, Request, Response, StatusCode};
 use snirouter_config::ForwardAuth;
 
 use crate::body::ProxyBody;
-use crate::upstream::{UpstreamBody, UpstreamClient};
+use crate::pool::Pool;
+use crate::upstream::UpstreamBody;
 
 /// Client request headers passed on to the auth server.
 const PASSED: [HeaderName; 6] = [
@@ -72,7 +74,7 @@ pub struct Original<'a> {
 
 /// Asks the auth server about one request.
 pub async fn check(
-    client: &UpstreamClient,
+    client: &Arc<Pool>,
     auth: &ForwardAuth,
     original: &Original<'_>,
     service: &str,
@@ -105,8 +107,8 @@ pub async fn check(
     }
 
     let url = auth.url.to_string();
-    let resp = match tokio::time::timeout(timeout, client.request(req)).await {
-        Ok(Ok(resp)) => resp,
+    let (resp, lease) = match tokio::time::timeout(timeout, client.request(req)).await {
+        Ok(Ok(sent)) => sent,
         Ok(Err(e)) => {
             tracing::warn!(service = %service, auth_url = %url, cause = %crate::forward::error_chain(&e), "502: forward_auth server failed; request refused");
             return Verdict::Deny(crate::forward::local(
@@ -135,10 +137,14 @@ pub async fn check(
                 copied.append(name.clone(), v.clone());
             }
         }
+        // An empty answer leaves the connection reusable; one with a body is closed.
+        if hyper::body::Body::is_end_stream(resp.body()) {
+            lease.finish();
+        }
         return Verdict::Allow(copied);
     }
     tracing::debug!(service = %service, status = resp.status().as_u16(), "forward_auth refused the request");
     let (mut parts, body) = resp.into_parts();
     crate::forward::strip_hop_by_hop(&mut parts.headers);
-    Verdict::Deny(Response::from_parts(parts, ProxyBody::upstream(body, None, timeout, None)))
+    Verdict::Deny(Response::from_parts(parts, ProxyBody::upstream(body, lease, None, timeout, None)))
 }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::pool::Lease;
 use crate::routes::ServiceRoutes;
 use crate::stall::Stall;
 use crate::upstream::BoxError;
@@ -25,11 +26,13 @@ pub enum ProxyBody {
 
 /// An upstream's response body on its way to the client: it ends with an error when
 /// the upstream sends nothing for `timeouts.idle` (the client then sees a reset or a
-/// cut connection, never a body that looks complete), and it holds the upstream's
-/// `limits.max_upstream_connections` slot, if one is configured, until it ends.
+/// cut connection, never a body that looks complete). It holds the upstream connection
+/// (back to the pool once the body has ended; closed if the body is cut or dropped
+/// early) and the `limits.max_upstream_connections` slot, if one is configured.
 #[derive(Debug)]
 pub struct UpstreamResponse {
     inner: Incoming,
+    lease: Option<Lease>,
     slot: Option<OwnedSemaphorePermit>,
     stall: Stall,
     /// Named in the log line when the upstream stalls (`None`: forward-auth answers).
@@ -48,15 +51,41 @@ impl ProxyBody {
         ProxyBody::Full(if data.is_empty() { None } else { Some(data) })
     }
 
-    /// An upstream's body for `service`, ended when nothing arrives for `idle`; `slot`
-    /// is released when it ends or is dropped.
+    /// An upstream's body for `service` over the connection `lease`, ended when
+    /// nothing arrives for `idle`; `slot` is released when it ends or is dropped.
     pub fn upstream(
         inner: Incoming,
+        lease: Lease,
         slot: Option<OwnedSemaphorePermit>,
         idle: Duration,
         service: Option<Arc<ServiceRoutes>>,
     ) -> ProxyBody {
-        ProxyBody::Upstream(UpstreamResponse { inner, slot, stall: Stall::new(idle), service })
+        ProxyBody::Upstream(UpstreamResponse { inner, lease: Some(lease), slot, stall: Stall::new(idle), service })
+    }
+}
+
+impl UpstreamResponse {
+    /// The body ended: the connection and the slot go to the next request.
+    fn done(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.finish();
+        }
+        self.slot.take();
+    }
+
+    /// The body broke off: the connection closes, the slot is free.
+    fn cut(&mut self) {
+        self.lease.take();
+        self.slot.take();
+    }
+}
+
+impl Drop for UpstreamResponse {
+    fn drop(&mut self) {
+        // hyper stops polling a body that says it has ended.
+        if self.inner.is_end_stream() {
+            self.done();
+        }
     }
 }
 
@@ -69,17 +98,23 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(up) => match Pin::new(&mut up.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     up.stall.moved();
+                    if up.inner.is_end_stream() {
+                        up.done();
+                    }
                     Poll::Ready(Some(Ok(frame)))
                 }
-                Poll::Ready(end) => {
-                    // The upstream connection is idle (or gone): let the next request have it.
-                    up.slot.take();
-                    Poll::Ready(end.map(|r| r.map_err(Into::into)))
+                Poll::Ready(None) => {
+                    up.done();
+                    Poll::Ready(None)
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    up.cut();
+                    Poll::Ready(Some(Err(e.into())))
                 }
                 Poll::Pending => match up.stall.poll_check(cx) {
                     Ok(()) => Poll::Pending,
                     Err(stalled) => {
-                        up.slot.take();
+                        up.cut();
                         if let Some(svc) = &up.service {
                             svc.stats.upstream_error();
                             tracing::info!(service = %svc.name, cause = %stalled, "response cut: the upstream stopped sending its body");

@@ -8,6 +8,11 @@
 //! adds who is connecting; the request streams to the upstream (`http://` or
 //! `https://`). Answers get the CORS headers and, for 404/500/502/503/504, the
 //! service's custom error page.
+//!
+//! Timing of one exchange: an opt-in `limits.max_upstream_connections` slot (waited
+//! for at most `timeouts.upstream_response`), then the request body for as long as it
+//! keeps moving (each read within `timeouts.idle`), then `timeouts.upstream_response`
+//! for the response head, then the response body, again bounded per read.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,17 +31,18 @@ use crate::admit::Admitted;
 use crate::body::ProxyBody;
 use crate::identity::Identities;
 use crate::listener::ProxyOptions;
+use crate::pool::{Lease, Pool, UpstreamError};
 use crate::routes::{RouteTable, ServiceRoutes};
 use crate::tunnel::Tunnels;
-use crate::upstream::{BodyProgress, Connector, Slots, UpstreamBody, UpstreamClient};
+use crate::upstream::{BodyProgress, Connector, Slots, UpstreamBody};
 
 /// One thread's upstream clients.
 #[derive(Debug)]
 struct ThreadPools {
     /// `http://` and verified `https://` upstreams, and forward-auth servers.
-    verified: UpstreamClient,
+    verified: Arc<Pool>,
     /// `https://` upstreams of services with `insecure_skip_verify`.
-    insecure: UpstreamClient,
+    insecure: Arc<Pool>,
 }
 
 /// What the HTTP stage knows about its connection.
@@ -52,13 +58,13 @@ pub struct ConnInfo {
     /// connection.
     client_ip: HeaderValue,
     /// The connection's admission, kept by any tunnel it turns into.
-    _hold: Option<Admitted>,
+    _hold: Admitted,
 }
 
 impl ConnInfo {
     /// What is known of a connection from `client` for the TLS name `sni`; `hold` is
-    /// its admission (`None` in tests that have no limits).
-    pub fn new(client: SocketAddr, sni: String, local: Option<SocketAddr>, hold: Option<Admitted>) -> ConnInfo {
+    /// its admission, released when the connection and any tunnel it became are gone.
+    pub fn new(client: SocketAddr, sni: String, local: Option<SocketAddr>, hold: Admitted) -> ConnInfo {
         // An IP address is always a valid header value.
         let client_ip = HeaderValue::from_str(&client.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"));
         ConnInfo { client, sni, local, client_ip, _hold: hold }
@@ -125,8 +131,8 @@ impl Forwarder {
     /// This thread's pools.
     fn pools(&self) -> &ThreadPools {
         self.pools.get_or(|| ThreadPools {
-            verified: crate::upstream::pool(self.connector.clone()),
-            insecure: crate::upstream::pool(self.insecure_connector.clone()),
+            verified: Pool::new(self.connector.clone()),
+            insecure: Pool::new(self.insecure_connector.clone()),
         })
     }
 
@@ -267,7 +273,7 @@ impl Forwarder {
         }
 
         let (body, progress) = UpstreamBody::from_client(body, svc.max_body_bytes, self.body_idle);
-        let (mut resp, slot) =
+        let (mut resp, lease, slot) =
             match self.exchange(Request::from_parts(parts, body), &route.upstream, svc, &progress).await {
                 Ok(sent) => sent,
                 Err(failure) => return self.failed(failure, &route.upstream, svc, conn),
@@ -279,14 +285,14 @@ impl Forwarder {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             self.tunnels.spawn(client_upgrade, upstream_upgrade, svc, Arc::clone(conn));
             // The upgraded connection left the pool: its slot is free again.
-            drop(slot);
+            drop((lease, slot));
             let (parts, _) = resp.into_parts();
             return Response::from_parts(parts, ProxyBody::empty());
         }
 
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        Response::from_parts(parts, ProxyBody::upstream(body, slot, self.body_idle, Some(Arc::clone(svc))))
+        Response::from_parts(parts, ProxyBody::upstream(body, lease, slot, self.body_idle, Some(Arc::clone(svc))))
     }
 
     /// Sends `req` to `upstream` and waits for the response head: first for a
@@ -299,7 +305,7 @@ impl Forwarder {
         upstream: &snirouter_config::Upstream,
         svc: &ServiceRoutes,
         progress: &BodyProgress,
-    ) -> Result<(Response<Incoming>, Option<OwnedSemaphorePermit>), Failure> {
+    ) -> Result<(Response<Incoming>, Lease, Option<OwnedSemaphorePermit>), Failure> {
         let slot = match &self.slots {
             Some(slots) => {
                 let wait = slots.acquire(&upstream.authority, svc.insecure_skip_verify);
@@ -319,7 +325,7 @@ impl Forwarder {
         };
         tokio::select! {
             result = response => match result {
-                Ok(resp) => Ok((resp, slot)),
+                Ok((resp, lease)) => Ok((resp, lease, slot)),
                 Err(e) => Err(match progress.failure() {
                     BodyProgress::TOO_LARGE => Failure::TooLarge,
                     BodyProgress::STALLED => Failure::ClientStalled,
@@ -393,7 +399,7 @@ enum Failure {
     /// The client stopped sending its body for `timeouts.idle`.
     ClientStalled,
     /// Connecting, sending or reading the response head failed.
-    Upstream(hyper_util::client::legacy::Error),
+    Upstream(UpstreamError),
     /// Every slot of `limits.max_upstream_connections` (the cap) stayed busy.
     AllBusy(usize),
     /// No response head within `timeouts.upstream_response` after the body was sent.
@@ -506,7 +512,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 // The "larger than 64 KiB" answer below names this limit.
 const _: () = assert!(crate::upstream::MAX_UPSTREAM_READ == 64 * 1024);
 
-fn classify_upstream_error(e: &hyper_util::client::legacy::Error, insecure: bool) -> (StatusCode, &'static str) {
+fn classify_upstream_error(e: &UpstreamError, insecure: bool) -> (StatusCode, &'static str) {
     if crate::upstream::tls_cause(e).is_some() {
         return if insecure {
             (StatusCode::BAD_GATEWAY, "failed the TLS handshake: is it really an https:// port?")
@@ -516,6 +522,12 @@ fn classify_upstream_error(e: &hyper_util::client::legacy::Error, insecure: bool
                 "presented a certificate that is not trusted (self-signed? set insecure_skip_verify = true for this service) or failed the TLS handshake",
             )
         };
+    }
+    let connect = matches!(e, UpstreamError::Connect(_));
+    if let UpstreamError::Http(h) = e
+        && h.is_parse_too_large()
+    {
+        return (StatusCode::BAD_GATEWAY, "sent a response header larger than 64 KiB");
     }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
@@ -530,13 +542,13 @@ fn classify_upstream_error(e: &hyper_util::client::legacy::Error, insecure: bool
                 std::io::ErrorKind::ConnectionRefused => {
                     (StatusCode::BAD_GATEWAY, "refused the connection: is it running?")
                 }
-                _ if e.is_connect() => (StatusCode::BAD_GATEWAY, "could not be reached"),
+                _ if connect => (StatusCode::BAD_GATEWAY, "could not be reached"),
                 _ => (StatusCode::BAD_GATEWAY, "failed while answering"),
             };
         }
         source = err.source();
     }
-    if e.is_connect() {
+    if connect {
         (StatusCode::BAD_GATEWAY, "could not be reached")
     } else {
         (StatusCode::BAD_GATEWAY, "closed the connection or sent an invalid answer")

@@ -2,7 +2,8 @@
 //!
 //! One connection flows through these modules, in order:
 //!
-//! 1. [`listener`] accepts it and applies the connection limit;
+//! 1. [`listener`] accepts it and [`admit`] applies the connection limits (a hold that
+//!    the connection, and any tunnel it becomes, keeps until it closes);
 //! 2. [`proxy_header`] reads the PROXY v2 header on `proxy_protocol` listeners (the only
 //!    place a client address is taken from the wire);
 //! 3. [`hello`] reads the TLS ClientHello and picks what to do by SNI — unknown name or
@@ -15,8 +16,12 @@
 //!    picks the route by longest path prefix ([`routes`]), applies the per-service
 //!    options ([`cors`], [`auth`] for `forward_auth`, [`identity`] for
 //!    `tailscale_identity`, body limits, [`error_pages`]), and streams the request to
-//!    the upstream ([`upstream`]: `http://` or `https://`) and the answer back,
-//!    WebSocket/Upgrade included.
+//!    the upstream ([`upstream`]: `http://` or `https://`, over the per-thread
+//!    keep-alive [`pool`]; the wait for the answer
+//!    starts when the request body has been sent) and the answer back, each body
+//!    bounded per read by `timeouts.idle` ([`stall`]);
+//! 6. after a `101`, [`tunnel`] joins the client and the upstream (WebSocket and other
+//!    upgrades) as a counted, drained connection of its own.
 //!
 //! `[listen] redirect_http` listeners answer plain HTTP with a `308` to `https://`
 //! ([`redirect`]).
@@ -38,6 +43,7 @@ pub mod idle;
 pub mod listener;
 pub mod metrics;
 pub mod passthrough;
+pub mod pool;
 pub mod proxy_header;
 pub mod redirect;
 pub mod routes;

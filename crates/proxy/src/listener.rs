@@ -375,7 +375,7 @@ impl Router {
         };
 
         let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-        let info = Arc::new(ConnInfo::new(client, sni, local, Some(admitted)));
+        let info = Arc::new(ConnInfo::new(client, sni, local, admitted));
         let router = Arc::clone(self);
         let service = hyper::service::service_fn(move |req| {
             let router = Arc::clone(&router);

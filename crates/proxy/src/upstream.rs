@@ -1,6 +1,7 @@
-//! Talking to upstreams: a connector for `http://` and `https://` backends, the pooled
-//! clients built on it, and the request body type sent upstream (the client's body,
-//! streamed and optionally size-limited, or nothing).
+//! Talking to upstreams: a connector for `http://` and `https://` backends (the pool
+//! built on it is `pool.rs`), the opt-in cap on requests in flight, and the request
+//! body type sent upstream (the client's body, streamed and optionally size-limited, or
+//! nothing).
 //!
 //! `https://` upstreams are verified against the Mozilla roots from `webpki-roots`
 //! (already in the tree for the control-API client; no dependency on the host's
@@ -23,9 +24,8 @@ use bytes::Bytes;
 use http::Uri;
 use http::uri::Authority;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
@@ -37,9 +37,6 @@ use crate::stall::Stall;
 
 /// Boxed error used by the connector.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The pooled client type used for upstreams and forward-auth servers.
-pub type UpstreamClient = Client<Connector, UpstreamBody>;
 
 /// Builds the connector for upstreams; `insecure` skips certificate verification of
 /// `https://` upstreams. `connect_timeout` bounds the TCP connect and the TLS
@@ -70,25 +67,6 @@ pub fn connector(connect_timeout: Duration, insecure: bool) -> Result<Connector,
 /// 10 MiB with no measurable CPU cost (docs/benchmarks.md §1). nginx refuses upstream
 /// heads over 4–8 KiB by default (`proxy_buffer_size`).
 pub const MAX_UPSTREAM_READ: usize = 64 * 1024;
-
-/// Idle keep-alive connections kept per upstream address and thread. This bounds
-/// pooling, never a request: a request that finds no idle connection opens a new one
-/// (and takes whichever comes first, the new one or one that is freed meanwhile), and
-/// connections beyond this many are closed when they go idle.
-pub const MAX_IDLE_PER_UPSTREAM: usize = 32;
-
-/// A keep-alive connection pool over `connector`. Pools are per thread (see
-/// `Forwarder`): a pooled connection is driven by a task on the thread that opened it.
-pub fn pool(connector: Connector) -> UpstreamClient {
-    Client::builder(TokioExecutor::new())
-        .http1_max_buf_size(MAX_UPSTREAM_READ)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(MAX_IDLE_PER_UPSTREAM)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .set_host(false)
-        .build(connector)
-}
 
 /// The opt-in cap `limits.max_upstream_connections`: at most `per_upstream` requests
 /// in flight to one upstream address across the router (so at most that many busy
@@ -190,15 +168,6 @@ pub enum MaybeTls {
     Plain(TokioIo<TcpStream>),
     /// `https://`.
     Tls(Box<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>),
-}
-
-impl Connection for MaybeTls {
-    fn connected(&self) -> Connected {
-        match self {
-            MaybeTls::Plain(s) => s.connected(),
-            MaybeTls::Tls(s) => s.inner().get_ref().0.connected(),
-        }
-    }
 }
 
 impl hyper::rt::Read for MaybeTls {
