@@ -313,9 +313,12 @@ impl Pool {
                     Err(back) => sender = back,
                 }
             }
-            e.idle.retain(|(s, since)| !s.is_closed() && since.elapsed() < IDLE_TIMEOUT);
+            let now = Instant::now();
+            if e.idle.len() >= MAX_IDLE_PER_UPSTREAM {
+                e.idle.retain(|(s, since)| !s.is_closed() && now.saturating_duration_since(*since) < IDLE_TIMEOUT);
+            }
             if e.idle.len() < MAX_IDLE_PER_UPSTREAM {
-                e.idle.push((sender, Instant::now()));
+                e.idle.push((sender, now));
             }
         });
     }
