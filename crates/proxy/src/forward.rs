@@ -34,7 +34,7 @@ use crate::listener::ProxyOptions;
 use crate::pool::{Lease, Pool, UpstreamError};
 use crate::routes::{RouteTable, ServiceRoutes};
 use crate::tunnel::Tunnels;
-use crate::upstream::{BodyProgress, Connector, Slots, UpstreamBody};
+use crate::upstream::{BodyFailure, BodyProgress, Connector, Slots, UpstreamBody};
 
 /// One thread's upstream clients.
 #[derive(Debug)]
@@ -274,7 +274,7 @@ impl Forwarder {
 
         let (body, progress) = UpstreamBody::from_client(body, svc.max_body_bytes, self.body_idle);
         let (mut resp, lease, slot) =
-            match self.exchange(Request::from_parts(parts, body), &route.upstream, svc, &progress).await {
+            match self.exchange(Request::from_parts(parts, body), &route.upstream, svc, progress.as_deref()).await {
                 Ok(sent) => sent,
                 Err(failure) => return self.failed(failure, &route.upstream, svc, conn),
             };
@@ -304,7 +304,7 @@ impl Forwarder {
         req: Request<UpstreamBody>,
         upstream: &snirouter_config::Upstream,
         svc: &ServiceRoutes,
-        progress: &BodyProgress,
+        progress: Option<&BodyProgress>,
     ) -> Result<(Response<Incoming>, Lease, Option<OwnedSemaphorePermit>), Failure> {
         let slot = match &self.slots {
             Some(slots) => {
@@ -320,16 +320,18 @@ impl Forwarder {
         let client = if svc.insecure_skip_verify { &pools.insecure } else { &pools.verified };
         let response = client.request(req);
         let deadline = async {
-            progress.sent().await;
+            if let Some(progress) = progress {
+                progress.sent().await;
+            }
             tokio::time::sleep(self.response_timeout).await;
         };
         tokio::select! {
             result = response => match result {
                 Ok((resp, lease)) => Ok((resp, lease, slot)),
-                Err(e) => Err(match progress.failure() {
-                    BodyProgress::TOO_LARGE => Failure::TooLarge,
-                    BodyProgress::STALLED => Failure::ClientStalled,
-                    _ => Failure::Upstream(e),
+                Err(e) => Err(match progress.and_then(BodyProgress::failure) {
+                    Some(BodyFailure::TooLarge) => Failure::TooLarge,
+                    Some(BodyFailure::Stalled) => Failure::ClientStalled,
+                    None => Failure::Upstream(e),
                 }),
             },
             () = deadline => Err(Failure::NoAnswer),

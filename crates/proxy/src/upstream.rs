@@ -274,16 +274,29 @@ pub enum UpstreamBody {
 
 impl UpstreamBody {
     /// The client's body `inner` as sent upstream (at most `limit` bytes, no pause
-    /// longer than `idle`), and its progress; a request without a body is sent at once.
-    pub fn from_client(inner: Incoming, limit: Option<u64>, idle: Duration) -> (UpstreamBody, Arc<BodyProgress>) {
-        let progress = Arc::new(BodyProgress::default());
+    /// longer than `idle`), and its progress; a request without a body is sent as
+    /// [`UpstreamBody::Empty`] and has none to follow.
+    pub fn from_client(
+        inner: Incoming,
+        limit: Option<u64>,
+        idle: Duration,
+    ) -> (UpstreamBody, Option<Arc<BodyProgress>>) {
         if inner.is_end_stream() {
-            progress.finish();
-            return (UpstreamBody::Empty, progress);
+            return (UpstreamBody::Empty, None);
         }
+        let progress = Arc::new(BodyProgress::default());
         let body = LimitedBody { inner, limit, seen: 0, stall: Stall::new(idle), progress: Arc::clone(&progress) };
-        (UpstreamBody::Client(body), progress)
+        (UpstreamBody::Client(body), Some(progress))
     }
+}
+
+/// What stopped a request body before its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFailure {
+    /// More than `max_body_bytes` arrived.
+    TooLarge,
+    /// The client sent nothing for `timeouts.idle`.
+    Stalled,
 }
 
 /// How far the request body got, shared between [`LimitedBody`] and the forwarder:
@@ -293,18 +306,11 @@ impl UpstreamBody {
 pub struct BodyProgress {
     finished: AtomicBool,
     sent: Notify,
-    /// [`BodyProgress::NONE`], [`BodyProgress::TOO_LARGE`] or [`BodyProgress::STALLED`].
+    /// 0 while the body has not failed, else 1 + the [`BodyFailure`] discriminant.
     failure: AtomicU8,
 }
 
 impl BodyProgress {
-    /// The body has not failed.
-    pub const NONE: u8 = 0;
-    /// More than `max_body_bytes` arrived.
-    pub const TOO_LARGE: u8 = 1;
-    /// The client sent nothing for `timeouts.idle`.
-    pub const STALLED: u8 = 2;
-
     /// Resolves once the whole body has been handed to the upstream connection (or the
     /// body was dropped).
     pub async fn sent(&self) {
@@ -315,8 +321,12 @@ impl BodyProgress {
     }
 
     /// Why the body stopped early, if it did.
-    pub fn failure(&self) -> u8 {
-        self.failure.load(Ordering::Relaxed)
+    pub fn failure(&self) -> Option<BodyFailure> {
+        match self.failure.load(Ordering::Relaxed) {
+            1 => Some(BodyFailure::TooLarge),
+            2 => Some(BodyFailure::Stalled),
+            _ => None,
+        }
     }
 
     fn finish(&self) {
@@ -325,8 +335,12 @@ impl BodyProgress {
         }
     }
 
-    fn fail(&self, why: u8) {
-        self.failure.store(why, Ordering::Relaxed);
+    fn fail(&self, why: BodyFailure) {
+        let code = match why {
+            BodyFailure::TooLarge => 1,
+            BodyFailure::Stalled => 2,
+        };
+        self.failure.store(code, Ordering::Relaxed);
     }
 }
 
@@ -347,7 +361,7 @@ impl LimitedBody {
         self.seen = self.seen.saturating_add(len as u64);
         match self.limit {
             Some(limit) if self.seen > limit => {
-                self.progress.fail(BodyProgress::TOO_LARGE);
+                self.progress.fail(BodyFailure::TooLarge);
                 Err(BodyError::TooLarge { limit })
             }
             _ => Ok(()),
@@ -391,7 +405,7 @@ impl Body for UpstreamBody {
             Poll::Pending => match body.stall.poll_check(cx) {
                 Ok(()) => Poll::Pending,
                 Err(stalled) => {
-                    body.progress.fail(BodyProgress::STALLED);
+                    body.progress.fail(BodyFailure::Stalled);
                     Poll::Ready(Some(Err(stalled.into())))
                 }
             },
