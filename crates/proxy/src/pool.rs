@@ -110,8 +110,8 @@ impl ReleaseRate {
         }
     }
 
-    fn released(&mut self) {
-        self.roll(Instant::now());
+    fn released(&mut self, now: Instant) {
+        self.roll(now);
         self.current = self.current.saturating_add(1);
     }
 
@@ -305,7 +305,8 @@ impl Pool {
             return;
         }
         self.with_entry(key, |e| {
-            e.releases.released();
+            let now = Instant::now();
+            e.releases.released(now);
             while let Some(waiter) = e.waiters.pop_front() {
                 match waiter.send(sender) {
                     Ok(()) => return,
@@ -313,7 +314,6 @@ impl Pool {
                     Err(back) => sender = back,
                 }
             }
-            let now = Instant::now();
             if e.idle.len() >= MAX_IDLE_PER_UPSTREAM {
                 e.idle.retain(|(s, since)| !s.is_closed() && now.saturating_duration_since(*since) < IDLE_TIMEOUT);
             }
