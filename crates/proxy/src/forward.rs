@@ -28,7 +28,7 @@ use thread_local::ThreadLocal;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::admit::Admitted;
-use crate::body::ProxyBody;
+use crate::body::{ProxyBody, detach_headers};
 use crate::identity::Identities;
 use crate::listener::ProxyOptions;
 use crate::pool::{Lease, Pool, UpstreamError};
@@ -292,6 +292,7 @@ impl Forwarder {
 
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        detach_headers(&mut parts.headers);
         Response::from_parts(parts, ProxyBody::upstream(body, lease, slot, self.body_idle, Some(Arc::clone(svc))))
     }
 

@@ -268,8 +268,10 @@ pub enum BodyError {
 pub enum UpstreamBody {
     /// No body (forward-auth checks, requests without one).
     Empty,
-    /// The client's body, streamed frame by frame and counted against a limit.
-    Client(LimitedBody),
+    /// The client's body, streamed frame by frame and counted against a limit. Boxed:
+    /// hyper queues requests in blocks of 32 per upstream connection, so every byte of
+    /// this type is paid 64 times per pooled connection.
+    Client(Box<LimitedBody>),
 }
 
 impl UpstreamBody {
@@ -286,7 +288,7 @@ impl UpstreamBody {
         }
         let progress = Arc::new(BodyProgress::default());
         let body = LimitedBody { inner, limit, seen: 0, stall: Stall::new(idle), progress: Arc::clone(&progress) };
-        (UpstreamBody::Client(body), Some(progress))
+        (UpstreamBody::Client(Box::new(body)), Some(progress))
     }
 }
 
