@@ -156,6 +156,8 @@ pub struct EnvOptions {
     pub start_router: bool,
     /// Extra TOML lines for `[admin]` (the socket is always `<dir>/admin.sock`).
     pub admin: String,
+    /// Extra TOML lines for `[listen]`.
+    pub listen: String,
 }
 
 impl Default for EnvOptions {
@@ -169,6 +171,7 @@ impl Default for EnvOptions {
             socket_override: None,
             start_router: true,
             admin: String::new(),
+            listen: String::new(),
         }
     }
 }
@@ -207,8 +210,8 @@ impl Env {
             backends.push(b);
         }
         let proxy_line = match proxy {
-            Some(p) => format!("proxy_protocol = [\"{p}\"]\n"),
-            None => String::new(),
+            Some(p) => format!("proxy_protocol = [\"{p}\"]\n{}", opts.listen),
+            None => opts.listen.clone(),
         };
         let admin_socket = dir.0.join("admin.sock");
         let config_text = format!(

@@ -92,13 +92,47 @@ async fn proxy_v2_source_address_reaches_the_backend() {
         assert_eq!(v["headers"]["x-forwarded-for"], want, "{v}");
         assert_eq!(v["headers"]["x-forwarded-proto"], "https");
     }
-    // The plain TLS listener does not trust PROXY headers: there a header is not TLS, and
-    // gets at most a TLS alert before the connection is closed.
+    // The plain TLS listener does not read PROXY headers: a header followed by a real
+    // ClientHello is not TLS there, so the handshake fails (a listener that skipped the
+    // header would complete it).
     let mut tcp = TcpStream::connect(env.https).await.expect("connect");
     tcp.write_all(&header("100.101.102.103:1")).await.expect("write");
-    let mut buf = Vec::new();
-    let r = tokio::time::timeout(Duration::from_secs(15), tcp.read_to_end(&mut buf)).await.expect("closed in time");
-    assert!(r.is_err() || buf.is_empty() || buf[0] == 0x15, "expected close or a TLS alert, got {buf:?}");
+    let server_name = rustls::pki_types::ServerName::try_from(fqdn("grafana")).expect("name");
+    let r = tokio::time::timeout(
+        Duration::from_secs(15),
+        tokio_rustls::TlsConnector::from(tls_config(&env)).connect(server_name, tcp),
+    )
+    .await
+    .expect("refused in time");
+    assert!(r.is_err(), "the plain TLS listener completed a handshake after a PROXY header");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_headers_from_peers_outside_proxy_protocol_from_are_refused() {
+    // Only 10.0.0.0/8 may send PROXY headers, so this test's loopback client may not.
+    let opts = EnvOptions {
+        proxy_protocol: true,
+        listen: "proxy_protocol_from = [\"10.0.0.0/8\"]\n".to_owned(),
+        ..EnvOptions::default()
+    };
+    let env = Env::start(opts).await;
+    env.wait_serving("grafana", WAIT).await;
+    let refused = connect(&env, "100.101.102.103:1", "grafana").await;
+    assert!(refused.is_err(), "a well-formed header from an untrusted peer was accepted");
+    let router = env.router.as_ref().expect("router");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !router.logs().contains("PROXY headers are taken only from listen.proxy_protocol_from") {
+        assert!(tokio::time::Instant::now() < deadline, "no log line for the refusal:\n{}", router.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(router.logs().contains("peer=127.0.0.1:"), "{}", router.logs());
+    let socket = env.admin_socket.to_str().expect("path").to_owned();
+    let metrics = crate::operate::metrics_over(&["--unix-socket", &socket, "http://snirouter/metrics"]).await;
+    let refused = "snirouter_tls_handshake_failures_total{reason=\"untrusted_proxy\"}";
+    assert_eq!(crate::operate::value(&metrics, refused), 1.0, "{metrics}");
+    // The plain TLS listener is not affected.
+    let out = curl(&env, "grafana", "/", &[]).await;
+    assert!(out.status.success(), "{out:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,8 @@
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
+use ipnet::IpNet;
+
 use crate::schema::{Scheme, Upstream};
 
 /// A message and an optional fix, not yet tied to a position.
@@ -280,6 +282,29 @@ pub(crate) fn parse_socket_addr(raw: &str) -> Result<SocketAddr, Problem> {
         };
         Problem::new(format!("invalid socket address {raw:?}"), Some(help))
     })
+}
+
+/// An IP address (one host) or a CIDR range such as `100.64.0.0/10`. A range with
+/// host bits set (`10.0.0.1/8`) is refused: it usually means a typo in the prefix.
+pub(crate) fn parse_ip_net(raw: &str) -> Result<IpNet, Problem> {
+    let raw = raw.trim();
+    if let Ok(ip) = raw.parse::<IpAddr>() {
+        return Ok(IpNet::from(ip));
+    }
+    match raw.parse::<IpNet>() {
+        Ok(net) if net.trunc() == net => Ok(net),
+        Ok(net) => Err(Problem::new(
+            format!("{raw:?} has host bits set after the /{} prefix", net.prefix_len()),
+            Some(format!("write the network address: \"{}\"", net.trunc())),
+        )),
+        Err(_) => Err(Problem::new(
+            format!("invalid address or CIDR range {raw:?}"),
+            Some(
+                "write an IP address (\"127.0.0.1\", \"::1\") or a range (\"100.64.0.0/10\", \"fd7a:115c:a1e0::/48\")"
+                    .to_owned(),
+            ),
+        )),
+    }
 }
 
 /// Levenshtein distance (on characters).

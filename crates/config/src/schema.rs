@@ -3,10 +3,11 @@
 //! the invariants documented on each field.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::Serialize;
 
 use crate::units::duration_str;
@@ -104,6 +105,26 @@ pub struct Listen {
     pub proxy_protocol: Vec<SocketAddr>,
     /// Plain-HTTP listeners that answer `308` redirects to `https://`.
     pub redirect_http: Vec<SocketAddr>,
+    /// Peers whose PROXY headers `proxy_protocol` listeners accept (addresses or CIDR
+    /// ranges); `None`: loopback only ([`Listen::LOOPBACK`]). A validated config never
+    /// has `Some` of an empty list, nor a non-loopback `proxy_protocol` address with `None`.
+    pub proxy_protocol_from: Option<Vec<IpNet>>,
+}
+
+impl Listen {
+    /// The default senders of PROXY headers: tailscaled's serve forwards from loopback.
+    pub const LOOPBACK: [IpNet; 2] = [
+        IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8)),
+        IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::LOCALHOST, 128)),
+    ];
+
+    /// The peers `proxy_protocol` listeners take PROXY headers from.
+    pub fn proxy_senders(&self) -> Vec<IpNet> {
+        match &self.proxy_protocol_from {
+            Some(nets) => nets.clone(),
+            None => Self::LOOPBACK.to_vec(),
+        }
+    }
 }
 
 /// `[cache]`.

@@ -6,6 +6,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use toml_edit::{Item, Key, TableLike, Value};
 
 use crate::checks::{self, Problem};
@@ -23,7 +24,9 @@ pub(crate) const TOP_KEYS: &[&str] =
     &["tailscale", "listen", "cache", "timeouts", "limits", "log", "admin", "defaults", "services"];
 const TAILSCALE_KEYS: &[&str] = &["socket", "magic_dns_suffix", "manage_services", "api"];
 const TAILSCALE_API_KEYS: &[&str] = &["client_id_file", "client_secret_file", "tailnet", "base_url", "tags"];
-const LISTEN_KEYS: &[&str] = &["https", "proxy_protocol", "redirect_http"];
+const LISTEN_KEYS: &[&str] = &["https", "proxy_protocol", "redirect_http", "proxy_protocol_from"];
+/// The `[listen]` keys that hold socket addresses.
+const LISTEN_ADDR_KEYS: &[&str] = &["https", "proxy_protocol", "redirect_http"];
 const CACHE_KEYS: &[&str] = &["dir"];
 const TIMEOUT_KEYS: &[&str] = &[
     "proxy_header",
@@ -348,7 +351,7 @@ impl Validator<'_> {
         // Every parsed address with its key path and span, for overlap checks.
         let mut seen: Vec<(SocketAddr, String, Span)> = Vec::new();
         let mut tls_entries = 0usize;
-        for name in LISTEN_KEYS {
+        for name in LISTEN_ADDR_KEYS {
             let Some(e) = find(&fields, name) else { continue };
             let Some(array) = e.item.as_array() else {
                 let help = match e.item.as_str() {
@@ -398,6 +401,14 @@ impl Validator<'_> {
                 _ => listen.redirect_http = addrs,
             }
         }
+        match find(&fields, "proxy_protocol_from") {
+            Some(e) => listen.proxy_protocol_from = self.proxy_senders(e),
+            None => {
+                if let Some(e) = find(&fields, "proxy_protocol") {
+                    self.untrusted_proxy_listeners(e, &listen.proxy_protocol);
+                }
+            }
+        }
         if tls_entries == 0 {
             let (span, path) = match entry {
                 Some(e) => (e.key_span(), e.path.clone()),
@@ -414,6 +425,64 @@ impl Validator<'_> {
             );
         }
         listen
+    }
+
+    /// `listen.proxy_protocol_from`: IP addresses or CIDR ranges, at least one.
+    fn proxy_senders(&mut self, e: &Entry<'_>) -> Option<Vec<IpNet>> {
+        let help =
+            "list the peers that may send PROXY headers, e.g. proxy_protocol_from = [\"127.0.0.1\", \"100.64.0.0/10\"]";
+        let Some(array) = e.item.as_array() else {
+            self.error(
+                e.value_span(),
+                &e.path,
+                format!("expected an array of addresses or CIDR ranges, found {}", describe(e.item)),
+                Some(help.to_owned()),
+            );
+            return None;
+        };
+        if array.is_empty() {
+            self.error(
+                e.value_span(),
+                &e.path,
+                "an empty list trusts no peer, so every PROXY listener would refuse all connections",
+                Some(format!("{help}, or remove the key (default: loopback only)")),
+            );
+            return None;
+        }
+        let mut nets = Vec::new();
+        for (i, value) in array.iter().enumerate() {
+            let path = format!("{}[{i}]", e.path);
+            let span = value.span().or_else(|| e.value_span());
+            match value.as_str().map(checks::parse_ip_net) {
+                Some(Ok(net)) => nets.push(net),
+                Some(Err(problem)) => self.report(span, &path, problem),
+                None => self.error(
+                    span,
+                    &path,
+                    format!("expected an address string, found {}", describe_value(value)),
+                    Some(help.to_owned()),
+                ),
+            }
+        }
+        (nets.len() == array.len()).then_some(nets)
+    }
+
+    /// Without `proxy_protocol_from`, PROXY headers are taken from loopback peers only,
+    /// so a PROXY listener reachable from elsewhere must say whom it trusts.
+    fn untrusted_proxy_listeners(&mut self, e: &Entry<'_>, addrs: &[SocketAddr]) {
+        for (i, addr) in addrs.iter().enumerate() {
+            if addr.ip().is_loopback() {
+                continue;
+            }
+            let value = e.item.as_array().and_then(|a| a.get(i));
+            let span = value.and_then(|v| v.span()).or_else(|| e.value_span());
+            self.error(
+                span,
+                &format!("{}[{i}]", e.path),
+                format!("PROXY listener {addr} is reachable from other hosts, and any peer that reaches it could claim any client address (X-Forwarded-For, per-client limits, Tailscale-User-* identity)"),
+                Some("bind it to loopback (tailscaled's serve forwards from 127.0.0.1: proxy_protocol = [\"127.0.0.1:8443\"]) or list the peers that may send PROXY headers under [listen]: proxy_protocol_from = [\"ADDRESS\" or \"CIDR\"]".to_owned()),
+            );
+        }
     }
 
     /// A problem when `addr` collides with an address already configured.

@@ -80,9 +80,10 @@ fn unknown_keys_everywhere() {
             .is_some_and(|h| h.contains("tailscale, listen, cache, timeouts, limits, log, admin, defaults, services"))
     );
     let proxy = expect(&d, "listen.proxy", 4, "unknown key \"proxy\" in [listen]");
+    // "proxy" starts two keys now, so no single guess (as for "up" in checks.rs).
     assert_eq!(
         proxy.help.as_deref(),
-        Some("did you mean \"proxy_protocol\"? valid keys in [listen]: https, proxy_protocol, redirect_http")
+        Some("valid keys in [listen]: https, proxy_protocol, redirect_http, proxy_protocol_from")
     );
     expect(&d, "timeouts.idle_timeout", 6, "unknown key");
     let hots = expect(&d, "services.a.upstream_hots", 9, "unknown key");
@@ -217,6 +218,7 @@ fn overlapping_listeners() {
         "[listen]",
         "https = [\"127.0.0.1:443\"]",
         "proxy_protocol = [\"0.0.0.0:443\"]",
+        "proxy_protocol_from = [\"10.0.0.0/8\"]",
         "[services.ok]",
         "upstream = \"http://127.0.0.1:1\"",
     ]));
@@ -576,4 +578,41 @@ fn load_reports_io_errors() {
     let err = snirouter_config::load(&file_path).expect_err("invalid");
     assert!(err.0.iter().all(|d| d.origin == file_path.display().to_string()));
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn proxy_headers_are_trusted_by_peer() {
+    // A PROXY listener others can reach needs the list of peers that may send headers.
+    let d = one(&file(&[
+        "[listen]",                                             // 1
+        "proxy_protocol = [\"127.0.0.1:8443\", \"[::]:8443\"]", // 2
+        "[services.ok]",
+        "upstream = \"http://127.0.0.1:1\"",
+    ]));
+    assert_eq!((d.key_path.as_str(), d.line), ("listen.proxy_protocol[1]", 2), "{d}");
+    assert!(d.message.contains("[::]:8443 is reachable from other hosts"), "{d}");
+    assert!(d.help.as_deref().is_some_and(|h| h.contains("proxy_protocol_from")), "{d}");
+
+    let d = errs(&file(&[
+        "[listen]",                                                      // 1
+        "proxy_protocol = [\"0.0.0.0:8443\"]",                           // 2
+        "proxy_protocol_from = [\"10.0.0.1/8\", \"bogus\", 5, \"::1\"]", // 3
+        "[services.ok]",
+        "upstream = \"http://127.0.0.1:1\"",
+    ]));
+    assert_eq!(d.len(), 3, "{}", Diagnostics(d.clone()));
+    let host_bits = expect(&d, "listen.proxy_protocol_from[0]", 3, "host bits set after the /8 prefix");
+    assert_eq!(host_bits.help.as_deref(), Some("write the network address: \"10.0.0.0/8\""));
+    expect(&d, "listen.proxy_protocol_from[1]", 3, "invalid address or CIDR range \"bogus\"");
+    expect(&d, "listen.proxy_protocol_from[2]", 3, "expected an address string");
+
+    let d = one(&file(&[
+        "[listen]",
+        "proxy_protocol = [\"127.0.0.1:8443\"]",
+        "proxy_protocol_from = []",
+        "[services.ok]",
+        "upstream = \"http://127.0.0.1:1\"",
+    ]));
+    assert_eq!((d.key_path.as_str(), d.line), ("listen.proxy_protocol_from", 3), "{d}");
+    assert!(d.message.contains("trusts no peer"), "{d}");
 }

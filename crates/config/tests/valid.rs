@@ -27,6 +27,7 @@ manage_services = true
 https = ["0.0.0.0:443", "[::1]:443"]
 proxy_protocol = ["127.0.0.1:8443"]
 redirect_http = ["0.0.0.0:80"]
+proxy_protocol_from = ["127.0.0.1", "100.64.0.0/10", "fd7a:115c:a1e0::/48"]
 
 [cache]
 dir = "/var/cache/snirouter"
@@ -70,6 +71,8 @@ fn full_config_every_key() {
     assert_eq!(c.listen.https, vec![addr("0.0.0.0:443"), addr("[::1]:443")]);
     assert_eq!(c.listen.proxy_protocol, vec![addr("127.0.0.1:8443")]);
     assert_eq!(c.listen.redirect_http, vec![addr("0.0.0.0:80")]);
+    let senders: Vec<String> = c.listen.proxy_senders().iter().map(ToString::to_string).collect();
+    assert_eq!(senders, ["127.0.0.1/32", "100.64.0.0/10", "fd7a:115c:a1e0::/48"]);
     assert_eq!(c.cache.dir, PathBuf::from("/var/cache/snirouter"));
     let t = &c.timeouts;
     assert_eq!(t.proxy_header, Duration::from_secs(2));
@@ -202,6 +205,9 @@ fn defaults_when_tables_are_omitted() {
     assert_eq!(c.tailscale.magic_dns_suffix, None);
     assert!(!c.tailscale.manage_services);
     assert!(c.listen.https.is_empty());
+    assert_eq!(c.listen.proxy_protocol_from, None);
+    let senders: Vec<String> = c.listen.proxy_senders().iter().map(ToString::to_string).collect();
+    assert_eq!(senders, ["127.0.0.0/8", "::1/128"], "loopback only by default");
     assert_eq!(c.cache.dir, PathBuf::from("/var/lib/snirouter"));
     let t = &c.timeouts;
     assert_eq!(t.proxy_header, Duration::from_secs(5));

@@ -58,6 +58,8 @@ pub struct ProxyOptions {
     pub max_connections_per_client: usize,
     /// Requests in flight to one upstream address (`None`: no cap).
     pub max_upstream_connections: Option<usize>,
+    /// Peers whose PROXY headers `proxy_protocol` listeners accept.
+    pub proxy_senders: proxy_header::Senders,
 }
 
 impl ProxyOptions {
@@ -75,6 +77,7 @@ impl ProxyOptions {
             max_connections: cfg.limits.max_connections,
             max_connections_per_client: cfg.limits.max_connections_per_client,
             max_upstream_connections: cfg.limits.max_upstream_connections,
+            proxy_senders: proxy_header::Senders::new(cfg.listen.proxy_senders()),
         }
     }
 }
@@ -182,7 +185,9 @@ impl Router {
             tokio::select! {
                 accepted = listener.accept() => {
                     let (stream, peer) = match accepted {
-                        Ok(x) => x,
+                        // `[::]` listeners see IPv4 clients as `::ffff:a.b.c.d`: use the
+                        // IPv4 address for whois, logs, X-Forwarded-For and limits.
+                        Ok((stream, peer)) => (stream, SocketAddr::new(peer.ip().to_canonical(), peer.port())),
                         Err(e) => {
                             // EMFILE and friends: back off briefly instead of spinning.
                             tracing::warn!(listener = ?local, error = %e, "accept failed");
@@ -286,6 +291,11 @@ impl Router {
         let client = match kind {
             ListenerKind::Tls | ListenerKind::RedirectHttp => peer,
             ListenerKind::ProxyV2 => {
+                if !self.opts.proxy_senders.allows(peer.ip()) {
+                    self.metrics.handshake_failed(Hf::UntrustedProxy);
+                    tracing::warn!(peer = %peer, "closing connection: PROXY headers are taken only from listen.proxy_protocol_from (default: loopback). fix: add this peer there if it is your proxy");
+                    return;
+                }
                 match tokio::time::timeout(self.opts.proxy_header_timeout, proxy_header::read(&mut stream)).await {
                     Ok(Ok(Some(addr))) => addr,
                     Ok(Ok(None)) => peer,

@@ -87,16 +87,19 @@ pub enum HandshakeFailure {
     Timeout,
     /// A bad or missing PROXY v2 header on a `proxy_protocol` listener.
     ProxyHeader,
+    /// A `proxy_protocol` listener's peer outside `listen.proxy_protocol_from`.
+    UntrustedProxy,
 }
 
 impl HandshakeFailure {
     /// Every reason, in exposition order.
-    pub const ALL: [HandshakeFailure; 5] = [
+    pub const ALL: [HandshakeFailure; 6] = [
         HandshakeFailure::UnknownSni,
         HandshakeFailure::NoCertificate,
         HandshakeFailure::Protocol,
         HandshakeFailure::Timeout,
         HandshakeFailure::ProxyHeader,
+        HandshakeFailure::UntrustedProxy,
     ];
 
     /// The `reason` label value.
@@ -107,6 +110,7 @@ impl HandshakeFailure {
             HandshakeFailure::Protocol => "protocol",
             HandshakeFailure::Timeout => "timeout",
             HandshakeFailure::ProxyHeader => "proxy_header",
+            HandshakeFailure::UntrustedProxy => "untrusted_proxy",
         }
     }
 }
@@ -136,8 +140,8 @@ impl ConnectionLimit {
 /// Router-wide counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    handshake_failures: [AtomicU64; 5],
-    connections_refused: [AtomicU64; 2],
+    handshake_failures: [AtomicU64; HandshakeFailure::ALL.len()],
+    connections_refused: [AtomicU64; ConnectionLimit::ALL.len()],
 }
 
 impl Metrics {

@@ -4,9 +4,16 @@
 //! Only listeners configured under `[listen] proxy_protocol` read it, and there it is
 //! required: a connection without a valid header is closed, because anything on that
 //! port claiming an address without one is not tailscaled.
+//!
+//! The header is a claim, so it is trusted by peer, not by port ([`Senders`]): only
+//! peers in `listen.proxy_protocol_from` (loopback by default, where tailscaled's serve
+//! connects from) may make it. Any other peer is closed before a byte is read, as
+//! HAProxy's `accept-proxy` behind an ACL or nginx's `set_real_ip_from` do; the claimed
+//! address would otherwise feed `X-Forwarded-For`, per-client limits and identity.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
+use ipnet::IpNet;
 use ppp::v2::{Addresses, Command, Header};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -37,6 +44,22 @@ pub enum ProxyHeaderError {
     NoAddress(&'static str),
 }
 
+/// The peers allowed to send PROXY headers (`listen.proxy_protocol_from`).
+#[derive(Debug, Clone)]
+pub struct Senders(Vec<IpNet>);
+
+impl Senders {
+    /// Trust exactly `nets`.
+    pub fn new(nets: Vec<IpNet>) -> Senders {
+        Senders(nets)
+    }
+
+    /// Whether `peer` (canonical: IPv4-mapped IPv6 as IPv4) may send a PROXY header.
+    pub fn allows(&self, peer: IpAddr) -> bool {
+        self.0.iter().any(|net| net.contains(&peer))
+    }
+}
+
 /// Reads one PROXY v2 header from `io` and returns the client address it names.
 /// A `LOCAL` command (health checks by the proxy itself) yields `None`: use the
 /// socket's peer address.
@@ -65,7 +88,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<SocketAddr>, ProxyHeaderError> {
     }
     match header.addresses {
         Addresses::IPv4(a) => Ok(Some(SocketAddr::from((a.source_address, a.source_port)))),
-        Addresses::IPv6(a) => Ok(Some(SocketAddr::from((a.source_address, a.source_port)))),
+        Addresses::IPv6(a) => Ok(Some(SocketAddr::new(IpAddr::V6(a.source_address).to_canonical(), a.source_port))),
         Addresses::Unix(_) => Err(ProxyHeaderError::NoAddress("unix socket")),
         Addresses::Unspecified => Err(ProxyHeaderError::NoAddress("unspecified family")),
     }
@@ -87,6 +110,32 @@ mod tests {
 
     fn header(addrs: impl Into<Addresses>, cmd: Command) -> Vec<u8> {
         Builder::with_addresses(Version::Two | cmd, Protocol::Stream, addrs).build().expect("build header")
+    }
+
+    #[test]
+    fn senders_are_trusted_by_range() {
+        let senders = Senders::new(vec!["127.0.0.0/8".parse().expect("net"), "100.64.0.0/10".parse().expect("net")]);
+        for ok in ["127.0.0.1", "127.9.9.9", "100.64.0.1", "100.127.255.254"] {
+            assert!(senders.allows(ok.parse().expect("ip")), "{ok}");
+        }
+        for refused in ["192.168.1.10", "100.128.0.1", "::1", "fd7a:115c:a1e0::1"] {
+            assert!(!senders.allows(refused.parse().expect("ip")), "{refused}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_ipv4_mapped_source_is_read_as_ipv4() {
+        let mapped = header(
+            ppp::v2::IPv6::new(
+                [0, 0, 0, 0, 0, 0xffff, 0x6440, 0x0007],
+                [0, 0, 0, 0, 0, 0xffff, 0x6440, 0x0001],
+                51234,
+                443,
+            ),
+            Command::Proxy,
+        );
+        let addr = read(&mut &mapped[..]).await.expect("parse");
+        assert_eq!(addr, Some("100.64.0.7:51234".parse().expect("addr")));
     }
 
     #[tokio::test]
