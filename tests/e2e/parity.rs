@@ -520,6 +520,21 @@ async fn client_forged_identity_headers_never_reach_an_upstream() {
         "Tailscale-User-Profile-Pic: https://evil.example/x.png",
         "-H",
         "Tailscale-Headers-Info: forged",
+        // CGI, WSGI and PHP-FPM read these as HTTP_REMOTE_USER etc. (issue 14).
+        "-H",
+        "Remote_User: mallory",
+        "-H",
+        "Tailscale_User_Login: mallory@evil.example",
+        "-H",
+        "X_Forwarded_For: 6.6.6.6",
+        "-H",
+        "Forwarded: for=6.6.6.6;proto=http",
+        "-H",
+        "X-Forwarded-Port: 1",
+        "-H",
+        "X-Forwarded-Prefix: /evil",
+        "-H",
+        "X-Forwarded-Server: evil.example",
     ];
     for http2 in [false, true] {
         let mut args: Vec<&str> = vec![if http2 { "--http2" } else { "--http1.1" }];
@@ -536,9 +551,17 @@ async fn client_forged_identity_headers_never_reach_an_upstream() {
             "tailscale-user-name",
             "tailscale-user-profile-pic",
             "tailscale-headers-info",
+            "remote_user",
+            "tailscale_user_login",
+            "x_forwarded_for",
+            "forwarded",
+            "x-forwarded-port",
+            "x-forwarded-prefix",
+            "x-forwarded-server",
         ] {
             assert!(echo["headers"][h].is_null(), "{h} reached jellyfin: {echo}");
         }
+        assert_eq!(echo["headers"]["x-forwarded-for"], "127.0.0.1", "{echo}");
         // Protected service: only the auth server's values arrive.
         let mut with_session = args.clone();
         with_session.extend(["-H", GOOD]);

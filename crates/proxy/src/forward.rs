@@ -1,8 +1,8 @@
 //! The HTTP stage: Host check, path routing, and streaming to the upstream.
 //!
-//! Per request, in order: Host must match SNI (`421`); client-sent identity headers
-//! (`Tailscale-User-*` and every `forward_auth.copy_headers` name) are removed on
-//! every service; a CORS preflight is answered (`cors`); the route is chosen by path
+//! Per request, in order: Host must match SNI (`421`); client-sent identity, auth and
+//! forwarding headers, in any spelling, are removed on every service
+//! (`client_headers.rs`); a CORS preflight is answered (`cors`); the route is chosen by path
 //! (`404`); a declared body larger than `max_body_bytes` is refused (`413`, otherwise
 //! the limit is enforced while streaming); `forward_auth` decides; `tailscale_identity`
 //! adds who is connecting; the request streams to the upstream (`http://` or
@@ -29,6 +29,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::admit::Admitted;
 use crate::body::{ProxyBody, detach_headers};
+use crate::client_headers::{self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP};
 use crate::identity::Identities;
 use crate::listener::ProxyOptions;
 use crate::pool::{Lease, Pool, UpstreamError};
@@ -84,11 +85,6 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
-
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Forwards requests to upstreams over pooled keep-alive clients.
 #[derive(Debug)]
@@ -189,11 +185,8 @@ impl Forwarder {
                 ),
             );
         }
-        // Identity headers are only ever set by this router.
-        crate::identity::strip_client_headers(req.headers_mut());
-        for name in svc.strip_headers.iter() {
-            req.headers_mut().remove(name);
-        }
+        // Identity, auth and forwarding headers are only ever set by this router.
+        client_headers::strip(req.headers_mut(), &svc.strip_headers);
         if let Some(cors) = &svc.cors
             && crate::cors::is_preflight(req.method(), req.headers())
             && let Some(origin) = crate::cors::allowed_origin(cors, req.headers())

@@ -8,9 +8,9 @@
 //! * `Tailscale-Headers-Info: https://tailscale.com/s/serve-headers`;
 //! * nothing for tagged nodes (no user identity) or addresses `whois` does not know.
 //!
-//! The five header names (the three above, `Tailscale-Funnel-Request` and
-//! `Tailscale-Headers-Info`) are removed from every client request on every service,
-//! whether or not the service asks for identity ([`strip_client_headers`]).
+//! The five header names ([`HEADERS`]: the three above, `Tailscale-Funnel-Request` and
+//! `Tailscale-Headers-Info`) are removed from every client request on every service, in
+//! any spelling, whether or not the service asks for identity (`client_headers.rs`).
 //!
 //! Answers are cached per client IP for [`POSITIVE_TTL`] (known peers and "no such
 //! peer") and [`ERROR_TTL`] after a LocalAPI failure, in at most [`MAX_ENTRIES`]
@@ -44,12 +44,8 @@ pub const MAX_ENTRIES: usize = 4096;
 /// Longest wait for one `whois`.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Removes every identity header a client may have sent.
-pub fn strip_client_headers(headers: &mut HeaderMap) {
-    for name in [USER_LOGIN, USER_NAME, USER_PROFILE_PIC, FUNNEL_REQUEST, HEADERS_INFO] {
-        headers.remove(name);
-    }
-}
+/// The identity headers only this router sets.
+pub static HEADERS: [HeaderName; 5] = [USER_LOGIN, USER_NAME, USER_PROFILE_PIC, FUNNEL_REQUEST, HEADERS_INFO];
 
 /// The headers for one tailnet user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +68,7 @@ impl Identity {
         })
     }
 
-    /// Sets the headers on an upstream request (after [`strip_client_headers`]).
+    /// Sets the headers on an upstream request (after client copies were removed).
     pub fn apply(&self, headers: &mut HeaderMap) {
         headers.insert(USER_LOGIN, self.login.clone());
         headers.insert(USER_NAME, self.name.clone());
@@ -223,20 +219,6 @@ mod tests {
         assert_eq!(h[USER_NAME], "Alice");
         assert_eq!(h[USER_PROFILE_PIC], "https://pics.example/a.png");
         assert_eq!(h[HEADERS_INFO], "https://tailscale.com/s/serve-headers");
-    }
-
-    #[test]
-    fn client_copies_are_stripped() {
-        let mut h = HeaderMap::new();
-        for n in
-            ["Tailscale-User-Login", "tailscale-user-name", "TAILSCALE-USER-PROFILE-PIC", "Tailscale-Funnel-Request"]
-        {
-            h.append(HeaderName::from_bytes(n.as_bytes()).expect("name"), HeaderValue::from_static("evil"));
-        }
-        h.append(USER_LOGIN, HeaderValue::from_static("second"));
-        h.insert("x-kept", HeaderValue::from_static("1"));
-        strip_client_headers(&mut h);
-        assert_eq!(h.len(), 1);
     }
 
     #[tokio::test]

@@ -32,6 +32,7 @@
 pub mod admit;
 pub mod auth;
 pub mod body;
+mod client_headers;
 pub mod client_limit;
 pub mod coalesce;
 pub mod cors;
