@@ -68,19 +68,26 @@ async fn https_disabled_says_enable_https_and_magicdns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_is_honoured() {
+    const RETRY_AFTER: Duration = Duration::from_secs(4);
     let mut opts = EnvOptions::default();
-    opts.sim.rate_limited = Some(Duration::from_secs(120));
+    opts.sim.rate_limited = Some(RETRY_AFTER);
     let env = Env::start(opts).await;
     let logs = env.router().wait_log("the rate-limit log line", WAIT, |l| l.contains("rate limit")).await;
-    assert!(logs.contains("retry_after_secs=120"), "{logs}");
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let grafana_requests = env
-        .sim
-        .requests()
-        .iter()
-        .filter(|r| r.path_and_query.starts_with(&format!("/localapi/v0/cert/{}", fqdn("grafana"))))
-        .count();
-    assert_eq!(grafana_requests, 1, "no second request before Retry-After");
+    assert!(logs.contains("retry_after_secs=4"), "{logs}");
+    let grafana = format!("/localapi/v0/cert/{}", fqdn("grafana"));
+    let asked = || -> Vec<std::time::Instant> {
+        env.sim.requests().iter().filter(|r| r.path_and_query.starts_with(&grafana)).map(|r| r.at).collect()
+    };
+    // The next request comes once Retry-After has passed, not before.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while asked().len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no request after Retry-After: {:?}", asked());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let at = asked();
+    let gap = at[1].duration_since(at[0]);
+    assert!(gap >= RETRY_AFTER - Duration::from_millis(100), "asked again after {gap:?}, before Retry-After");
+    assert!(gap < RETRY_AFTER + Duration::from_secs(5), "asked again only after {gap:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

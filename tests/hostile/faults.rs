@@ -127,7 +127,13 @@ async fn config_file_deleted_while_running_keeps_serving() {
     let env = Env::start(EnvOptions::default()).await;
     env.wait_serving("grafana", WAIT).await;
     std::fs::remove_file(&env.config).expect("delete config");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Ask the daemon to re-read it: the reload is refused, naming the missing file.
+    let pid = env.router().child.id().to_string();
+    let hup = std::process::Command::new("kill").args(["-HUP", &pid]).status().expect("kill");
+    assert!(hup.success());
+    let logs = env.router().wait_log("the refused reload", WAIT, |l| l.contains("reload refused")).await;
+    let file = env.config.file_name().and_then(|f| f.to_str()).expect("file name");
+    assert!(logs.lines().any(|l| l.contains("reload refused") && l.contains(file)), "{logs}");
     for name in ["grafana", "jellyfin"] {
         let (_, status) = body_and_status(&curl(&env, name, "/", &[]).await);
         assert_eq!(status, 200, "{name}");
