@@ -92,7 +92,7 @@ fn full_config_every_key() {
     assert_eq!(c.services.len(), 2);
     let g = &c.services[0];
     assert_eq!(g.name, "grafana");
-    assert_eq!(g.line, 32);
+    assert_eq!(g.line, 33);
     assert_eq!(g.fqdn.as_deref(), Some("metrics.example.ts.net"));
     assert_eq!(g.fqdn("whatever.ts.net"), "metrics.example.ts.net");
     assert_eq!(g.upstream_host.as_deref(), Some("grafana.internal"));
@@ -105,7 +105,7 @@ fn full_config_every_key() {
 
     let m = &c.services[1];
     assert_eq!(m.name, "media");
-    assert_eq!(m.line, 37);
+    assert_eq!(m.line, 38);
     assert_eq!(m.fqdn, None);
     assert_eq!(m.fqdn("tailnet-1234.ts.net"), "media.tailnet-1234.ts.net");
     let paths: Vec<&str> = m.routes.iter().map(|r| r.path.as_str()).collect();
