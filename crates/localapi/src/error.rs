@@ -427,13 +427,15 @@ impl Error {
 const MAX_BODY_CHARS: usize = 4096;
 
 /// Extracts the human message from a LocalAPI error body: Go `http.Error` text (trimmed) or a
-/// `{"error": "..."}` JSON object.
+/// JSON object with the message under `error` (serve-config's `WriteErrorJSON`) or `Error`
+/// (prefs' `resJSON`); like Go's client, the key is matched without regard to case.
 pub(crate) fn message_from_body(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let trimmed = text.trim();
     if trimmed.starts_with('{')
         && let Ok(serde_json::Value::Object(obj)) = serde_json::from_str::<serde_json::Value>(trimmed)
-        && let Some(serde_json::Value::String(msg)) = obj.get("error")
+        && let Some(serde_json::Value::String(msg)) =
+            obj.iter().find(|(k, _)| k.eq_ignore_ascii_case("error")).map(|(_, v)| v)
     {
         return truncate(msg.trim());
     }
@@ -1063,6 +1065,8 @@ mod tests {
     fn body_extraction() {
         assert_eq!(message_from_body(b"cert access denied\n"), "cert access denied");
         assert_eq!(message_from_body(br#"{"error":"nope"}"#), "nope");
+        // prefs edit failures (ipn/localapi servePrefs, resJSON) use a capital E.
+        assert_eq!(message_from_body(b"{\"Error\":\"can't set Internal fields\"}\n"), "can't set Internal fields");
         assert_eq!(message_from_body(br#"{"other":"x"}"#), r#"{"other":"x"}"#);
         assert_eq!(message_from_body(b"\xff\xfe bad utf8"), "\u{fffd}\u{fffd} bad utf8");
         let long = "a".repeat(10_000);

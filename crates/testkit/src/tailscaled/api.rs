@@ -321,20 +321,25 @@ fn valid_looking_cert_domain(name: &str) -> bool {
     if name.is_empty() || name.contains("..") || name.contains([':', '/', '\\', '\0']) || !name.contains('.') {
         return false;
     }
-    // Only a leading "*." wildcard is allowed.
-    let rest = name.strip_prefix("*.").unwrap_or(name);
-    !rest.contains('*')
+    // Only a leading "*." wildcard, and only over a name with a dot (`*.b` is refused).
+    match name.strip_prefix("*.") {
+        Some(rest) => !rest.contains('*') && rest.contains('.'),
+        None => !name.contains('*'),
+    }
 }
 
 async fn serve_cert(inner: &Arc<Inner>, p: &Perms, domain: &str, query: &[(String, String)]) -> Resp {
     if !p.write && !p.cert {
         return go_error(403, "cert access denied");
     }
-    let mut min_validity = Duration::ZERO;
+    // Go's `minValidity != 0` switches the rule, so a negative value is "explicit" too
+    // (and never renews a valid certificate).
+    let mut min_validity = None;
     let mv = gofmt::query_get(query, "min_validity");
     if !mv.is_empty() {
         match gofmt::parse_duration(mv) {
-            Ok(d) => min_validity = d.to_std_saturating(),
+            Ok(d) if d.0 == 0 => {}
+            Ok(d) => min_validity = Some(d.to_std_saturating()),
             Err(e) => return go_error(400, &format!("invalid validity parameter: {e}")),
         }
     }
@@ -357,12 +362,13 @@ async fn serve_cert(inner: &Arc<Inner>, p: &Perms, domain: &str, query: &[(Strin
     }
 }
 
-/// Whether a cached cert should be renewed (`shouldStartDomainRenewal`):
-/// remaining < min_validity, or past 2/3 of its lifetime.
-fn should_renew(c: &CachedCert, now: SystemTime, min_validity: Duration) -> bool {
+/// Whether a cached cert should be renewed (`shouldStartDomainRenewal`): with an
+/// explicit `min_validity`, only when `NotAfter - now < min_validity` (the 2/3 rule and
+/// ARI are skipped); without one, past 2/3 of its lifetime.
+fn should_renew(c: &CachedCert, now: SystemTime, min_validity: Option<Duration>) -> bool {
     let remaining = c.not_after.duration_since(now).unwrap_or(Duration::ZERO);
-    if !min_validity.is_zero() && remaining < min_validity {
-        return true;
+    if let Some(min_validity) = min_validity {
+        return remaining < min_validity;
     }
     let lifetime = c.not_after.duration_since(c.not_before).unwrap_or(Duration::ZERO);
     now >= c.not_before + lifetime * 2 / 3
@@ -375,7 +381,7 @@ fn cached_valid(inner: &Inner, domain: &str, now: SystemTime) -> Option<CachedCe
 }
 
 /// `getCertPEMWithValidity` (v1.102 ordering: resolve the domain first).
-async fn get_cert_pem(inner: &Arc<Inner>, domain: &str, min_validity: Duration) -> Result<CachedCert, CertErr> {
+async fn get_cert_pem(inner: &Arc<Inner>, domain: &str, min_validity: Option<Duration>) -> Result<CachedCert, CertErr> {
     let domain = domain.strip_suffix('.').unwrap_or(domain);
     if !valid_looking_cert_domain(domain) {
         return Err(CertErr::e500("invalid domain"));
@@ -407,7 +413,7 @@ async fn get_cert_pem(inner: &Arc<Inner>, domain: &str, min_validity: Duration) 
         if !should_renew(&c, now, min_validity) {
             return Ok(c);
         }
-        if min_validity.is_zero() {
+        if min_validity.is_none() {
             start_async_renewal(inner, domain);
             return Ok(c);
         }
@@ -438,7 +444,7 @@ fn start_async_renewal(inner: &Arc<Inner>, domain: &str) {
         {
             let _held = lock.lock().await;
             let now = SystemTime::now();
-            let fresh = cached_valid(&inner, &domain, now).is_some_and(|c| !should_renew(&c, now, Duration::ZERO));
+            let fresh = cached_valid(&inner, &domain, now).is_some_and(|c| !should_renew(&c, now, None));
             if !fresh && let Err(e) = issue_new(&inner, &domain).await {
                 tracing::info!(domain, status = e.status, error = %e.msg, "simulated async renewal failed");
             }
@@ -808,7 +814,8 @@ mod tests {
         for ok in ["a.b", "storage.x.ts.net", "*.storage.x.ts.net"] {
             assert!(valid_looking_cert_domain(ok), "{ok}");
         }
-        for bad in ["", "nodot", "a..b", "a:443.b", "a/b.c", "a\\b.c", "a\0.b", "a.*.b", "**.b.c", "*a.b"] {
+        for bad in ["", "nodot", "a..b", "a:443.b", "a/b.c", "a\\b.c", "a\0.b", "a.*.b", "**.b.c", "*a.b", "*.b", "*."]
+        {
             assert!(!valid_looking_cert_domain(bad), "{bad:?}");
         }
     }
@@ -823,9 +830,13 @@ mod tests {
             not_after: nb + Duration::from_secs(90),
             serial: String::new(),
         };
-        assert!(!should_renew(&c, nb + Duration::from_secs(10), Duration::ZERO));
-        assert!(should_renew(&c, nb + Duration::from_secs(10), Duration::from_secs(81)));
-        assert!(!should_renew(&c, nb + Duration::from_secs(10), Duration::from_secs(80)));
-        assert!(should_renew(&c, nb + Duration::from_secs(60), Duration::ZERO));
+        assert!(!should_renew(&c, nb + Duration::from_secs(10), None));
+        assert!(should_renew(&c, nb + Duration::from_secs(10), Some(Duration::from_secs(81))));
+        assert!(!should_renew(&c, nb + Duration::from_secs(10), Some(Duration::from_secs(80))));
+        assert!(should_renew(&c, nb + Duration::from_secs(60), None));
+        // An explicit min_validity skips the 2/3 rule: 30 s left of 90, 20 s asked.
+        assert!(!should_renew(&c, nb + Duration::from_secs(60), Some(Duration::from_secs(20))));
+        // Negative (clamped to zero): a valid certificate is never renewed.
+        assert!(!should_renew(&c, nb + Duration::from_secs(89), Some(Duration::ZERO)));
     }
 }

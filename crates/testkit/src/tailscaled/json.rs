@@ -594,5 +594,7 @@ pub(crate) fn whois(cfg: &SimConfig, i: usize, ip: &IpAddr, login: &str, display
             "ComputedNameWithHost": host,
         },
         "UserProfile": serde_json::to_value(&u).unwrap_or(Value::Null),
+        // Always present; nil (null) unless the tailnet policy grants capabilities.
+        "CapMap": Value::Null,
     })
 }
