@@ -80,11 +80,14 @@ impl DiskCache {
     pub fn open(dir: impl Into<PathBuf>) -> Result<DiskCache, CacheError> {
         let dir = dir.into();
         let certs = dir.join("certs");
-        for d in [&dir, &certs] {
-            fs::create_dir_all(d).map_err(|source| CacheError::Io { path: d.clone(), source })?;
-            fs::set_permissions(d, fs::Permissions::from_mode(0o700))
-                .map_err(|source| CacheError::Io { path: d.clone(), source })?;
+        // A directory the user made keeps its mode; one made here is private. The keys
+        // live in `certs/`, which is always 0700 (and each file 0600).
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io_error(&dir))?;
         }
+        fs::create_dir_all(&certs).map_err(io_error(&certs))?;
+        fs::set_permissions(&certs, fs::Permissions::from_mode(0o700)).map_err(io_error(&certs))?;
         Ok(DiskCache { dir, state_lock: Default::default() })
     }
 
@@ -176,6 +179,11 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<(), CacheError> {
     result.map_err(io_err)
 }
 
+/// Wraps an I/O error with the path it concerns.
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
+    move |source| CacheError::Io { path: path.to_path_buf(), source }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +212,18 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
             .collect();
         assert!(leftovers.is_empty());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_existing_directory_keeps_its_mode_and_certs_is_private() {
+        let dir = tempdir("existing");
+        fs::create_dir_all(&dir).expect("mkdir");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o750)).expect("chmod");
+        DiskCache::open(&dir).expect("open");
+        assert_eq!(fs::metadata(&dir).expect("meta").permissions().mode() & 0o777, 0o750, "the user's mode");
+        let certs = fs::metadata(dir.join("certs")).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(certs, 0o700);
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -10,7 +10,7 @@
 //! `[admin] metrics_listen` adds a TCP listener that serves `GET /metrics` only.
 
 use std::convert::Infallible;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -39,7 +39,11 @@ pub(crate) async fn bind_socket(path: &Path) -> Option<UnixListener> {
         tracing::warn!(socket = %path.display(), error = %e, "cannot create the admin socket's directory; `snirouter status` will not work. fix: create it (systemd: RuntimeDirectory=snirouter) or set [admin] socket");
         return None;
     }
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            tracing::warn!(socket = %path.display(), "a file that is not a socket is at the admin socket path; not deleting it, `snirouter status` will not work. fix: move that file away or set [admin] socket");
+            return None;
+        }
         if tokio::net::UnixStream::connect(path).await.is_ok() {
             tracing::warn!(socket = %path.display(), "another process (a second snirouter?) answers on the admin socket; not taking it over. fix: give each instance its own [admin] socket");
             return None;
@@ -382,4 +386,24 @@ pub(crate) async fn metrics_text(shared: &Shared) -> String {
         shared.reloads_refused.load(Ordering::Relaxed) as f64,
     );
     out.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_file_that_is_not_a_socket_is_left_alone() {
+        let dir = std::env::temp_dir().join(format!("snirouter-admin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join("admin.sock");
+        std::fs::write(&path, "precious").expect("write");
+        assert!(bind_socket(&path).await.is_none(), "bound over a regular file");
+        assert_eq!(std::fs::read_to_string(&path).expect("still there"), "precious");
+        // A stale socket (nobody listening) is taken over.
+        std::fs::remove_file(&path).expect("rm");
+        drop(std::os::unix::net::UnixListener::bind(&path).expect("bind"));
+        assert!(bind_socket(&path).await.is_some(), "a stale socket is replaced");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
