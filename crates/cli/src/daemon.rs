@@ -167,6 +167,7 @@ impl Daemon {
         let cache = DiskCache::open(&config.cache.dir)?;
         let suffix = magic_dns_suffix(&config, &client, &cache).await;
         config.check_fqdns(&suffix).map_err(StartError::Names)?;
+        log_warnings(&config);
         if config.tailscale.manage_services {
             // Tailscale Services sync in the background; errors are logged, never fatal.
             snirouter_services::spawn_startup_sync(config.clone());
@@ -318,12 +319,20 @@ pub(crate) async fn reload(shared: &Arc<Shared>) -> Result<ReloadReport, ReloadE
     result
 }
 
+/// One log line per configuration warning (`snirouter check` prints the same).
+fn log_warnings(config: &Config) {
+    for w in config.warnings() {
+        tracing::warn!(key = %w.key_path, line = w.line, fix = w.help.as_deref().unwrap_or(""), "{}", w.message);
+    }
+}
+
 async fn reload_inner(shared: &Arc<Shared>) -> Result<ReloadReport, ReloadError> {
     let mut live = shared.live.lock().await;
     let old = Arc::clone(&live.config);
     let path = PathBuf::from(&old.origin);
     let new = snirouter_config::load(&path).map_err(ReloadError::Invalid)?;
     new.check_fqdns(&shared.suffix).map_err(ReloadError::Invalid)?;
+    log_warnings(&new);
 
     let mut report = ReloadReport { restart_needed: restart_needed(&old, &new), ..ReloadReport::default() };
     for svc in &new.services {

@@ -154,6 +154,9 @@ fn check(path: &std::path::Path, print: bool) -> ExitCode {
                     Err(e) => eprintln!("cannot print the config: {e}"),
                 }
             }
+            for warning in cfg.warnings() {
+                eprintln!("warning: {warning}");
+            }
             let listeners = cfg.listen.https.len() + cfg.listen.proxy_protocol.len();
             println!("{}: ok — {} service(s), {} TLS listener(s)", path.display(), cfg.services.len(), listeners);
             ExitCode::SUCCESS

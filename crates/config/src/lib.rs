@@ -154,6 +154,35 @@ impl Config {
         if problems.is_empty() { Ok(()) } else { Err(Diagnostics(problems)) }
     }
 
+    /// What is valid but probably not meant: today, `cors = true` without `cors_origins`
+    /// (any web page may make credentialed requests, Caddy-compatible) on a service whose
+    /// requests carry an identity (`tailscale_identity` or `forward_auth`).
+    pub fn warnings(&self) -> Vec<Diagnostic> {
+        let any_origin_with_identity = |s: &&Service| {
+            s.cors.as_ref().is_some_and(|c| c.origins.is_empty()) && (s.tailscale_identity || s.forward_auth.is_some())
+        };
+        self.services
+            .iter()
+            .filter(any_origin_with_identity)
+            .map(|s| {
+                let who = if s.tailscale_identity { "tailscale_identity" } else { "forward_auth" };
+                Diagnostic {
+                    origin: self.origin.clone(),
+                    line: s.line,
+                    column: usize::from(s.line > 0),
+                    key_path: validate::join(&validate::join("services", &s.name), "cors"),
+                    message: format!(
+                        "cors = true without cors_origins answers every Origin with credentials allowed, so any web page a visitor opens can call service {:?} as that visitor ({who})",
+                        s.name
+                    ),
+                    help: Some(
+                        "list the origins that may call it: cors_origins = [\"https://app.example.com\"]".to_owned(),
+                    ),
+                }
+            })
+            .collect()
+    }
+
     /// The service answering to `fqdn` (case-insensitive, trailing dot ignored).
     pub fn service_for(&self, fqdn: &str, magic_dns_suffix: &str) -> Option<&Service> {
         let wanted = fqdn.trim_end_matches('.').to_ascii_lowercase();

@@ -324,3 +324,32 @@ fqdn = "metrics.example.com"
     let suffix = c.tailscale.magic_dns_suffix.clone().expect("set");
     assert_eq!(c.services[0].fqdn(&suffix), "grafana.tailnet-1234.ts.net");
 }
+
+#[test]
+fn cors_for_any_origin_on_an_identity_service_is_a_warning() {
+    let c = ok(r#"
+[listen]
+https = ["127.0.0.1:443"]
+
+[services.grafana]
+upstream = "http://127.0.0.1:3000"
+tailscale_identity = true
+cors = true
+
+[services.sonarr]
+upstream = "http://127.0.0.1:8989"
+forward_auth = { url = "http://127.0.0.1:9091/api/verify", copy_headers = ["Remote-User"] }
+cors = true
+cors_origins = ["https://app.example.com"]
+
+[services.public]
+upstream = "http://127.0.0.1:8080"
+cors = true
+"#);
+    let warnings = c.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let w = &warnings[0];
+    assert_eq!((w.key_path.as_str(), w.line), ("services.grafana.cors", 5));
+    assert!(w.message.contains("any web page") && w.message.contains("tailscale_identity"), "{w}");
+    assert!(w.help.as_deref().is_some_and(|h| h.contains("cors_origins")), "{w}");
+}
