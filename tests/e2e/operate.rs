@@ -518,6 +518,47 @@ pub(crate) fn value(metrics: &str, series: &str) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tcp_metrics_listener_bounds_its_connections() {
+    let metrics_port = free_port();
+    let opts =
+        EnvOptions { admin: format!("metrics_listen = \"127.0.0.1:{metrics_port}\"\n"), ..EnvOptions::default() };
+    let env = Env::start(opts).await;
+    env.wait_serving("grafana", WAIT).await;
+    let addr = format!("127.0.0.1:{metrics_port}");
+    let url = format!("http://{addr}/metrics");
+    let scrape_works = || async { metrics_over(&[url.as_str()]).await.contains("snirouter_build_info") };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !scrape_works().await {
+        assert!(Instant::now() < deadline, "the metrics listener never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // 32 idle connections take every slot: the next one is closed unanswered.
+    let mut held = Vec::new();
+    for _ in 0..32 {
+        held.push(tokio::net::TcpStream::connect(&addr).await.expect("connect"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut extra = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+        let mut buf = [0u8; 16];
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_millis(500), extra.read(&mut buf)).await {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a connection past the cap stayed open");
+    }
+    // The TLS listeners do not share the cap.
+    let (_, status) = body_and_status(&curl(&env, "grafana", "/", &[]).await);
+    assert_eq!(status, 200);
+    // Closed connections give their slots back.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !scrape_works().await {
+        assert!(Instant::now() < deadline, "scrapes did not recover after the idle connections closed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_names_and_labels_are_stable_and_move_with_traffic() {
     let logged = backend::spawn("logged").await.expect("backend");
     let metrics_port = free_port();

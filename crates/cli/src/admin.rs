@@ -95,15 +95,30 @@ pub(crate) async fn serve_socket(
     let _ = std::fs::remove_file(&path);
 }
 
-/// Serves `GET /metrics` on a TCP listener until `shutdown`.
+/// Connections the TCP metrics listener serves at once (a scraper needs one).
+const MAX_METRICS_CONNECTIONS: usize = 32;
+/// A request head must arrive within this, also on an idle keep-alive connection.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `GET /metrics` on a TCP listener until `shutdown`, at most
+/// [`MAX_METRICS_CONNECTIONS`] connections at once.
 pub(crate) async fn serve_metrics_tcp(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_METRICS_CONNECTIONS));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                if let Ok((stream, _)) = accepted {
-                    let shared = Arc::clone(&shared);
-                    tokio::spawn(serve_conn(TokioIo::new(stream), shared, false));
-                }
+                let Ok((stream, peer)) = accepted else { continue };
+                // Connections past the cap are closed at once; each one held is closed
+                // after HEADER_TIMEOUT without a request, so a flood cannot pin them.
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    tracing::debug!(peer = %peer, limit = MAX_METRICS_CONNECTIONS, "metrics connection refused: too many open");
+                    continue;
+                };
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    serve_conn(TokioIo::new(stream), shared, false).await;
+                    drop(slot);
+                });
             }
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() {
@@ -124,7 +139,7 @@ where
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(std::time::Duration::from_secs(10))
+        .header_read_timeout(HEADER_TIMEOUT)
         .serve_connection(io, service);
     if let Err(e) = conn.await {
         tracing::debug!(error = %e, "admin connection ended with an error");
