@@ -214,3 +214,30 @@ async fn run_with_manage_services_syncs_at_start() {
     }
     assert_eq!(env.sim.advertised_services().len(), 14);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reuses_one_control_api_token() {
+    let api = SimControl::start(SimControlConfig::default()).await.expect("control sim");
+    let secrets = TempDir::new("api");
+    let c = api.config();
+    std::fs::write(secrets.0.join("id"), &c.client_id).expect("id");
+    std::fs::write(secrets.0.join("secret"), &c.client_secret).expect("secret");
+    let tailscale = format!(
+        "[tailscale.api]\nclient_id_file = \"{}\"\nclient_secret_file = \"{}\"\nbase_url = \"{}\"\ntags = [\"tag:storage-svc\"]\n",
+        secrets.0.join("id").display(),
+        secrets.0.join("secret").display(),
+        api.base_url()
+    );
+    let env = Env::start(EnvOptions { tailscale, ..EnvOptions::default() }).await;
+    env.wait_serving("grafana", Duration::from_secs(60)).await;
+    let socket = env.admin_socket.to_str().expect("path").to_owned();
+    for _ in 0..3 {
+        let body = crate::operate::metrics_over(&["--unix-socket", &socket, "http://snirouter/status"]).await;
+        let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("status JSON: {e}\n{body}"));
+        assert!(v["services"].is_array() || v["services"].is_object(), "{v}");
+    }
+    let tokens = api.requests().iter().filter(|r| r.path == "/api/v2/oauth/token").count();
+    let reads = api.requests().iter().filter(|r| r.path.contains("/services")).count();
+    assert!(reads >= 3, "status read the control API {reads} times");
+    assert_eq!(tokens, 1, "one OAuth token for three status reads (expires_in is 3600)");
+}

@@ -343,11 +343,10 @@ async fn observe_services(
     shared: &Shared,
     config: &snirouter_config::Config,
 ) -> std::collections::BTreeMap<String, serde_json::Value> {
-    let control =
-        config.tailscale.api.as_ref().and_then(|api| snirouter_services::ControlClient::from_config(api).ok());
+    let control = config.tailscale.api.as_ref().and_then(|api| shared.control_client(api));
     let observed = tokio::time::timeout(
         Duration::from_secs(5),
-        snirouter_services::observe(config, &shared.client, control.as_ref()),
+        snirouter_services::observe(config, &shared.client, control.as_deref()),
     )
     .await;
     let Ok(states) = observed else {

@@ -132,11 +132,29 @@ pub(crate) struct Shared {
     pub(crate) last_reload: Mutex<Option<LastReload>>,
     pub(crate) reloads_ok: std::sync::atomic::AtomicU64,
     pub(crate) reloads_refused: std::sync::atomic::AtomicU64,
+    /// The control API client `status` reads Services with, kept so that its OAuth
+    /// token is reused; replaced when `[tailscale.api]` or its credentials change.
+    control: Mutex<Option<Arc<snirouter_services::ControlClient>>>,
     live: tokio::sync::Mutex<Live>,
     grace: Duration,
 }
 
 impl Shared {
+    /// A control API client for `api`, reused while `api` and its credentials stay the
+    /// same (`None` when the credential files cannot be read; `doctor` explains that).
+    pub(crate) fn control_client(
+        &self,
+        api: &snirouter_config::TailscaleApi,
+    ) -> Option<Arc<snirouter_services::ControlClient>> {
+        let mut kept = self.control.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(client) = kept.as_ref().filter(|c| c.matches(api)) {
+            return Some(Arc::clone(client));
+        }
+        let client = Arc::new(snirouter_services::ControlClient::from_config(api).ok()?);
+        *kept = Some(Arc::clone(&client));
+        Some(client)
+    }
+
     /// The configuration being served.
     pub(crate) async fn config(&self) -> Arc<Config> {
         Arc::clone(&self.live.lock().await.config)
@@ -205,6 +223,7 @@ impl Daemon {
             last_reload: Mutex::new(None),
             reloads_ok: Default::default(),
             reloads_refused: Default::default(),
+            control: Mutex::new(None),
             live: tokio::sync::Mutex::new(Live { config: Arc::new(config), listeners: handles, draining: Vec::new() }),
             grace,
         });

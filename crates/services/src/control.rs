@@ -1,7 +1,7 @@
 //! The Tailscale control API, as far as Tailscale Services need it (reference §3):
 //! OAuth client-credentials token, get/list/put services, and a service's hosts.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{Method, header};
 use serde::{Deserialize, Serialize};
@@ -14,6 +14,10 @@ use crate::http::Client;
 
 /// Deadline for one API request.
 const API_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a token is used when its answer has no `expires_in`.
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+/// A token is replaced this long before it expires.
+const TOKEN_MARGIN: Duration = Duration::from_secs(60);
 
 /// A service definition (`VIPServiceInfo`). Unknown fields (`displayName`, `annotations`,
 /// …) are kept so that a read-modify-write does not drop them.
@@ -93,7 +97,8 @@ pub struct ControlClient {
     tailnet: String,
     client_id: String,
     client_secret: String,
-    token: Mutex<Option<String>>,
+    /// The access token and when to stop using it.
+    token: Mutex<Option<(String, Instant)>>,
     collection: Mutex<Option<&'static str>>,
 }
 
@@ -132,6 +137,17 @@ impl ControlClient {
         ControlClient::new(&api.base_url, &api.tailnet, &id, &secret)
     }
 
+    /// Whether this client is still the one `api` describes: same base URL and tailnet,
+    /// and credential files that still hold its id and secret (a rotated secret needs a
+    /// new client).
+    pub fn matches(&self, api: &TailscaleApi) -> bool {
+        let read = |path: &std::path::Path| std::fs::read_to_string(path).map(|s| s.trim().to_owned()).ok();
+        api.base_url.trim_end_matches('/') == self.base
+            && api.tailnet == self.tailnet
+            && read(&api.client_id_file).is_some_and(|id| id == self.client_id)
+            && read(&api.client_secret_file).is_some_and(|secret| secret == self.client_secret)
+    }
+
     /// A client for `base_url` (`https://api.tailscale.com`), tailnet (`-`) and credentials.
     pub fn new(base_url: &str, tailnet: &str, client_id: &str, client_secret: &str) -> Result<ControlClient, Error> {
         let http = Client::new(API_TIMEOUT)
@@ -147,10 +163,13 @@ impl ControlClient {
         })
     }
 
-    /// `POST /api/v2/oauth/token` (cached for the client's lifetime; a sync is short).
+    /// `POST /api/v2/oauth/token`, reused until a minute before its `expires_in` (one
+    /// hour from Tailscale), so a client kept by the daemon does not mint one per call.
     async fn token(&self) -> Result<String, Error> {
         let mut cached = self.token.lock().await;
-        if let Some(t) = cached.as_ref() {
+        if let Some((t, until)) = cached.as_ref()
+            && Instant::now() < *until
+        {
             return Ok(t.clone());
         }
         let what = "POST /api/v2/oauth/token".to_owned();
@@ -176,7 +195,8 @@ impl ControlClient {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Error::Transport { what, detail: "the token answer has no access_token".to_owned() })?
             .to_owned();
-        *cached = Some(token.clone());
+        let lifetime = v.get("expires_in").and_then(Value::as_u64).map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs);
+        *cached = Some((token.clone(), Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN)));
         Ok(token)
     }
 
