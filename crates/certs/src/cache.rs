@@ -155,7 +155,6 @@ impl DiskCache {
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> Result<(), CacheError> {
-    let io_err = |source| CacheError::Io { path: path.to_owned(), source };
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     // Unique per write: two writers of the same file must not share a temp file.
@@ -176,7 +175,7 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<(), CacheError> {
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result.map_err(io_err)
+    result.map_err(io_error(path))
 }
 
 /// Wraps an I/O error with the path it concerns.

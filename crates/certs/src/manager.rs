@@ -67,7 +67,7 @@ pub struct Domains {
 pub struct CertManager {
     store: Arc<CertStore>,
     client: LocalClient,
-    cache: Option<DiskCache>,
+    cache: Option<Arc<DiskCache>>,
     opts: ManagerOptions,
     permits: Semaphore,
     domains: watch::Sender<Domains>,
@@ -77,6 +77,21 @@ pub struct CertManager {
 
 /// `NotifyInitialState`: the bus answers at once, then on every change.
 const IPN_BUS_MASK: u64 = 2;
+
+/// Writes `fqdn`'s key and chain to the cache, and the issuance time for the rate
+/// budget when tailscaled issued it anew; failures are logged (memory keeps serving).
+fn persist(cache: &DiskCache, fqdn: &str, pem: &str, issued: Option<u64>) {
+    if let Err(e) = cache.store(fqdn, pem) {
+        tracing::warn!(name = %fqdn, error = %e, "cannot write certificate cache; serving from memory");
+    }
+    if let Err(e) = cache.update_state(|st| {
+        if let Some(unix) = issued {
+            st.issued.entry(fqdn.to_owned()).or_default().push(unix);
+        }
+    }) {
+        tracing::warn!(name = %fqdn, error = %e, "cannot write cache state");
+    }
+}
 
 impl CertManager {
     /// A manager for the names in `store`. Nothing runs until [`CertManager::start`].
@@ -90,7 +105,7 @@ impl CertManager {
         Arc::new(CertManager {
             store,
             client,
-            cache,
+            cache: cache.map(Arc::new),
             permits: Semaphore::new(opts.concurrency.max(1)),
             opts,
             domains,
@@ -363,17 +378,15 @@ impl CertManager {
         if is_new {
             tracing::info!(name = %fqdn, serial = %serial, expires_in_days = days_left, "certificate installed");
             if let Some(cache) = &self.cache {
-                if let Err(e) = cache.store(fqdn, &pair.pem) {
-                    tracing::warn!(name = %fqdn, error = %e, "cannot write certificate cache; serving from memory");
-                }
-                let unix = now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                let issued = now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
                 let fresh = previous.is_none_or(|p| p.source == CertSource::Tailscaled);
-                if let Err(e) = cache.update_state(|st| {
-                    if fresh {
-                        st.issued.entry(fqdn.to_owned()).or_default().push(unix);
-                    }
-                }) {
-                    tracing::warn!(name = %fqdn, error = %e, "cannot write cache state");
+                let (cache, fqdn, pem) = (Arc::clone(cache), fqdn.to_owned(), pair.pem);
+                // Writes end with fsync: off the async threads, but awaited, so the
+                // cache is written before the next step (and before a restart).
+                let written =
+                    tokio::task::spawn_blocking(move || persist(&cache, &fqdn, &pem, fresh.then_some(issued)));
+                if let Err(e) = written.await {
+                    tracing::warn!(error = %e, "the certificate cache write did not finish");
                 }
             }
         } else {
