@@ -22,6 +22,12 @@ use crate::tls::ServerTls;
 use crate::workers::Workers;
 use crate::{coalesce, hello, idle, proxy_header};
 
+/// `[::]` listeners see IPv4 clients as `::ffff:a.b.c.d`: the IPv4 address is what
+/// whois, logs, `X-Forwarded-For` and the per-client limits use.
+fn canonical(peer: SocketAddr) -> SocketAddr {
+    SocketAddr::new(peer.ip().to_canonical(), peer.port())
+}
+
 /// What a listener expects before TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListenerKind {
@@ -185,9 +191,7 @@ impl Router {
             tokio::select! {
                 accepted = listener.accept() => {
                     let (stream, peer) = match accepted {
-                        // `[::]` listeners see IPv4 clients as `::ffff:a.b.c.d`: use the
-                        // IPv4 address for whois, logs, X-Forwarded-For and limits.
-                        Ok((stream, peer)) => (stream, SocketAddr::new(peer.ip().to_canonical(), peer.port())),
+                        Ok((stream, peer)) => (stream, canonical(peer)),
                         Err(e) => {
                             // EMFILE and friends: back off briefly instead of spinning.
                             tracing::warn!(listener = ?local, error = %e, "accept failed");
@@ -453,5 +457,18 @@ impl Router {
                 tracing::debug!(client = %client, idle_secs = self.opts.idle_timeout.as_secs(), "closing idle connection (timeouts.idle)");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_mapped_peers_are_ipv4() {
+        let mapped: SocketAddr = "[::ffff:100.64.0.7]:51234".parse().expect("addr");
+        assert_eq!(canonical(mapped), "100.64.0.7:51234".parse::<SocketAddr>().expect("addr"));
+        let v6: SocketAddr = "[fd7a:115c:a1e0::7]:1".parse().expect("addr");
+        assert_eq!(canonical(v6), v6);
     }
 }

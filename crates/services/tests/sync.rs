@@ -199,6 +199,16 @@ async fn untagged_locked_and_no_listener_are_clear_errors() {
     assert!(err.fix().contains("--config"), "{}", err.fix());
     assert!(Ownership::load(&cfg.cache.dir).expect("load").services.is_empty(), "intent rolled back");
 
+    // A prefs edit refused by tailscaled ({"Error": …}, capital E) is reported verbatim.
+    e.sim.update(|c| {
+        c.locked_config_file = false;
+        c.edit_prefs_error = Some("can't set Internal fields".into());
+    });
+    let err = sync(&cfg, &e.local, None).await.expect_err("prefs refused");
+    assert!(err.to_string().contains("can't set Internal fields"), "{err}");
+    assert!(!err.to_string().contains("{\"Error\""), "the message, not the JSON body: {err}");
+    e.sim.update(|c| c.edit_prefs_error = None);
+
     let src = format!(
         "[tailscale]\nsocket = \"{}\"\n[listen]\nhttps = [\"127.0.0.1:8443\"]\n[services.grafana]\nupstream = \"http://127.0.0.1:1\"\n",
         e.sim.socket_path().display()

@@ -81,6 +81,12 @@ fn go_error_json(msg: &str) -> Resp {
     full(500, Some("application/json"), body)
 }
 
+/// prefs' `resJSON{Error}` answer (`servePrefs`): capital `Error`, unlike serve-config.
+fn prefs_error(status: u16, msg: &str) -> Resp {
+    let body = format!("{}\n", gofmt::to_go_json_compact(&serde_json::json!({ "Error": msg })));
+    full(status, Some("application/json"), body)
+}
+
 fn json_indented<T: serde::Serialize>(v: &T) -> Resp {
     full(200, Some("application/json"), gofmt::to_go_json_indented(v))
 }
@@ -784,6 +790,9 @@ async fn serve_prefs(inner: &Arc<Inner>, p: &Perms, req: Request<Incoming>) -> R
                     );
                 }
             };
+            if let Some(msg) = inner.cfg().edit_prefs_error {
+                return prefs_error(400, &msg);
+            }
             let set = matches!(mp.get("AdvertiseServicesSet"), Some(Value::Bool(true)));
             let view = {
                 let mut st = inner.state();

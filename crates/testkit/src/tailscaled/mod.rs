@@ -107,6 +107,9 @@ pub struct SimConfig {
     pub approved_services: Vec<String>,
     /// tailscaled runs from a locked config file: serve-config POST fails.
     pub locked_config_file: bool,
+    /// A prefs `PATCH` fails in `EditPrefsAs` with this message: 400 `{"Error": …}`
+    /// (capital E, prefs' `resJSON`; serve-config errors use `error`).
+    pub edit_prefs_error: Option<String>,
     /// Peers known to `whois` (and `status` with peers): `(ip, login, display name)`.
     pub peers: Vec<(IpAddr, String, String)>,
 }
@@ -147,6 +150,7 @@ impl SimConfig {
             cert_store_readonly: false,
             approved_services: service_names.iter().map(|s| s.to_string()).collect(),
             locked_config_file: false,
+            edit_prefs_error: None,
             peers: vec![],
         }
     }
