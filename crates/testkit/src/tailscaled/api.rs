@@ -550,7 +550,7 @@ const NOTIFY_INITIAL_STATE: u64 = 2;
 const NOTIFY_INITIAL_PREFS: u64 = 4;
 const NOTIFY_INITIAL_NETMAP: u64 = 8;
 const NOTIFY_INITIAL_HEALTH_STATE: u64 = 128;
-const NOTIFY_NO_NETMAP: u64 = 8192;
+const NOTIFY_INITIAL_STATUS: u64 = 16384;
 
 fn notify_line(v: &Value) -> Bytes {
     let mut s = gofmt::to_go_json_compact(v);
@@ -558,49 +558,86 @@ fn notify_line(v: &Value) -> Bytes {
     Bytes::from(s)
 }
 
+/// One `ipn.Notify` line as Go encodes it: `Version`, then the fields without
+/// `omitzero` (`null` when unset) in declaration order, with `extra` (the `omitzero`
+/// ones that are set) in their places.
+fn notify(version: &str, extra: &[(&str, Value)]) -> Value {
+    const ORDER: [(&str, bool); 12] = [
+        ("SessionID", false),
+        ("ErrMessage", true),
+        ("LoginFinished", true),
+        ("State", true),
+        ("Prefs", true),
+        ("SelfChange", false),
+        ("InitialStatus", false),
+        ("NetMap", true),
+        ("Engine", true),
+        ("BrowseToURL", true),
+        ("DriveShares", true),
+        ("Health", false),
+    ];
+    let mut m = serde_json::Map::new();
+    m.insert("Version".into(), Value::String(version.to_owned()));
+    for (key, always) in ORDER {
+        match extra.iter().find(|(k, _)| *k == key) {
+            Some((_, v)) => {
+                m.insert(key.into(), v.clone());
+            }
+            None if always => {
+                m.insert(key.into(), Value::Null);
+            }
+            None => {}
+        }
+    }
+    Value::Object(m)
+}
+
+/// The node itself as `SelfChange` carries it (`None` without a netmap).
+fn self_node(cfg: &SimConfig) -> Option<Value> {
+    json::netmap(cfg).get("SelfNode").cloned()
+}
+
+/// `WatchNotificationsAs`'s first message: only for the "initial" bits (health alone
+/// is not one); with the netmap bit it carries both `SelfChange` and `NetMap`.
 fn initial_notify(inner: &Inner, mask: u64, session: &str) -> Option<Value> {
-    let initial_bits =
-        NOTIFY_INITIAL_STATE | NOTIFY_INITIAL_PREFS | NOTIFY_INITIAL_NETMAP | NOTIFY_INITIAL_HEALTH_STATE;
+    let initial_bits = NOTIFY_INITIAL_STATE | NOTIFY_INITIAL_PREFS | NOTIFY_INITIAL_NETMAP | NOTIFY_INITIAL_STATUS;
     if mask & initial_bits == 0 {
         return None;
     }
     let st = inner.state();
     let cfg = &st.cfg;
-    let mut m = serde_json::Map::new();
-    m.insert("Version".into(), Value::String(cfg.version.clone()));
+    let mut extra = Vec::new();
     if mask & NOTIFY_INITIAL_STATE != 0 {
-        m.insert("SessionID".into(), Value::String(session.to_string()));
-        m.insert("State".into(), Value::from(state_num(&cfg.backend_state)));
+        extra.push(("SessionID", Value::String(session.to_string())));
+        extra.push(("State", Value::from(state_num(&cfg.backend_state))));
     }
     if mask & NOTIFY_INITIAL_PREFS != 0 {
-        m.insert("Prefs".into(), serde_json::to_value(st.prefs.view(cfg)).unwrap_or(Value::Null));
+        extra.push(("Prefs", serde_json::to_value(st.prefs.view(cfg)).unwrap_or(Value::Null)));
     }
     if mask & NOTIFY_INITIAL_NETMAP != 0 {
-        let nm = json::netmap(cfg);
-        if !nm.is_null() {
-            m.insert("NetMap".into(), nm);
+        if let Some(node) = self_node(cfg) {
+            extra.push(("SelfChange", node));
         }
+        extra.push(("NetMap", json::netmap(cfg)));
     }
     if mask & NOTIFY_INITIAL_HEALTH_STATE != 0 {
-        m.insert("Health".into(), serde_json::json!({"Warnings": {}}));
+        extra.push(("Health", serde_json::json!({"Warnings": null})));
     }
-    Some(Value::Object(m))
+    Some(notify(&cfg.version, &extra))
 }
 
-fn event_notify(inner: &Inner, ev: &BusEvent, mask: u64) -> Option<Value> {
+/// Runtime messages. Since 1.100 a new netmap reaches Linux watchers as `SelfChange`
+/// only, whatever the mask (`goosGetsLegacyNetmapNotify` is Windows-only): consumers
+/// re-read what they need (CertDomains) when they see it.
+fn event_notify(inner: &Inner, ev: &BusEvent) -> Option<Value> {
     let st = inner.state();
     let cfg = &st.cfg;
-    match ev {
-        BusEvent::State => Some(serde_json::json!({"State": state_num(&cfg.backend_state)})),
-        BusEvent::NetMap if mask & NOTIFY_NO_NETMAP == 0 => {
-            let nm = json::netmap(cfg);
-            (!nm.is_null()).then(|| serde_json::json!({ "NetMap": nm }))
-        }
-        BusEvent::NetMap => None,
-        BusEvent::Prefs => Some(serde_json::json!({
-            "Prefs": serde_json::to_value(st.prefs.view(cfg)).unwrap_or(Value::Null)
-        })),
-    }
+    let extra = match ev {
+        BusEvent::State => ("State", Value::from(state_num(&cfg.backend_state))),
+        BusEvent::NetMap => ("SelfChange", self_node(cfg)?),
+        BusEvent::Prefs => ("Prefs", serde_json::to_value(st.prefs.view(cfg)).unwrap_or(Value::Null)),
+    };
+    Some(notify(&cfg.version, &[extra]))
 }
 
 fn serve_watch_ipn_bus(inner: &Arc<Inner>, p: &Perms, query: &[(String, String)]) -> Resp {
@@ -628,7 +665,7 @@ fn serve_watch_ipn_bus(inner: &Arc<Inner>, p: &Perms, query: &[(String, String)]
                 _ = tx.closed() => break,
                 ev = sub.recv() => match ev {
                     Ok(ev) => {
-                        if let Some(v) = event_notify(&inner, &ev, mask)
+                        if let Some(v) = event_notify(&inner, &ev)
                             && tx.send(notify_line(&v)).await.is_err()
                         {
                             break;
