@@ -120,8 +120,8 @@ async fn services_plan_and_sync_fourteen_services() {
     assert_eq!(statuses, [200, 412, 200]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn services_sync_defines_services_through_the_control_api() {
+/// A simulated control API, its credential files and the `[tailscale.api]` table for them.
+async fn control_api() -> (SimControl, TempDir, String) {
     let api = SimControl::start(SimControlConfig::default()).await.expect("control sim");
     let secrets = TempDir::new("api");
     let c = api.config();
@@ -133,6 +133,12 @@ async fn services_sync_defines_services_through_the_control_api() {
         secrets.0.join("secret").display(),
         api.base_url()
     );
+    (api, secrets, tailscale)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_sync_defines_services_through_the_control_api() {
+    let (api, _secrets, tailscale) = control_api().await;
     let env =
         Env::start(EnvOptions { proxy_protocol: true, start_router: false, tailscale, ..EnvOptions::default() }).await;
     let before = api.insert_service(json!({"name": "svc:grafana", "ports": ["tcp:443"], "comment": "by hand"}));
@@ -217,17 +223,7 @@ async fn run_with_manage_services_syncs_at_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_reuses_one_control_api_token() {
-    let api = SimControl::start(SimControlConfig::default()).await.expect("control sim");
-    let secrets = TempDir::new("api");
-    let c = api.config();
-    std::fs::write(secrets.0.join("id"), &c.client_id).expect("id");
-    std::fs::write(secrets.0.join("secret"), &c.client_secret).expect("secret");
-    let tailscale = format!(
-        "[tailscale.api]\nclient_id_file = \"{}\"\nclient_secret_file = \"{}\"\nbase_url = \"{}\"\ntags = [\"tag:storage-svc\"]\n",
-        secrets.0.join("id").display(),
-        secrets.0.join("secret").display(),
-        api.base_url()
-    );
+    let (api, _secrets, tailscale) = control_api().await;
     let env = Env::start(EnvOptions { tailscale, ..EnvOptions::default() }).await;
     env.wait_serving("grafana", Duration::from_secs(60)).await;
     let socket = env.admin_socket.to_str().expect("path").to_owned();
