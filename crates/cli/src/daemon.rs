@@ -423,6 +423,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     check(old.timeouts != new.timeouts, "[timeouts]");
     check(old.limits != new.limits, "[limits]");
     check(old.admin != new.admin, "[admin]");
+    check(old.listen.proxy_protocol_from != new.listen.proxy_protocol_from, "[listen] proxy_protocol_from");
     check(old.log.format != new.log.format || old.log.level != new.log.level, "[log] format/level");
     out
 }
@@ -554,4 +555,24 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
         };
         StartError::Bind { addr, source, fix }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(listen_extra: &str) -> Config {
+        let src = format!(
+            "[listen]\nproxy_protocol = [\"127.0.0.1:8443\"]\n{listen_extra}\n[services.a]\nupstream = \"http://127.0.0.1:1\"\n"
+        );
+        snirouter_config::parse(&src, "t.toml").expect("valid")
+    }
+
+    #[test]
+    fn a_changed_proxy_sender_list_needs_a_restart() {
+        let old = config("");
+        assert!(restart_needed(&old, &config("")).is_empty());
+        let new = config("proxy_protocol_from = [\"10.0.0.0/8\"]");
+        assert_eq!(restart_needed(&old, &new), ["[listen] proxy_protocol_from"]);
+    }
 }
