@@ -766,6 +766,20 @@ async fn whois_peers() {
     assert_go_error(&get(s, "/localapi/v0/whois?addr=100.64.0.8:1").await, 404, "no match for IP:port");
     assert_go_error(&get(s, "/localapi/v0/whois").await, 400, "missing 'addr' parameter");
     assert_go_error(&get(s, "/localapi/v0/whois?addr=banana").await, 400, "invalid 'addr' parameter");
+    // 1.103 details (docs/notes/simulator-fidelity-1.103.md §7): CapMap is always there.
+    assert!(v.get("CapMap").is_some_and(serde_json::Value::is_null), "{v}");
+    // An IPv4-mapped address is the IPv4 peer; a node key finds it too.
+    assert_eq!(get(s, "/localapi/v0/whois?addr=%5B::ffff:100.64.0.7%5D:1").await.status, 200);
+    let key = v["Node"]["Key"].as_str().unwrap().to_owned();
+    assert_eq!(get(s, &format!("/localapi/v0/whois?addr={key}")).await.status, 200);
+    assert_go_error(&get(s, "/localapi/v0/whois?addr=nodekey:abc").await, 400, "invalid nodekey in 'addr' parameter");
+    let nobody = format!("/localapi/v0/whois?addr=nodekey:{}", "0".repeat(64));
+    assert_go_error(&get(s, &nobody).await, 404, "no match for IP:port");
+    // svc_name and dst_ip are checked once a node matched.
+    assert_eq!(get(s, "/localapi/v0/whois?addr=100.64.0.7&svc_name=svc:grafana").await.status, 200);
+    let bad_svc = "/localapi/v0/whois?addr=100.64.0.7&svc_name=grafana";
+    assert_go_error(&get(s, bad_svc).await, 400, "invalid svc_name");
+    assert_go_error(&get(s, "/localapi/v0/whois?addr=100.64.0.7&dst_ip=x").await, 400, "invalid dst_ip");
     // Peers also appear in status (with peers).
     let st: serde_json::Value = serde_json::from_str(&get(s, "/localapi/v0/status").await.body).unwrap();
     assert_eq!(st["Peer"].as_object().unwrap().len(), 1);

@@ -268,6 +268,8 @@ fn serve_cert_domains(cfg: &SimConfig, p: &Perms) -> Resp {
     full(200, Some("application/json"), format!("{}\n", gofmt::to_go_json_compact(&domains)))
 }
 
+/// `serveWhoIsWithBackend`: `addr` is an IP, `IP:port` or `nodekey:HEX`; `svc_name`
+/// and `dst_ip` (1.100+) are validated once a node matched, and select the caps.
 fn serve_whois(cfg: &SimConfig, p: &Perms, query: &[(String, String)]) -> Resp {
     if !p.read {
         return go_error(403, "whois access denied");
@@ -276,35 +278,57 @@ fn serve_whois(cfg: &SimConfig, p: &Perms, query: &[(String, String)]) -> Resp {
     if v.is_empty() {
         return go_error(400, "missing 'addr' parameter");
     }
-    let ip = if let Ok(ip) = v.parse::<std::net::IpAddr>() {
-        ip
-    } else if let Ok(sa) = v.parse::<std::net::SocketAddr>() {
-        sa.ip()
-    } else if v.starts_with("nodekey:") {
-        return go_error(404, "no match for IP:port");
-    } else {
-        return go_error(400, "invalid 'addr' parameter");
-    };
-    if cfg.backend_state == "Running" {
-        for (i, (pip, login, display)) in cfg.peers.iter().enumerate() {
-            if *pip == ip {
-                let doc = json::whois(cfg, i, pip, login, display);
-                let mut buf = Vec::new();
-                let fmt = serde_json::ser::PrettyFormatter::with_indent(b"\t");
-                let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
-                if serde::Serialize::serialize(&doc, &mut ser).is_err() {
-                    return go_error(500, "JSON encoding error");
-                }
-                // json.MarshalIndent: no trailing newline.
-                return full(
-                    200,
-                    Some("application/json"),
-                    gofmt::go_json_escape(String::from_utf8_lossy(&buf).into_owned()),
-                );
-            }
+    let running = cfg.backend_state == "Running";
+    let found = if let Some(hex) = v.strip_prefix("nodekey:") {
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return go_error(400, "invalid nodekey in 'addr' parameter");
         }
+        cfg.peers.iter().enumerate().position(|(i, _)| json::peer_node_key(i).eq_ignore_ascii_case(v))
+    } else {
+        let ip = match v.parse::<std::net::IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) => match v.parse::<std::net::SocketAddr>() {
+                Ok(sa) => sa.ip(),
+                Err(_) => return go_error(400, "invalid 'addr' parameter"),
+            },
+        };
+        // LocalBackend.WhoIs unmaps ::ffff:a.b.c.d first.
+        let ip = ip.to_canonical();
+        cfg.peers.iter().position(|(pip, _, _)| *pip == ip)
+    };
+    let Some(i) = found.filter(|_| running) else {
+        return go_error(404, "no match for IP:port");
+    };
+    let svc = gofmt::query_get(query, "svc_name");
+    if !svc.is_empty() && !valid_service_name(svc) {
+        return go_error(400, "invalid svc_name");
     }
-    go_error(404, "no match for IP:port")
+    let dst = gofmt::query_get(query, "dst_ip");
+    if svc.is_empty() && !dst.is_empty() && dst.parse::<std::net::IpAddr>().is_err() {
+        return go_error(400, "invalid dst_ip");
+    }
+    let (pip, login, display) = &cfg.peers[i];
+    let doc = json::whois(cfg, i, pip, login, display);
+    let mut buf = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"\t");
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
+    if serde::Serialize::serialize(&doc, &mut ser).is_err() {
+        return go_error(500, "JSON encoding error");
+    }
+    // json.MarshalIndent: no trailing newline.
+    full(200, Some("application/json"), gofmt::go_json_escape(String::from_utf8_lossy(&buf).into_owned()))
+}
+
+/// `tailcfg.ServiceName.Validate`: `svc:` and a DNS label (letters, digits, inner
+/// hyphens, at most 63 bytes).
+fn valid_service_name(name: &str) -> bool {
+    let Some(label) = name.strip_prefix("svc:") else { return false };
+    let bytes = label.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
 }
 
 // ---------------------------------------------------------------------------

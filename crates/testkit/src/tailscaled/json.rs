@@ -311,6 +311,11 @@ pub(crate) fn peer_user(i: usize, login: &str, display: &str) -> UserProfile {
     }
 }
 
+/// Peer `i`'s node key (`nodekey:` + 64 hex digits), as its whois answer carries it.
+pub(crate) fn peer_node_key(i: usize) -> String {
+    ident(&peer_hostname(i)).node_key
+}
+
 fn peer_hostname(i: usize) -> String {
     format!("peer-{}", i + 1)
 }
