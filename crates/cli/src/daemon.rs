@@ -326,10 +326,11 @@ pub(crate) async fn reload(shared: &Arc<Shared>) -> Result<ReloadReport, ReloadE
         }
         Err(e) => {
             shared.reloads_refused.fetch_add(1, Ordering::Relaxed);
+            let error = e.to_string();
             // One log line per event: the diagnostics (file, key, help) folded into it.
-            let cause = e.to_string().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ");
+            let cause = error.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ");
             tracing::error!(cause = %cause, "reload refused; still serving the previous configuration");
-            LastReload { at: now, ok: false, error: Some(e.to_string()) }
+            LastReload { at: now, ok: false, error: Some(error) }
         }
     };
     *shared.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(last);

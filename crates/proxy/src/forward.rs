@@ -520,12 +520,12 @@ fn classify_upstream_error(e: &UpstreamError, insecure: bool) -> (StatusCode, &'
         };
     }
     let connect = matches!(e, UpstreamError::Connect(_));
-    if let UpstreamError::Http(h) = e
-        && h.is_parse_too_large()
-    {
-        return (StatusCode::BAD_GATEWAY, "sent a response header larger than 64 KiB");
-    }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    // From the wrapped error itself: `Http` is transparent, so `e.source()` would skip
+    // the hyper::Error and go straight to its cause.
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(match e {
+        UpstreamError::Connect(cause) => cause.as_ref(),
+        UpstreamError::Http(h) => h,
+    });
     while let Some(err) = source {
         if err.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_parse_too_large) {
             return (StatusCode::BAD_GATEWAY, "sent a response header larger than 64 KiB");
