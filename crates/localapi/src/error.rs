@@ -160,6 +160,18 @@ pub enum Error {
     #[error("the serve config was changed concurrently (ETag mismatch, HTTP 412)")]
     PreconditionFailed,
 
+    /// 401 on a serve-config write: the config holds a `Path` handler or a `unix:` target,
+    /// which tailscaled lets only root, or an operator allowed to run `sudo tailscale`, write.
+    #[error(
+        "tailscaled refused the serve config from {}: it holds a Path handler or a unix: target, which only root \
+         or an operator allowed to run `sudo tailscale` may write (tailscaled: {body})",
+        current_user_label()
+    )]
+    ServeNeedsAdmin {
+        /// The daemon's message.
+        body: String,
+    },
+
     /// tailscaled runs from a config file and refuses runtime reconfiguration.
     #[error("tailscaled runs from a locked config file and refuses runtime reconfiguration")]
     ConfigLocked,
@@ -223,6 +235,8 @@ pub enum ErrorKind {
     NotSupported,
     /// [`Error::PreconditionFailed`]
     PreconditionFailed,
+    /// [`Error::ServeNeedsAdmin`]
+    ServeNeedsAdmin,
     /// [`Error::ConfigLocked`]
     ConfigLocked,
     /// [`Error::Daemon`]
@@ -253,6 +267,7 @@ impl ErrorKind {
             ErrorKind::RateLimited => "rate_limited",
             ErrorKind::NotSupported => "not_supported",
             ErrorKind::PreconditionFailed => "precondition_failed",
+            ErrorKind::ServeNeedsAdmin => "serve_needs_admin",
             ErrorKind::ConfigLocked => "config_locked",
             ErrorKind::Daemon => "daemon",
             ErrorKind::BadResponse => "bad_response",
@@ -306,6 +321,7 @@ impl Error {
             Error::RateLimited { .. } => ErrorKind::RateLimited,
             Error::NotSupported { .. } => ErrorKind::NotSupported,
             Error::PreconditionFailed => ErrorKind::PreconditionFailed,
+            Error::ServeNeedsAdmin { .. } => ErrorKind::ServeNeedsAdmin,
             Error::ConfigLocked => ErrorKind::ConfigLocked,
             Error::Daemon { .. } => ErrorKind::Daemon,
             Error::BadResponse { .. } => ErrorKind::BadResponse,
@@ -408,6 +424,12 @@ impl Error {
             Error::PreconditionFailed => "another client changed the serve config at the same time: read it \
                  again, re-apply the change and retry"
                 .to_owned(),
+            Error::ServeNeedsAdmin { .. } => format!(
+                "snirouter writes the whole serve config back, including the Path or unix: handlers another tool \
+                 (tailscale serve) added: run this once as root (sudo snirouter services sync), or let {user} run \
+                 `sudo tailscale` (NixOS: security.sudo.extraRules), or serve those handlers without Path/unix: \
+                 (e.g. proxy to a local HTTP server)"
+            ),
             Error::ConfigLocked => "tailscaled was started with --config: put the serve config / prefs into that \
                  file instead of changing them at runtime"
                 .to_owned(),
@@ -493,6 +515,7 @@ pub(crate) fn classify(
             }
             return Error::AccessDenied { endpoint: endpoint.to_owned(), body: msg };
         }
+        401 if msg.contains("to serve a path or Unix socket") => return Error::ServeNeedsAdmin { body: msg },
         404 => {
             // Go's http.NotFound: unknown route => old daemon / feature not compiled in.
             return Error::NotSupported { endpoint: endpoint.to_owned() };
@@ -953,6 +976,12 @@ mod tests {
             matches!(&e, Error::AccessDenied { endpoint, body } if endpoint == "serve-config" && body == "serve config denied")
         );
         assert!(e.fix().unwrap().contains("operator"));
+
+        let body = b"must be root, or be an operator and able to run 'sudo tailscale' to serve a path or Unix socket\n";
+        let e = classify("serve-config", None, 401, None, body);
+        assert!(matches!(&e, Error::ServeNeedsAdmin { .. }), "{e:?}");
+        assert!(e.fix().unwrap().contains("sudo snirouter services sync"));
+        assert!(matches!(classify("serve-config", None, 401, None, b"other\n"), Error::Daemon { status: 401, .. }));
 
         let e = classify("cert-domains", None, 404, None, b"404 page not found\n");
         assert!(matches!(&e, Error::NotSupported { endpoint } if endpoint == "cert-domains"));

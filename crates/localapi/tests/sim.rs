@@ -234,6 +234,28 @@ async fn serve_config_prefs_and_whois() {
         assert_eq!(w.display_name, "Alice");
         assert!(e.lc.whois("100.64.0.99:1".parse().unwrap()).await.unwrap().is_none());
 
+        // tailscaled decodes into the typed struct and checks the update: a wrong type and
+        // a port changing its serve type are refused with its words, nothing is stored.
+        let before = e.sim.serve_config();
+        let bad = serde_json::json!({"Services": {"svc:grafana": {"TCP": {"443": {"TCPForward": 8443}}}}});
+        let err = e.lc.set_serve_config(&bad, None).await.unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "decoding config: json: cannot unmarshal number into Go struct field \
+                 TCPPortHandler.Services.TCP.TCPForward of type string"
+            ),
+            "{err}"
+        );
+        let https = serde_json::json!({"Services": {"svc:grafana": {"TCP": {"443": {"HTTPS": true}}}}});
+        let err = e.lc.set_serve_config(&https, None).await.unwrap_err();
+        assert!(
+            err.to_string().contains(
+                r#"updating config: want to serve "https", but port 443 is already serving "tcp" for svc:grafana"#
+            ),
+            "{err}"
+        );
+        assert_eq!(e.sim.serve_config(), before);
+
         e.sim.update(|c| c.locked_config_file = true);
         let (cfg, etag) = e.lc.serve_config().await.unwrap();
         let err = e.lc.set_serve_config(&cfg, etag.as_deref()).await.unwrap_err();

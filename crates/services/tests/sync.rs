@@ -219,6 +219,32 @@ async fn untagged_locked_and_no_listener_are_clear_errors() {
     assert!(err.fix().contains("proxy_protocol = [\"127.0.0.1:8443\"]"));
 }
 
+/// tailscaled lets only root, or an operator who may `sudo tailscale`, write a serve config
+/// with a Path handler; snirouter writes another tool's Path handler back with its own.
+#[tokio::test]
+async fn a_path_handler_needs_an_admin_and_the_refusal_says_how() {
+    let mut sim = SimConfig::storage(SUFFIX, &NAMES);
+    sim.peer_uid = Some(1000);
+    sim.operator_uid = Some(1000);
+    let e = env(sim).await;
+    let mut foreign = foreign_config();
+    foreign["Web"][format!("storage.{SUFFIX}:443")]["Handlers"]["/files"] = json!({"Path": "/srv/files"});
+    e.sim.set_serve_config(foreign.clone());
+    let cfg = config(e.dir.path(), &["grafana"], "");
+
+    let err = sync(&cfg, &e.local, None).await.expect_err("operator without sudo");
+    assert!(err.to_string().contains("Path handler or a unix: target"), "{err}");
+    assert!(err.fix().contains("sudo snirouter services sync"), "{}", err.fix());
+    assert_eq!(e.sim.serve_config(), foreign, "nothing written");
+    assert!(Ownership::load(&cfg.cache.dir).expect("load").services.values().all(|o| o.handler.is_none()));
+
+    e.sim.update(|c| c.caller_can_sudo_tailscale = true);
+    let r = sync(&cfg, &e.local, None).await.expect("an operator with sudo rights may");
+    assert!(r.is_clean(), "{r}");
+    assert_eq!(e.sim.serve_config()["Services"]["svc:grafana"]["TCP"]["443"], handler());
+    assert_eq!(e.sim.serve_config()["Web"], foreign["Web"], "the Path handler is kept");
+}
+
 async fn control() -> (SimControl, TempDir) {
     let sim = SimControl::start(SimControlConfig::default()).await.expect("control sim");
     let dir = TempDir::new("svcapi").expect("dir");

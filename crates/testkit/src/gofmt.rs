@@ -327,6 +327,22 @@ pub fn to_go_json_indented<T: serde::Serialize>(v: &T) -> String {
     s
 }
 
+/// A JSON object whose members serialize in the given order, as Go writes a
+/// struct's fields (a `serde_json::Map` here would sort them).
+#[derive(Clone, Debug)]
+pub struct Ordered(pub Vec<(&'static str, serde_json::Value)>);
+
+impl serde::Serialize for Ordered {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
 /// Go `json.Marshal` (compact, no trailing newline).
 pub fn to_go_json_compact<T: serde::Serialize>(v: &T) -> String {
     go_json_escape(serde_json::to_string(v).unwrap_or_else(|_| "null".to_string()))

@@ -28,6 +28,7 @@ pub mod backend;
 pub mod ca;
 pub mod control;
 pub mod gofmt;
+pub mod gojson;
 pub mod tailscaled;
 mod tempdir;
 

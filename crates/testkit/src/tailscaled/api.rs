@@ -20,6 +20,7 @@ use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::json::{self, state_num};
+use super::serve_config::{self, ServeConfig};
 use super::{BusEvent, CachedCert, Inner, IssuedRecord, RequestRecord, SimConfig};
 use crate::gofmt::{self, hex, quote, quote_slice};
 
@@ -87,6 +88,18 @@ fn prefs_error(status: u16, msg: &str) -> Resp {
     full(status, Some("application/json"), body)
 }
 
+/// Marks a response as a Go handler panic: `net/http` recovers it, logs it and
+/// closes the connection without an answer.
+#[derive(Clone, Copy)]
+struct GoPanic;
+
+fn go_panic(what: &str) -> Resp {
+    tracing::debug!(what, "simulated tailscaled: handler panic, closing the connection");
+    let mut r = full(500, None, Bytes::new());
+    r.extensions_mut().insert(GoPanic);
+    r
+}
+
 fn json_indented<T: serde::Serialize>(v: &T) -> Resp {
     full(200, Some("application/json"), gofmt::to_go_json_indented(v))
 }
@@ -97,7 +110,13 @@ pub(crate) async fn serve_conn(inner: Arc<Inner>, stream: tokio::net::UnixStream
     let svc_inner = inner.clone();
     let svc = hyper::service::service_fn(move |req| {
         let inner = svc_inner.clone();
-        async move { Ok::<_, Infallible>(handle(inner, conn_uid, req).await) }
+        async move {
+            let resp = handle(inner, conn_uid, req).await;
+            match resp.extensions().get::<GoPanic>() {
+                Some(_) => Err(std::io::Error::other("simulated handler panic")),
+                None => Ok(resp),
+            }
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), svc);
     tokio::select! {
@@ -156,11 +175,14 @@ async fn handle(inner: Arc<Inner>, conn_uid: Option<u32>, req: Request<Incoming>
         }),
     };
     let resp = route(&inner, conn_uid, host, req).await;
-    guard.finish(resp.status().as_u16());
+    // 0: no answer at all (a handler panic closed the connection).
+    guard.finish(if resp.extensions().get::<GoPanic>().is_some() { 0 } else { resp.status().as_u16() });
     resp
 }
 
 struct Perms {
+    /// The caller's uid (`SimConfig.peer_uid` or `SO_PEERCRED`).
+    uid: Option<u32>,
     read: bool,
     write: bool,
     cert: bool,
@@ -174,7 +196,7 @@ fn perms(inner: &Inner, cfg: &SimConfig, conn_uid: Option<u32>) -> Perms {
         Some(0) => true,
         Some(u) => Some(u) == cfg.operator_uid || (u == daemon_uid && daemon_uid != 0),
     };
-    Perms { read: true, write, cert: uid.is_some() && uid == cfg.permit_cert_uid }
+    Perms { uid, read: true, write, cert: uid.is_some() && uid == cfg.permit_cert_uid }
 }
 
 fn add_localapi_headers(resp: &mut Resp, cfg: &SimConfig) {
@@ -576,7 +598,7 @@ const NOTIFY_INITIAL_NETMAP: u64 = 8;
 const NOTIFY_INITIAL_HEALTH_STATE: u64 = 128;
 const NOTIFY_INITIAL_STATUS: u64 = 16384;
 
-fn notify_line(v: &Value) -> Bytes {
+fn notify_line(v: &gofmt::Ordered) -> Bytes {
     let mut s = gofmt::to_go_json_compact(v);
     s.push('\n');
     Bytes::from(s)
@@ -585,7 +607,7 @@ fn notify_line(v: &Value) -> Bytes {
 /// One `ipn.Notify` line as Go encodes it: `Version`, then the fields without
 /// `omitzero` (`null` when unset) in declaration order, with `extra` (the `omitzero`
 /// ones that are set) in their places.
-fn notify(version: &str, extra: &[(&str, Value)]) -> Value {
+fn notify(version: &str, extra: &[(&str, Value)]) -> gofmt::Ordered {
     const ORDER: [(&str, bool); 12] = [
         ("SessionID", false),
         ("ErrMessage", true),
@@ -600,20 +622,15 @@ fn notify(version: &str, extra: &[(&str, Value)]) -> Value {
         ("DriveShares", true),
         ("Health", false),
     ];
-    let mut m = serde_json::Map::new();
-    m.insert("Version".into(), Value::String(version.to_owned()));
+    let mut m = vec![("Version", Value::String(version.to_owned()))];
     for (key, always) in ORDER {
         match extra.iter().find(|(k, _)| *k == key) {
-            Some((_, v)) => {
-                m.insert(key.into(), v.clone());
-            }
-            None if always => {
-                m.insert(key.into(), Value::Null);
-            }
+            Some((_, v)) => m.push((key, v.clone())),
+            None if always => m.push((key, Value::Null)),
             None => {}
         }
     }
-    Value::Object(m)
+    gofmt::Ordered(m)
 }
 
 /// The node itself as `SelfChange` carries it (`None` without a netmap).
@@ -623,7 +640,7 @@ fn self_node(cfg: &SimConfig) -> Option<Value> {
 
 /// `WatchNotificationsAs`'s first message: only for the "initial" bits (health alone
 /// is not one); with the netmap bit it carries both `SelfChange` and `NetMap`.
-fn initial_notify(inner: &Inner, mask: u64, session: &str) -> Option<Value> {
+fn initial_notify(inner: &Inner, mask: u64, session: &str) -> Option<gofmt::Ordered> {
     let initial_bits = NOTIFY_INITIAL_STATE | NOTIFY_INITIAL_PREFS | NOTIFY_INITIAL_NETMAP | NOTIFY_INITIAL_STATUS;
     if mask & initial_bits == 0 {
         return None;
@@ -653,7 +670,7 @@ fn initial_notify(inner: &Inner, mask: u64, session: &str) -> Option<Value> {
 /// Runtime messages. Since 1.100 a new netmap reaches Linux watchers as `SelfChange`
 /// only, whatever the mask (`goosGetsLegacyNetmapNotify` is Windows-only): consumers
 /// re-read what they need (CertDomains) when they see it.
-fn event_notify(inner: &Inner, ev: &BusEvent) -> Option<Value> {
+fn event_notify(inner: &Inner, ev: &BusEvent) -> Option<gofmt::Ordered> {
     let st = inner.state();
     let cfg = &st.cfg;
     let extra = match ev {
@@ -662,6 +679,30 @@ fn event_notify(inner: &Inner, ev: &BusEvent) -> Option<Value> {
         BusEvent::Prefs => ("Prefs", serde_json::to_value(st.prefs.view(cfg)).unwrap_or(Value::Null)),
     };
     Some(notify(&cfg.version, &[extra]))
+}
+
+/// The handler's mask checks: `NotifyInProcessNoDisconnect`, then
+/// `ValidateNotifyWatchOpt` (rate limiting excludes the delta-stream bits).
+fn validate_mask(mask: u64) -> Result<(), String> {
+    const IN_PROCESS_NO_DISCONNECT: u64 = 1 << 16;
+    const RATE_LIMIT: u64 = 1 << 8;
+    const INCOMPATIBLE: [(u64, &str); 4] = [
+        (1 << 12, "NotifyPeerChanges"),
+        (1 << 13, "NotifyNoNetMap"),
+        (NOTIFY_INITIAL_STATUS, "NotifyInitialStatus"),
+        (1 << 15, "NotifyPeerPatches"),
+    ];
+    if mask & IN_PROCESS_NO_DISCONNECT != 0 {
+        return Err("NotifyInProcessNoDisconnect is only valid for in-process IPN bus subscribers".to_owned());
+    }
+    let bad: Vec<String> =
+        INCOMPATIBLE.iter().filter(|(bit, _)| mask & bit != 0).map(|(_, name)| format!("ipn.{name}")).collect();
+    if mask & RATE_LIMIT == 0 || bad.is_empty() {
+        return Ok(());
+    }
+    // NotifyWatchOpt.String(): one name, or several in parentheses.
+    let bits = if bad.len() == 1 { bad[0].clone() } else { format!("({})", bad.join(" | ")) };
+    Err(format!("NotifyRateLimit is incompatible with new-style IPN bus subscription bits {bits}"))
 }
 
 fn serve_watch_ipn_bus(inner: &Arc<Inner>, p: &Perms, query: &[(String, String)]) -> Resp {
@@ -676,9 +717,13 @@ fn serve_watch_ipn_bus(inner: &Arc<Inner>, p: &Perms, query: &[(String, String)]
             _ => return go_error(400, "bad mask"),
         }
     }
+    if let Err(e) = validate_mask(mask) {
+        return go_error(400, &e);
+    }
     let mut sub = inner.bus.subscribe();
     let (tx, rx) = mpsc::channel::<Bytes>(32);
     let session = random_token(16);
+    inner.state().bus_sessions.insert(session.clone());
     if let Some(ini) = initial_notify(inner, mask, &session) {
         let _ = tx.try_send(notify_line(&ini));
     }
@@ -700,6 +745,7 @@ fn serve_watch_ipn_bus(inner: &Arc<Inner>, p: &Perms, query: &[(String, String)]
                 },
             }
         }
+        inner.state().bus_sessions.remove(&session);
     });
     let mut r = Response::new(Body::Stream(rx));
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -745,63 +791,103 @@ fn decode_object(body: &[u8], go_type: &str) -> Result<Option<serde_json::Map<St
     }
 }
 
+/// `connIsLocalAdmin` on Linux: root, or (no operator, or the operator) with sudo rights.
+fn is_local_admin(cfg: &SimConfig, p: &Perms) -> bool {
+    match p.uid {
+        Some(0) => true,
+        Some(uid) => cfg.operator_uid.is_none_or(|op| op == uid) && cfg.caller_can_sudo_tailscale,
+        None => false,
+    }
+}
+
+const ADMIN_REQUIRED: &str =
+    "must be root, or be an operator and able to run 'sudo tailscale' to serve a path or Unix socket";
+
+fn serve_config_etag(cfg: Option<&ServeConfig>) -> (String, String) {
+    let body = cfg.map_or_else(|| "null".to_owned(), ServeConfig::to_json);
+    let etag = hex(ring::digest::digest(&ring::digest::SHA256, body.as_bytes()).as_ref());
+    (body, etag)
+}
+
+/// Decodes on a thread with a large stack: Go's decoder accepts 10 000 levels of nesting.
+fn decode_serve_config(body: Bytes) -> Result<ServeConfig, String> {
+    let decoded = std::thread::Builder::new()
+        .stack_size(256 << 20)
+        .spawn(move || serve_config::decode(&body))
+        .map_err(|e| e.to_string())?
+        .join();
+    decoded.unwrap_or_else(|_| Err("decoder thread failed".to_owned()))
+}
+
 async fn serve_serve_config(inner: &Arc<Inner>, p: &Perms, req: Request<Incoming>) -> Resp {
     match *req.method() {
         Method::GET => {
             if !p.read {
                 return go_error(403, "serve config denied");
             }
-            let body = gofmt::to_go_json_compact(&inner.state().serve_config);
-            let etag = hex(ring::digest::digest(&ring::digest::SHA256, body.as_bytes()).as_ref());
+            let (body, etag) = serve_config_etag(inner.state().serve_config.as_ref());
             let mut r = full(200, Some("application/json"), body);
             if let Ok(v) = HeaderValue::from_str(&etag) {
                 r.headers_mut().insert(header::ETAG, v);
             }
             r
         }
-        Method::POST => {
-            if !p.write {
-                return go_error(403, "serve config denied");
-            }
-            let if_match = req
-                .headers()
-                .get(header::IF_MATCH)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                .unwrap_or_default();
-            let body = match read_body(req).await {
-                Ok(b) => b,
-                Err(e) => return go_error_json(&format!("decoding config: {e}")),
-            };
-            let cfg_in = match decode_object(&body, "ipn.ServeConfig") {
-                Ok(m) => Value::Object(m.unwrap_or_default()),
-                Err(e) => return go_error_json(&format!("decoding config: {e}")),
-            };
-            let mut st = inner.state();
-            if st.cfg.locked_config_file {
-                return go_error_json(
-                    "updating config: can't reconfigure tailscaled when using a config file; config file is locked",
-                );
-            }
-            if st.cfg.backend_state != "Running" {
-                return go_error_json("updating config: netMap is nil");
-            }
-            if !if_match.is_empty()
-                && let Some(raced) = st.serve_config_race.take()
-            {
-                st.serve_config = raced;
-            }
-            if !if_match.is_empty() {
-                let prev = gofmt::to_go_json_compact(&st.serve_config);
-                let prev_etag = hex(ring::digest::digest(&ring::digest::SHA256, prev.as_bytes()).as_ref());
-                if if_match != prev_etag {
-                    return go_error(412, "etag mismatch");
-                }
-            }
-            st.serve_config = cfg_in;
-            full(200, None, Bytes::new())
-        }
+        Method::POST => post_serve_config(inner, p, req).await,
         _ => go_error(405, "method not allowed"),
     }
+}
+
+/// `serveServeConfig` POST then `setServeConfigLocked`, in their order.
+async fn post_serve_config(inner: &Arc<Inner>, p: &Perms, req: Request<Incoming>) -> Resp {
+    if !p.write {
+        return go_error(403, "serve config denied");
+    }
+    let if_match = req
+        .headers()
+        .get(header::IF_MATCH)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let body = match read_body(req).await {
+        Ok(b) => b,
+        Err(e) => return go_error_json(&format!("decoding config: {e}")),
+    };
+    let mut incoming = match tokio::task::spawn_blocking(move || decode_serve_config(body)).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return go_error_json(&format!("decoding config: {e}")),
+        Err(e) => return go_error_json(&format!("decoding config: {e}")),
+    };
+    if incoming.has_nil() {
+        return go_panic("nil pointer dereference in the serve-config admin check");
+    }
+    if incoming.needs_admin() && !is_local_admin(&inner.cfg(), p) {
+        return go_error(401, ADMIN_REQUIRED);
+    }
+    let mut st = inner.state();
+    if incoming.is_funnel_on() && st.prefs.shields_up {
+        return go_error_json("updating config: Unable to turn on Funnel while shields-up is enabled");
+    }
+    if st.cfg.locked_config_file {
+        return go_error_json(
+            "updating config: can't reconfigure tailscaled when using a config file; config file is locked",
+        );
+    }
+    if st.cfg.backend_state != "Running" {
+        return go_error_json("updating config: netMap is nil");
+    }
+    if !if_match.is_empty() {
+        if let Some(raced) = st.serve_config_race.take() {
+            st.serve_config = Some(raced);
+        }
+        if if_match != serve_config_etag(st.serve_config.as_ref()).1 {
+            return go_error(412, "etag mismatch");
+        }
+    }
+    if let Err(e) = serve_config::validate_update(st.serve_config.as_ref(), &incoming) {
+        return go_error_json(&format!("updating config: {e}"));
+    }
+    incoming.prune_foreground(&st.bus_sessions);
+    st.serve_config = Some(incoming);
+    full(200, None, Bytes::new())
 }
 
 async fn serve_prefs(inner: &Arc<Inner>, p: &Perms, req: Request<Incoming>) -> Resp {

@@ -33,6 +33,7 @@
 
 mod api;
 mod json;
+mod serve_config;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -45,6 +46,13 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::ca::TestCa;
+
+fn typed_serve_config(v: &serde_json::Value) -> serve_config::ServeConfig {
+    match serve_config::decode(v.to_string().as_bytes()) {
+        Ok(c) => c,
+        Err(e) => panic!("test serve config is not an ipn.ServeConfig: {e}"),
+    }
+}
 
 /// Default `Tailscale-Version` (the 1.102.4 capture in the reference).
 pub const DEFAULT_VERSION: &str = "1.102.4-t3caf7d9e7-g084ee3b64";
@@ -90,6 +98,10 @@ pub struct SimConfig {
     pub daemon_uid: Option<u32>,
     /// `tailscale set --operator` uid (write access).
     pub operator_uid: Option<u32>,
+    /// `sudo --list tailscale` succeeds for a non-root caller: with no operator set
+    /// or as the operator, it may post serve configs with `Path` or `unix:` handlers
+    /// (`connIsLocalAdmin`; otherwise 401).
+    pub caller_can_sudo_tailscale: bool,
     /// `TS_PERMIT_CERT_UID` (cert-only access).
     pub permit_cert_uid: Option<u32>,
     /// `Some(retry_after)`: new issuance hits the Let's Encrypt rate limit.
@@ -142,6 +154,7 @@ impl SimConfig {
             peer_uid: None,
             daemon_uid: None,
             operator_uid: None,
+            caller_can_sudo_tailscale: false,
             permit_cert_uid: None,
             rate_limited: None,
             rate_limit_hangs: false,
@@ -216,14 +229,18 @@ pub(crate) enum BusEvent {
 pub(crate) struct State {
     pub cfg: SimConfig,
     pub cache: HashMap<String, CachedCert>,
-    pub serve_config: serde_json::Value,
+    /// `None` until a config is stored (GET answers `null`).
+    pub serve_config: Option<serve_config::ServeConfig>,
     pub prefs: json::Prefs,
     pub requests: Vec<RequestRecord>,
     pub issued: Vec<IssuedRecord>,
     pub renewing: HashSet<String>,
     /// Applied just before the next conditional serve-config POST, as if another client
     /// had written it first (so that POST fails with 412).
-    pub serve_config_race: Option<serde_json::Value>,
+    pub serve_config_race: Option<serve_config::ServeConfig>,
+    /// Session IDs of the live `watch-ipn-bus` streams (foreground serve configs of
+    /// other sessions are dropped when a config is stored).
+    pub bus_sessions: HashSet<String>,
     listening: bool,
     stopped: bool,
 }
@@ -334,12 +351,13 @@ impl SimTailscaled {
             state: Mutex::new(State {
                 cfg,
                 cache: HashMap::new(),
-                serve_config: serde_json::Value::Null,
+                serve_config: None,
                 prefs: json::Prefs::new(),
                 requests: vec![],
                 issued: vec![],
                 renewing: HashSet::new(),
                 serve_config_race: None,
+                bus_sessions: HashSet::new(),
                 listening: false,
                 stopped: false,
             }),
@@ -435,14 +453,18 @@ impl SimTailscaled {
         self.inner.state().cache.clear();
     }
 
-    /// The current serve config (`null` until something was POSTed).
+    /// The current serve config as stored (`null` until something was POSTed): the
+    /// typed struct marshalled like Go, so empty and unknown fields are gone.
     pub fn serve_config(&self) -> serde_json::Value {
-        self.inner.state().serve_config.clone()
+        self.inner.state().serve_config.as_ref().map_or(serde_json::Value::Null, |c| c.to_value())
     }
 
     /// Replace the serve config directly (as if another client had POSTed it).
+    ///
+    /// # Panics
+    /// If `v` is not a valid `ipn.ServeConfig` (a mistake in the test).
     pub fn set_serve_config(&self, v: serde_json::Value) {
-        self.inner.state().serve_config = v;
+        self.inner.state().serve_config = Some(typed_serve_config(&v));
     }
 
     /// The `AdvertiseServices` pref (empty when unset).
@@ -458,8 +480,11 @@ impl SimTailscaled {
     /// Simulate one concurrent writer: the next serve-config POST that carries an
     /// `If-Match` finds the config already replaced by `v` (written between the caller's
     /// GET and its POST), so that POST fails with `412 etag mismatch`; `v` stays.
+    ///
+    /// # Panics
+    /// If `v` is not a valid `ipn.ServeConfig` (a mistake in the test).
     pub fn race_next_serve_config_write(&self, v: serde_json::Value) {
-        self.inner.state().serve_config_race = Some(v);
+        self.inner.state().serve_config_race = Some(typed_serve_config(&v));
     }
 
     /// Stop serving, close all connections and remove the socket file.
