@@ -233,6 +233,10 @@ async fn serve_config_prefs_and_whois() {
         assert_eq!(w.login_name, "alice@example.com");
         assert_eq!(w.display_name, "Alice");
         assert!(e.lc.whois("100.64.0.99:1".parse().unwrap()).await.unwrap().is_none());
+        // The node's own address is in nodeByAddr too (a hairpin connection): a tagged node.
+        let own = SocketAddr::new(e.sim.config().tailscale_ips[0], 443);
+        let me = e.lc.whois(own).await.unwrap().expect("the node itself");
+        assert_eq!(me.login_name, "tagged-devices");
 
         // tailscaled decodes into the typed struct and checks the update: a wrong type and
         // a port changing its serve type are refused with its words, nothing is stored.

@@ -301,11 +301,17 @@ fn serve_whois(cfg: &SimConfig, p: &Perms, query: &[(String, String)]) -> Resp {
         return go_error(400, "missing 'addr' parameter");
     }
     let running = cfg.backend_state == "Running";
+    let self_key = json::ident(&cfg.hostname).node_key;
+    // `None`: no match; `Some(None)`: the node itself; `Some(Some(i))`: peer `i`.
     let found = if let Some(hex) = v.strip_prefix("nodekey:") {
         if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return go_error(400, "invalid nodekey in 'addr' parameter");
         }
-        cfg.peers.iter().enumerate().position(|(i, _)| json::peer_node_key(i).eq_ignore_ascii_case(v))
+        if self_key.eq_ignore_ascii_case(v) {
+            Some(None)
+        } else {
+            cfg.peers.iter().enumerate().position(|(i, _)| json::peer_node_key(i).eq_ignore_ascii_case(v)).map(Some)
+        }
     } else {
         let ip = match v.parse::<std::net::IpAddr>() {
             Ok(ip) => ip,
@@ -316,9 +322,13 @@ fn serve_whois(cfg: &SimConfig, p: &Perms, query: &[(String, String)]) -> Resp {
         };
         // LocalBackend.WhoIs unmaps ::ffff:a.b.c.d first.
         let ip = ip.to_canonical();
-        cfg.peers.iter().position(|(pip, _, _)| *pip == ip)
+        if cfg.tailscale_ips.contains(&ip) {
+            Some(None)
+        } else {
+            cfg.peers.iter().position(|(pip, _, _)| *pip == ip).map(Some)
+        }
     };
-    let Some(i) = found.filter(|_| running) else {
+    let Some(who) = found.filter(|_| running) else {
         return go_error(404, "no match for IP:port");
     };
     let svc = gofmt::query_get(query, "svc_name");
@@ -329,8 +339,13 @@ fn serve_whois(cfg: &SimConfig, p: &Perms, query: &[(String, String)]) -> Resp {
     if svc.is_empty() && !dst.is_empty() && dst.parse::<std::net::IpAddr>().is_err() {
         return go_error(400, "invalid dst_ip");
     }
-    let (pip, login, display) = &cfg.peers[i];
-    let doc = json::whois(cfg, i, pip, login, display);
+    let doc = match who {
+        None => json::self_whois(cfg),
+        Some(i) => {
+            let (pip, login, display) = &cfg.peers[i];
+            json::whois(cfg, i, pip, login, display)
+        }
+    };
     let mut buf = Vec::new();
     let fmt = serde_json::ser::PrettyFormatter::with_indent(b"\t");
     let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);

@@ -577,6 +577,30 @@ impl Prefs {
     }
 }
 
+/// `apitype.WhoIsResponse` for the node itself: `nodeByAddr` holds the self node's
+/// addresses too, so whois on the host's own tailnet IP answers with it.
+pub(crate) fn self_whois(cfg: &SimConfig) -> Value {
+    let user = UserProfile {
+        id: TAGGED_USER_ID,
+        login_name: "tagged-devices".to_string(),
+        display_name: "tagged-devices".to_string(),
+        profile_pic_url: String::new(),
+    };
+    let mut node = netmap(cfg).get("SelfNode").cloned().unwrap_or(Value::Null);
+    if let Value::Object(n) = &mut node {
+        n.insert("User".into(), json!(TAGGED_USER_ID));
+        n.insert("Created".into(), json!(CREATED));
+        n.insert("Hostinfo".into(), json!({"Hostname": cfg.hostname, "OS": "linux"}));
+        n.insert("ComputedName".into(), json!(cfg.hostname));
+        n.insert("ComputedNameWithHost".into(), json!(cfg.hostname));
+    }
+    json!({
+        "Node": node,
+        "UserProfile": serde_json::to_value(&user).unwrap_or(Value::Null),
+        "CapMap": Value::Null,
+    })
+}
+
 /// `apitype.WhoIsResponse` for peer `i`.
 pub(crate) fn whois(cfg: &SimConfig, i: usize, ip: &IpAddr, login: &str, display: &str) -> Value {
     let host = peer_hostname(i);
