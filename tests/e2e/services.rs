@@ -7,22 +7,34 @@ use std::process::Output;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use snirouter_testkit::SimConfig;
 use snirouter_testkit::control::{SimControl, SimControlConfig};
 
 use crate::harness::*;
 
-async fn services(cmd: &str, config: &Path) -> Output {
+/// `snirouter ARGS CONFIG`, bounded.
+async fn cli(args: &[&str], config: &Path) -> Output {
     tokio::time::timeout(
         Duration::from_secs(60),
         tokio::process::Command::new(env!("CARGO_BIN_EXE_snirouter"))
-            .args(["services", cmd, "--config"])
+            .args(args)
             .arg(config)
             .kill_on_drop(true)
             .output(),
     )
     .await
-    .expect("services command finished in time")
-    .expect("run snirouter services")
+    .expect("snirouter finished in time")
+    .expect("run snirouter")
+}
+
+async fn services(cmd: &str, config: &Path) -> Output {
+    cli(&["services", cmd, "--config"], config).await
+}
+
+/// `snirouter ARGS CONFIG`: stdout and stderr together.
+async fn cli_text(args: &[&str], config: &Path) -> String {
+    let (stdout, stderr) = text(&cli(args, config).await);
+    format!("{stdout}{stderr}")
 }
 
 fn text(out: &Output) -> (String, String) {
@@ -236,4 +248,89 @@ async fn status_reuses_one_control_api_token() {
     let reads = api.requests().iter().filter(|r| r.path.contains("/services")).count();
     assert!(reads >= 3, "status read the control API {reads} times");
     assert_eq!(tokens, 1, "one OAuth token for three status reads (expires_in is 3600)");
+}
+
+/// `GET /status` from the router's admin socket.
+async fn status_json(env: &Env) -> Value {
+    let socket = env.admin_socket.to_str().expect("path").to_owned();
+    let body = crate::operate::metrics_over(&["--unix-socket", &socket, "http://snirouter/status"]).await;
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("status JSON: {e}\n{body}"))
+}
+
+fn service<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["services"].as_array().and_then(|s| s.iter().find(|s| s["name"] == name)).expect("service in status")
+}
+
+/// Polls `GET /status` until `pred` holds (bounded), returning that document.
+async fn wait_status(env: &Env, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = status_json(env).await;
+        if pred(&st) {
+            return st;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: not reached in 60 s; last status: {st:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Issue 14, the whole fresh-install path: nothing is defined, advertised or approved.
+/// The router's startup sync defines and advertises every service; control lists a name
+/// in CertDomains only once the host is approved for it; the router then fetches and
+/// serves the certificate without a restart, and `status`/`doctor` say what is pending
+/// at each step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_install_serves_once_the_host_is_approved_without_a_restart() {
+    let (api, _secrets, tailscale) = control_api().await;
+    let mut sim = SimConfig::storage(SUFFIX, &SERVICES);
+    sim.approved_services.clear();
+    sim.derive_service_cert_domains = true;
+    // Long enough for status to be polled while tailscaled's ACME flow runs.
+    sim.first_issue_delay = Duration::from_secs(2);
+    let opts = EnvOptions {
+        sim,
+        proxy_protocol: true,
+        tailscale: format!("manage_services = true\n{tailscale}"),
+        ..EnvOptions::default()
+    };
+    let env = Env::start(opts).await;
+    api.update(|c| c.hosts = vec![(env.sim.stable_id(), "not-approved".to_owned())]);
+    env.router()
+        .wait_log("the startup sync", Duration::from_secs(30), |l| l.contains("Tailscale Services synced"))
+        .await;
+    assert_eq!(api.services().len(), 14, "every service defined");
+    assert_eq!(env.sim.advertised_services().len(), 14);
+    assert_eq!(env.sim.config().cert_domains, Some(vec![fqdn("storage")]), "nothing approved: only the node");
+
+    // Pending approval: status and doctor name it.
+    let st =
+        wait_status(&env, "approval pending", |st| service(st, "grafana")["tailscale_service"]["approved"] == false)
+            .await;
+    let pid = st["pid"].clone();
+    let grafana = service(&st, "grafana");
+    assert_eq!(grafana["serving"], false);
+    assert_eq!(grafana["in_cert_domains"], false);
+    assert_eq!(grafana["tailscale_service"]["approval_level"], "not-approved", "{grafana:#}");
+    let human = cli_text(&["status", "--config"], &env.config).await;
+    assert!(human.contains("not approved for svc:grafana"), "{human}");
+    let doctor = cli_text(&["doctor", "--config"], &env.config).await;
+    assert!(doctor.contains("defined yes, advertised yes, host approved NO"), "{doctor}");
+    assert!(doctor.contains("approve this host for it") && !doctor.contains("define svc:grafana"), "{doctor}");
+
+    // Approval: control marks the host approved and sends a netmap with the names.
+    api.update(|c| c.hosts = vec![(env.sim.stable_id(), "approved:manual".to_owned())]);
+    env.sim.update(|c| c.approved_services = SERVICES.iter().map(|s| (*s).to_owned()).collect());
+    let st = wait_status(&env, "tailscaled fetching", |st| {
+        st["tailscaled_health"].as_array().is_some_and(|h| {
+            h.iter().any(|w| w.as_str().is_some_and(|w| w.starts_with("Fetching TLS certificate via ACME for: ")))
+        }) && service(st, "grafana")["problems"].to_string().contains("tailscaled is fetching it")
+    })
+    .await;
+    assert_eq!(service(&st, "grafana")["in_cert_domains"], true);
+
+    let st = wait_status(&env, "every service serving", |st| st["serving"] == true).await;
+    assert_eq!(st["pid"], pid, "served without a restart");
+    assert_eq!(st["tailscaled_health"], json!([]), "the pending warning cleared");
+    env.wait_serving("grafana", Duration::from_secs(10)).await;
+    assert!(!cli_text(&["status", "--config"], &env.config).await.contains("tailscaled:"));
 }

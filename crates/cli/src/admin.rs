@@ -216,7 +216,8 @@ pub(crate) async fn status_report(shared: &Shared) -> StatusReport {
         })
         .collect();
     let domains = shared.manager.domains().borrow().clone();
-    let tailscale_services = observe_services(shared, &config).await;
+    let (tailscale_services, tailscaled_health) =
+        tokio::join!(observe_services(shared, &config), tailscaled_health(shared));
     let entries = shared.store.snapshot();
     let table = shared.router.routes();
     let mut services = Vec::new();
@@ -283,7 +284,12 @@ pub(crate) async fn status_report(shared: &Shared) -> StatusReport {
         let mut problems = Vec::new();
         // A passthrough service's backend terminates TLS: snirouter holds no certificate.
         if certificate.is_none() && svc.passthrough.is_none() {
+            // tailscaled's word that it is fetching now outranks an older failure.
+            let pending = is_pending(&tailscaled_health, &fqdn);
             problems.push(match &fetch.last_error {
+                _ if pending => "no certificate yet: tailscaled is fetching it from Let's Encrypt now \
+                     (ACME DNS-01, usually under a minute)"
+                    .to_owned(),
                 Some(e) => format!("no certificate: {e}"),
                 None if fetch.in_flight => "no certificate yet: the request to tailscaled is in progress".to_owned(),
                 None => "no certificate yet".to_owned(),
@@ -330,10 +336,31 @@ pub(crate) async fn status_report(shared: &Shared) -> StatusReport {
         tunnels: shared.router.tunnels() as u64,
         cert_domains: domains.list.clone(),
         cert_domains_error: domains.error.clone(),
+        tailscaled_health,
         last_reload: shared.last_reload.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         serving: services.iter().all(|s| s.serving),
         services,
     }
+}
+
+/// tailscaled's `Health` strings, bounded to 2 s (empty when it does not answer).
+async fn tailscaled_health(shared: &Shared) -> Vec<String> {
+    match tokio::time::timeout(Duration::from_secs(2), shared.client.status()).await {
+        Ok(Ok(st)) => st.health,
+        Ok(Err(e)) => {
+            tracing::debug!(cause = %e, "tailscaled health not read");
+            Vec::new()
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The prefix of tailscaled's `tls-cert-pending` warning, followed by the domains being fetched.
+const CERT_PENDING: &str = "Fetching TLS certificate via ACME for: ";
+
+/// Whether tailscaled's health says it is fetching the first certificate for `fqdn`.
+fn is_pending(health: &[String], fqdn: &str) -> bool {
+    health.iter().filter_map(|h| h.strip_prefix(CERT_PENDING)).any(|list| list.split(", ").any(|d| d == fqdn))
 }
 
 /// Tailscale Service state per service name (`snirouter_services::observe`: LocalAPI

@@ -256,9 +256,7 @@ pub async fn run_checks(config_path: &Path, cert_timeout: Duration) -> Vec<Check
                 format!(
                     "{fqdn} is not in this node's CertDomains, so tailscaled refuses it (`tailscale cert {fqdn}`: invalid domain {fqdn:?}; must be one of {domains:?}); TLS clients get unrecognized_name{facts}"
                 ),
-                Some(format!(
-                    "make {fqdn} a Tailscale Service hosted by this node: define svc:{name} (ports tcp:443), advertise it from this host, approve the host (admin console: Services → svc:{name}); `snirouter services plan` shows the steps"
-                )),
+                Some(cert_domain_fix(fqdn, name, state)),
             ));
         }
     }
@@ -584,6 +582,34 @@ pub fn budget_check(cache_dir: &Path, now: SystemTime) -> Check {
             None,
         )
     }
+}
+
+/// The steps still missing before control lists `fqdn` in CertDomains (all of them when
+/// the service state is unknown).
+fn cert_domain_fix(fqdn: &str, name: &str, state: Option<&snirouter_services::ServiceState>) -> String {
+    let missing = |v: Option<bool>| v != Some(true);
+    let mut steps = Vec::new();
+    if state.is_none_or(|s| missing(s.defined)) {
+        steps.push(format!("define svc:{name} (ports tcp:443)"));
+    }
+    if state.is_none_or(|s| missing(s.advertised)) {
+        steps.push("advertise it from this host".to_owned());
+    }
+    if state.is_none_or(|s| missing(s.approved)) {
+        steps.push(format!(
+            "approve this host for it (admin console: Services → svc:{name}, or autoApprovers.services in the policy)"
+        ));
+    }
+    if steps.is_empty() {
+        return format!(
+            "svc:{name} is defined, advertised and approved; control adds {fqdn} to CertDomains with its next netmap — \
+             if it does not within a minute, check the service's ports (tcp:443) in the admin console"
+        );
+    }
+    format!(
+        "make {fqdn} a Tailscale Service hosted by this node: {}; `snirouter services plan` shows the steps",
+        steps.join(", ")
+    )
 }
 
 fn yes_no(v: Option<bool>) -> &'static str {

@@ -35,6 +35,11 @@ pub struct StatusReport {
     pub cert_domains: Option<Vec<String>>,
     /// Why `cert_domains` is unknown.
     pub cert_domains_error: Option<String>,
+    /// tailscaled's health warnings (its `status` `Health`), e.g. `Fetching TLS certificate
+    /// via ACME for: grafana.TAILNET.ts.net` while a first certificate is issued; empty when
+    /// healthy or when tailscaled did not answer within 2 s.
+    #[serde(default)]
+    pub tailscaled_health: Vec<String>,
     /// The last reload, if any.
     pub last_reload: Option<crate::daemon::LastReload>,
     /// True when every service is serving.

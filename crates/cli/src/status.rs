@@ -238,6 +238,9 @@ pub fn render(report: &StatusReport, colour: bool, now: SystemTime) -> String {
     {
         out.push_str(&paint(colour, "31", &format!("last reload refused: {}\n", r.error.as_deref().unwrap_or("?"))));
     }
+    for h in &report.tailscaled_health {
+        out.push_str(&paint(colour, "33", &format!("tailscaled: {h}\n")));
+    }
     out.push('\n');
     let rows: Vec<[String; 7]> = report.services.iter().map(|s| row(s, now)).collect();
     let header = ["SERVICE", "FQDN", "CERTIFICATE", "SOURCE", "UPSTREAM", "REQUESTS", "STATE"];
@@ -262,6 +265,12 @@ pub fn render(report: &StatusReport, colour: bool, now: SystemTime) -> String {
         out.push_str(&line(r, state));
         for p in &s.problems {
             out.push_str(&format!("    {}\n", paint(colour, "31", p)));
+        }
+        // What is pending on the tailnet side (definition, advertisement, approval,
+        // CertDomains) matters while the service does not serve.
+        let pending = s.tailscale_service.as_ref().and_then(|t| t["problems"].as_array()).filter(|_| !s.serving);
+        for p in pending.into_iter().flatten().filter_map(|p| p.as_str()) {
+            out.push_str(&format!("    {}\n", paint(colour, "33", &format!("tailnet: {p}"))));
         }
         if !s.serving
             && let Some(fix) = &s.fetch.fix

@@ -286,3 +286,65 @@ async fn watch_ipn_bus_sees_cert_domain_changes() {
     })
     .await;
 }
+
+/// The simulator's CertDomains model (`derive_service_cert_domains`): a name appears only
+/// once the service is both approved for this host and hosted here (serve config or
+/// `AdvertiseServices`), and its appearance is a new netmap on the bus (`SelfChange`).
+#[tokio::test]
+async fn cert_domains_grow_only_for_approved_services_this_host_hosts() {
+    bounded(async {
+        let e = env(&["grafana", "jellyfin"], |c| {
+            c.derive_service_cert_domains = true;
+            c.approved_services = vec!["grafana".into()];
+        })
+        .await;
+        assert_eq!(e.lc.cert_domains().await.unwrap(), vec![fq("storage")], "approved, but not hosted yet");
+        let mut w = e.lc.watch_ipn_bus(notify::INITIAL_STATE).await.unwrap();
+        w.next().await.unwrap().expect("initial line");
+
+        e.lc.edit_prefs(
+            &serde_json::json!({"AdvertiseServicesSet": true, "AdvertiseServices": ["svc:grafana", "svc:jellyfin"]}),
+        )
+        .await
+        .unwrap();
+        let mut saw_self_change = false;
+        while !saw_self_change {
+            let line = tokio::time::timeout(Duration::from_secs(5), w.next()).await.expect("bus line").unwrap();
+            saw_self_change = line.expect("open stream")["SelfChange"].is_object();
+        }
+        assert_eq!(e.lc.cert_domains().await.unwrap(), vec![fq("grafana"), fq("storage")], "jellyfin is not approved");
+        let err = e.lc.cert_pair(&fq("jellyfin"), None, T).await.unwrap_err();
+        assert!(matches!(err, Error::NotInCertDomains { .. }), "{err:?}");
+    })
+    .await;
+}
+
+/// `tls-cert-pending` (1.100+): set while a name without a usable certificate is fetched,
+/// shown in `status` Health and sent to every bus watcher on set and on clear.
+#[tokio::test]
+async fn a_first_issuance_is_a_tls_cert_pending_warning() {
+    bounded(async {
+        let e = env(&["grafana"], |c| c.first_issue_delay = Duration::from_millis(400)).await;
+        let mut w = e.lc.watch_ipn_bus(notify::INITIAL_STATE | 128).await.unwrap();
+        let first = w.next().await.unwrap().expect("initial line");
+        assert_eq!(first["Health"], serde_json::json!({"Warnings": null}));
+
+        let lc = e.lc.clone();
+        let fetch = tokio::spawn(async move { lc.cert_pair(&fq("grafana"), None, T).await });
+        let set = w.next().await.unwrap().expect("health line");
+        let warning = &set["Health"]["Warnings"]["tls-cert-pending"];
+        assert_eq!(warning["Text"], format!("Fetching TLS certificate via ACME for: {}", fq("grafana")));
+        assert_eq!(warning["Severity"], "low");
+        let st = e.lc.status().await.unwrap();
+        assert!(st.health.iter().any(|h| h.ends_with(&fq("grafana"))), "{:?}", st.health);
+
+        fetch.await.unwrap().expect("issued");
+        let cleared = w.next().await.unwrap().expect("health line");
+        assert_eq!(cleared["Health"], serde_json::json!({"Warnings": null}));
+        assert!(e.lc.status().await.unwrap().health.is_empty());
+        // A renewal of a still-valid certificate runs quietly.
+        e.lc.cert_pair(&fq("grafana"), Some(Duration::from_secs(365 * 86400)), T).await.expect("renewed");
+        assert!(tokio::time::timeout(Duration::from_millis(200), w.next()).await.is_err(), "no health line");
+    })
+    .await;
+}

@@ -249,7 +249,7 @@ async fn dispatch(inner: &Arc<Inner>, cfg: &SimConfig, conn_uid: Option<u32>, re
         return go_error(404, "404 page not found");
     };
     match suffix {
-        "status" => serve_status(cfg, &p, &query),
+        "status" => serve_status(inner, cfg, &p, &query),
         "cert-domains" if cfg.has_cert_domains_endpoint => serve_cert_domains(cfg, &p),
         "watch-ipn-bus" => serve_watch_ipn_bus(inner, &p, &query),
         "serve-config" => serve_serve_config(inner, &p, req).await,
@@ -266,12 +266,71 @@ async fn dispatch(inner: &Arc<Inner>, cfg: &SimConfig, conn_uid: Option<u32>, re
 // ---------------------------------------------------------------------------
 // status, cert-domains, whois
 
-fn serve_status(cfg: &SimConfig, p: &Perms, query: &[(String, String)]) -> Resp {
+fn serve_status(inner: &Inner, cfg: &SimConfig, p: &Perms, query: &[(String, String)]) -> Resp {
     if !p.read {
         return go_error(403, "status access denied");
     }
     let peers = gofmt::parse_bool(gofmt::query_get(query, "peers")).unwrap_or(true);
-    json_indented(&json::status(cfg, peers))
+    let pending = pending_text(&inner.state().pending_certs);
+    json_indented(&json::status(cfg, peers, pending))
+}
+
+/// `certPendingWarnable`'s text: the pending domains sorted, joined with `, `.
+fn pending_text(pending: &std::collections::BTreeSet<String>) -> Option<String> {
+    let domains: Vec<&str> = pending.iter().map(String::as_str).collect();
+    (!domains.is_empty()).then(|| format!("Fetching TLS certificate via ACME for: {}", domains.join(", ")))
+}
+
+/// The IPN bus's `Health` value (`health.State`): `{"Warnings":null}` when healthy.
+fn health_state(st: &super::State) -> Value {
+    let (Some(text), Some(since)) = (pending_text(&st.pending_certs), st.pending_since) else {
+        return serde_json::json!({ "Warnings": null });
+    };
+    let domains: Vec<&str> = st.pending_certs.iter().map(String::as_str).collect();
+    let etag = hex(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref());
+    serde_json::json!({ "Warnings": { "tls-cert-pending": {
+        "WarnableCode": "tls-cert-pending",
+        "Severity": "low",
+        "Title": "Fetching TLS certificate",
+        "Text": text,
+        "BrokenSince": gofmt::format_rfc3339(since),
+        "Args": { "domains": domains.join(", ") },
+        "DependsOn": ["warming-up"],
+        "ETag": etag,
+    }}})
+}
+
+/// `setCertPending(domain, true)` for as long as it lives (the ACME flow for a domain
+/// without a usable cached certificate), `false` when dropped — also when the client
+/// goes away mid-issuance.
+struct PendingCert {
+    inner: Arc<Inner>,
+    domain: String,
+}
+
+impl PendingCert {
+    fn start(inner: &Arc<Inner>, domain: &str) -> PendingCert {
+        {
+            let mut st = inner.state();
+            st.pending_certs.insert(domain.to_owned());
+            st.pending_since.get_or_insert_with(SystemTime::now);
+        }
+        let _ = inner.bus.send(BusEvent::Health);
+        PendingCert { inner: inner.clone(), domain: domain.to_owned() }
+    }
+}
+
+impl Drop for PendingCert {
+    fn drop(&mut self) {
+        {
+            let mut st = self.inner.state();
+            st.pending_certs.remove(&self.domain);
+            if st.pending_certs.is_empty() {
+                st.pending_since = None;
+            }
+        }
+        let _ = self.inner.bus.send(BusEvent::Health);
+    }
 }
 
 fn serve_cert_domains(cfg: &SimConfig, p: &Perms) -> Resp {
@@ -489,11 +548,14 @@ async fn get_cert_pem(inner: &Arc<Inner>, domain: &str, min_validity: Option<Dur
     let lock = inner.domain_lock(domain);
     let _held = lock.lock().await;
     let now = SystemTime::now();
-    if let Some(c) = cached_valid(inner, domain, now)
-        && !should_renew(&c, now, min_validity)
+    let previous = cached_valid(inner, domain, now);
+    if let Some(c) = &previous
+        && !should_renew(c, now, min_validity)
     {
-        return Ok(c);
+        return Ok(c.clone());
     }
+    // Only a fetch without a usable certificate is announced; renewals run quietly.
+    let _pending = previous.is_none().then(|| PendingCert::start(inner, domain));
     issue_new(inner, domain).await
 }
 
@@ -677,7 +739,7 @@ fn initial_notify(inner: &Inner, mask: u64, session: &str) -> Option<gofmt::Orde
         extra.push(("NetMap", json::netmap(cfg)));
     }
     if mask & NOTIFY_INITIAL_HEALTH_STATE != 0 {
-        extra.push(("Health", serde_json::json!({"Warnings": null})));
+        extra.push(("Health", health_state(&st)));
     }
     Some(notify(&cfg.version, &extra))
 }
@@ -692,6 +754,7 @@ fn event_notify(inner: &Inner, ev: &BusEvent) -> Option<gofmt::Ordered> {
         BusEvent::State => ("State", Value::from(state_num(&cfg.backend_state))),
         BusEvent::NetMap => ("SelfChange", self_node(cfg)?),
         BusEvent::Prefs => ("Prefs", serde_json::to_value(st.prefs.view(cfg)).unwrap_or(Value::Null)),
+        BusEvent::Health => ("Health", health_state(&st)),
     };
     Some(notify(&cfg.version, &[extra]))
 }
@@ -902,6 +965,9 @@ async fn post_serve_config(inner: &Arc<Inner>, p: &Perms, req: Request<Incoming>
     }
     incoming.prune_foreground(&st.bus_sessions);
     st.serve_config = Some(incoming);
+    if st.refresh_cert_domains() {
+        let _ = inner.bus.send(BusEvent::NetMap);
+    }
     full(200, None, Bytes::new())
 }
 
@@ -956,15 +1022,19 @@ async fn serve_prefs(inner: &Arc<Inner>, p: &Perms, req: Request<Incoming>) -> R
                 return prefs_error(400, &msg);
             }
             let set = matches!(mp.get("AdvertiseServicesSet"), Some(Value::Bool(true)));
-            let view = {
+            let (view, new_netmap) = {
                 let mut st = inner.state();
                 if set {
                     st.prefs.advertise_services = services;
                 }
-                st.prefs.view(&st.cfg)
+                let new_netmap = set && st.refresh_cert_domains();
+                (st.prefs.view(&st.cfg), new_netmap)
             };
             if set {
                 let _ = inner.bus.send(BusEvent::Prefs);
+            }
+            if new_netmap {
+                let _ = inner.bus.send(BusEvent::NetMap);
             }
             json_indented(&view)
         }

@@ -361,7 +361,7 @@ fn peer_status(cfg: &SimConfig, i: usize, ip: &IpAddr) -> PeerStatus {
 }
 
 /// Build the `/localapi/v0/status` document.
-pub(crate) fn status(cfg: &SimConfig, with_peers: bool) -> Status {
+pub(crate) fn status(cfg: &SimConfig, with_peers: bool, pending: Option<String>) -> Status {
     let running = cfg.backend_state == "Running";
     if !running {
         let mut health = vec!["Tailscale is stopped.".to_string()];
@@ -416,7 +416,7 @@ pub(crate) fn status(cfg: &SimConfig, with_peers: bool) -> Status {
         auth_url: String::new(),
         tailscale_ips: if ips.is_empty() { None } else { Some(ips) },
         self_: self_status(cfg, true),
-        health: cfg.health.clone(),
+        health: cfg.health.iter().cloned().chain(pending).collect(),
         magic_dns_suffix: cfg.magic_dns_suffix.clone(),
         current_tailnet: Some(TailnetStatus {
             name: cfg.tailnet_name.clone(),

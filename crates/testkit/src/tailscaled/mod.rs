@@ -117,6 +117,11 @@ pub struct SimConfig {
     /// Services (`NAME` or `svc:NAME`) approved for this host; they appear in
     /// `Self.CapMap["service-host"]` with synthetic VIPs.
     pub approved_services: Vec<String>,
+    /// Model control's CertDomains rule (an inference, see docs/notes/simulator-fidelity-1.103.md
+    /// §5): `cert_domains` becomes the node's own name plus `NAME.<suffix>` for each service
+    /// that is in `approved_services` *and* hosted here (in the serve config's `Services` or
+    /// in `AdvertiseServices`), recomputed whenever one of those changes.
+    pub derive_service_cert_domains: bool,
     /// tailscaled runs from a locked config file: serve-config POST fails.
     pub locked_config_file: bool,
     /// A prefs `PATCH` fails in `EditPrefsAs` with this message: 400 `{"Error": …}`
@@ -162,6 +167,7 @@ impl SimConfig {
             unavailable: false,
             cert_store_readonly: false,
             approved_services: service_names.iter().map(|s| s.to_string()).collect(),
+            derive_service_cert_domains: false,
             locked_config_file: false,
             edit_prefs_error: None,
             peers: vec![],
@@ -224,6 +230,30 @@ pub(crate) enum BusEvent {
     State,
     NetMap,
     Prefs,
+    /// The health state changed (a `tls-cert-pending` warning set or cleared).
+    Health,
+}
+
+impl State {
+    /// With `derive_service_cert_domains`, sets CertDomains as control would for what this
+    /// host hosts and is approved for; `true` when they changed (a new netmap).
+    pub(crate) fn refresh_cert_domains(&mut self) -> bool {
+        if !self.cfg.derive_service_cert_domains {
+            return false;
+        }
+        let mut hosted: HashSet<String> = self.prefs.advertise_services.iter().flatten().cloned().collect();
+        hosted.extend(self.serve_config.iter().flat_map(|c| c.service_names()).cloned());
+        let mut domains = vec![json::fqdn(&self.cfg)];
+        for s in &self.cfg.approved_services {
+            let svc = json::svc_name(s);
+            if hosted.contains(&svc) {
+                domains.push(format!("{}.{}", &svc["svc:".len()..], self.cfg.magic_dns_suffix));
+            }
+        }
+        let changed = self.cfg.cert_domains.as_ref() != Some(&domains);
+        self.cfg.cert_domains = Some(domains);
+        changed
+    }
 }
 
 pub(crate) struct State {
@@ -241,6 +271,10 @@ pub(crate) struct State {
     /// Session IDs of the live `watch-ipn-bus` streams (foreground serve configs of
     /// other sessions are dropped when a config is stored).
     pub bus_sessions: HashSet<String>,
+    /// Domains whose first certificate is being fetched (`setCertPending`), and since when
+    /// the set has been non-empty.
+    pub pending_certs: std::collections::BTreeSet<String>,
+    pub pending_since: Option<SystemTime>,
     listening: bool,
     stopped: bool,
 }
@@ -358,6 +392,8 @@ impl SimTailscaled {
                 renewing: HashSet::new(),
                 serve_config_race: None,
                 bus_sessions: HashSet::new(),
+                pending_certs: Default::default(),
+                pending_since: None,
                 listening: false,
                 stopped: false,
             }),
@@ -367,12 +403,18 @@ impl SimTailscaled {
             process_uid,
             locks: Mutex::new(HashMap::new()),
         });
+        inner.state().refresh_cert_domains();
         if !unavailable {
             inner.go_up()?;
         }
         let task = tokio::spawn(accept_loop(inner.clone(), ctrl_rx));
         tracing::debug!(path = %socket_path.display(), "simulated tailscaled started");
         Ok(SimTailscaled { inner, task: Some(task) })
+    }
+
+    /// The node's `StableID` (as `status` and the control API's `/devices` name it).
+    pub fn stable_id(&self) -> String {
+        json::ident(&self.inner.state().cfg.hostname).stable_id
     }
 
     /// The unix socket path.
@@ -404,6 +446,7 @@ impl SimTailscaled {
             let mut st = self.inner.state();
             let old = st.cfg.clone();
             f(&mut st.cfg);
+            st.refresh_cert_domains();
             (old, st.cfg.clone())
         };
         if old.unavailable != new.unavailable {

@@ -238,6 +238,11 @@ impl ServeConfig {
             || self.foreground.values().flatten().any(ServeConfig::needs_admin)
     }
 
+    /// The `svc:NAME` keys of `Services`.
+    pub(crate) fn service_names(&self) -> impl Iterator<Item = &String> {
+        self.services.keys()
+    }
+
     /// `IsFunnelOn`.
     pub(crate) fn is_funnel_on(&self) -> bool {
         self.allow_funnel.values().any(|b| *b) || self.foreground.values().flatten().any(ServeConfig::is_funnel_on)
