@@ -164,7 +164,8 @@ async fn owners_failure_name_not_in_cert_domains_is_diagnosed_with_the_exact_fix
     );
     let fail = out.lines().find(|l| l.starts_with("FAIL")).unwrap_or_default();
     assert!(fail.contains("must be one of"), "the daemon's own words: {fail}");
-    assert!(out.contains("advertise it from this host, approve the host"), "{out}");
+    // Approved already (the simulator's default): only the missing steps are named.
+    assert!(out.contains("define svc:immich (ports tcp:443), advertise it from this host;"), "{out}");
     println!("--- status ---\n{table}\n--- doctor ---\n{out}");
 }
 
@@ -200,6 +201,26 @@ async fn https_disabled_fails_the_magicdns_https_check() {
         "HTTPS Certificates",
         &[("SKIP", "in CertDomains: "), ("SKIP", "certificate: "), ("WARN", "clock"), ("WARN", "tailscaled socket")],
     );
+    // The enable link control hands out through query-feature.
+    assert!(out.contains("control says: Serve is not enabled on your tailnet. To enable, visit: https://login.tailscale.com/f/serve?node=n"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_resolving_to_another_node_fails_its_dns_check() {
+    let mut opts = EnvOptions::default();
+    let grafana = fqdn("grafana");
+    opts.sim.extra_records.retain(|(name, _)| *name != grafana);
+    opts.sim.extra_records.push((grafana.clone(), "100.64.9.9".to_owned()));
+    let env = Env::start(opts).await;
+    env.wait_serving("grafana", WAIT).await;
+    let (code, out, _) = cli(&["doctor", "--config", cfg(&env)]).await;
+    assert_eq!(code, 1, "{out}");
+    assert_doctor(&out, &[&format!("resolves: {grafana}")], "rename that device", &[]);
+    assert!(
+        out.contains("resolves to 100.64.9.9, not to svc:grafana's address (100.100.5.2, fd7a:115c:a1e0::5:1)"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("PASS  resolves: {}", fqdn("jellyfin"))), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

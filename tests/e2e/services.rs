@@ -11,6 +11,7 @@ use snirouter_testkit::SimConfig;
 use snirouter_testkit::control::{SimControl, SimControlConfig};
 
 use crate::harness::*;
+use crate::operate::{service, wait_status};
 
 /// `snirouter ARGS CONFIG`, bounded.
 async fn cli(args: &[&str], config: &Path) -> Output {
@@ -250,30 +251,6 @@ async fn status_reuses_one_control_api_token() {
     assert_eq!(tokens, 1, "one OAuth token for three status reads (expires_in is 3600)");
 }
 
-/// `GET /status` from the router's admin socket.
-async fn status_json(env: &Env) -> Value {
-    let socket = env.admin_socket.to_str().expect("path").to_owned();
-    let body = crate::operate::metrics_over(&["--unix-socket", &socket, "http://snirouter/status"]).await;
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("status JSON: {e}\n{body}"))
-}
-
-fn service<'a>(status: &'a Value, name: &str) -> &'a Value {
-    status["services"].as_array().and_then(|s| s.iter().find(|s| s["name"] == name)).expect("service in status")
-}
-
-/// Polls `GET /status` until `pred` holds (bounded), returning that document.
-async fn wait_status(env: &Env, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let st = status_json(env).await;
-        if pred(&st) {
-            return st;
-        }
-        assert!(std::time::Instant::now() < deadline, "{what}: not reached in 60 s; last status: {st:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Issue 14, the whole fresh-install path: nothing is defined, advertised or approved.
 /// The router's startup sync defines and advertises every service; control lists a name
 /// in CertDomains only once the host is approved for it; the router then fetches and
@@ -286,7 +263,7 @@ async fn a_fresh_install_serves_once_the_host_is_approved_without_a_restart() {
     sim.approved_services.clear();
     sim.derive_service_cert_domains = true;
     // Long enough for status to be polled while tailscaled's ACME flow runs.
-    sim.first_issue_delay = Duration::from_secs(2);
+    sim.first_issue_delay = Duration::from_secs(3);
     let opts = EnvOptions {
         sim,
         proxy_protocol: true,
@@ -303,9 +280,10 @@ async fn a_fresh_install_serves_once_the_host_is_approved_without_a_restart() {
     assert_eq!(env.sim.config().cert_domains, Some(vec![fqdn("storage")]), "nothing approved: only the node");
 
     // Pending approval: status and doctor name it.
-    let st =
+    let (code, st) =
         wait_status(&env, "approval pending", |st| service(st, "grafana")["tailscale_service"]["approved"] == false)
             .await;
+    assert_eq!(code, 1, "not serving yet");
     let pid = st["pid"].clone();
     let grafana = service(&st, "grafana");
     assert_eq!(grafana["serving"], false);
@@ -320,7 +298,7 @@ async fn a_fresh_install_serves_once_the_host_is_approved_without_a_restart() {
     // Approval: control marks the host approved and sends a netmap with the names.
     api.update(|c| c.hosts = vec![(env.sim.stable_id(), "approved:manual".to_owned())]);
     env.sim.update(|c| c.approved_services = SERVICES.iter().map(|s| (*s).to_owned()).collect());
-    let st = wait_status(&env, "tailscaled fetching", |st| {
+    let (_, st) = wait_status(&env, "tailscaled fetching", |st| {
         st["tailscaled_health"].as_array().is_some_and(|h| {
             h.iter().any(|w| w.as_str().is_some_and(|w| w.starts_with("Fetching TLS certificate via ACME for: ")))
         }) && service(st, "grafana")["problems"].to_string().contains("tailscaled is fetching it")
@@ -328,7 +306,8 @@ async fn a_fresh_install_serves_once_the_host_is_approved_without_a_restart() {
     .await;
     assert_eq!(service(&st, "grafana")["in_cert_domains"], true);
 
-    let st = wait_status(&env, "every service serving", |st| st["serving"] == true).await;
+    let (code, st) = wait_status(&env, "every service serving", |st| st["serving"] == true).await;
+    assert_eq!(code, 0);
     assert_eq!(st["pid"], pid, "served without a restart");
     assert_eq!(st["tailscaled_health"], json!([]), "the pending warning cleared");
     env.wait_serving("grafana", Duration::from_secs(10)).await;

@@ -191,7 +191,7 @@ pub async fn run_checks(config_path: &Path, cert_timeout: Duration) -> Vec<Check
         } else {
             "CertDomains is empty: HTTPS certificates are disabled for the tailnet (tailscaled would answer \"your Tailscale account does not support getting TLS certs\")"
         };
-        out.push(check(Level::Fail, "MagicDNS and HTTPS", why, LocalError::HttpsDisabled.fix()));
+        out.push(check(Level::Fail, "MagicDNS and HTTPS", why, Some(https_fix(&client).await)));
     } else {
         out.push(check(Level::Pass, "MagicDNS and HTTPS", format!("CertDomains: {}", domains.join(", ")), None));
     }
@@ -259,6 +259,9 @@ pub async fn run_checks(config_path: &Path, cert_timeout: Duration) -> Vec<Check
                 Some(cert_domain_fix(fqdn, name, state)),
             ));
         }
+    }
+    if running && !domains.is_empty() {
+        dns_checks(&client, &names, &domains, &observed, &mut out).await;
     }
     let certs = fetch_certs(&client, &in_domains, cert_timeout).await;
     let mut denied: Option<LocalError> = None;
@@ -581,6 +584,104 @@ pub fn budget_check(cache_dir: &Path, now: SystemTime) -> Check {
             ),
             None,
         )
+    }
+}
+
+/// How to turn HTTPS on, with the enable link control hands out (`query-feature`) when
+/// tailscaled can ask for one.
+async fn https_fix(client: &LocalClient) -> String {
+    let generic = LocalError::HttpsDisabled.fix().unwrap_or_default();
+    match client.query_feature("serve").await {
+        Ok(q) if !q.complete && !q.url.is_empty() => {
+            format!("{} — control says: {} {}", generic, q.text.replace('\n', " ").trim(), q.url)
+        }
+        Ok(_) => generic,
+        Err(e) => {
+            tracing::debug!(cause = %e, "query-feature failed");
+            generic
+        }
+    }
+}
+
+/// Each name in CertDomains resolves to its service's address: tailscaled's DNS config
+/// (`dns-config`, 1.100+) lists the ExtraRecords control publishes. A record pointing
+/// elsewhere sends clients to another node; a missing one is not an error here, because
+/// control may publish service records to clients only.
+async fn dns_checks(
+    client: &LocalClient,
+    names: &[(String, String)],
+    domains: &[String],
+    observed: &[snirouter_services::ServiceState],
+    out: &mut Vec<Check>,
+) {
+    let dns = match client.dns_config().await {
+        Ok(d) => d,
+        Err(e) => {
+            out.push(check(
+                Level::Skip,
+                "names resolve",
+                format!("tailscaled's DNS config is not readable: {e}"),
+                None,
+            ));
+            return;
+        }
+    };
+    let listed = |fqdn: &str| dns.extra_records.iter().any(|r| r.name.eq_ignore_ascii_case(fqdn));
+    if !names.iter().any(|(_, f)| listed(f)) {
+        out.push(check(
+            Level::Skip,
+            "names resolve",
+            "this node's DNS config has no record for any service name (control may publish them to clients \
+             only); from a client, `dig +short NAME.TAILNET.ts.net` should print the service's address",
+            None,
+        ));
+        return;
+    }
+    for (name, fqdn) in names.iter().filter(|(_, f)| domains.contains(f)) {
+        let what = format!("resolves: {fqdn}");
+        let vips: Vec<String> = observed
+            .iter()
+            .find(|s| s.name == *name)
+            .map(|s| s.vips.iter().map(ToString::to_string).collect())
+            .unwrap_or_default();
+        let values: Vec<&str> = dns
+            .extra_records
+            .iter()
+            .filter(|r| r.kind.is_empty() && r.name.eq_ignore_ascii_case(fqdn))
+            .map(|r| r.value.as_str())
+            .collect();
+        // Parsed, so that `fd7a::5:1` and its long form are one address.
+        let is_vip = |v: &str| v.parse::<std::net::IpAddr>().is_ok_and(|ip| vips.contains(&ip.to_string()));
+        let wrong: Vec<&str> = values.iter().copied().filter(|v| !is_vip(v)).collect();
+        out.push(if values.is_empty() {
+            check(
+                Level::Skip,
+                what,
+                format!(
+                    "no record in this node's DNS config (control may publish it to clients only); from a client: \
+                     `dig +short {fqdn}` should print svc:{name}'s address"
+                ),
+                None,
+            )
+        } else if vips.is_empty() {
+            check(Level::Skip, what, format!("resolves to {}; svc:{name}'s address is not known", values.join(", ")), None)
+        } else if wrong.is_empty() {
+            check(Level::Pass, what, format!("{} (svc:{name}'s address)", values.join(", ")), None)
+        } else {
+            check(
+                Level::Fail,
+                what,
+                format!(
+                    "{fqdn} resolves to {}, not to svc:{name}'s address ({}): clients reach another node, not this router",
+                    wrong.join(", "),
+                    vips.join(", ")
+                ),
+                Some(format!(
+                    "another device or DNS record uses the name {name}: rename that device (admin console: Machines) or \
+                     remove the custom record (DNS → Nameservers/records) so that {fqdn} is svc:{name}'s"
+                )),
+            )
+        });
     }
 }
 

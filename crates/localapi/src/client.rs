@@ -10,7 +10,7 @@ use reqwest::header::{CONTENT_TYPE, ETAG, HeaderMap, HeaderValue, IF_MATCH, RETR
 use reqwest::{Method, StatusCode};
 
 use crate::error::{self, Error, classify};
-use crate::status::{Status, WhoIs};
+use crate::status::{DnsConfig, FeatureQuery, Status, WhoIs};
 use crate::{CertPair, format_go_duration, parse_pair_pem};
 
 /// Base URL; the host part becomes the `Host` header, which tailscaled requires to be exactly
@@ -131,6 +131,23 @@ impl LocalClient {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// `GET /localapi/v0/dns-config` (tailscaled ≥ 1.100): the DNS configuration control
+    /// sent this node, ExtraRecords included. Older daemons answer [`Error::NotSupported`].
+    pub async fn dns_config(&self) -> Result<DnsConfig, Error> {
+        let reply = self.call_ok(Req::get("dns-config"), Some(self.default_timeout), None).await?;
+        parse_json(&reply.body, "dns-config JSON (tailcfg.DNSConfig)")
+    }
+
+    /// `POST /localapi/v0/query-feature?feature=<name>`: tailscaled asks control whether a
+    /// feature (`serve`, `funnel`) is enabled and, if not, where to enable it.
+    pub async fn query_feature(&self, feature: &str) -> Result<FeatureQuery, Error> {
+        let mut req = Req::get("query-feature");
+        req.method = Method::POST;
+        req.query = Some(format!("feature={}", encode_query_value(feature)));
+        let reply = self.call_ok(req, Some(self.default_timeout), None).await?;
+        parse_json(&reply.body, "query-feature JSON (tailcfg.QueryFeatureResponse)")
     }
 
     /// `GET /localapi/v0/cert/<fqdn>?type=pair[&min_validity=<dur>]`.

@@ -37,7 +37,7 @@ pub use client::{DEFAULT_TIMEOUT, IpnBusWatcher, LocalClient};
 pub use duration::format_go_duration;
 pub use error::{Error, ErrorKind, parse_go_string_list, parse_retry_after};
 pub use pem::{CertPair, parse_pair_pem};
-pub use status::{BackendState, CurrentTailnet, SelfNode, Status, WhoIs};
+pub use status::{BackendState, CurrentTailnet, DnsConfig, DnsRecord, FeatureQuery, SelfNode, Status, WhoIs};
 
 /// Default tailscaled socket path on Linux (`paths.DefaultTailscaledSocket`).
 pub const DEFAULT_SOCKET: &str = "/var/run/tailscale/tailscaled.sock";

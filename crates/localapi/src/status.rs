@@ -210,6 +210,59 @@ pub struct CurrentTailnet {
     pub magic_dns_enabled: bool,
 }
 
+/// One `tailcfg.DNSRecord`: `name` (no trailing dot) resolves to `value`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DnsRecord {
+    /// The FQDN, e.g. `grafana.TAILNET.ts.net`.
+    #[serde(deserialize_with = "fqdn_trim_dot")]
+    pub name: String,
+    /// The record type; empty means A/AAAA.
+    #[serde(rename = "Type", deserialize_with = "null_default")]
+    pub kind: String,
+    /// The address (or text) it resolves to.
+    #[serde(deserialize_with = "null_default")]
+    pub value: String,
+}
+
+/// The DNS configuration control sent this node (`GET /localapi/v0/dns-config`,
+/// `tailcfg.DNSConfig`), the parts snirouter reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DnsConfig {
+    /// Search domains (the MagicDNS suffix first).
+    #[serde(deserialize_with = "null_default")]
+    pub domains: Vec<String>,
+    /// MagicDNS on.
+    #[serde(deserialize_with = "null_default")]
+    pub proxied: bool,
+    /// The names this node may get certificates for.
+    #[serde(deserialize_with = "null_default")]
+    pub cert_domains: Vec<String>,
+    /// Extra records control publishes (Tailscale Services' names among them).
+    #[serde(deserialize_with = "null_default")]
+    pub extra_records: Vec<DnsRecord>,
+}
+
+/// Control's answer to a feature query (`POST /localapi/v0/query-feature`,
+/// `tailcfg.QueryFeatureResponse`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct FeatureQuery {
+    /// The feature is already enabled.
+    #[serde(deserialize_with = "null_default")]
+    pub complete: bool,
+    /// What to tell the user, e.g. `Serve is not enabled on your tailnet.\nTo enable, visit:`.
+    #[serde(deserialize_with = "null_default")]
+    pub text: String,
+    /// Where to enable it.
+    #[serde(rename = "URL", deserialize_with = "null_default")]
+    pub url: String,
+    /// Control will push the capability once enabled (wait on the IPN bus).
+    #[serde(deserialize_with = "null_default")]
+    pub should_wait: bool,
+}
+
 /// Who is behind a tailnet address (`GET /localapi/v0/whois`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct WhoIs {

@@ -348,3 +348,28 @@ async fn a_first_issuance_is_a_tls_cert_pending_warning() {
     })
     .await;
 }
+
+/// `dns-config` (1.100+) and `query-feature` as tailscaled serves them.
+#[tokio::test]
+async fn dns_config_and_query_feature() {
+    bounded(async {
+        let e = env(&["grafana"], |c| c.extra_records = vec![(fq("grafana"), "100.100.5.2".into())]).await;
+        let dns = e.lc.dns_config().await.unwrap();
+        assert_eq!(dns.domains, [SFX]);
+        assert!(dns.proxied);
+        assert!(dns.cert_domains.contains(&fq("grafana")));
+        assert_eq!(dns.extra_records[0].name, fq("grafana"));
+        assert_eq!(dns.extra_records[0].value, "100.100.5.2");
+        assert!(e.lc.query_feature("serve").await.unwrap().complete);
+
+        e.sim.update(|c| c.cert_domains = None);
+        let q = e.lc.query_feature("serve").await.unwrap();
+        assert!(!q.complete && q.url.starts_with("https://login.tailscale.com/f/serve?node="), "{q:?}");
+        e.sim.update(|c| c.backend_state = "NeedsLogin".into());
+        assert!(matches!(e.lc.dns_config().await.unwrap_err(), Error::NoNetmap));
+        assert!(matches!(e.lc.query_feature("serve").await.unwrap_err(), Error::NoNetmap));
+        e.sim.update(|c| c.has_cert_domains_endpoint = false);
+        assert!(matches!(e.lc.dns_config().await.unwrap_err(), Error::NotSupported { .. }));
+    })
+    .await;
+}

@@ -251,6 +251,8 @@ async fn dispatch(inner: &Arc<Inner>, cfg: &SimConfig, conn_uid: Option<u32>, re
     match suffix {
         "status" => serve_status(inner, cfg, &p, &query),
         "cert-domains" if cfg.has_cert_domains_endpoint => serve_cert_domains(cfg, &p),
+        "dns-config" if cfg.has_cert_domains_endpoint => serve_dns_config(cfg, &p),
+        "query-feature" => serve_query_feature(cfg, &p, &req, &query),
         "watch-ipn-bus" => serve_watch_ipn_bus(inner, &p, &query),
         "serve-config" => serve_serve_config(inner, &p, req).await,
         "prefs" => serve_prefs(inner, &p, req).await,
@@ -264,7 +266,7 @@ async fn dispatch(inner: &Arc<Inner>, cfg: &SimConfig, conn_uid: Option<u32>, re
 }
 
 // ---------------------------------------------------------------------------
-// status, cert-domains, whois
+// status, cert-domains, dns-config, query-feature, whois
 
 fn serve_status(inner: &Inner, cfg: &SimConfig, p: &Perms, query: &[(String, String)]) -> Resp {
     if !p.read {
@@ -351,6 +353,47 @@ fn serve_cert_domains(cfg: &SimConfig, p: &Perms) -> Resp {
 
 /// `serveWhoIsWithBackend`: `addr` is an IP, `IP:port` or `nodekey:HEX`; `svc_name`
 /// and `dst_ip` (1.100+) are validated once a node matched, and select the caps.
+/// `serveDNSConfig` (1.100+, with `cert-domains`): `nm.DNS`, tab-indented.
+fn serve_dns_config(cfg: &SimConfig, p: &Perms) -> Resp {
+    if !p.read {
+        return go_error(403, "dns-config access denied");
+    }
+    if cfg.backend_state != "Running" {
+        return go_error(503, "no netmap");
+    }
+    json_indented(&json::dns_config(cfg))
+}
+
+/// `serveQueryFeature`: tailscaled asks control (`/machine/feature/query`) and relays
+/// its status and body. Control's text is a third-party observation (fidelity note §9b).
+fn serve_query_feature(cfg: &SimConfig, p: &Perms, req: &Request<Incoming>, query: &[(String, String)]) -> Resp {
+    let feature = gofmt::query_get(query, "feature");
+    if !p.read {
+        return go_error(403, "access denied");
+    }
+    if req.method() != Method::POST {
+        return go_error(405, "use POST");
+    }
+    if feature.is_empty() {
+        return go_error(500, "missing feature");
+    }
+    if cfg.backend_state != "Running" {
+        return go_error(503, "no netmap");
+    }
+    let answer = cfg.query_feature.clone().unwrap_or_else(|| {
+        if cfg.cert_domains.as_ref().is_some_and(|d| !d.is_empty()) {
+            serde_json::json!({"Complete": true})
+        } else {
+            let node = json::ident(&cfg.hostname).stable_id;
+            serde_json::json!({
+                "Text": "Serve is not enabled on your tailnet.\nTo enable, visit:",
+                "URL": format!("https://login.tailscale.com/f/serve?node={node}"),
+            })
+        }
+    });
+    full(200, Some("application/json"), gofmt::to_go_json_compact(&answer))
+}
+
 fn serve_whois(cfg: &SimConfig, p: &Perms, query: &[(String, String)]) -> Resp {
     if !p.read {
         return go_error(403, "whois access denied");

@@ -424,11 +424,31 @@ pub(crate) fn status(cfg: &SimConfig, with_peers: bool, pending: Option<String>)
             magic_dns_enabled: true,
         }),
         cert_domains: cfg.cert_domains.clone().filter(|d| !d.is_empty()),
-        extra_records: None,
+        extra_records: dns_records(cfg),
         peer,
         user: Some(users),
         client_version: None,
     }
+}
+
+/// `nm.DNS.ExtraRecords` as `[]tailcfg.DNSRecord` (`Type` empty: A/AAAA, omitted);
+/// `None` (JSON `null` in status) when there are none.
+pub(crate) fn dns_records(cfg: &SimConfig) -> Option<Vec<Value>> {
+    let records: Vec<Value> =
+        cfg.extra_records.iter().map(|(name, value)| json!({"Name": name, "Value": value})).collect();
+    (!records.is_empty()).then_some(records)
+}
+
+/// `nm.DNS` (`tailcfg.DNSConfig`) in Go field order, empty fields omitted.
+pub(crate) fn dns_config(cfg: &SimConfig) -> crate::gofmt::Ordered {
+    let mut fields = vec![("Domains", json!([cfg.magic_dns_suffix])), ("Proxied", Value::Bool(true))];
+    if let Some(d) = cfg.cert_domains.clone().filter(|d| !d.is_empty()) {
+        fields.push(("CertDomains", json!(d)));
+    }
+    if let Some(r) = dns_records(cfg) {
+        fields.push(("ExtraRecords", Value::Array(r)));
+    }
+    crate::gofmt::Ordered(fields)
 }
 
 /// `ipn.State` numeric values.

@@ -122,6 +122,13 @@ pub struct SimConfig {
     /// that is in `approved_services` *and* hosted here (in the serve config's `Services` or
     /// in `AdvertiseServices`), recomputed whenever one of those changes.
     pub derive_service_cert_domains: bool,
+    /// `nm.DNS.ExtraRecords` as `(name, value)` (type A/AAAA): in `dns-config` and
+    /// `status`. Whether control sends a service host its own services' records is not
+    /// verified, so tests set them explicitly.
+    pub extra_records: Vec<(String, String)>,
+    /// Control's answer to `query-feature` (relayed verbatim). `None`: `{"Complete":true}`
+    /// when HTTPS is on, else the observed "Serve is not enabled" text and enable URL.
+    pub query_feature: Option<serde_json::Value>,
     /// tailscaled runs from a locked config file: serve-config POST fails.
     pub locked_config_file: bool,
     /// A prefs `PATCH` fails in `EditPrefsAs` with this message: 400 `{"Error": …}`
@@ -168,6 +175,13 @@ impl SimConfig {
             cert_store_readonly: false,
             approved_services: service_names.iter().map(|s| s.to_string()).collect(),
             derive_service_cert_domains: false,
+            // Each service's name → its VIPs, as if control published them to the host too.
+            extra_records: service_names
+                .iter()
+                .enumerate()
+                .flat_map(|(i, n)| json::service_vips(i).map(|ip| (format!("{n}.{magic_dns_suffix}"), ip)))
+                .collect(),
+            query_feature: None,
             locked_config_file: false,
             edit_prefs_error: None,
             peers: vec![],
