@@ -733,6 +733,8 @@ async fn oversized_headers_431_and_body_limit_413() {
     let g = gateway().await;
     let env = &g.env;
     env.wait_serving("immich", WAIT).await;
+    // The raw TLS clients below name jellyfin: its certificate must be there too.
+    env.wait_serving("jellyfin", WAIT).await;
 
     // 300 KB of header: far over hyper's 64 KiB default, under the 5 MB limit.
     let sim_roots = roots(&env.ca);
