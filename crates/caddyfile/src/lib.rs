@@ -25,6 +25,7 @@
 //! directives), [`translate`](mod@translate) (directives → services) and the TOML writer.
 
 pub mod lexer;
+mod model;
 pub mod parser;
 mod render;
 pub mod translate;

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::translate::{Auth, Finding, Model, Service, by_line};
+use crate::model::{Auth, Finding, Model, Service, by_line};
 
 /// Renders the whole configuration.
 pub(crate) fn render(m: &Model) -> String {
