@@ -25,8 +25,8 @@ use snirouter_proxy::metrics::{self, Exposition};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 
-use crate::daemon::Shared;
 use crate::model::*;
+use crate::shared::Shared;
 
 /// Binds the admin socket at `path` (creating its directory). A live socket of another
 /// snirouter is left alone; a stale file is replaced. Failures are logged, not fatal:
@@ -155,7 +155,7 @@ async fn route(req: Request<Incoming>, shared: &Arc<Shared>, full: bool) -> Resp
             let report = status_report(shared).await;
             json(StatusCode::OK, &report)
         }
-        (&Method::POST, "/reload") if full => match crate::daemon::reload(shared).await {
+        (&Method::POST, "/reload") if full => match crate::reload::reload(shared).await {
             Ok(report) => json(StatusCode::OK, &serde_json::json!({"ok": true, "changes": report})),
             Err(e) => json(StatusCode::UNPROCESSABLE_ENTITY, &serde_json::json!({"ok": false, "error": e.to_string()})),
         },
@@ -396,7 +396,7 @@ pub(crate) async fn metrics_text(shared: &Shared) -> String {
     let mut out = Exposition::new();
     out.family("snirouter_build_info", "gauge", "Always 1; the version label is the running snirouter.");
     out.sample("snirouter_build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1.0);
-    metrics::render_router(&shared.router, &mut out);
+    shared.router.render_metrics(&mut out);
     metrics::render_certs(&shared.store.snapshot(), SystemTime::now(), &mut out);
 
     out.family(

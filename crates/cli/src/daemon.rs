@@ -15,7 +15,6 @@
 //! ends, and a connection to a removed name gets `421` only for its *next* request.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -28,6 +27,10 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::health::Upstreams;
+use crate::reload::{BindError, bind, log_warnings, service_names, spawn_listener, wanted_listeners};
+use crate::shared::{Live, Shared};
+
+pub use crate::reload::{ReloadError, ReloadReport};
 
 /// Why the router could not start.
 #[derive(Debug, thiserror::Error)]
@@ -44,126 +47,14 @@ pub enum StartError {
     #[error("{0}")]
     Names(snirouter_config::Diagnostics),
     /// A listener could not be bound.
-    #[error("cannot listen on {addr}: {source}\n  fix: {fix}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The OS error.
-        source: std::io::Error,
-        /// What to do about it.
-        fix: &'static str,
-    },
+    #[error("{0}")]
+    Bind(#[from] BindError),
     /// The TLS configuration could not be built.
     #[error("TLS setup: {0}")]
     Tls(#[from] rustls::Error),
     /// Signal handling could not be installed.
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
-}
-
-/// Why a reload was refused; the running configuration keeps serving.
-#[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
-    /// The new file does not validate (every problem, with line and fix).
-    #[error("the new configuration is invalid; still serving the previous one\n{0}")]
-    Invalid(snirouter_config::Diagnostics),
-    /// A new listener could not be bound.
-    #[error("{0}\n  (reload refused; still serving the previous configuration)")]
-    Bind(StartError),
-}
-
-/// What a reload changed.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct ReloadReport {
-    /// Services now served that were not before.
-    pub added: Vec<String>,
-    /// Services no longer served.
-    pub removed: Vec<String>,
-    /// Services whose routes, upstreams or options changed.
-    pub changed: Vec<String>,
-    /// Listeners bound by this reload.
-    pub listeners_added: Vec<String>,
-    /// Listeners stopped by this reload (their open connections drain).
-    pub listeners_removed: Vec<String>,
-    /// Settings that changed in the file but only take effect after a restart.
-    pub restart_needed: Vec<String>,
-}
-
-/// The outcome of the last reload, for `snirouter status`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct LastReload {
-    /// When it ran (unix seconds).
-    pub at: u64,
-    /// Whether the new configuration is serving.
-    pub ok: bool,
-    /// Why it was refused.
-    pub error: Option<String>,
-}
-
-/// One running listener.
-struct ListenerHandle {
-    kind: ListenerKind,
-    /// The address as configured (port 0 stays 0 here).
-    configured: SocketAddr,
-    /// The address actually bound.
-    local: SocketAddr,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-}
-
-/// Mutable state, changed only by reload and shutdown.
-struct Live {
-    config: Arc<Config>,
-    listeners: Vec<ListenerHandle>,
-    /// Listeners removed by a reload, still draining their connections.
-    draining: Vec<JoinHandle<()>>,
-}
-
-/// State shared by the daemon, the admin socket and the background tasks.
-pub(crate) struct Shared {
-    pub(crate) router: Arc<Router>,
-    pub(crate) manager: Arc<CertManager>,
-    pub(crate) store: Arc<CertStore>,
-    /// For LocalAPI reads on behalf of the admin socket.
-    pub(crate) client: LocalClient,
-    pub(crate) suffix: String,
-    pub(crate) started: SystemTime,
-    pub(crate) upstreams: Arc<Upstreams>,
-    pub(crate) last_reload: Mutex<Option<LastReload>>,
-    pub(crate) reloads_ok: std::sync::atomic::AtomicU64,
-    pub(crate) reloads_refused: std::sync::atomic::AtomicU64,
-    /// The control API client `status` reads Services with, kept so that its OAuth
-    /// token is reused; replaced when `[tailscale.api]` or its credentials change.
-    control: Mutex<Option<Arc<snirouter_services::ControlClient>>>,
-    live: tokio::sync::Mutex<Live>,
-    grace: Duration,
-}
-
-impl Shared {
-    /// A control API client for `api`, reused while `api` and its credentials stay the
-    /// same (`None` when the credential files cannot be read; `doctor` explains that).
-    pub(crate) fn control_client(
-        &self,
-        api: &snirouter_config::TailscaleApi,
-    ) -> Option<Arc<snirouter_services::ControlClient>> {
-        let mut kept = self.control.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(client) = kept.as_ref().filter(|c| c.matches(api)) {
-            return Some(Arc::clone(client));
-        }
-        let client = Arc::new(snirouter_services::ControlClient::from_config(api).ok()?);
-        *kept = Some(Arc::clone(&client));
-        Some(client)
-    }
-
-    /// The configuration being served.
-    pub(crate) async fn config(&self) -> Arc<Config> {
-        Arc::clone(&self.live.lock().await.config)
-    }
-
-    /// The bound listeners.
-    pub(crate) async fn listeners(&self) -> Vec<(ListenerKind, SocketAddr)> {
-        self.live.lock().await.listeners.iter().map(|l| (l.kind, l.local)).collect()
-    }
 }
 
 /// A running router.
@@ -276,7 +167,7 @@ impl Daemon {
     /// Re-reads the config file this daemon was started from and applies it (see the
     /// module docs). On error the running configuration is untouched.
     pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
-        reload(&self.shared).await
+        crate::reload::reload(&self.shared).await
     }
 
     /// Stops accepting, lets open connections finish within the grace period, stops
@@ -300,162 +191,6 @@ impl Daemon {
         let _ = tokio::time::timeout(grace, async { while self.background.join_next().await.is_some() {} }).await;
         self.background.abort_all();
     }
-}
-
-/// Applies the config file again; see [`Daemon::reload`].
-pub(crate) async fn reload(shared: &Arc<Shared>) -> Result<ReloadReport, ReloadError> {
-    use std::sync::atomic::Ordering;
-    crate::sdnotify::notify("RELOADING=1");
-    let result = reload_inner(shared).await;
-    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let last = match &result {
-        Ok(report) => {
-            shared.reloads_ok.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(
-                added = ?report.added,
-                removed = ?report.removed,
-                changed = ?report.changed,
-                listeners_added = ?report.listeners_added,
-                listeners_removed = ?report.listeners_removed,
-                "configuration reloaded"
-            );
-            for setting in &report.restart_needed {
-                tracing::warn!(setting = %setting, "changed in the config file; takes effect only after a restart");
-            }
-            LastReload { at: now, ok: true, error: None }
-        }
-        Err(e) => {
-            shared.reloads_refused.fetch_add(1, Ordering::Relaxed);
-            let error = e.to_string();
-            // One log line per event: the diagnostics (file, key, help) folded into it.
-            let cause = error.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ");
-            tracing::error!(cause = %cause, "reload refused; still serving the previous configuration");
-            LastReload { at: now, ok: false, error: Some(error) }
-        }
-    };
-    *shared.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(last);
-    shared.upstreams.wake();
-    crate::sdnotify::notify("READY=1");
-    result
-}
-
-/// One log line per configuration warning (`snirouter check` prints the same).
-fn log_warnings(config: &Config) {
-    for w in config.warnings() {
-        tracing::warn!(key = %w.key_path, line = w.line, fix = w.help.as_deref().unwrap_or(""), "{}", w.message);
-    }
-}
-
-async fn reload_inner(shared: &Arc<Shared>) -> Result<ReloadReport, ReloadError> {
-    let mut live = shared.live.lock().await;
-    let old = Arc::clone(&live.config);
-    let path = PathBuf::from(&old.origin);
-    let new = snirouter_config::load(&path).map_err(ReloadError::Invalid)?;
-    new.check_fqdns(&shared.suffix).map_err(ReloadError::Invalid)?;
-    log_warnings(&new);
-
-    let mut report = ReloadReport { restart_needed: restart_needed(&old, &new), ..ReloadReport::default() };
-    for svc in &new.services {
-        match old.services.iter().find(|o| o.name == svc.name) {
-            None => report.added.push(svc.name.clone()),
-            Some(o) if o != svc => report.changed.push(svc.name.clone()),
-            Some(_) => {}
-        }
-    }
-    report.removed = old
-        .services
-        .iter()
-        .filter(|o| !new.services.iter().any(|s| s.name == o.name))
-        .map(|o| o.name.clone())
-        .collect();
-
-    // Bind new listeners first: a failure refuses the whole reload.
-    let wanted = wanted_listeners(&new);
-    let mut bound = Vec::new();
-    for (kind, addr) in &wanted {
-        if live.listeners.iter().any(|l| l.kind == *kind && l.configured == *addr) {
-            continue;
-        }
-        let listener = bind(*addr).await.map_err(ReloadError::Bind)?;
-        bound.push((*kind, *addr, listener));
-    }
-
-    // Names first (a new name is known to the TLS stage before its routes exist, and
-    // answers `unrecognized_name` until its certificate arrives), then routes.
-    shared.store.set_names(&service_names(&new, &shared.suffix));
-    shared.manager.load_cache();
-    let table = RouteTable::from_config(&new, &shared.suffix, Some(&shared.router.routes()));
-    shared.router.set_routes(table);
-    shared.manager.sync_names();
-
-    for (kind, addr, listener) in bound {
-        let handle = spawn_listener(&shared.router, listener, kind, addr, shared.grace);
-        tracing::info!(address = %handle.local, kind = ?kind, "listening (added by reload)");
-        report.listeners_added.push(handle.local.to_string());
-        live.listeners.push(handle);
-    }
-    let mut kept = Vec::new();
-    for l in std::mem::take(&mut live.listeners) {
-        if wanted.iter().any(|(k, a)| *k == l.kind && *a == l.configured) {
-            kept.push(l);
-        } else {
-            tracing::info!(address = %l.local, kind = ?l.kind, "listener removed by reload; open connections drain");
-            let _ = l.stop.send(true);
-            report.listeners_removed.push(l.local.to_string());
-            live.draining.push(l.task);
-        }
-    }
-    live.listeners = kept;
-    live.draining.retain(|t| !t.is_finished());
-    live.config = Arc::new(new);
-    Ok(report)
-}
-
-/// Settings a reload cannot apply to a running process.
-fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut check = |changed: bool, what: &str| {
-        if changed {
-            out.push(what.to_owned());
-        }
-    };
-    check(old.tailscale != new.tailscale, "[tailscale]");
-    check(old.cache != new.cache, "[cache]");
-    check(old.timeouts != new.timeouts, "[timeouts]");
-    check(old.limits != new.limits, "[limits]");
-    check(old.admin != new.admin, "[admin]");
-    check(old.listen.proxy_protocol_from != new.listen.proxy_protocol_from, "[listen] proxy_protocol_from");
-    check(old.log.format != new.log.format || old.log.level != new.log.level, "[log] format/level");
-    out
-}
-
-/// The names that need a certificate (passthrough services terminate TLS themselves).
-fn service_names(config: &Config, suffix: &str) -> Vec<(String, String)> {
-    config.services.iter().filter(|s| s.needs_certificate()).map(|s| (s.fqdn(suffix), s.name.clone())).collect()
-}
-
-fn wanted_listeners(config: &Config) -> Vec<(ListenerKind, SocketAddr)> {
-    config
-        .listen
-        .https
-        .iter()
-        .map(|a| (ListenerKind::Tls, *a))
-        .chain(config.listen.proxy_protocol.iter().map(|a| (ListenerKind::ProxyV2, *a)))
-        .chain(config.listen.redirect_http.iter().map(|a| (ListenerKind::RedirectHttp, *a)))
-        .collect()
-}
-
-fn spawn_listener(
-    router: &Arc<Router>,
-    listener: TcpListener,
-    kind: ListenerKind,
-    configured: SocketAddr,
-    grace: Duration,
-) -> ListenerHandle {
-    let local = listener.local_addr().unwrap_or(configured);
-    let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(Arc::clone(router).serve(listener, kind, stop_rx, grace));
-    ListenerHandle { kind, configured, local, stop, task }
 }
 
 /// `run`: start, then serve until SIGINT or SIGTERM; SIGHUP reloads the config file.
@@ -543,37 +278,5 @@ async fn magic_dns_suffix(config: &Config, client: &LocalClient, cache: &DiskCac
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(30));
-    }
-}
-
-async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| {
-        let fix = match source.kind() {
-            std::io::ErrorKind::AddrInUse => "another process (an old Caddy?) already listens there; stop it or change [listen]",
-            std::io::ErrorKind::PermissionDenied => "ports below 1024 need root or CAP_NET_BIND_SERVICE (AmbientCapabilities in the systemd unit)",
-            std::io::ErrorKind::AddrNotAvailable => "the address is not on this host (a tailnet IP before tailscaled is up?); listen on 0.0.0.0 or [::] instead",
-            _ => "check the address in [listen]",
-        };
-        StartError::Bind { addr, source, fix }
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config(listen_extra: &str) -> Config {
-        let src = format!(
-            "[listen]\nproxy_protocol = [\"127.0.0.1:8443\"]\n{listen_extra}\n[services.a]\nupstream = \"http://127.0.0.1:1\"\n"
-        );
-        snirouter_config::parse(&src, "t.toml").expect("valid")
-    }
-
-    #[test]
-    fn a_changed_proxy_sender_list_needs_a_restart() {
-        let old = config("");
-        assert!(restart_needed(&old, &config("")).is_empty());
-        let new = config("proxy_protocol_from = [\"10.0.0.0/8\"]");
-        assert_eq!(restart_needed(&old, &new), ["[listen] proxy_protocol_from"]);
     }
 }

@@ -12,9 +12,11 @@ mod import_cmd;
 mod logging;
 mod model;
 mod probe;
+mod reload;
 mod rlimit;
 mod sdnotify;
 mod services_cmd;
+mod shared;
 mod status;
 
 use std::path::PathBuf;

@@ -41,7 +41,7 @@ pub struct StatusReport {
     #[serde(default)]
     pub tailscaled_health: Vec<String>,
     /// The last reload, if any.
-    pub last_reload: Option<crate::daemon::LastReload>,
+    pub last_reload: Option<LastReload>,
     /// True when every service is serving.
     pub serving: bool,
     /// One entry per configured service, in config-file order.
@@ -161,4 +161,15 @@ pub struct RequestCounts {
     /// WebSocket (upgraded) tunnels open now.
     #[serde(default)]
     pub tunnels: u64,
+}
+
+/// The outcome of the last reload, for `snirouter status`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LastReload {
+    /// When it ran (unix seconds).
+    pub at: u64,
+    /// Whether the new configuration is serving.
+    pub ok: bool,
+    /// Why it was refused.
+    pub error: Option<String>,
 }
