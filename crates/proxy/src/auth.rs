@@ -110,8 +110,8 @@ pub async fn check(
     let (resp, lease) = match tokio::time::timeout(timeout, client.request(req)).await {
         Ok(Ok(sent)) => sent,
         Ok(Err(e)) => {
-            tracing::warn!(service = %service, auth_url = %url, cause = %crate::forward::error_chain(&e), "502: forward_auth server failed; request refused");
-            return Verdict::Deny(crate::forward::local(
+            tracing::warn!(service = %service, auth_url = %url, cause = %crate::local::error_chain(&e), "502: forward_auth server failed; request refused");
+            return Verdict::Deny(crate::local::local(
                 StatusCode::BAD_GATEWAY,
                 format!(
                     "the authentication server of service {service} could not be reached, so the request was refused; start it or fix forward_auth.url"
@@ -120,7 +120,7 @@ pub async fn check(
         }
         Err(_) => {
             tracing::warn!(service = %service, auth_url = %url, timeout_secs = timeout.as_secs(), "502: forward_auth server did not answer in time; request refused");
-            return Verdict::Deny(crate::forward::local(
+            return Verdict::Deny(crate::local::local(
                 StatusCode::BAD_GATEWAY,
                 format!(
                     "the authentication server of service {service} did not answer within {}s (timeouts.upstream_response), so the request was refused",
@@ -145,6 +145,6 @@ pub async fn check(
     }
     tracing::debug!(service = %service, status = resp.status().as_u16(), "forward_auth refused the request");
     let (mut parts, body) = resp.into_parts();
-    crate::forward::strip_hop_by_hop(&mut parts.headers);
+    crate::hop_by_hop::strip_hop_by_hop(&mut parts.headers);
     Verdict::Deny(Response::from_parts(parts, ProxyBody::upstream(body, lease, None, timeout, None)))
 }

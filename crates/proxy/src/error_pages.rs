@@ -13,8 +13,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 
-use crate::body::ProxyBody;
-
 /// The statuses that can have a custom page.
 pub const STATUSES: [u16; 5] = [404, 500, 502, 503, 504];
 
@@ -70,11 +68,11 @@ impl ErrorPages {
     }
 
     /// `resp`, or the custom page for its status (same status, the original body
-    /// dropped unread).
-    pub fn apply(&self, resp: Response<ProxyBody>) -> Response<ProxyBody> {
+    /// dropped unread); `body` turns the page into the response body type.
+    pub fn apply<B>(&self, resp: Response<B>, body: impl FnOnce(Bytes) -> B) -> Response<B> {
         let Some(page) = self.pages.get(&resp.status().as_u16()) else { return resp };
         let status: StatusCode = resp.status();
-        let mut out = Response::new(ProxyBody::full(page.clone()));
+        let mut out = Response::new(body(page.clone()));
         *out.status_mut() = status;
         copy_kept(resp.headers(), out.headers_mut());
         let h = out.headers_mut();
@@ -96,6 +94,7 @@ fn copy_kept(from: &HeaderMap, to: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::body::ProxyBody;
 
     #[test]
     fn pages_replace_matching_statuses_only() {
@@ -107,17 +106,17 @@ mod tests {
         let pages = ErrorPages::load("t", &dir);
         assert_eq!(pages.len(), 2);
 
-        let mut resp = crate::forward::local(StatusCode::SERVICE_UNAVAILABLE, "down".into());
+        let mut resp = crate::local::local(StatusCode::SERVICE_UNAVAILABLE, "down".into());
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
         resp.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_static("a=b"));
-        let out = pages.apply(resp);
+        let out = pages.apply(resp, ProxyBody::full);
         assert_eq!(out.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(out.headers()[header::CONTENT_TYPE], "text/html; charset=utf-8");
         assert_eq!(out.headers()[header::RETRY_AFTER], "30");
         assert!(!out.headers().contains_key(header::SET_COOKIE));
         assert!(matches!(out.body(), ProxyBody::Full(Some(b)) if b.as_ref() == b"<h1>later</h1>"));
 
-        let other = pages.apply(crate::forward::local(StatusCode::BAD_GATEWAY, "x".into()));
+        let other = pages.apply(crate::local::local(StatusCode::BAD_GATEWAY, "x".into()), ProxyBody::full);
         assert!(matches!(other.body(), ProxyBody::Full(Some(b)) if b.starts_with(b"502 Bad Gateway")));
         let _ = std::fs::remove_dir_all(&dir);
     }

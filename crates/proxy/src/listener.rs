@@ -15,8 +15,10 @@ use tokio::sync::watch;
 use tokio_rustls::StartHandshake;
 
 use crate::admit::{Admission, Counted};
-use crate::forward::{ConnInfo, Forwarder};
+use crate::conn_info::ConnInfo;
+use crate::forward::Forwarder;
 use crate::metrics::{AccessRecord, ConnectionLimit, HandshakeFailure as Hf, MeteredBody, Metrics};
+use crate::options::ProxyOptions;
 use crate::routes::RouteTable;
 use crate::tls::ServerTls;
 use crate::workers::Workers;
@@ -37,55 +39,6 @@ pub enum ListenerKind {
     ProxyV2,
     /// Plain HTTP answered with `308` redirects to `https://` (`[listen] redirect_http`).
     RedirectHttp,
-}
-
-/// Timeouts and limits of the data path.
-#[derive(Debug, Clone)]
-pub struct ProxyOptions {
-    /// Time allowed for the PROXY header.
-    pub proxy_header_timeout: Duration,
-    /// Time allowed for the ClientHello plus the TLS handshake.
-    pub tls_handshake_timeout: Duration,
-    /// Time allowed to receive a request's headers.
-    pub request_header_timeout: Duration,
-    /// A connection, or a body, with no bytes moving for this long is closed.
-    pub idle_timeout: Duration,
-    /// An upgraded tunnel with no bytes moving for this long is closed (`None`: never).
-    pub tunnel_idle_timeout: Option<Duration>,
-    /// Upstream connect timeout (TCP and TLS).
-    pub upstream_connect_timeout: Duration,
-    /// Time for an upstream to start answering once the request body was sent.
-    pub upstream_response_timeout: Duration,
-    /// Largest request head accepted.
-    pub max_header_bytes: usize,
-    /// Connections served at once; more are closed at accept.
-    pub max_connections: usize,
-    /// Connections from one client address; more are closed.
-    pub max_connections_per_client: usize,
-    /// Requests in flight to one upstream address (`None`: no cap).
-    pub max_upstream_connections: Option<usize>,
-    /// Peers whose PROXY headers `proxy_protocol` listeners accept.
-    pub proxy_senders: proxy_header::Senders,
-}
-
-impl ProxyOptions {
-    /// Options from the config file.
-    pub fn from_config(cfg: &snirouter_config::Config) -> ProxyOptions {
-        ProxyOptions {
-            proxy_header_timeout: cfg.timeouts.proxy_header,
-            tls_handshake_timeout: cfg.timeouts.tls_handshake,
-            request_header_timeout: cfg.timeouts.request_header,
-            idle_timeout: cfg.timeouts.idle,
-            tunnel_idle_timeout: cfg.timeouts.tunnel_idle,
-            upstream_connect_timeout: cfg.timeouts.upstream_connect,
-            upstream_response_timeout: cfg.timeouts.upstream_response,
-            max_header_bytes: cfg.limits.max_header_bytes,
-            max_connections: cfg.limits.max_connections,
-            max_connections_per_client: cfg.limits.max_connections_per_client,
-            max_upstream_connections: cfg.limits.max_upstream_connections,
-            proxy_senders: proxy_header::Senders::new(cfg.listen.proxy_senders()),
-        }
-    }
 }
 
 /// Where the ClientHello stage leaves a connection.
@@ -153,6 +106,12 @@ impl Router {
     /// The current route table.
     pub fn routes(&self) -> Arc<RouteTable> {
         self.routes.load_full()
+    }
+
+    /// Appends the data-path metrics (connections, handshake failures, per-service
+    /// requests, errors and latency) to `out`.
+    pub fn render_metrics(&self, out: &mut crate::metrics::Exposition) {
+        crate::metrics::render_router(&self.metrics, self.active_connections(), &self.routes.load(), out);
     }
 
     /// Router-wide counters (handshake failures).

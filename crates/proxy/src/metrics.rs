@@ -18,61 +18,15 @@ use std::fmt::Write as _;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use snirouter_certs::EntrySnapshot;
 
 use crate::body::ProxyBody;
-use crate::listener::Router;
-
-/// Upper bounds (seconds) of the latency histogram buckets; `+Inf` is implied.
-pub const LATENCY_BUCKETS: [f64; 13] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
-
-/// A fixed-bucket latency histogram (relaxed atomics; statistics, not synchronization).
-#[derive(Debug, Default)]
-pub struct Histogram {
-    /// Non-cumulative counts per bucket; the last slot is `+Inf`.
-    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
-    sum_micros: AtomicU64,
-}
-
-/// A copy of a [`Histogram`] with cumulative bucket counts, as Prometheus wants them.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HistogramSnapshot {
-    /// `(le, cumulative count)` for every finite bound, in order.
-    pub buckets: Vec<(f64, u64)>,
-    /// Sum of all observations in seconds.
-    pub sum_seconds: f64,
-    /// Number of observations (= the `+Inf` bucket).
-    pub count: u64,
-}
-
-impl Histogram {
-    /// Records one observation.
-    pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        let slot = LATENCY_BUCKETS.iter().position(|le| secs <= *le).unwrap_or(LATENCY_BUCKETS.len());
-        self.buckets[slot].fetch_add(1, Ordering::Relaxed);
-        self.sum_micros.fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
-    }
-
-    /// Reads the histogram.
-    pub fn snapshot(&self) -> HistogramSnapshot {
-        let mut running = 0;
-        let buckets = LATENCY_BUCKETS
-            .iter()
-            .zip(&self.buckets)
-            .map(|(le, n)| {
-                running += n.load(Ordering::Relaxed);
-                (*le, running)
-            })
-            .collect();
-        let count = running + self.buckets[LATENCY_BUCKETS.len()].load(Ordering::Relaxed);
-        HistogramSnapshot { buckets, sum_seconds: self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6, count }
-    }
-}
+pub use crate::histogram::{Histogram, HistogramSnapshot, LATENCY_BUCKETS};
+use crate::routes::RouteTable;
 
 /// Why a connection ended before TLS was established.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,15 +169,16 @@ fn format_value(v: f64) -> String {
     if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 { format!("{}", v as i64) } else { format!("{v}") }
 }
 
-/// Appends the data-path metrics of `router`: connections, handshake failures and, per
-/// service, requests by status class, upstream errors and latency.
-pub fn render_router(router: &Router, out: &mut Exposition) {
+/// Appends the data-path metrics: `active` open connections, the router-wide counters
+/// in `metrics` and, per service of `table`, requests by status class, upstream errors
+/// and latency.
+pub fn render_router(metrics: &Metrics, active: usize, table: &RouteTable, out: &mut Exposition) {
     out.family(
         "snirouter_active_connections",
         "gauge",
         "Client connections open right now, WebSocket tunnels included.",
     );
-    out.sample("snirouter_active_connections", &[], router.active_connections() as f64);
+    out.sample("snirouter_active_connections", &[], active as f64);
 
     out.family(
         "snirouter_tls_handshake_failures_total",
@@ -234,7 +189,7 @@ pub fn render_router(router: &Router, out: &mut Exposition) {
         out.sample(
             "snirouter_tls_handshake_failures_total",
             &[("reason", reason.as_str())],
-            router.metrics().handshake_failures(reason) as f64,
+            metrics.handshake_failures(reason) as f64,
         );
     }
 
@@ -247,11 +202,10 @@ pub fn render_router(router: &Router, out: &mut Exposition) {
         out.sample(
             "snirouter_connections_refused_total",
             &[("limit", limit.as_str())],
-            router.metrics().connections_refused(limit) as f64,
+            metrics.connections_refused(limit) as f64,
         );
     }
 
-    let table = router.routes();
     let mut services: Vec<_> = table.services().cloned().collect();
     services.sort_by(|a, b| a.name.cmp(&b.name));
 
@@ -434,21 +388,6 @@ impl Drop for MeteredBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn histogram_is_cumulative() {
-        let h = Histogram::default();
-        h.observe(Duration::from_millis(1));
-        h.observe(Duration::from_millis(30));
-        h.observe(Duration::from_secs(100));
-        let s = h.snapshot();
-        assert_eq!(s.count, 3);
-        assert_eq!(s.buckets[0], (0.005, 1));
-        assert_eq!(s.buckets[2], (0.025, 1));
-        assert_eq!(s.buckets[3], (0.05, 2));
-        assert_eq!(s.buckets.last().copied(), Some((60.0, 2)));
-        assert!((s.sum_seconds - 100.031).abs() < 1e-6);
-    }
 
     #[test]
     fn exposition_format() {

@@ -9,7 +9,7 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 
 use crate::body::ProxyBody;
-use crate::forward::local;
+use crate::local::local;
 use crate::routes::RouteTable;
 
 /// The answer to one plain-HTTP request.

@@ -15,7 +15,7 @@ pub struct ServiceStats {
     responses_5xx: AtomicU64,
     upstream_errors: AtomicU64,
     tunnels: AtomicU64,
-    latency: crate::metrics::Histogram,
+    latency: crate::histogram::Histogram,
 }
 
 /// A copy of the counters.
@@ -75,7 +75,7 @@ impl ServiceStats {
     }
 
     /// The latency histogram.
-    pub fn latency(&self) -> &crate::metrics::Histogram {
+    pub fn latency(&self) -> &crate::histogram::Histogram {
         &self.latency
     }
 

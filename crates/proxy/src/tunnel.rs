@@ -17,7 +17,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
-use crate::forward::ConnInfo;
+use crate::conn_info::ConnInfo;
 use crate::idle;
 use crate::routes::ServiceRoutes;
 

@@ -1,0 +1,54 @@
+//! The data path's timeouts and limits, taken from the config file.
+
+use std::time::Duration;
+
+use crate::proxy_header;
+
+/// Timeouts and limits of the data path.
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    /// Time allowed for the PROXY header.
+    pub proxy_header_timeout: Duration,
+    /// Time allowed for the ClientHello plus the TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// Time allowed to receive a request's headers.
+    pub request_header_timeout: Duration,
+    /// A connection, or a body, with no bytes moving for this long is closed.
+    pub idle_timeout: Duration,
+    /// An upgraded tunnel with no bytes moving for this long is closed (`None`: never).
+    pub tunnel_idle_timeout: Option<Duration>,
+    /// Upstream connect timeout (TCP and TLS).
+    pub upstream_connect_timeout: Duration,
+    /// Time for an upstream to start answering once the request body was sent.
+    pub upstream_response_timeout: Duration,
+    /// Largest request head accepted.
+    pub max_header_bytes: usize,
+    /// Connections served at once; more are closed at accept.
+    pub max_connections: usize,
+    /// Connections from one client address; more are closed.
+    pub max_connections_per_client: usize,
+    /// Requests in flight to one upstream address (`None`: no cap).
+    pub max_upstream_connections: Option<usize>,
+    /// Peers whose PROXY headers `proxy_protocol` listeners accept.
+    pub proxy_senders: proxy_header::Senders,
+}
+
+impl ProxyOptions {
+    /// Options from the config file.
+    pub fn from_config(cfg: &snirouter_config::Config) -> ProxyOptions {
+        ProxyOptions {
+            proxy_header_timeout: cfg.timeouts.proxy_header,
+            tls_handshake_timeout: cfg.timeouts.tls_handshake,
+            request_header_timeout: cfg.timeouts.request_header,
+            idle_timeout: cfg.timeouts.idle,
+            tunnel_idle_timeout: cfg.timeouts.tunnel_idle,
+            upstream_connect_timeout: cfg.timeouts.upstream_connect,
+            upstream_response_timeout: cfg.timeouts.upstream_response,
+            max_header_bytes: cfg.limits.max_header_bytes,
+            max_connections: cfg.limits.max_connections,
+            max_connections_per_client: cfg.limits.max_connections_per_client,
+            max_upstream_connections: cfg.limits.max_upstream_connections,
+            proxy_senders: proxy_header::Senders::new(cfg.listen.proxy_senders()),
+        }
+    }
+}
