@@ -2,6 +2,9 @@
 //! that dies with its whole process group, bounded polling, and a router environment
 //! whose simulated node can certify the app names.
 
+// Process-group signals (libc::kill) to stop the applications these tests start.
+#![allow(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -11,12 +14,12 @@ use bytes::Bytes;
 use crate::harness::{self, Env, EnvOptions};
 
 /// How long an app gets to start listening.
-pub const APP_START: Duration = Duration::from_secs(60);
+pub(crate) const APP_START: Duration = Duration::from_secs(60);
 /// How long the router gets to serve a name.
-pub const SERVE: Duration = Duration::from_secs(60);
+pub(crate) const SERVE: Duration = Duration::from_secs(60);
 
 /// Panics, naming the package and `.ci/run`, when `bin` is not on PATH.
-pub fn require_bin(bin: &str, package: &str) {
+pub(crate) fn require_bin(bin: &str, package: &str) {
     let found = std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).any(|dir| is_executable(&dir.join(bin))))
         .unwrap_or(false);
@@ -33,7 +36,7 @@ fn is_executable(p: &Path) -> bool {
 }
 
 /// Panics, naming the PyPI packages and `.ci/run`, when `python3` cannot import `modules`.
-pub fn require_python(modules: &[&str], packages: &str) {
+pub(crate) fn require_python(modules: &[&str], packages: &str) {
     require_bin("python3", "python3");
     let code = format!("import {}", modules.join(", "));
     let out = Command::new("python3").args(["-c", &code]).output().expect("run python3");
@@ -48,14 +51,14 @@ pub fn require_python(modules: &[&str], packages: &str) {
 /// An application process in its own process group, with stdout and stderr in a log
 /// file. Dropping it sends SIGTERM to the group (the app's own clean shutdown: Jupyter
 /// stops its kernels), then SIGKILL after 10 s.
-pub struct App {
+pub(crate) struct App {
     pub name: &'static str,
     child: std::process::Child,
     pub log: PathBuf,
 }
 
 impl App {
-    pub fn spawn(name: &'static str, mut cmd: Command, log: &Path) -> App {
+    pub(crate) fn spawn(name: &'static str, mut cmd: Command, log: &Path) -> App {
         use std::os::unix::process::CommandExt;
         let out = std::fs::File::create(log).expect("app log");
         let err = out.try_clone().expect("app log");
@@ -64,19 +67,19 @@ impl App {
         App { name, child, log: log.to_owned() }
     }
 
-    pub fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Panics with the app's log if it has exited.
-    pub fn assert_running(&mut self) {
+    pub(crate) fn assert_running(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
             panic!("{} exited ({status}); its output:\n{}", self.name, self.logs());
         }
     }
 
     /// Polls `http://127.0.0.1:{port}{path}` until it answers with any HTTP status.
-    pub async fn wait_http(&mut self, port: u16, path: &str) {
+    pub(crate) async fn wait_http(&mut self, port: u16, path: &str) {
         let deadline = Instant::now() + APP_START;
         loop {
             self.assert_running();
@@ -123,7 +126,7 @@ impl Drop for App {
 
 /// Runs `cmd` in its own process group, at most `limit`; on time-out (or if the future
 /// is dropped) the whole group is killed. Chromium, for one, leaves helper processes.
-pub async fn run_bounded(mut cmd: tokio::process::Command, what: &str, limit: Duration) -> Output {
+pub(crate) async fn run_bounded(mut cmd: tokio::process::Command, what: &str, limit: Duration) -> Output {
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
     let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
     let guard = GroupGuard(child.id().map(|p| p as libc::pid_t));
@@ -136,7 +139,7 @@ pub async fn run_bounded(mut cmd: tokio::process::Command, what: &str, limit: Du
 }
 
 /// Kills a process group on drop.
-pub struct GroupGuard(pub Option<libc::pid_t>);
+pub(crate) struct GroupGuard(pub Option<libc::pid_t>);
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
@@ -148,7 +151,7 @@ impl Drop for GroupGuard {
 }
 
 /// Polls `cond` every 100 ms until it holds or `limit` passes; returns whether it held.
-pub async fn poll_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub(crate) async fn poll_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     loop {
         if cond() {
@@ -162,7 +165,7 @@ pub async fn poll_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool
 }
 
 /// [`poll_until`] for a condition that has to await (a request, say).
-pub async fn poll_async<F, Fut>(limit: Duration, mut cond: F) -> bool
+pub(crate) async fn poll_async<F, Fut>(limit: Duration, mut cond: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -183,7 +186,7 @@ where
 /// by the simulated node), `services` appended to the config and `[timeouts]` lines.
 /// An app named like a sample service (`prometheus`, `qbittorrent`) takes that
 /// service's place: its sample backend's section is removed from the config.
-pub async fn env_with(apps: &[&str], services: String, timeouts: &str) -> Env {
+pub(crate) async fn env_with(apps: &[&str], services: String, timeouts: &str) -> Env {
     let mut names: Vec<&str> = harness::SERVICES.to_vec();
     names.extend(apps.iter().filter(|a| !harness::SERVICES.contains(a)));
     let mut env = Env::start(EnvOptions {
@@ -211,19 +214,19 @@ pub async fn env_with(apps: &[&str], services: String, timeouts: &str) -> Env {
 }
 
 /// The router's log lines that mention `service=NAME` (warnings, access log).
-pub fn router_lines(env: &Env, service: &str) -> String {
+pub(crate) fn router_lines(env: &Env, service: &str) -> String {
     let key = format!("service={service} ");
     env.router().logs().lines().filter(|l| l.contains(&key)).collect::<Vec<_>>().join("\n")
 }
 
 /// `https://NAME.<suffix>:PORT` of the router.
-pub fn origin(env: &Env, name: &str) -> String {
+pub(crate) fn origin(env: &Env, name: &str) -> String {
     format!("https://{}:{}", harness::fqdn(name), env.https.port())
 }
 
 /// Established TCP connections whose local port is `port` (i.e. accepted by the app
 /// listening there), from /proc/net/tcp.
-pub fn established_to(port: u16) -> usize {
+pub(crate) fn established_to(port: u16) -> usize {
     let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
     let want = format!(":{port:04X}");
     table
@@ -237,7 +240,7 @@ pub fn established_to(port: u16) -> usize {
 }
 
 /// Deterministic pseudo-random bytes (xorshift64*), so content mix-ups are visible.
-pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {
@@ -251,7 +254,7 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// `sha256sum` of a file (coreutils), as hex.
-pub fn sha256_file(path: &Path) -> String {
+pub(crate) fn sha256_file(path: &Path) -> String {
     let out = Command::new("sha256sum").arg(path).output().expect("run sha256sum");
     assert!(out.status.success(), "sha256sum {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_owned()
@@ -259,7 +262,7 @@ pub fn sha256_file(path: &Path) -> String {
 
 /// One HTTP/2 connection of our own to the router for `name` (ALPN `h2`), for requests
 /// that must share a connection the way a browser's do.
-pub async fn h2_connect(
+pub(crate) async fn h2_connect(
     env: &Env,
     name: &str,
 ) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>> {

@@ -8,19 +8,19 @@ use std::time::{Duration, Instant};
 use snirouter_testkit::backend::{self, Backend};
 use snirouter_testkit::tailscaled::{SimConfig, SimTailscaled};
 
-pub const SUFFIX: &str = "tailnet-e2e.ts.net";
+pub(crate) const SUFFIX: &str = "tailnet-e2e.ts.net";
 
-pub const SERVICES: [&str; 14] = snirouter_testkit::SAMPLE_SERVICES;
+pub(crate) const SERVICES: [&str; 14] = snirouter_testkit::SAMPLE_SERVICES;
 
-pub fn fqdn(name: &str) -> String {
+pub(crate) fn fqdn(name: &str) -> String {
     format!("{name}.{SUFFIX}")
 }
 
 /// A unique scratch directory, removed on drop.
-pub struct TempDir(pub PathBuf);
+pub(crate) struct TempDir(pub PathBuf);
 
 impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
+    pub(crate) fn new(tag: &str) -> TempDir {
         static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Short paths: unix socket paths are limited to 108 bytes.
@@ -38,18 +38,18 @@ impl Drop for TempDir {
 }
 
 /// A free loopback port (bound then released; the router binds it right after).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 /// The router process; killed on drop.
-pub struct RouterProcess {
+pub(crate) struct RouterProcess {
     pub child: Child,
     pub log: PathBuf,
 }
 
 impl RouterProcess {
-    pub fn start(config: &Path, log: &Path) -> RouterProcess {
+    pub(crate) fn start(config: &Path, log: &Path) -> RouterProcess {
         let log_file = std::fs::File::create(log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_snirouter"))
             .args(["run", "--config"])
@@ -63,17 +63,17 @@ impl RouterProcess {
         RouterProcess { child, log: log.to_owned() }
     }
 
-    pub fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Peak resident memory (VmHWM) in KiB.
-    pub fn peak_rss_kib(&self) -> u64 {
+    pub(crate) fn peak_rss_kib(&self) -> u64 {
         proc_status_kib(self.child.id(), "VmHWM:")
     }
 
     /// Waits for "snirouter ready"; `Err(log)` if the process exited first.
-    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
+    pub(crate) async fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         loop {
             let logs = self.logs();
@@ -91,7 +91,7 @@ impl RouterProcess {
     }
 
     /// Waits until `pred(logs)` holds.
-    pub async fn wait_log(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+    pub(crate) async fn wait_log(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + timeout;
         loop {
             let logs = self.logs();
@@ -105,7 +105,7 @@ impl RouterProcess {
         }
     }
 
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         unsafe_free_kill(&mut self.child);
     }
 }
@@ -141,7 +141,7 @@ fn proc_status_kib(pid: u32, key: &str) -> u64 {
 }
 
 /// Options for [`Env::start`].
-pub struct EnvOptions {
+pub(crate) struct EnvOptions {
     pub sim: SimConfig,
     /// Extra TOML appended after the generated services.
     pub extra_services: String,
@@ -179,7 +179,7 @@ impl Default for EnvOptions {
 /// A complete environment: sim tailscaled + 14 backends + router.
 /// Fields are kept alive for the test's duration (backends stop on drop).
 #[allow(dead_code)]
-pub struct Env {
+pub(crate) struct Env {
     pub dir: TempDir,
     pub sim: SimTailscaled,
     pub backends: Vec<Backend>,
@@ -193,7 +193,7 @@ pub struct Env {
 }
 
 impl Env {
-    pub async fn start(opts: EnvOptions) -> Env {
+    pub(crate) async fn start(opts: EnvOptions) -> Env {
         let dir = TempDir::new("e2e");
         let socket = dir.0.join("ts.sock");
         let sim = SimTailscaled::start(&socket, opts.sim).await.expect("start sim tailscaled");
@@ -234,7 +234,7 @@ impl Env {
     }
 
     /// Starts (or restarts) the router process and waits until it listens.
-    pub async fn start_router(&mut self) {
+    pub(crate) async fn start_router(&mut self) {
         if let Some(mut old) = self.router.take() {
             old.stop();
         }
@@ -270,12 +270,12 @@ impl Env {
         std::fs::write(&self.config, text).expect("write config");
     }
 
-    pub fn router(&self) -> &RouterProcess {
+    pub(crate) fn router(&self) -> &RouterProcess {
         self.router.as_ref().expect("router running")
     }
 
     /// Waits until a TLS handshake for `name` succeeds.
-    pub async fn wait_serving(&self, name: &str, timeout: Duration) {
+    pub(crate) async fn wait_serving(&self, name: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
             let out = curl(self, name, "/", &[]).await;
@@ -297,7 +297,7 @@ impl Env {
 /// `curl` against the router for `https://<name>/<path>`, resolving the name to the
 /// router's loopback listener and trusting the simulated CA. Returns the raw output;
 /// `-w` appends `\n<status>` to stdout.
-pub async fn curl(env: &Env, name: &str, path: &str, extra: &[&str]) -> Output {
+pub(crate) async fn curl(env: &Env, name: &str, path: &str, extra: &[&str]) -> Output {
     let host = fqdn(name);
     let port = env.https.port();
     tokio::process::Command::new("curl")
@@ -315,7 +315,7 @@ pub async fn curl(env: &Env, name: &str, path: &str, extra: &[&str]) -> Output {
 }
 
 /// Splits curl output produced with `-w "\n%{http_code}"` into (body, status).
-pub fn body_and_status(out: &Output) -> (String, u16) {
+pub(crate) fn body_and_status(out: &Output) -> (String, u16) {
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     match text.rsplit_once('\n') {
         Some((body, code)) => (body.to_owned(), code.trim().parse().unwrap_or(0)),
@@ -324,12 +324,12 @@ pub fn body_and_status(out: &Output) -> (String, u16) {
 }
 
 /// `openssl s_client` handshake with `servername`; returns stdout+stderr.
-pub async fn s_client(env: &Env, servername: &str) -> String {
+pub(crate) async fn s_client(env: &Env, servername: &str) -> String {
     s_client_with(env, servername, &[]).await
 }
 
 /// [`s_client`] with extra options (`-tls1_3`, `-ciphersuites …`).
-pub async fn s_client_with(env: &Env, servername: &str, extra: &[&str]) -> String {
+pub(crate) async fn s_client_with(env: &Env, servername: &str, extra: &[&str]) -> String {
     let out = tokio::process::Command::new("openssl")
         .args(["s_client", "-connect"])
         .arg(env.https.to_string())
@@ -346,7 +346,7 @@ pub async fn s_client_with(env: &Env, servername: &str, extra: &[&str]) -> Strin
 }
 
 /// A TLS client config trusting the environment's simulated CA, offering `alpn`.
-pub fn client_tls(env: &Env, alpn: &[&[u8]]) -> std::sync::Arc<rustls::ClientConfig> {
+pub(crate) fn client_tls(env: &Env, alpn: &[&[u8]]) -> std::sync::Arc<rustls::ClientConfig> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls::pki_types::CertificateDer::pem_file_iter(&env.ca).expect("ca") {

@@ -19,13 +19,13 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A TLS client config trusting the environment's simulated CA.
-pub fn tls_config(env: &harness::Env) -> Arc<rustls::ClientConfig> {
+pub(crate) fn tls_config(env: &harness::Env) -> Arc<rustls::ClientConfig> {
     harness::client_tls(env, &[b"http/1.1"])
 }
 
 /// Opens TLS to the router for `name`, writes `raw` verbatim, and returns everything
 /// read until the server closes or `wait` passes.
-pub async fn raw_exchange(env: &harness::Env, name: &str, raw: &[u8], wait: Duration) -> String {
+pub(crate) async fn raw_exchange(env: &harness::Env, name: &str, raw: &[u8], wait: Duration) -> String {
     let tcp = tokio::net::TcpStream::connect(env.https).await.expect("connect");
     let server_name = rustls::pki_types::ServerName::try_from(harness::fqdn(name)).expect("name");
     let tls = tokio_rustls::TlsConnector::from(tls_config(env)).connect(server_name, tcp).await.expect("tls");

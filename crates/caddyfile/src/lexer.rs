@@ -19,7 +19,7 @@ use crate::Error;
 
 /// One token with where it was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Token {
+pub(crate) struct Token {
     /// The token's text, quotes removed.
     pub text: String,
     /// 1-based physical line the token starts on.
@@ -33,12 +33,12 @@ pub struct Token {
 
 impl Token {
     /// True for an unquoted `{`.
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         !self.quoted && self.text == "{"
     }
 
     /// True for an unquoted `}`.
-    pub fn is_close(&self) -> bool {
+    pub(crate) fn is_close(&self) -> bool {
         !self.quoted && self.text == "}"
     }
 }
@@ -48,7 +48,7 @@ impl Token {
 /// # Errors
 /// [`Error::UnterminatedQuote`] for a `"` or `` ` `` that is never closed and
 /// [`Error::Heredoc`] for `<<MARKER` heredocs, each with the line it starts on.
-pub fn tokenize(src: &str) -> Result<Vec<Token>, Error> {
+pub(crate) fn tokenize(src: &str) -> Result<Vec<Token>, Error> {
     let mut tokens = Vec::new();
     let mut line = 1usize;
     let mut logical = 1usize;

@@ -24,11 +24,11 @@
 //! Modules: [`lexer`] (tokens, following Caddy's lexer rules), [`parser`] (blocks and
 //! directives), [`translate`](mod@translate) (directives → services) and the TOML writer.
 
-pub mod lexer;
+mod lexer;
 mod model;
-pub mod parser;
+mod parser;
 mod render;
-pub mod translate;
+mod translate;
 
 pub use translate::{Finding, Translation, translate};
 

@@ -10,7 +10,7 @@ use crate::lexer::{Token, tokenize};
 
 /// One directive (or sub-directive) with its arguments and optional block.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Directive {
+pub(crate) struct Directive {
     /// The directive's name token (`reverse_proxy`, `uri`, `@name`, …).
     pub name: Token,
     /// The arguments on the same logical line.
@@ -21,17 +21,17 @@ pub struct Directive {
 
 impl Directive {
     /// The line the directive starts on.
-    pub fn line(&self) -> usize {
+    pub(crate) fn line(&self) -> usize {
         self.name.line
     }
 
     /// Argument texts.
-    pub fn arg_texts(&self) -> Vec<&str> {
+    pub(crate) fn arg_texts(&self) -> Vec<&str> {
         self.args.iter().map(|t| t.text.as_str()).collect()
     }
 
     /// The directive as written on its first line, for messages: `name arg arg {`.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let mut s = self.name.text.clone();
         for a in &self.args {
             s.push(' ');
@@ -48,14 +48,14 @@ impl Directive {
     }
 
     /// The sub-directives (empty without a block).
-    pub fn children(&self) -> &[Directive] {
+    pub(crate) fn children(&self) -> &[Directive] {
         self.block.as_deref().unwrap_or(&[])
     }
 }
 
 /// A site block.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Site {
+pub(crate) struct Site {
     /// The site addresses (trailing commas removed).
     pub addresses: Vec<Token>,
     /// The directives of the site.
@@ -64,14 +64,14 @@ pub struct Site {
 
 impl Site {
     /// The line of the first address.
-    pub fn line(&self) -> usize {
+    pub(crate) fn line(&self) -> usize {
         self.addresses.first().map_or(0, |t| t.line)
     }
 }
 
 /// A snippet `(name) { … }`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Snippet {
+pub(crate) struct Snippet {
     /// Its name, without parentheses.
     pub name: String,
     /// Line of the definition.
@@ -82,7 +82,7 @@ pub struct Snippet {
 
 /// A whole Caddyfile.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Caddyfile {
+pub(crate) struct Caddyfile {
     /// The global options block (`{ … }` first in the file), as directives.
     pub global: Option<Vec<Directive>>,
     /// Snippet definitions in file order.
@@ -96,7 +96,7 @@ pub struct Caddyfile {
 /// # Errors
 /// Lexer errors, unbalanced braces, a site or snippet without a block (except the single
 /// block-less site Caddy allows), each with its line.
-pub fn parse(src: &str) -> Result<Caddyfile, Error> {
+pub(crate) fn parse(src: &str) -> Result<Caddyfile, Error> {
     let tokens = tokenize(src)?;
     Parser { tokens: &tokens, pos: 0 }.file()
 }

@@ -17,8 +17,8 @@
 //! to do with the answer.
 
 pub mod cache;
-pub mod manager;
-pub mod schedule;
+mod manager;
+mod schedule;
 mod served;
 mod store;
 

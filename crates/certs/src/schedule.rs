@@ -50,7 +50,7 @@ impl Default for Policy {
 
 /// The next request for one name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NextRequest {
+pub(crate) struct NextRequest {
     /// How long to wait before asking.
     pub wait: Duration,
     /// The `min_validity` to send (forces a synchronous renewal in tailscaled).
@@ -58,7 +58,7 @@ pub struct NextRequest {
 }
 
 /// Plans the next request for a name after a success (or at start).
-pub fn after_success(policy: &Policy, cert: Option<&ServedCert>, now: SystemTime) -> NextRequest {
+pub(crate) fn after_success(policy: &Policy, cert: Option<&ServedCert>, now: SystemTime) -> NextRequest {
     let Some(cert) = cert else {
         return NextRequest { wait: Duration::ZERO, min_validity: None };
     };
@@ -66,7 +66,7 @@ pub fn after_success(policy: &Policy, cert: Option<&ServedCert>, now: SystemTime
 }
 
 /// The arithmetic behind [`after_success`], on plain durations.
-pub fn plan(policy: &Policy, lifetime: Duration, remaining: Duration) -> NextRequest {
+pub(crate) fn plan(policy: &Policy, lifetime: Duration, remaining: Duration) -> NextRequest {
     let third = lifetime / 3;
     if remaining <= third {
         return NextRequest { wait: Duration::ZERO, min_validity: Some(third) };
@@ -80,7 +80,7 @@ pub fn plan(policy: &Policy, lifetime: Duration, remaining: Duration) -> NextReq
 }
 
 /// The delay before retry number `failures` (1 = first retry).
-pub fn backoff(policy: &Policy, failures: u32) -> Duration {
+pub(crate) fn backoff(policy: &Policy, failures: u32) -> Duration {
     let exp = failures.saturating_sub(1).min(20);
     let raw = policy.backoff_min.saturating_mul(1u32 << exp);
     jitter_up(raw.min(policy.backoff_max))
@@ -88,7 +88,7 @@ pub fn backoff(policy: &Policy, failures: u32) -> Duration {
 
 /// Severity of "renewal keeps failing" for the time left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Urgency {
+pub(crate) enum Urgency {
     /// Plenty of time.
     Calm,
     /// Less than [`Policy::warn_before`] left.
@@ -98,7 +98,7 @@ pub enum Urgency {
 }
 
 /// How loudly to log a failed renewal with `remaining` left.
-pub fn urgency(policy: &Policy, remaining: Duration) -> Urgency {
+pub(crate) fn urgency(policy: &Policy, remaining: Duration) -> Urgency {
     if remaining <= policy.error_before {
         Urgency::Critical
     } else if remaining <= policy.warn_before {

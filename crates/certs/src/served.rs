@@ -61,8 +61,6 @@ pub struct ServedCert {
     pub issuer: String,
     /// Where it came from.
     pub source: CertSource,
-    /// When this process obtained it.
-    pub obtained_at: SystemTime,
 }
 
 impl ServedCert {
@@ -96,7 +94,6 @@ impl ServedCert {
             serial: info.serial,
             issuer: info.issuer,
             source,
-            obtained_at: now,
         })
     }
 

@@ -246,7 +246,7 @@ fn unix(t: SystemTime) -> u64 {
 mod opt_unix {
     use std::time::SystemTime;
 
-    pub fn serialize<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
         match t {
             Some(t) => s.serialize_some(&super::unix(*t)),
             None => s.serialize_none(),

@@ -23,6 +23,7 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+#[allow(unsafe_code)] // getrlimit/setrlimit; see the SAFETY note.
 fn raise_nofile() {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: plain syscalls on a struct we own.

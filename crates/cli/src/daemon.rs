@@ -30,11 +30,11 @@ use crate::health::Upstreams;
 use crate::reload::{BindError, bind, log_warnings, service_names, spawn_listener, wanted_listeners};
 use crate::shared::{Live, Shared};
 
-pub use crate::reload::{ReloadError, ReloadReport};
+pub(crate) use crate::reload::{ReloadError, ReloadReport};
 
 /// Why the router could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
+pub(crate) enum StartError {
     /// The LocalAPI client could not be built.
     #[error("LocalAPI client: {0}")]
     LocalApi(#[from] snirouter_localapi::Error),
@@ -58,7 +58,7 @@ pub enum StartError {
 }
 
 /// A running router.
-pub struct Daemon {
+pub(crate) struct Daemon {
     /// The listeners bound at start, with their kind (see [`Daemon::listeners`] for the
     /// current set after reloads).
     pub listeners: Vec<(ListenerKind, SocketAddr)>,
@@ -71,7 +71,7 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts everything described by `config`.
-    pub async fn start(config: Config) -> Result<Daemon, StartError> {
+    pub(crate) async fn start(config: Config) -> Result<Daemon, StartError> {
         let client = LocalClient::new(&config.tailscale.socket)?;
         let cache = DiskCache::open(&config.cache.dir)?;
         let suffix = magic_dns_suffix(&config, &client, &cache).await;
@@ -160,19 +160,19 @@ impl Daemon {
     }
 
     /// The first listener of `kind`.
-    pub fn addr(&self, kind: ListenerKind) -> Option<SocketAddr> {
+    pub(crate) fn addr(&self, kind: ListenerKind) -> Option<SocketAddr> {
         self.listeners.iter().find(|(k, _)| *k == kind).map(|(_, a)| *a)
     }
 
     /// Re-reads the config file this daemon was started from and applies it (see the
     /// module docs). On error the running configuration is untouched.
-    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
+    pub(crate) async fn reload(&self) -> Result<ReloadReport, ReloadError> {
         crate::reload::reload(&self.shared).await
     }
 
     /// Stops accepting, lets open connections finish within the grace period, stops
     /// certificate work.
-    pub async fn shutdown(mut self) {
+    pub(crate) async fn shutdown(mut self) {
         crate::sdnotify::notify("STOPPING=1");
         let _ = self.shutdown.send(true);
         let (tasks, draining) = {
@@ -194,7 +194,7 @@ impl Daemon {
 }
 
 /// `run`: start, then serve until SIGINT or SIGTERM; SIGHUP reloads the config file.
-pub async fn run_until_signal(config: Config) -> Result<(), StartError> {
+pub(crate) async fn run_until_signal(config: Config) -> Result<(), StartError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(StartError::Signal)?;
     let mut hup = signal(SignalKind::hangup()).map_err(StartError::Signal)?;

@@ -20,7 +20,7 @@ use snirouter_testkit::SAMPLE_SERVICES as SERVICES;
 const SUFFIX: &str = "demo-tailnet.ts.net";
 
 /// Runs the demo. `Ok(true)` when every name answered.
-pub async fn run(once: bool, dir: Option<PathBuf>) -> Result<bool, String> {
+pub(crate) async fn run(once: bool, dir: Option<PathBuf>) -> Result<bool, String> {
     let owned_dir = dir.is_none();
     let dir = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("snirouter-demo-{}", std::process::id())));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;

@@ -18,7 +18,7 @@ use snirouter_localapi::{BackendState, Error as LocalError, LocalClient, Status}
 
 /// A check's verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
+pub(crate) enum Level {
     /// Fine.
     Pass,
     /// Works, but something is at risk.
@@ -51,7 +51,7 @@ impl Level {
 
 /// One result line.
 #[derive(Debug, Clone)]
-pub struct Check {
+pub(crate) struct Check {
     /// Verdict.
     pub level: Level,
     /// What was checked (`tailscaled socket`, `in CertDomains: grafana.x.ts.net`, …).
@@ -70,7 +70,7 @@ fn check(level: Level, name: impl Into<String>, detail: impl Into<String>, fix: 
 const WEEK: u64 = 7 * 86_400;
 
 /// `snirouter doctor`.
-pub async fn run(config_path: &Path, cert_timeout: Duration) -> ExitCode {
+pub(crate) async fn run(config_path: &Path, cert_timeout: Duration) -> ExitCode {
     let checks = run_checks(config_path, cert_timeout).await;
     let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     print!("{}", render(&checks, colour));
@@ -78,7 +78,7 @@ pub async fn run(config_path: &Path, cert_timeout: Duration) -> ExitCode {
 }
 
 /// Renders the results, one or two lines each.
-pub fn render(checks: &[Check], colour: bool) -> String {
+pub(crate) fn render(checks: &[Check], colour: bool) -> String {
     let width = checks.iter().map(|c| c.name.chars().count()).max().unwrap_or(0);
     let mut out = String::new();
     for c in checks {
@@ -101,7 +101,7 @@ pub fn render(checks: &[Check], colour: bool) -> String {
 }
 
 /// Runs every check in order.
-pub async fn run_checks(config_path: &Path, cert_timeout: Duration) -> Vec<Check> {
+pub(crate) async fn run_checks(config_path: &Path, cert_timeout: Duration) -> Vec<Check> {
     let mut out = Vec::new();
     // 1. The config.
     let config = match snirouter_config::load(config_path) {
@@ -540,7 +540,7 @@ fn read_state(cache_dir: &Path) -> Option<CacheState> {
 
 /// Let's Encrypt allows 50 new names per tailnet and 5 certificates per exact name per
 /// week; warn at 40 names or 4 for one name.
-pub fn budget_check(cache_dir: &Path, now: SystemTime) -> Check {
+pub(crate) fn budget_check(cache_dir: &Path, now: SystemTime) -> Check {
     let what = "Let's Encrypt budget";
     let now = now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let Some(state) = read_state(cache_dir) else {
@@ -722,6 +722,7 @@ fn yes_no(v: Option<bool>) -> &'static str {
 }
 
 /// The effective uid and its user name (from /etc/passwd).
+#[allow(unsafe_code)] // libc::geteuid; see the SAFETY note.
 fn current_user() -> (u32, String) {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let uid = unsafe { libc::geteuid() };

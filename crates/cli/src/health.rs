@@ -10,13 +10,13 @@ use snirouter_proxy::Router;
 use tokio::sync::{Notify, watch};
 
 /// How often every upstream is checked.
-pub const PERIOD: Duration = Duration::from_secs(10);
+pub(crate) const PERIOD: Duration = Duration::from_secs(10);
 /// How long one connect may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The last result for one upstream (`host:port`).
 #[derive(Debug, Clone)]
-pub struct Reach {
+pub(crate) struct Reach {
     /// Whether the TCP connect succeeded.
     pub reachable: bool,
     /// When it was checked.
@@ -27,25 +27,25 @@ pub struct Reach {
 
 /// Results by upstream authority.
 #[derive(Debug, Default)]
-pub struct Upstreams {
+pub(crate) struct Upstreams {
     results: Mutex<BTreeMap<String, Reach>>,
     wake: Notify,
 }
 
 impl Upstreams {
     /// The last result for `authority`, if checked yet.
-    pub fn get(&self, authority: &str) -> Option<Reach> {
+    pub(crate) fn get(&self, authority: &str) -> Option<Reach> {
         self.results.lock().unwrap_or_else(|p| p.into_inner()).get(authority).cloned()
     }
 
     /// Checks again now (after a reload).
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         self.wake.notify_one();
     }
 }
 
 /// One TCP connect to `authority` (`host:port`), bounded by [`CONNECT_TIMEOUT`].
-pub async fn probe(authority: &str) -> Result<(), String> {
+pub(crate) async fn probe(authority: &str) -> Result<(), String> {
     match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(authority)).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
@@ -54,7 +54,7 @@ pub async fn probe(authority: &str) -> Result<(), String> {
 }
 
 /// The checker task.
-pub async fn run(state: Arc<Upstreams>, router: Arc<Router>, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn run(state: Arc<Upstreams>, router: Arc<Router>, mut shutdown: watch::Receiver<bool>) {
     loop {
         // authority -> services using it
         let mut wanted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 /// Arguments of `import-caddyfile`.
 #[derive(Debug, clap::Args)]
-pub struct ImportArgs {
+pub(crate) struct ImportArgs {
     /// The Caddyfile to translate.
     pub file: PathBuf,
     /// Write the TOML here instead of stdout.
@@ -21,7 +21,7 @@ pub struct ImportArgs {
 }
 
 /// Runs the subcommand.
-pub fn run(args: &ImportArgs) -> ExitCode {
+pub(crate) fn run(args: &ImportArgs) -> ExitCode {
     let name = args.file.display().to_string();
     let src = match std::fs::read_to_string(&args.file) {
         Ok(s) => s,

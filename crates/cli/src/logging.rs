@@ -7,7 +7,7 @@ use snirouter_config::{Log, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber for `run`.
-pub fn init(log: &Log) {
+pub(crate) fn init(log: &Log) {
     let filter = EnvFilter::try_from_env("SNIROUTER_LOG")
         .or_else(|_| EnvFilter::try_new(&log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
@@ -27,7 +27,7 @@ pub fn init(log: &Log) {
 }
 
 /// Quiet logging for the demo: warnings only, unless `SNIROUTER_LOG` says otherwise.
-pub fn init_demo() {
+pub(crate) fn init_demo() {
     let filter = EnvFilter::try_from_env("SNIROUTER_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

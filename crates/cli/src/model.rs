@@ -5,11 +5,11 @@
 use serde::{Deserialize, Serialize};
 
 /// The schema number of [`StatusReport`].
-pub const SCHEMA: u32 = 1;
+pub(crate) const SCHEMA: u32 = 1;
 
 /// The whole state of a running router.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StatusReport {
+pub(crate) struct StatusReport {
     /// Always [`SCHEMA`].
     pub schema: u32,
     /// snirouter version.
@@ -50,7 +50,7 @@ pub struct StatusReport {
 
 /// One listener.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ListenerInfo {
+pub(crate) struct ListenerInfo {
     /// `tls` or `proxy_protocol`.
     pub kind: String,
     /// The bound address.
@@ -59,7 +59,7 @@ pub struct ListenerInfo {
 
 /// One service.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ServiceStatus {
+pub(crate) struct ServiceStatus {
     /// Service name (`grafana`).
     pub name: String,
     /// The name clients use (`grafana.TAILNET.ts.net`).
@@ -90,7 +90,7 @@ pub struct ServiceStatus {
 
 /// One route and its upstream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RouteStatus {
+pub(crate) struct RouteStatus {
     /// Path prefix.
     pub path: String,
     /// `http://host:port`.
@@ -105,7 +105,7 @@ pub struct RouteStatus {
 
 /// The served certificate.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CertificateInfo {
+pub(crate) struct CertificateInfo {
     /// Leaf notBefore, unix seconds.
     pub not_before: u64,
     /// Leaf notAfter, unix seconds.
@@ -122,7 +122,7 @@ pub struct CertificateInfo {
 
 /// Fetch state of the certificate.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct FetchInfo {
+pub(crate) struct FetchInfo {
     /// A request to tailscaled is in flight.
     pub in_flight: bool,
     /// Consecutive failures.
@@ -145,7 +145,7 @@ pub struct FetchInfo {
 
 /// Request counters.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct RequestCounts {
+pub(crate) struct RequestCounts {
     /// Requests received.
     pub requests: u64,
     /// 2xx (and 101) answers.
@@ -165,7 +165,7 @@ pub struct RequestCounts {
 
 /// The outcome of the last reload, for `snirouter status`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct LastReload {
+pub(crate) struct LastReload {
     /// When it ran (unix seconds).
     pub at: u64,
     /// Whether the new configuration is serving.

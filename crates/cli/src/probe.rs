@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 
 /// One answer.
 #[derive(Debug)]
-pub struct Answer {
+pub(crate) struct Answer {
     /// HTTP status.
     pub status: u16,
     /// Body.
@@ -24,7 +24,7 @@ pub struct Answer {
 }
 
 /// Trust anchors from a PEM bundle.
-pub fn roots_from_pem(pem: &str) -> Result<Arc<RootCertStore>, String> {
+pub(crate) fn roots_from_pem(pem: &str) -> Result<Arc<RootCertStore>, String> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
@@ -35,7 +35,7 @@ pub fn roots_from_pem(pem: &str) -> Result<Arc<RootCertStore>, String> {
 }
 
 /// `GET path` on `addr` with SNI and Host `name`.
-pub async fn get(
+pub(crate) async fn get(
     addr: SocketAddr,
     name: &str,
     path: &str,

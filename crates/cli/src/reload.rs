@@ -18,7 +18,7 @@ use crate::shared::{ListenerHandle, Shared};
 /// A listener could not be bound.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr}: {source}\n  fix: {fix}")]
-pub struct BindError {
+pub(crate) struct BindError {
     /// The address.
     pub addr: SocketAddr,
     /// The OS error.
@@ -30,7 +30,7 @@ pub struct BindError {
 
 /// Why a reload was refused; the running configuration keeps serving.
 #[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
+pub(crate) enum ReloadError {
     /// The new file does not validate (every problem, with line and fix).
     #[error("the new configuration is invalid; still serving the previous one\n{0}")]
     Invalid(snirouter_config::Diagnostics),
@@ -41,7 +41,7 @@ pub enum ReloadError {
 
 /// What a reload changed.
 #[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct ReloadReport {
+pub(crate) struct ReloadReport {
     /// Services now served that were not before.
     pub added: Vec<String>,
     /// Services no longer served.

@@ -3,7 +3,8 @@
 //! cap a router at a few hundred idle clients.
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit. Returns `(old, new)` soft limits.
-pub fn raise_nofile() -> std::io::Result<(u64, u64)> {
+#[allow(unsafe_code)] // libc's getrlimit/setrlimit; see the SAFETY notes.
+pub(crate) fn raise_nofile() -> std::io::Result<(u64, u64)> {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the struct we own; no other memory is touched.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {

@@ -3,7 +3,7 @@
 
 /// Sends `state` (e.g. `READY=1`) to systemd if it is listening. Errors are logged,
 /// never fatal: without systemd there is nobody to tell.
-pub fn notify(state: &str) {
+pub(crate) fn notify(state: &str) {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
     let path = std::path::PathBuf::from(path);
     let result = (|| {
@@ -25,7 +25,7 @@ pub fn notify(state: &str) {
 
 /// The watchdog ping interval: half of `$WATCHDOG_USEC` when systemd asked for pings
 /// (`WatchdogSec=` in the unit) and `$WATCHDOG_PID`, if set, is this process.
-pub fn watchdog_interval() -> Option<std::time::Duration> {
+pub(crate) fn watchdog_interval() -> Option<std::time::Duration> {
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.trim().parse().ok()?;
     if let Ok(pid) = std::env::var("WATCHDOG_PID")
         && pid.trim().parse::<u32>().ok() != Some(std::process::id())
@@ -37,7 +37,7 @@ pub fn watchdog_interval() -> Option<std::time::Duration> {
 
 /// Sends `WATCHDOG=1` every `period` until `shutdown` turns true. The pings come from
 /// the async runtime, so a wedged runtime stops them and systemd restarts the service.
-pub async fn watchdog(period: std::time::Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub(crate) async fn watchdog(period: std::time::Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     loop {
         notify("WATCHDOG=1");
         tokio::select! {

@@ -11,14 +11,14 @@ use snirouter_services::{ControlClient, Error};
 
 /// `snirouter services ...`.
 #[derive(Debug, clap::Args)]
-pub struct ServicesArgs {
+pub(crate) struct ServicesArgs {
     #[command(subcommand)]
     pub command: ServicesCommand,
 }
 
 /// The `services` subcommands.
 #[derive(Debug, clap::Subcommand)]
-pub enum ServicesCommand {
+pub(crate) enum ServicesCommand {
     /// Show what `sync` would change in tailscaled's serve config and prefs (and, with
     /// [tailscale.api], the service definitions). Touches nothing. Exit 0: plan shown;
     /// 1: error or blocked.
@@ -45,7 +45,7 @@ pub enum ServicesCommand {
 }
 
 /// Runs a `services` subcommand.
-pub fn run(args: ServicesArgs) -> ExitCode {
+pub(crate) fn run(args: ServicesArgs) -> ExitCode {
     crate::logging::init_demo();
     let (path, json, apply) = match &args.command {
         ServicesCommand::Plan { config, json } => (config, *json, false),

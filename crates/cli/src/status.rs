@@ -17,14 +17,14 @@ use hyper_util::rt::TokioIo;
 use crate::model::{ServiceStatus, StatusReport};
 
 /// Default config file, read for `[admin] socket` when `--config` is not given.
-pub const DEFAULT_CONFIG: &str = "/etc/snirouter/config.toml";
+pub(crate) const DEFAULT_CONFIG: &str = "/etc/snirouter/config.toml";
 
 /// Exit code when the daemon is not running.
-pub const EXIT_NOT_RUNNING: u8 = 3;
+pub(crate) const EXIT_NOT_RUNNING: u8 = 3;
 
 /// Why the admin socket could not be used.
 #[derive(Debug, thiserror::Error)]
-pub enum AdminError {
+pub(crate) enum AdminError {
     /// Nothing listens on the socket.
     #[error("snirouter is not running: cannot connect to {}: {source}", path.display())]
     NotRunning {
@@ -56,7 +56,7 @@ pub enum AdminError {
 
 impl AdminError {
     /// The process exit code for this error.
-    pub fn exit_code(&self) -> ExitCode {
+    pub(crate) fn exit_code(&self) -> ExitCode {
         match self {
             AdminError::NotRunning { .. } | AdminError::Permission { .. } => ExitCode::from(EXIT_NOT_RUNNING),
             AdminError::Protocol { .. } => ExitCode::from(2),
@@ -66,7 +66,7 @@ impl AdminError {
 
 /// The admin socket to use: `[admin] socket` of `--config`, else of the default config
 /// file when it exists and is valid, else the default path.
-pub fn socket_path(config: Option<&Path>) -> Result<PathBuf, snirouter_config::Diagnostics> {
+pub(crate) fn socket_path(config: Option<&Path>) -> Result<PathBuf, snirouter_config::Diagnostics> {
     match config {
         Some(path) => match snirouter_config::load(path) {
             Ok(c) => Ok(c.admin.socket),
@@ -84,7 +84,7 @@ pub fn socket_path(config: Option<&Path>) -> Result<PathBuf, snirouter_config::D
 }
 
 /// One HTTP/1.1 exchange on the admin socket. Returns status and body.
-pub async fn request(socket: &Path, method: http::Method, path: &str) -> Result<(u16, String), AdminError> {
+pub(crate) async fn request(socket: &Path, method: http::Method, path: &str) -> Result<(u16, String), AdminError> {
     let proto = |detail: String| AdminError::Protocol { path: socket.to_owned(), detail };
     let stream = match tokio::net::UnixStream::connect(socket).await {
         Ok(s) => s,
@@ -115,7 +115,7 @@ pub async fn request(socket: &Path, method: http::Method, path: &str) -> Result<
 }
 
 /// `snirouter status`.
-pub async fn run(config: Option<&Path>, json: bool) -> ExitCode {
+pub(crate) async fn run(config: Option<&Path>, json: bool) -> ExitCode {
     let socket = match socket_path(config) {
         Ok(s) => s,
         Err(d) => {
@@ -153,7 +153,7 @@ pub async fn run(config: Option<&Path>, json: bool) -> ExitCode {
 }
 
 /// `snirouter reload`: `POST /reload` on the admin socket.
-pub async fn reload(config: Option<&Path>) -> ExitCode {
+pub(crate) async fn reload(config: Option<&Path>) -> ExitCode {
     let socket = match socket_path(config) {
         Ok(s) => s,
         Err(d) => {
@@ -219,7 +219,7 @@ fn ago(now: u64, t: Option<u64>) -> String {
 }
 
 /// The table shown on a terminal.
-pub fn render(report: &StatusReport, colour: bool, now: SystemTime) -> String {
+pub(crate) fn render(report: &StatusReport, colour: bool, now: SystemTime) -> String {
     let now = now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let mut out = String::new();
     let listeners: Vec<String> = report.listeners.iter().map(|l| format!("{} {}", l.kind, l.address)).collect();

@@ -50,7 +50,7 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// What the auth server decided.
 #[derive(Debug)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// `2xx`: forward, with these headers (the `copy_headers` the auth answer had).
     Allow(HeaderMap),
     /// Anything else, or no answer: send this to the client instead.
@@ -59,7 +59,7 @@ pub enum Verdict {
 
 /// What the auth check needs to know about the client's request.
 #[derive(Debug)]
-pub struct Original<'a> {
+pub(crate) struct Original<'a> {
     /// The client's method.
     pub method: &'a Method,
     /// The client's headers (after identity headers were removed).
@@ -73,7 +73,7 @@ pub struct Original<'a> {
 }
 
 /// Asks the auth server about one request.
-pub async fn check(
+pub(crate) async fn check(
     client: &Arc<Pool>,
     auth: &ForwardAuth,
     original: &Original<'_>,

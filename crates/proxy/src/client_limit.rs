@@ -8,27 +8,27 @@ use std::sync::{Arc, Mutex};
 
 /// Open connections per client address, with a ceiling.
 #[derive(Debug)]
-pub struct ClientSlots {
+pub(crate) struct ClientSlots {
     limit: usize,
     counts: Mutex<HashMap<IpAddr, usize>>,
 }
 
 /// One admitted connection; frees its slot when dropped.
 #[derive(Debug)]
-pub struct Slot {
+pub(crate) struct Slot {
     slots: Arc<ClientSlots>,
     ip: IpAddr,
 }
 
 impl ClientSlots {
     /// At most `limit` connections per address.
-    pub fn new(limit: usize) -> ClientSlots {
+    pub(crate) fn new(limit: usize) -> ClientSlots {
         ClientSlots { limit: limit.max(1), counts: Mutex::new(HashMap::new()) }
     }
 
     /// Takes a slot for `ip`, or `None` when it already holds `limit` connections.
     /// The slot owns a reference, so it can outlive the connection's task (a tunnel).
-    pub fn admit(this: &Arc<ClientSlots>, ip: IpAddr) -> Option<Slot> {
+    pub(crate) fn admit(this: &Arc<ClientSlots>, ip: IpAddr) -> Option<Slot> {
         let mut counts = this.counts.lock().unwrap_or_else(|p| p.into_inner());
         let n = counts.entry(ip).or_insert(0);
         if *n >= this.limit {
@@ -39,12 +39,13 @@ impl ClientSlots {
     }
 
     /// The limit per address.
-    pub fn limit(&self) -> usize {
+    pub(crate) fn limit(&self) -> usize {
         self.limit
     }
 
     /// Connections open from `ip`.
-    pub fn count(&self, ip: IpAddr) -> usize {
+    #[cfg(test)]
+    pub(crate) fn count(&self, ip: IpAddr) -> usize {
         self.counts.lock().unwrap_or_else(|p| p.into_inner()).get(&ip).copied().unwrap_or(0)
     }
 }

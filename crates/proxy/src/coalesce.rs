@@ -26,7 +26,7 @@ use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Buffered bytes above which a write first sends what is buffered.
-pub const HIGH_WATER: usize = 64 * 1024;
+pub(crate) const HIGH_WATER: usize = 64 * 1024;
 
 /// A buffer whose capacity grew beyond this is released after it was sent, so an
 /// idle connection does not keep it.
@@ -86,7 +86,7 @@ impl<S: AsyncWrite + Unpin> Shared<S> {
 
 /// Creates the two halves over `inner`: the stream to give hyper, and the wrapper for
 /// the connection future that hyper returns for it.
-pub fn wrap<S>(inner: S) -> (Coalesced<S>, Flusher<S>) {
+pub(crate) fn wrap<S>(inner: S) -> (Coalesced<S>, Flusher<S>) {
     let shared = Arc::new(Mutex::new(Shared { inner, buf: Vec::new(), sent: 0, owed: false, failed: None }));
     (Coalesced { shared: Arc::clone(&shared) }, Flusher { shared })
 }
@@ -97,19 +97,19 @@ fn lock<S>(shared: &Mutex<Shared<S>>) -> MutexGuard<'_, Shared<S>> {
 
 /// The stream half: what hyper reads from and writes to (see the module docs).
 #[derive(Debug)]
-pub struct Coalesced<S> {
+pub(crate) struct Coalesced<S> {
     shared: Arc<Mutex<Shared<S>>>,
 }
 
 /// The flushing half, to be turned into a [`Batched`] around the connection future.
 #[derive(Debug)]
-pub struct Flusher<S> {
+pub(crate) struct Flusher<S> {
     shared: Arc<Mutex<Shared<S>>>,
 }
 
 impl<S> Flusher<S> {
     /// Drives `conn`, the connection served over this flusher's [`Coalesced`] stream.
-    pub fn drive<F>(self, conn: F) -> Batched<F, S> {
+    pub(crate) fn drive<F>(self, conn: F) -> Batched<F, S> {
         Batched { inner: conn, shared: self.shared }
     }
 }

@@ -20,21 +20,21 @@ use crate::body::ProxyBody;
 const METHODS: &str = "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS";
 
 /// The request's `Origin` when CORS is on and the origin is allowed.
-pub fn allowed_origin(cors: &Cors, headers: &HeaderMap) -> Option<HeaderValue> {
+pub(crate) fn allowed_origin(cors: &Cors, headers: &HeaderMap) -> Option<HeaderValue> {
     let origin = headers.get(header::ORIGIN)?;
     let text = origin.to_str().ok()?;
     (!text.is_empty() && text != "null" && cors.allows(text)).then(|| origin.clone())
 }
 
 /// True for a CORS preflight request.
-pub fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
+pub(crate) fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
     method == Method::OPTIONS
         && headers.contains_key(header::ORIGIN)
         && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
 /// The `204` answer to a preflight from `origin`.
-pub fn preflight(origin: HeaderValue, headers: &HeaderMap) -> Response<ProxyBody> {
+pub(crate) fn preflight(origin: HeaderValue, headers: &HeaderMap) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody::empty());
     *resp.status_mut() = StatusCode::NO_CONTENT;
     let h = resp.headers_mut();
@@ -56,7 +56,7 @@ pub fn preflight(origin: HeaderValue, headers: &HeaderMap) -> Response<ProxyBody
 
 /// Adds `Vary: Origin` and, for an allowed origin, the allow-origin/credentials
 /// headers (replacing any the upstream set).
-pub fn decorate(headers: &mut HeaderMap, origin: Option<HeaderValue>) {
+pub(crate) fn decorate(headers: &mut HeaderMap, origin: Option<HeaderValue>) {
     let varies = headers
         .get_all(header::VARY)
         .iter()

@@ -14,10 +14,10 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 
 /// The statuses that can have a custom page.
-pub const STATUSES: [u16; 5] = [404, 500, 502, 503, 504];
+pub(crate) const STATUSES: [u16; 5] = [404, 500, 502, 503, 504];
 
 /// Largest page file read (a page is served from memory).
-pub const MAX_PAGE_BYTES: u64 = 1024 * 1024;
+pub(crate) const MAX_PAGE_BYTES: u64 = 1024 * 1024;
 
 /// Response headers of the original answer that survive the page swap.
 const KEPT: [HeaderName; 4] =

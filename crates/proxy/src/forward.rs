@@ -48,7 +48,7 @@ struct ThreadPools {
 
 /// Forwards requests to upstreams over pooled keep-alive clients.
 #[derive(Debug)]
-pub struct Forwarder {
+pub(crate) struct Forwarder {
     /// `http://` and verified `https://` upstreams, and forward-auth servers.
     connector: Connector,
     /// `https://` upstreams of services with `insecure_skip_verify`.
@@ -68,7 +68,7 @@ pub struct Forwarder {
 impl Forwarder {
     /// A forwarder with the connect and response timeouts and the upstream connection
     /// limit from `opts`; `whois` answers `tailscale_identity` lookups.
-    pub fn new(
+    pub(crate) fn new(
         opts: &ProxyOptions,
         whois: Option<snirouter_localapi::LocalClient>,
     ) -> Result<Forwarder, rustls::Error> {
@@ -93,12 +93,12 @@ impl Forwarder {
     }
 
     /// The open WebSocket (upgraded) tunnels.
-    pub fn tunnels(&self) -> &Arc<Tunnels> {
+    pub(crate) fn tunnels(&self) -> &Arc<Tunnels> {
         &self.tunnels
     }
 
     /// Answers one request that arrived on `conn`.
-    pub async fn handle(
+    pub(crate) async fn handle(
         &self,
         req: Request<Incoming>,
         conn: &Arc<ConnInfo>,

@@ -25,31 +25,31 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use snirouter_localapi::{LocalClient, WhoIs};
 
 /// `Tailscale-User-Login`.
-pub const USER_LOGIN: HeaderName = HeaderName::from_static("tailscale-user-login");
+pub(crate) const USER_LOGIN: HeaderName = HeaderName::from_static("tailscale-user-login");
 /// `Tailscale-User-Name`.
-pub const USER_NAME: HeaderName = HeaderName::from_static("tailscale-user-name");
+pub(crate) const USER_NAME: HeaderName = HeaderName::from_static("tailscale-user-name");
 /// `Tailscale-User-Profile-Pic`.
-pub const USER_PROFILE_PIC: HeaderName = HeaderName::from_static("tailscale-user-profile-pic");
+pub(crate) const USER_PROFILE_PIC: HeaderName = HeaderName::from_static("tailscale-user-profile-pic");
 /// `Tailscale-Funnel-Request`.
-pub const FUNNEL_REQUEST: HeaderName = HeaderName::from_static("tailscale-funnel-request");
+pub(crate) const FUNNEL_REQUEST: HeaderName = HeaderName::from_static("tailscale-funnel-request");
 /// `Tailscale-Headers-Info`.
-pub const HEADERS_INFO: HeaderName = HeaderName::from_static("tailscale-headers-info");
+pub(crate) const HEADERS_INFO: HeaderName = HeaderName::from_static("tailscale-headers-info");
 
 /// How long a `whois` answer (a peer, or "not a peer") is reused.
-pub const POSITIVE_TTL: Duration = Duration::from_secs(30);
+pub(crate) const POSITIVE_TTL: Duration = Duration::from_secs(30);
 /// How long a LocalAPI failure is remembered (requests go on without identity).
-pub const ERROR_TTL: Duration = Duration::from_secs(5);
+pub(crate) const ERROR_TTL: Duration = Duration::from_secs(5);
 /// Most cached client addresses.
-pub const MAX_ENTRIES: usize = 4096;
+pub(crate) const MAX_ENTRIES: usize = 4096;
 /// Longest wait for one `whois`.
-pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The identity headers only this router sets.
-pub static HEADERS: [HeaderName; 5] = [USER_LOGIN, USER_NAME, USER_PROFILE_PIC, FUNNEL_REQUEST, HEADERS_INFO];
+pub(crate) static HEADERS: [HeaderName; 5] = [USER_LOGIN, USER_NAME, USER_PROFILE_PIC, FUNNEL_REQUEST, HEADERS_INFO];
 
 /// The headers for one tailnet user.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
+pub(crate) struct Identity {
     login: HeaderValue,
     name: HeaderValue,
     profile_pic: Option<HeaderValue>,
@@ -57,7 +57,7 @@ pub struct Identity {
 
 impl Identity {
     /// Identity headers for a `whois` answer; `None` for tagged nodes (no user).
-    pub fn from_whois(who: &WhoIs) -> Option<Identity> {
+    pub(crate) fn from_whois(who: &WhoIs) -> Option<Identity> {
         if who.login_name.is_empty() || who.login_name == "tagged-devices" {
             return None;
         }
@@ -69,16 +69,11 @@ impl Identity {
     }
 
     /// Sets the headers on an upstream request (after client copies were removed).
-    pub fn apply(&self, headers: &mut HeaderMap) {
+    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
         headers.insert(USER_LOGIN, self.login.clone());
         headers.insert(USER_NAME, self.name.clone());
         headers.insert(USER_PROFILE_PIC, self.profile_pic.clone().unwrap_or(HeaderValue::from_static("")));
         headers.insert(HEADERS_INFO, HeaderValue::from_static("https://tailscale.com/s/serve-headers"));
-    }
-
-    /// The login name as sent (possibly Q-encoded).
-    pub fn login(&self) -> &HeaderValue {
-        &self.login
     }
 }
 
@@ -91,7 +86,7 @@ struct Cached {
 
 /// `whois` with a small cache.
 #[derive(Debug)]
-pub struct Identities {
+pub(crate) struct Identities {
     client: Option<LocalClient>,
     cache: Mutex<HashMap<IpAddr, Cached>>,
 }
@@ -99,13 +94,13 @@ pub struct Identities {
 impl Identities {
     /// Lookups through `client`; `None` never finds anyone (tests, demo without
     /// tailscaled).
-    pub fn new(client: Option<LocalClient>) -> Identities {
+    pub(crate) fn new(client: Option<LocalClient>) -> Identities {
         Identities { client, cache: Mutex::new(HashMap::new()) }
     }
 
     /// The identity of the tailnet user behind `client` (the PROXY v2 source on proxy
     /// listeners), from the cache or LocalAPI `whois`.
-    pub async fn lookup(&self, service: &str, client: SocketAddr) -> Option<Arc<Identity>> {
+    pub(crate) async fn lookup(&self, service: &str, client: SocketAddr) -> Option<Arc<Identity>> {
         let ip = client.ip();
         if let Some(hit) = self.cached(ip) {
             return hit;
@@ -146,7 +141,8 @@ impl Identities {
     }
 
     /// Number of cached addresses.
-    pub fn cached_len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn cached_len(&self) -> usize {
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }
@@ -154,7 +150,7 @@ impl Identities {
 /// Go's `mime.QEncoding.Encode("utf-8", s)`: `s` itself when every byte is printable
 /// ASCII (or tab), otherwise `=?utf-8?q?…?=` encoded words of at most 75 characters,
 /// split on character boundaries and joined by a space.
-pub fn q_encode(s: &str) -> String {
+pub(crate) fn q_encode(s: &str) -> String {
     if !s.bytes().any(|b| !(b' '..=b'~').contains(&b) && b != b'\t') {
         return s.to_owned();
     }

@@ -15,14 +15,14 @@ use tokio::time::Instant;
 
 /// When bytes last moved, shared between the stream and its watchdog.
 #[derive(Debug)]
-pub struct Activity {
+pub(crate) struct Activity {
     origin: Instant,
     last_ms: AtomicU64,
 }
 
 impl Activity {
     /// Activity starting now.
-    pub fn new() -> Arc<Activity> {
+    pub(crate) fn new() -> Arc<Activity> {
         Arc::new(Activity { origin: Instant::now(), last_ms: AtomicU64::new(0) })
     }
 
@@ -32,7 +32,7 @@ impl Activity {
     }
 
     /// How long nothing has moved.
-    pub fn idle_for(&self) -> Duration {
+    pub(crate) fn idle_for(&self) -> Duration {
         let now = self.origin.elapsed().as_millis() as u64;
         Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
     }
@@ -40,14 +40,14 @@ impl Activity {
 
 /// A stream that records activity on every successful read or write.
 #[derive(Debug)]
-pub struct Tracked<S> {
+pub(crate) struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
 }
 
 impl<S> Tracked<S> {
     /// Wraps `inner`.
-    pub fn new(inner: S, activity: Arc<Activity>) -> Tracked<S> {
+    pub(crate) fn new(inner: S, activity: Arc<Activity>) -> Tracked<S> {
         Tracked { inner, activity }
     }
 }
@@ -98,7 +98,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
 }
 
 /// Resolves once `activity` has been idle for `limit` (checked a few times per limit).
-pub async fn expired(activity: &Activity, limit: Duration) {
+pub(crate) async fn expired(activity: &Activity, limit: Duration) {
     let step = (limit / 4).max(Duration::from_millis(50));
     loop {
         let idle = activity.idle_for();

@@ -29,36 +29,36 @@
 //! [`Router`] holds the shared state: the route table (swappable at runtime), the
 //! certificate store, the TLS config and the pooled upstream client.
 
-pub mod admit;
-pub mod auth;
-pub mod body;
+mod admit;
+mod auth;
+mod body;
 mod client_headers;
-pub mod client_limit;
-pub mod coalesce;
+mod client_limit;
+mod coalesce;
 mod conn_info;
-pub mod cors;
-pub mod error_pages;
-pub mod forward;
+mod cors;
+mod error_pages;
+mod forward;
 pub mod hello;
-pub mod histogram;
+mod histogram;
 mod hop_by_hop;
-pub mod identity;
-pub mod idle;
-pub mod listener;
+mod identity;
+mod idle;
+mod listener;
 mod local;
 pub mod metrics;
 mod options;
-pub mod passthrough;
-pub mod pool;
+mod passthrough;
+mod pool;
 pub mod proxy_header;
-pub mod redirect;
-pub mod routes;
-pub mod stall;
-pub mod stats;
-pub mod tls;
-pub mod tunnel;
-pub mod upstream;
-pub mod workers;
+mod redirect;
+mod routes;
+mod stall;
+mod stats;
+mod tls;
+mod tunnel;
+mod upstream;
+mod workers;
 
 pub use conn_info::ConnInfo;
 pub use listener::{ListenerKind, Router};

@@ -119,11 +119,6 @@ impl Router {
         &self.metrics
     }
 
-    /// The certificate store.
-    pub fn certs(&self) -> &Arc<CertStore> {
-        &self.certs
-    }
-
     /// Connections open right now, WebSocket tunnels included.
     pub fn active_connections(&self) -> usize {
         self.admission.active()

@@ -15,7 +15,7 @@ use crate::routes::ServiceRoutes;
 
 /// Why a passthrough connection could not be set up.
 #[derive(Debug, thiserror::Error)]
-pub enum PassthroughError {
+pub(crate) enum PassthroughError {
     /// The backend could not be reached.
     #[error(
         "cannot connect to passthrough backend {target}: {source}; fix: start the backend or correct passthrough in the config"
@@ -45,7 +45,7 @@ pub enum PassthroughError {
 }
 
 /// Connects to the service's backend, replays `hello`, then copies both ways.
-pub async fn run(
+pub(crate) async fn run(
     mut client: TcpStream,
     hello: Vec<u8>,
     svc: Arc<ServiceRoutes>,

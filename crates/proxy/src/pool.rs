@@ -41,23 +41,23 @@ use crate::upstream::{BoxError, Connector, MAX_UPSTREAM_READ, UpstreamBody};
 
 /// The longest a request is expected to wait for a released connection before it opens
 /// its own instead.
-pub const PATIENCE: Duration = Duration::from_millis(50);
+pub(crate) const PATIENCE: Duration = Duration::from_millis(50);
 /// How often a request re-checks while [`MAX_CONNECTING`] others are connecting.
 const RECHECK: Duration = Duration::from_millis(1);
 /// Releases are counted over windows of this length to estimate the release rate.
 const RATE_WINDOW: Duration = Duration::from_millis(100);
 /// Requests per upstream and thread that open a connection at the same time.
-pub const MAX_CONNECTING: usize = 4;
+pub(crate) const MAX_CONNECTING: usize = 4;
 /// Idle keep-alive connections kept per upstream address and thread.
-pub const MAX_IDLE_PER_UPSTREAM: usize = 32;
+pub(crate) const MAX_IDLE_PER_UPSTREAM: usize = 32;
 /// An idle connection unused for this long is closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 type Sender = http1::SendRequest<UpstreamBody>;
 
 /// Why an exchange with an upstream failed.
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     /// TCP connect or TLS handshake (or its timeout, `timeouts.upstream_connect`).
     #[error("connecting failed: {0}")]
     Connect(#[source] BoxError),
@@ -128,7 +128,7 @@ impl ReleaseRate {
 
 /// One thread's connections to every upstream, over one connector.
 #[derive(Debug)]
-pub struct Pool {
+pub(crate) struct Pool {
     connector: Connector,
     entries: Mutex<HashMap<Key, Entry>>,
 }
@@ -170,13 +170,13 @@ impl Drop for Connecting<'_> {
 
 impl Pool {
     /// An empty pool over `connector`.
-    pub fn new(connector: Connector) -> Arc<Pool> {
+    pub(crate) fn new(connector: Connector) -> Arc<Pool> {
         Arc::new(Pool { connector, entries: Mutex::new(HashMap::new()) })
     }
 
     /// Sends `req` (absolute URI) to its upstream and returns the response head and
     /// the connection, which the caller hands back when the body has ended.
-    pub async fn request(
+    pub(crate) async fn request(
         self: &Arc<Self>,
         mut req: Request<UpstreamBody>,
     ) -> Result<(Response<Incoming>, Lease), UpstreamError> {

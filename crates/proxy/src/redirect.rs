@@ -13,7 +13,7 @@ use crate::local::local;
 use crate::routes::RouteTable;
 
 /// The answer to one plain-HTTP request.
-pub fn answer<B>(req: &Request<B>, table: &RouteTable) -> Response<ProxyBody> {
+pub(crate) fn answer<B>(req: &Request<B>, table: &RouteTable) -> Response<ProxyBody> {
     let raw = req.uri().authority().map(|a| a.as_str().to_owned()).or_else(|| {
         let mut hosts = req.headers().get_all(header::HOST).iter();
         match (hosts.next(), hosts.next()) {

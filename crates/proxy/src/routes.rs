@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use http::HeaderName;
 use http::uri::PathAndQuery;
-pub use snirouter_config::Route;
+pub(crate) use snirouter_config::Route;
 use snirouter_config::{Cors, ForwardAuth, Passthrough};
 
 use crate::error_pages::ErrorPages;
@@ -19,7 +19,7 @@ use crate::stats::ServiceStats;
 
 /// The path and query to send upstream for `pq` under `route` (the prefix removed
 /// when the route says `strip_prefix`).
-pub fn upstream_path(route: &Route, pq: &PathAndQuery) -> PathAndQuery {
+pub(crate) fn upstream_path(route: &Route, pq: &PathAndQuery) -> PathAndQuery {
     if !route.strip_prefix || route.path == "/" {
         return pq.clone();
     }
@@ -37,8 +37,6 @@ pub fn upstream_path(route: &Route, pq: &PathAndQuery) -> PathAndQuery {
 pub struct ServiceRoutes {
     /// Service name (`grafana`).
     pub name: String,
-    /// The FQDN it is served under.
-    pub fqdn: String,
     /// Routes, longest path first.
     pub routes: Vec<Route>,
     /// Host header to send upstream instead of the client's.
@@ -69,10 +67,10 @@ pub struct ServiceRoutes {
 
 impl ServiceRoutes {
     /// A plain service (no parity options), for tests.
-    pub fn plain(name: &str, fqdn: &str, routes: Vec<Route>) -> ServiceRoutes {
+    #[cfg(test)]
+    pub(crate) fn plain(name: &str, routes: Vec<Route>) -> ServiceRoutes {
         ServiceRoutes {
             name: name.to_owned(),
-            fqdn: fqdn.to_owned(),
             routes,
             upstream_host: None,
             stats: Arc::default(),
@@ -129,10 +127,9 @@ impl RouteTable {
                 .unwrap_or_default();
             let routes = svc.routes.clone();
             by_fqdn.insert(
-                fqdn.clone(),
+                fqdn,
                 Arc::new(ServiceRoutes {
                     name: svc.name.clone(),
-                    fqdn,
                     routes,
                     upstream_host: svc.upstream_host.clone(),
                     stats,
@@ -179,7 +176,6 @@ mod tests {
     fn longest_prefix_wins_in_table_order() {
         let svc = ServiceRoutes::plain(
             "media",
-            "media.x",
             vec![route("/sonarr/api", false), route("/sonarr", false), route("/", false)],
         );
         assert_eq!(svc.route("/sonarr/api/x").map(|r| r.path.as_str()), Some("/sonarr/api"));

@@ -25,7 +25,7 @@ pub(crate) struct Stall {
 /// A body delivered nothing for `timeouts.idle`.
 #[derive(Debug, thiserror::Error)]
 #[error("no data for {}s (timeouts.idle)", .0.as_secs())]
-pub struct Stalled(pub Duration);
+pub(crate) struct Stalled(pub Duration);
 
 impl Stall {
     /// A bound of `limit` between two reads, starting now.

@@ -36,14 +36,14 @@ fn preferred_suites() -> Vec<rustls::SupportedCipherSuite> {
 /// follows the client's. They share the certificate resolver, the ticket keys and the
 /// session cache, so a session resumes whichever one it was made with.
 #[derive(Debug, Clone)]
-pub struct ServerTls {
+pub(crate) struct ServerTls {
     server_order: Arc<ServerConfig>,
     client_order: Arc<ServerConfig>,
 }
 
 impl ServerTls {
     /// The settings for certificates from `certs`.
-    pub fn new(certs: Arc<CertStore>) -> Result<ServerTls, rustls::Error> {
+    pub(crate) fn new(certs: Arc<CertStore>) -> Result<ServerTls, rustls::Error> {
         let mut provider = rustls::crypto::ring::default_provider();
         provider.cipher_suites = preferred_suites();
         let mut cfg = ServerConfig::builder_with_provider(Arc::new(provider))
@@ -58,7 +58,7 @@ impl ServerTls {
     }
 
     /// The configuration to finish the handshake of `hello` with.
-    pub fn for_hello(&self, hello: &ClientHello<'_>) -> Arc<ServerConfig> {
+    pub(crate) fn for_hello(&self, hello: &ClientHello<'_>) -> Arc<ServerConfig> {
         if prefers_chacha(hello.cipher_suites()) {
             Arc::clone(&self.client_order)
         } else {

@@ -23,7 +23,7 @@ use crate::routes::ServiceRoutes;
 
 /// The open tunnels of a router.
 #[derive(Debug)]
-pub struct Tunnels {
+pub(crate) struct Tunnels {
     open: watch::Sender<usize>,
     idle_limit: Option<Duration>,
 }
@@ -37,17 +37,17 @@ struct Open {
 
 impl Tunnels {
     /// No tunnels yet; `idle_limit` is `timeouts.tunnel_idle`.
-    pub fn new(idle_limit: Option<Duration>) -> Arc<Tunnels> {
+    pub(crate) fn new(idle_limit: Option<Duration>) -> Arc<Tunnels> {
         Arc::new(Tunnels { open: watch::Sender::new(0), idle_limit })
     }
 
     /// Tunnels open right now.
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         *self.open.borrow()
     }
 
     /// Resolves when no tunnel is open.
-    pub async fn drained(&self) {
+    pub(crate) async fn drained(&self) {
         let mut rx = self.open.subscribe();
         // The sender lives in `self`: the channel cannot close while we wait.
         let _ = rx.wait_for(|n| *n == 0).await;

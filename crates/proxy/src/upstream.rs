@@ -36,12 +36,12 @@ use tokio_rustls::TlsConnector;
 use crate::stall::Stall;
 
 /// Boxed error used by the connector.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Builds the connector for upstreams; `insecure` skips certificate verification of
 /// `https://` upstreams. `connect_timeout` bounds the TCP connect and the TLS
 /// handshake together (`timeouts.upstream_connect`).
-pub fn connector(connect_timeout: Duration, insecure: bool) -> Result<Connector, rustls::Error> {
+pub(crate) fn connector(connect_timeout: Duration, insecure: bool) -> Result<Connector, rustls::Error> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.enforce_http(false);
@@ -66,7 +66,7 @@ pub fn connector(connect_timeout: Duration, insecure: bool) -> Result<Connector,
 /// 1 MiB benchmark's peak RSS was made of; with 64 KiB that peak fell from 15–16 to
 /// 10 MiB with no measurable CPU cost (docs/benchmarks.md §1). nginx refuses upstream
 /// heads over 4–8 KiB by default (`proxy_buffer_size`).
-pub const MAX_UPSTREAM_READ: usize = 64 * 1024;
+pub(crate) const MAX_UPSTREAM_READ: usize = 64 * 1024;
 
 /// The opt-in cap `limits.max_upstream_connections`: at most `per_upstream` requests
 /// in flight to one upstream address across the router (so at most that many busy
@@ -74,7 +74,7 @@ pub const MAX_UPSTREAM_READ: usize = 64 * 1024;
 /// ([`ProxyBody::Upstream`](crate::body::ProxyBody)) and freed when a WebSocket is
 /// upgraded; requests over the cap wait for one.
 #[derive(Debug)]
-pub struct Slots {
+pub(crate) struct Slots {
     per_upstream: usize,
     /// By address, then indexed by `insecure_skip_verify` (separate pools, separate
     /// connections).
@@ -83,18 +83,18 @@ pub struct Slots {
 
 impl Slots {
     /// `per_upstream` slots (at least 1) for every upstream address.
-    pub fn new(per_upstream: usize) -> Slots {
+    pub(crate) fn new(per_upstream: usize) -> Slots {
         Slots { per_upstream: per_upstream.max(1), by_upstream: Mutex::new(HashMap::new()) }
     }
 
     /// The cap.
-    pub fn per_upstream(&self) -> usize {
+    pub(crate) fn per_upstream(&self) -> usize {
         self.per_upstream
     }
 
     /// Waits for a free slot to `upstream`. `None` only if the semaphore was closed,
     /// which never happens: the request then goes ahead without a slot.
-    pub async fn acquire(&self, upstream: &Authority, insecure: bool) -> Option<OwnedSemaphorePermit> {
+    pub(crate) async fn acquire(&self, upstream: &Authority, insecure: bool) -> Option<OwnedSemaphorePermit> {
         let semaphore = {
             let mut map = self.by_upstream.lock().unwrap_or_else(PoisonError::into_inner);
             // Looked up by reference: the address is cloned once per upstream, not per request.
@@ -113,7 +113,7 @@ impl Slots {
 
 /// TCP, plus TLS for `https://` URIs.
 #[derive(Clone)]
-pub struct Connector {
+pub(crate) struct Connector {
     http: HttpConnector,
     tls: TlsConnector,
     connect_timeout: Duration,
@@ -163,7 +163,7 @@ impl tower_service::Service<Uri> for Connector {
 }
 
 /// A plain or TLS connection to an upstream.
-pub enum MaybeTls {
+pub(crate) enum MaybeTls {
     /// `http://`.
     Plain(TokioIo<TcpStream>),
     /// `https://`.
@@ -248,7 +248,7 @@ impl ServerCertVerifier for AcceptAny {
 
 /// Why the body sent upstream stopped.
 #[derive(Debug, thiserror::Error)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     /// Reading the client's body failed.
     #[error("reading the client's request body failed: {0}")]
     Client(#[from] hyper::Error),
@@ -265,7 +265,7 @@ pub enum BodyError {
 
 /// The body of a request sent upstream.
 #[derive(Debug)]
-pub enum UpstreamBody {
+pub(crate) enum UpstreamBody {
     /// No body (forward-auth checks, requests without one).
     Empty,
     /// The client's body, streamed frame by frame and counted against a limit. Boxed:
@@ -278,7 +278,7 @@ impl UpstreamBody {
     /// The client's body `inner` as sent upstream (at most `limit` bytes, no pause
     /// longer than `idle`), and its progress; a request without a body is sent as
     /// [`UpstreamBody::Empty`] and has none to follow.
-    pub fn from_client(
+    pub(crate) fn from_client(
         inner: Incoming,
         limit: Option<u64>,
         idle: Duration,
@@ -294,7 +294,7 @@ impl UpstreamBody {
 
 /// What stopped a request body before its end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyFailure {
+pub(crate) enum BodyFailure {
     /// More than `max_body_bytes` arrived.
     TooLarge,
     /// The client sent nothing for `timeouts.idle`.
@@ -305,7 +305,7 @@ pub enum BodyFailure {
 /// the wait for the response head starts once the body has been sent, and a failed
 /// request is answered by what stopped its body.
 #[derive(Debug, Default)]
-pub struct BodyProgress {
+pub(crate) struct BodyProgress {
     finished: AtomicBool,
     sent: Notify,
     /// 0 while the body has not failed, else 1 + the [`BodyFailure`] discriminant.
@@ -315,7 +315,7 @@ pub struct BodyProgress {
 impl BodyProgress {
     /// Resolves once the whole body has been handed to the upstream connection (or the
     /// body was dropped).
-    pub async fn sent(&self) {
+    pub(crate) async fn sent(&self) {
         if !self.finished.load(Ordering::Acquire) {
             // `notify_one` keeps a permit when nobody waits yet: no lost wake-up.
             self.sent.notified().await;
@@ -323,7 +323,7 @@ impl BodyProgress {
     }
 
     /// Why the body stopped early, if it did.
-    pub fn failure(&self) -> Option<BodyFailure> {
+    pub(crate) fn failure(&self) -> Option<BodyFailure> {
         match self.failure.load(Ordering::Relaxed) {
             1 => Some(BodyFailure::TooLarge),
             2 => Some(BodyFailure::Stalled),
@@ -349,7 +349,7 @@ impl BodyProgress {
 /// A client body with an optional size limit, checked as frames pass (never buffered),
 /// and the per-read bound `timeouts.idle`; made by [`UpstreamBody::from_client`].
 #[derive(Debug)]
-pub struct LimitedBody {
+pub(crate) struct LimitedBody {
     inner: Incoming,
     limit: Option<u64>,
     seen: u64,
@@ -430,7 +430,7 @@ impl Body for UpstreamBody {
 }
 
 /// The TLS error behind an upstream failure, if the failure was a TLS handshake.
-pub fn tls_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+pub(crate) fn tls_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
         if let Some(tls) = err.downcast_ref::<rustls::Error>() {

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 
 /// A fixed set of single-threaded runtimes.
 #[derive(Debug)]
-pub struct Workers {
+pub(crate) struct Workers {
     handles: Vec<Handle>,
     next: AtomicUsize,
     // Dropping the senders lets each worker thread finish its runtime.
@@ -25,7 +25,7 @@ pub struct Workers {
 
 impl Workers {
     /// Starts `n` worker threads (at least one).
-    pub fn start(n: usize) -> std::io::Result<Workers> {
+    pub(crate) fn start(n: usize) -> std::io::Result<Workers> {
         let n = n.max(1);
         let mut handles = Vec::with_capacity(n);
         let mut stop = Vec::with_capacity(n);
@@ -44,27 +44,17 @@ impl Workers {
     }
 
     /// As many workers as the machine has cores.
-    pub fn per_core() -> std::io::Result<Workers> {
+    pub(crate) fn per_core() -> std::io::Result<Workers> {
         Workers::start(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
     }
 
     /// Runs `fut` on the next worker.
-    pub fn spawn<F>(&self, fut: F)
+    pub(crate) fn spawn<F>(&self, fut: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
         self.handles[i].spawn(fut);
-    }
-
-    /// Number of workers.
-    pub fn len(&self) -> usize {
-        self.handles.len()
-    }
-
-    /// Always false: there is at least one worker.
-    pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
     }
 }
 

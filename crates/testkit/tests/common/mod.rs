@@ -7,22 +7,22 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-pub const T: Duration = Duration::from_secs(20);
+pub(crate) const T: Duration = Duration::from_secs(20);
 
 #[derive(Debug)]
-pub struct Resp {
+pub(crate) struct Resp {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
 }
 
 impl Resp {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
-pub fn dechunk(mut b: &[u8]) -> Vec<u8> {
+pub(crate) fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
         let Some(pos) = b.windows(2).position(|w| w == b"\r\n") else { return out };
@@ -36,7 +36,7 @@ pub fn dechunk(mut b: &[u8]) -> Vec<u8> {
     }
 }
 
-pub fn parse(raw: &[u8]) -> Resp {
+pub(crate) fn parse(raw: &[u8]) -> Resp {
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("response head");
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let body = &raw[split + 4..];
@@ -52,7 +52,7 @@ pub fn parse(raw: &[u8]) -> Resp {
 }
 
 /// Send raw bytes (should include `Connection: close`) and read to EOF.
-pub async fn raw(sock: &Path, request: &str) -> Resp {
+pub(crate) async fn raw(sock: &Path, request: &str) -> Resp {
     tokio::time::timeout(T, async {
         let mut s = UnixStream::connect(sock).await.expect("connect");
         s.write_all(request.as_bytes()).await.unwrap();
@@ -65,7 +65,7 @@ pub async fn raw(sock: &Path, request: &str) -> Resp {
 }
 
 /// A well-formed LocalAPI request with optional extra headers and body.
-pub async fn req(sock: &Path, method: &str, path: &str, extra: &[(&str, &str)], body: Option<&str>) -> Resp {
+pub(crate) async fn req(sock: &Path, method: &str, path: &str, extra: &[(&str, &str)], body: Option<&str>) -> Resp {
     let mut r = format!("{method} {path} HTTP/1.1\r\nHost: local-tailscaled.sock\r\nConnection: close\r\n");
     for (k, v) in extra {
         r.push_str(&format!("{k}: {v}\r\n"));
@@ -78,12 +78,12 @@ pub async fn req(sock: &Path, method: &str, path: &str, extra: &[(&str, &str)], 
     raw(sock, &r).await
 }
 
-pub async fn get(sock: &Path, path: &str) -> Resp {
+pub(crate) async fn get(sock: &Path, path: &str) -> Resp {
     req(sock, "GET", path, &[], None).await
 }
 
 /// PEM blocks as (label, full block text).
-pub fn pem_labels(s: &str) -> Vec<String> {
+pub(crate) fn pem_labels(s: &str) -> Vec<String> {
     s.lines()
         .filter_map(|l| l.strip_prefix("-----BEGIN ").and_then(|l| l.strip_suffix("-----")))
         .map(str::to_string)
