@@ -24,6 +24,7 @@
 //! Modules: [`lexer`] (tokens, following Caddy's lexer rules), [`parser`] (blocks and
 //! directives), [`translate`](mod@translate) (directives → services) and the TOML writer.
 
+#![forbid(unsafe_code)]
 mod lexer;
 mod model;
 mod parser;

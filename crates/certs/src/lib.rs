@@ -16,6 +16,7 @@
 //! job of `snirouter-localapi`; this crate only decides *when* to call it and what
 //! to do with the answer.
 
+#![forbid(unsafe_code)]
 pub mod cache;
 mod manager;
 mod schedule;

@@ -25,6 +25,7 @@
 //! assert_eq!(cfg.services[0].fqdn("tailnet-1234.ts.net"), "grafana.tailnet-1234.ts.net");
 //! ```
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod checks;

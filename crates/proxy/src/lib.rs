@@ -29,6 +29,7 @@
 //! [`Router`] holds the shared state: the route table (swappable at runtime), the
 //! certificate store, the TLS config and the pooled upstream client.
 
+#![forbid(unsafe_code)]
 mod admit;
 mod auth;
 mod body;

@@ -25,6 +25,7 @@
 //! idempotent), [`observe`] (per-service [`ServiceState`] for `snirouter status`) and
 //! [`spawn_startup_sync`] for `run` with `[tailscale] manage_services = true`.
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod control;

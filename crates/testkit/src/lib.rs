@@ -22,6 +22,7 @@
 //! Nothing here is meant for production use; it exists so the real crates can
 //! be tested without a running tailscaled.
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod backend;
