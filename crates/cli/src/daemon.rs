@@ -61,8 +61,10 @@ pub(crate) enum StartError {
 pub(crate) struct Daemon {
     /// The listeners bound at start, with their kind (see [`Daemon::listeners`] for the
     /// current set after reloads).
+    #[cfg_attr(not(feature = "demo"), allow(dead_code))] // read by `snirouter demo`
     pub listeners: Vec<(ListenerKind, SocketAddr)>,
     /// The certificate store.
+    #[cfg_attr(not(feature = "demo"), allow(dead_code))] // read by `snirouter demo`
     pub store: Arc<CertStore>,
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
@@ -160,6 +162,7 @@ impl Daemon {
     }
 
     /// The first listener of `kind`.
+    #[cfg(feature = "demo")]
     pub(crate) fn addr(&self, kind: ListenerKind) -> Option<SocketAddr> {
         self.listeners.iter().find(|(k, _)| *k == kind).map(|(_, a)| *a)
     }

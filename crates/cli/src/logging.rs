@@ -26,8 +26,9 @@ pub(crate) fn init(log: &Log) {
     }
 }
 
-/// Quiet logging for the demo: warnings only, unless `SNIROUTER_LOG` says otherwise.
-pub(crate) fn init_demo() {
+/// Quiet logging for commands that print their own report (`demo`, `services`):
+/// warnings only, unless `SNIROUTER_LOG` says otherwise.
+pub(crate) fn init_quiet() {
     let filter = EnvFilter::try_from_env("SNIROUTER_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -5,12 +5,14 @@
 
 mod admin;
 mod daemon;
+#[cfg(feature = "demo")]
 mod demo;
 mod doctor;
 mod health;
 mod import_cmd;
 mod logging;
 mod model;
+#[cfg(feature = "demo")]
 mod probe;
 mod reload;
 mod rlimit;
@@ -84,6 +86,7 @@ enum Command {
     },
     /// Everything local and simulated: a simulated tailscaled, 14 sample backends and
     /// the router on loopback, then real HTTPS requests to every name.
+    #[cfg(feature = "demo")]
     Demo {
         /// Exit after the requests instead of serving until Ctrl-C.
         #[arg(long)]
@@ -131,8 +134,9 @@ fn main() -> ExitCode {
         Command::Status { json, config } => runtime().block_on(status::run(config.as_deref(), json)),
         Command::Reload { config } => runtime().block_on(status::reload(config.as_deref())),
         Command::Doctor { config, cert_timeout } => runtime().block_on(doctor::run(&config, cert_timeout)),
+        #[cfg(feature = "demo")]
         Command::Demo { once, dir } => {
-            logging::init_demo();
+            logging::init_quiet();
             runtime().block_on(async {
                 match demo::run(once, dir).await {
                     Ok(true) => ExitCode::SUCCESS,

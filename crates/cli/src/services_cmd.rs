@@ -46,7 +46,7 @@ pub(crate) enum ServicesCommand {
 
 /// Runs a `services` subcommand.
 pub(crate) fn run(args: ServicesArgs) -> ExitCode {
-    crate::logging::init_demo();
+    crate::logging::init_quiet();
     let (path, json, apply) = match &args.command {
         ServicesCommand::Plan { config, json } => (config, *json, false),
         ServicesCommand::Sync { config, json } => (config, *json, true),
