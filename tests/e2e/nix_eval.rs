@@ -1,6 +1,7 @@
-//! The Nix side, without nixpkgs: every `.nix` file parses (`nix-instantiate --parse`), and
-//! `nix/module.nix` evaluates under the stand-in lib of `nix/tests/eval/` for the
-//! 14-service example; the TOML it renders passes `snirouter check`, the systemd unit has
+//! The Nix side: every `.nix` file parses (`nix-instantiate --parse`), and `nix/module.nix`
+//! evaluates with the real nixpkgs module system (the vendored nixpkgs `lib`,
+//! `../shared/vendor/nixpkgs-lib/lib`) and the NixOS options it sets declared with their
+//! NixOS types (`nix/tests/eval/nixos.nix`), for the 14-service example; the TOML it renders passes `snirouter check`, the systemd unit has
 //! the hardening, and the module's assertions fire with their messages.
 //!
 //! Needs `nix-instantiate` (Debian: `nix-bin`; `.ci/run` installs it). Without it the test
@@ -14,6 +15,17 @@ use crate::harness::TempDir;
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The vendored nixpkgs `lib` next to the project (`../shared/vendor/nixpkgs-lib/lib`).
+fn nixpkgs_lib() -> PathBuf {
+    let lib = repo_root().join("../shared/vendor/nixpkgs-lib/lib");
+    assert!(
+        lib.join("default.nix").is_file(),
+        "the nixpkgs lib is not at {} (see its SOURCE.md): the module cannot be evaluated with the real module system",
+        lib.display()
+    );
+    lib.canonicalize().unwrap_or(lib)
 }
 
 /// `nix-instantiate` with a private state dir, or `None` when it is not installed.
@@ -47,9 +59,13 @@ impl Nix {
             .expect("run nix-instantiate")
     }
 
-    /// `--eval --strict --json` of `nix/tests/eval` with `args`, attribute `attr`.
+    /// `--eval --strict --json` of `nix/tests/eval` with `args`, attribute `attr`, under
+    /// the vendored nixpkgs lib.
     fn eval(&self, attr: &str, args: &[&str]) -> Result<serde_json::Value, String> {
+        let lib = nixpkgs_lib();
+        let lib = lib.to_str().expect("utf-8 path");
         let mut all = vec!["--eval", "--strict", "--json", "--readonly-mode", "nix/tests/eval", "-A", attr];
+        all.extend_from_slice(&["--arg", "nixpkgsLib", lib]);
         all.extend_from_slice(args);
         let out = self.run(&all);
         if !out.status.success() {
@@ -96,7 +112,7 @@ fn every_nix_file_parses() {
     nix_files(&root.join("nix"), &mut files);
     files.push(root.join("flake.nix"));
     files.sort();
-    for required in ["flake.nix", "nix/package.nix", "nix/module.nix", "nix/tests/vm.nix", "nix/tests/eval/lib.nix"] {
+    for required in ["flake.nix", "nix/package.nix", "nix/module.nix", "nix/tests/vm.nix", "nix/tests/eval/nixos.nix"] {
         assert!(files.contains(&root.join(required)), "{required} is missing");
     }
     for f in &files {

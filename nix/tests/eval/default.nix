@@ -1,4 +1,6 @@
-# Evaluate nix/module.nix with the stand-in lib and pkgs, without nixpkgs:
+# Evaluate nix/module.nix with the real nixpkgs module system (the vendored
+# nixpkgs `lib`, ../shared/vendor/nixpkgs-lib/lib from the project root) and a stand-in
+# for the few packages it uses:
 #
 #   nix-instantiate --eval --strict --json nix/tests/eval --argstr errorPages /some/dir -A toml
 #
@@ -7,9 +9,10 @@
 {
   errorPages ? "/var/lib/snirouter-error-pages",
   extraConfig ? { },
+  nixpkgsLib ? ../../../../shared/vendor/nixpkgs-lib/lib,
 }:
 let
-  lib = import ./lib.nix;
+  lib = import nixpkgsLib;
   pkgs = import ./pkgs.nix { inherit lib; };
   eval = lib.evalModules {
     modules = [

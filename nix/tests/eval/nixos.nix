@@ -1,11 +1,77 @@
-# Declarations of the NixOS options nix/module.nix sets, typed as in nixpkgs where it
-# matters (permitCertUid, firewall ports, assertions); the rest merge like attribute sets.
+# The NixOS options nix/module.nix sets, declared as nixpkgs declares them (the types of
+# nixos/modules/{misc/assertions,config/users-groups,system/etc/etc,config/system-path,
+# services/networking/firewall,system/boot/systemd,services/networking/tailscale}.nix),
+# reduced to the sub-options the module uses. A submodule without an option for a key
+# the module sets fails the evaluation, as an unknown option does in NixOS.
 { lib, ... }:
 let
   inherit (lib) mkOption types;
-  anyAttrs = mkOption {
-    type = types.attrsOf types.anything;
-    default = { };
+  # systemd's unit option values (nixos/lib/systemd-types.nix `unitOption`).
+  unitOption = types.oneOf [
+    types.bool
+    types.int
+    types.str
+    types.path
+    (types.listOf (
+      types.oneOf [
+        types.bool
+        types.int
+        types.str
+        types.path
+      ]
+    ))
+  ];
+  strList = mkOption {
+    type = types.listOf types.str;
+    default = [ ];
+  };
+  user = types.submodule {
+    options = {
+      isSystemUser = mkOption {
+        type = types.bool;
+        default = false;
+      };
+      group = mkOption {
+        type = types.str;
+        default = "";
+      };
+      description = mkOption {
+        type = types.passwdEntry types.str;
+        default = "";
+      };
+    };
+  };
+  group = types.submodule {
+    options.gid = mkOption {
+      type = types.nullOr types.int;
+      default = null;
+    };
+  };
+  etc = types.submodule {
+    options.source = mkOption { type = types.path; };
+  };
+  service = types.submodule {
+    options = {
+      description = mkOption {
+        type = types.singleLineStr;
+        default = "";
+      };
+      wantedBy = strList;
+      after = strList;
+      wants = strList;
+      reloadTriggers = mkOption {
+        type = types.listOf unitOption;
+        default = [ ];
+      };
+      restartTriggers = mkOption {
+        type = types.listOf types.unspecified;
+        default = [ ];
+      };
+      serviceConfig = mkOption {
+        type = types.attrsOf unitOption;
+        default = { };
+      };
+    };
   };
 in
 {
@@ -14,9 +80,18 @@ in
       type = types.listOf types.unspecified;
       default = [ ];
     };
-    users.users = anyAttrs;
-    users.groups = anyAttrs;
-    environment.etc = anyAttrs;
+    users.users = mkOption {
+      type = types.attrsOf user;
+      default = { };
+    };
+    users.groups = mkOption {
+      type = types.attrsOf group;
+      default = { };
+    };
+    environment.etc = mkOption {
+      type = types.attrsOf etc;
+      default = { };
+    };
     environment.systemPackages = mkOption {
       type = types.listOf types.package;
       default = [ ];
@@ -25,9 +100,12 @@ in
       type = types.listOf types.port;
       default = [ ];
     };
-    systemd.services = anyAttrs;
+    systemd.services = mkOption {
+      type = types.attrsOf service;
+      default = { };
+    };
     services.tailscale.permitCertUid = mkOption {
-      type = types.nullOr types.str;
+      type = types.nullOr types.nonEmptyStr;
       default = null;
     };
   };
