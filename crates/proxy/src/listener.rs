@@ -1,28 +1,27 @@
 //! Listeners and the per-connection pipeline: accept → PROXY header → ClientHello →
 //! TLS handshake → HTTP.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use snirouter_certs::{CertStore, Lookup};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use snirouter_certs::CertStore;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio_rustls::StartHandshake;
 
 use crate::admit::{Admission, Counted};
 use crate::conn_info::ConnInfo;
 use crate::forward::Forwarder;
-use crate::metrics::{AccessRecord, ConnectionLimit, HandshakeFailure as Hf, MeteredBody, Metrics};
+use crate::handshake::{Handshake, Outcome};
+use crate::metrics::{ConnectionLimit, HandshakeFailure as Hf, Metrics};
 use crate::options::ProxyOptions;
+use crate::proxy_header::{self, Rejected};
 use crate::routes::RouteTable;
+use crate::serve_http;
 use crate::tls::ServerTls;
 use crate::workers::Workers;
-use crate::{coalesce, hello, idle, proxy_header};
 
 /// `[::]` listeners see IPv4 clients as `::ffff:a.b.c.d`: the IPv4 address is what
 /// whois, logs, `X-Forwarded-For` and the per-client limits use.
@@ -39,14 +38,6 @@ pub enum ListenerKind {
     ProxyV2,
     /// Plain HTTP answered with `308` redirects to `https://` (`[listen] redirect_http`).
     RedirectHttp,
-}
-
-/// Where the ClientHello stage leaves a connection.
-enum Stage {
-    /// TLS terminated here, for this SNI name.
-    Terminated(Box<tokio_rustls::server::TlsStream<TcpStream>>, String),
-    /// A passthrough service: the raw stream, the bytes read so far, the service.
-    Passthrough(TcpStream, Vec<u8>, Arc<crate::routes::ServiceRoutes>),
 }
 
 /// The shared state of the data path.
@@ -236,6 +227,8 @@ impl Router {
         }
     }
 
+    /// One TLS connection through its stages: client address (PROXY header), the
+    /// per-client limit, the handshake, then HTTP or passthrough.
     async fn handle(
         self: &Arc<Self>,
         mut stream: TcpStream,
@@ -246,81 +239,18 @@ impl Router {
     ) {
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().ok();
-        let client = match kind {
-            ListenerKind::Tls | ListenerKind::RedirectHttp => peer,
-            ListenerKind::ProxyV2 => {
-                if !self.opts.proxy_senders.allows(peer.ip()) {
-                    self.metrics.handshake_failed(Hf::UntrustedProxy);
-                    tracing::warn!(peer = %peer, "closing connection: PROXY headers are taken only from listen.proxy_protocol_from (default: loopback). fix: add this peer there if it is your proxy");
-                    return;
-                }
-                match tokio::time::timeout(self.opts.proxy_header_timeout, proxy_header::read(&mut stream)).await {
-                    Ok(Ok(Some(addr))) => addr,
-                    Ok(Ok(None)) => peer,
-                    Ok(Err(e)) => {
-                        self.metrics.handshake_failed(Hf::ProxyHeader);
-                        tracing::warn!(peer = %peer, cause = %e, "closing connection: bad PROXY header");
-                        return;
-                    }
-                    Err(_) => {
-                        self.metrics.handshake_failed(Hf::ProxyHeader);
-                        tracing::warn!(peer = %peer, timeout_ms = self.opts.proxy_header_timeout.as_millis() as u64, "closing connection: no PROXY header within timeouts.proxy_header");
-                        return;
-                    }
-                }
+        let Some(client) = self.client_address(&mut stream, peer, kind).await else { return };
+        let Some(admitted) = self.admit_client(counted, client) else { return };
+        let routes = self.routes.load_full();
+        let handshake = Handshake { routes: &routes, certs: &self.certs, tls: &self.tls };
+        match tokio::time::timeout(self.opts.tls_handshake_timeout, handshake.run(stream)).await {
+            Ok(Ok(Outcome::Terminated(tls, sni))) => {
+                drop(routes);
+                let info = Arc::new(ConnInfo::new(client, sni, local, admitted));
+                serve_http::serve(self, *tls, info, graceful).await;
             }
-        };
-        let Some(admitted) = self.admission.client(counted, client.ip()) else {
-            self.metrics.connection_refused(ConnectionLimit::MaxConnectionsPerClient);
-            tracing::warn!(
-                client = %client,
-                limit = self.admission.max_per_client(),
-                "connection refused: limits.max_connections_per_client reached"
-            );
-            return;
-        };
-
-        let handshake = async {
-            let hello = hello::read(&mut stream).await.map_err(|e| (Hf::Protocol, e.to_string()))?;
-            let sni = hello.accepted.client_hello().server_name().map(|s| s.to_ascii_lowercase());
-            let Some(sni) = sni else {
-                hello::reject_unrecognized_name(&mut stream).await;
-                return Err((
-                    Hf::UnknownSni,
-                    "no SNI in ClientHello (connect by name, not by IP address); sent unrecognized_name".to_owned(),
-                ));
-            };
-            let sni = sni.strip_suffix('.').map(str::to_owned).unwrap_or(sni);
-            if let Some(svc) = self.routes.load().get(&sni).filter(|s| s.passthrough.is_some()) {
-                return Ok(Stage::Passthrough(stream, hello.raw, Arc::clone(svc)));
-            }
-            match self.certs.lookup(&sni) {
-                Lookup::Ready(_) => {}
-                Lookup::Unknown => {
-                    hello::reject_unrecognized_name(&mut stream).await;
-                    return Err((
-                        Hf::UnknownSni,
-                        format!("unknown SNI {sni:?}: no service has this name; sent unrecognized_name"),
-                    ));
-                }
-                Lookup::NotReady { service, reason } => {
-                    hello::reject_unrecognized_name(&mut stream).await;
-                    return Err((
-                        Hf::NoCertificate,
-                        format!("no certificate yet for {sni} (service {service}): {reason}; sent unrecognized_name"),
-                    ));
-                }
-            }
-            let config = self.tls.for_hello(&hello.accepted.client_hello());
-            let tls = StartHandshake::from_parts(hello.accepted, stream)
-                .into_stream(config)
-                .await
-                .map_err(|e| (Hf::Protocol, format!("TLS handshake with {sni} failed: {e}")))?;
-            Ok(Stage::Terminated(Box::new(tls), sni))
-        };
-        let (tls, sni) = match tokio::time::timeout(self.opts.tls_handshake_timeout, handshake).await {
-            Ok(Ok(Stage::Terminated(tls, sni))) => (*tls, sni),
-            Ok(Ok(Stage::Passthrough(stream, raw, svc))) => {
+            Ok(Ok(Outcome::Passthrough(stream, raw, svc))) => {
+                drop(routes);
                 tracing::debug!(service = %svc.name, client = %client, "TLS passthrough");
                 let (connect, idle) = (self.opts.upstream_connect_timeout, self.opts.idle_timeout);
                 let _admitted = admitted;
@@ -328,89 +258,65 @@ impl Router {
                     svc.stats.upstream_error();
                     tracing::warn!(service = %svc.name, client = %client, cause = %e, "passthrough failed; connection closed");
                 }
-                return;
             }
             Ok(Err((reason, cause))) => {
                 self.metrics.handshake_failed(reason);
                 tracing::info!(client = %client, cause = %cause, "TLS handshake refused");
-                return;
             }
             Err(_) => {
                 self.metrics.handshake_failed(Hf::Timeout);
                 tracing::info!(client = %client, "TLS handshake not completed within timeouts.tls_handshake");
-                return;
             }
-        };
-
-        let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-        let info = Arc::new(ConnInfo::new(client, sni, local, admitted));
-        let router = Arc::clone(self);
-        let service = hyper::service::service_fn(move |req| {
-            let router = Arc::clone(&router);
-            let info = Arc::clone(&info);
-            async move {
-                let started = std::time::Instant::now();
-                let table = router.routes.load_full();
-                let svc = table.get(&info.sni).cloned();
-                let access = svc.as_ref().filter(|s| s.access_log).map(|s| AccessRecord {
-                    service: s.name.clone(),
-                    client: info.client,
-                    method: req.method().clone(),
-                    path: req.uri().path_and_query().map_or_else(|| req.uri().path().to_owned(), |pq| pq.to_string()),
-                    version: req.version(),
-                    started,
-                });
-                let resp = router.forwarder.handle(req, &info, &table).await;
-                if let Some(svc) = &svc {
-                    svc.stats.observe_latency(started.elapsed());
-                }
-                let status = resp.status().as_u16();
-                Ok::<_, std::convert::Infallible>(resp.map(|b| MeteredBody::new(b, access.map(|a| (a, status)))))
-            }
-        });
-
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.opts.request_header_timeout)
-            .max_buf_size(self.opts.max_header_bytes.max(8192))
-            .keep_alive(true);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(self.opts.max_header_bytes).unwrap_or(u32::MAX))
-            .keep_alive_interval(Some(Duration::from_secs(30)));
-        let builder = if is_h2 { builder.http2_only() } else { builder.http1_only() };
-        let activity = idle::Activity::new();
-        let tracked = idle::Tracked::new(tls, Arc::clone(&activity));
-        if is_h2 {
-            // Responses finishing together leave in one TLS write (see `coalesce`).
-            let (io, flusher) = coalesce::wrap(tracked);
-            let conn = graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned());
-            self.drive(flusher.drive(conn), &activity, client).await;
-        } else {
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tracked), service);
-            self.drive(graceful.watch(conn.into_owned()), &activity, client).await;
         }
     }
 
-    /// Runs a client connection until it ends or `timeouts.idle` passes without a byte
-    /// moving.
-    async fn drive<E: std::fmt::Display>(
-        &self,
-        conn: impl Future<Output = Result<(), E>>,
-        activity: &idle::Activity,
-        client: SocketAddr,
-    ) {
-        tokio::select! {
-            result = conn => if let Err(e) = result {
-                tracing::debug!(client = %client, error = %e, "connection ended with an error");
-            },
-            _ = idle::expired(activity, self.opts.idle_timeout) => {
-                tracing::debug!(client = %client, idle_secs = self.opts.idle_timeout.as_secs(), "closing idle connection (timeouts.idle)");
+    /// The client: the TCP peer, or on `proxy_protocol` listeners the address the PROXY
+    /// header names (`None`: refused, counted and logged).
+    async fn client_address(&self, stream: &mut TcpStream, peer: SocketAddr, kind: ListenerKind) -> Option<SocketAddr> {
+        if kind != ListenerKind::ProxyV2 {
+            return Some(peer);
+        }
+        let timeout = self.opts.proxy_header_timeout;
+        match proxy_header::client_address(stream, peer, &self.opts.proxy_senders, timeout).await {
+            Ok(client) => return Some(client),
+            Err(Rejected::Untrusted) => {
+                self.metrics.handshake_failed(Hf::UntrustedProxy);
+                tracing::warn!(peer = %peer, "closing connection: PROXY headers are taken only from listen.proxy_protocol_from (default: loopback). fix: add this peer there if it is your proxy");
+            }
+            Err(Rejected::Bad(e)) => {
+                self.metrics.handshake_failed(Hf::ProxyHeader);
+                tracing::warn!(peer = %peer, cause = %e, "closing connection: bad PROXY header");
+            }
+            Err(Rejected::Timeout) => {
+                self.metrics.handshake_failed(Hf::ProxyHeader);
+                tracing::warn!(peer = %peer, timeout_ms = timeout.as_millis() as u64, "closing connection: no PROXY header within timeouts.proxy_header");
             }
         }
+        None
+    }
+
+    /// `limits.max_connections_per_client` for `client` (`None`: refused, counted, logged).
+    fn admit_client(&self, counted: Counted, client: SocketAddr) -> Option<crate::admit::Admitted> {
+        let admitted = self.admission.client(counted, client.ip());
+        if admitted.is_none() {
+            self.metrics.connection_refused(ConnectionLimit::MaxConnectionsPerClient);
+            tracing::warn!(
+                client = %client,
+                limit = self.admission.max_per_client(),
+                "connection refused: limits.max_connections_per_client reached"
+            );
+        }
+        admitted
+    }
+
+    /// The options the data path runs with.
+    pub(crate) fn options(&self) -> &ProxyOptions {
+        &self.opts
+    }
+
+    /// The request forwarder (per-request policy and upstreams).
+    pub(crate) fn forwarder(&self) -> &Forwarder {
+        &self.forwarder
     }
 }
 

@@ -60,6 +60,36 @@ impl Senders {
     }
 }
 
+/// Why a `proxy_protocol` connection is closed before its ClientHello.
+#[derive(Debug)]
+pub(crate) enum Rejected {
+    /// The peer is not in `listen.proxy_protocol_from`: nothing was read.
+    Untrusted,
+    /// The header is malformed.
+    Bad(ProxyHeaderError),
+    /// No complete header within `timeouts.proxy_header`.
+    Timeout,
+}
+
+/// Stage 2 on `proxy_protocol` listeners: the client's address, from a trusted peer's
+/// PROXY v2 header (the peer itself for a `LOCAL` command). An untrusted peer is
+/// refused before a byte is read.
+pub(crate) async fn client_address<R: AsyncRead + Unpin>(
+    io: &mut R,
+    peer: SocketAddr,
+    senders: &Senders,
+    timeout: std::time::Duration,
+) -> Result<SocketAddr, Rejected> {
+    if !senders.allows(peer.ip()) {
+        return Err(Rejected::Untrusted);
+    }
+    match tokio::time::timeout(timeout, read(io)).await {
+        Ok(Ok(addr)) => Ok(addr.unwrap_or(peer)),
+        Ok(Err(e)) => Err(Rejected::Bad(e)),
+        Err(_) => Err(Rejected::Timeout),
+    }
+}
+
 /// Reads one PROXY v2 header from `io` and returns the client address it names.
 /// A `LOCAL` command (health checks by the proxy itself) yields `None`: use the
 /// socket's peer address.
@@ -121,6 +151,32 @@ mod tests {
         for refused in ["192.168.1.10", "100.128.0.1", "::1", "fd7a:115c:a1e0::1"] {
             assert!(!senders.allows(refused.parse().expect("ip")), "{refused}");
         }
+    }
+
+    #[tokio::test]
+    async fn the_stage_trusts_only_senders_and_bounds_the_wait() {
+        let loopback = Senders::new(vec!["127.0.0.0/8".parse().expect("net")]);
+        let peer: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
+        let wait = std::time::Duration::from_millis(50);
+        let proxied = header(ppp::v2::IPv4::new([100, 64, 0, 7], [100, 64, 0, 1], 51234, 443), Command::Proxy);
+        let client = client_address(&mut &proxied[..], peer, &loopback, wait).await.expect("client");
+        assert_eq!(client, "100.64.0.7:51234".parse().expect("addr"));
+        let local = header(ppp::v2::IPv4::new([127, 0, 0, 1], [127, 0, 0, 1], 1, 2), Command::Local);
+        assert_eq!(client_address(&mut &local[..], peer, &loopback, wait).await.expect("local"), peer);
+
+        // An untrusted peer is refused before a byte is read.
+        let stranger: SocketAddr = "192.168.1.10:40000".parse().expect("addr");
+        let mut unread = &proxied[..];
+        let refused = client_address(&mut unread, stranger, &loopback, wait).await;
+        assert!(matches!(refused, Err(Rejected::Untrusted)), "{refused:?}");
+        assert_eq!(unread.len(), proxied.len());
+
+        // A peer that sends nothing is cut at the timeout.
+        let (mut silent, _keep) = tokio::io::duplex(64);
+        let timed_out = client_address(&mut silent, peer, &loopback, wait).await;
+        assert!(matches!(timed_out, Err(Rejected::Timeout)), "{timed_out:?}");
+        let garbage = client_address(&mut &b"GET / HTTP/1.1\r\n\r\n"[..], peer, &loopback, wait).await;
+        assert!(matches!(garbage, Err(Rejected::Bad(_))), "{garbage:?}");
     }
 
     #[tokio::test]
