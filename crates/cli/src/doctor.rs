@@ -103,8 +103,31 @@ pub(crate) fn render(checks: &[Check], colour: bool) -> String {
 /// Runs every check in order.
 pub(crate) async fn run_checks(config_path: &Path, cert_timeout: Duration) -> Vec<Check> {
     let mut out = Vec::new();
-    // 1. The config.
-    let config = match snirouter_config::load(config_path) {
+    let Some(config) = config_check(config_path, &mut out) else { return out };
+    let Some((client, status)) = socket_check(&config, &mut out).await else {
+        local_checks(&config, None, &mut out).await;
+        return out;
+    };
+    let socket_idx = out.len() - 1;
+    let running = status.backend_state == BackendState::Running;
+    let domains = tailnet_checks(&client, &status, running, &mut out).await;
+    let names = service_fqdns(&config, &status);
+    let in_domains = if running && !domains.is_empty() {
+        name_checks(&config, &client, &names, &domains, &mut out).await
+    } else {
+        for (_, fqdn) in &names {
+            out.push(check(Level::Skip, format!("in CertDomains: {fqdn}"), "no CertDomains (see above)", None));
+        }
+        Vec::new()
+    };
+    let issued = cert_checks(&client, &names, &in_domains, cert_timeout, socket_idx, &mut out).await;
+    local_checks(&config, Some((&issued, &status)), &mut out).await;
+    out
+}
+
+/// Check 1: the config file validates.
+fn config_check(config_path: &Path, out: &mut Vec<Check>) -> Option<Config> {
+    match snirouter_config::load(config_path) {
         Ok(c) => {
             let listeners = c.listen.https.len() + c.listen.proxy_protocol.len();
             out.push(check(
@@ -113,7 +136,7 @@ pub(crate) async fn run_checks(config_path: &Path, cert_timeout: Duration) -> Ve
                 format!("{}: {} service(s), {listeners} TLS listener(s)", config_path.display(), c.services.len()),
                 None,
             ));
-            c
+            Some(c)
         }
         Err(d) => {
             let first = d.0.first().map(|x| x.to_string()).unwrap_or_default();
@@ -126,17 +149,19 @@ pub(crate) async fn run_checks(config_path: &Path, cert_timeout: Duration) -> Ve
                     config_path.display()
                 )),
             ));
-            return out;
+            None
         }
-    };
+    }
+}
 
-    // 2. The socket (reachable), and certificate permission (decided below by the
-    //    first certificate request, which is the only way to know).
+/// Check 2: the socket answers. Certificate permission is decided later, by the first
+/// certificate request (the only way to know); this check is the last one pushed.
+async fn socket_check(config: &Config, out: &mut Vec<Check>) -> Option<(LocalClient, Status)> {
     let client = match LocalClient::new(&config.tailscale.socket) {
         Ok(c) => c,
         Err(e) => {
             out.push(check(Level::Fail, "tailscaled socket", e.to_string(), e.fix()));
-            return out;
+            return None;
         }
     };
     let status = match client.status().await {
@@ -146,11 +171,9 @@ pub(crate) async fn run_checks(config_path: &Path, cert_timeout: Duration) -> Ve
             for what in ["backend state", "MagicDNS and HTTPS", "host tagged"] {
                 out.push(check(Level::Skip, what, "needs tailscaled", None));
             }
-            local_checks(&config, None, &mut out).await;
-            return out;
+            return None;
         }
     };
-    let socket_idx = out.len();
     let (uid, user) = current_user();
     out.push(check(
         Level::Pass,
@@ -162,9 +185,13 @@ pub(crate) async fn run_checks(config_path: &Path, cert_timeout: Duration) -> Ve
         ),
         None,
     ));
+    Some((client, status))
+}
 
+/// Checks 3–5: backend state, MagicDNS + HTTPS, a tagged host. Returns CertDomains
+/// (lowercase, no trailing dot).
+async fn tailnet_checks(client: &LocalClient, status: &Status, running: bool, out: &mut Vec<Check>) -> Vec<String> {
     // 3. Backend state.
-    let running = status.backend_state == BackendState::Running;
     if running {
         out.push(check(Level::Pass, "backend state", "Running", None));
     } else {
@@ -191,7 +218,7 @@ pub(crate) async fn run_checks(config_path: &Path, cert_timeout: Duration) -> Ve
         } else {
             "CertDomains is empty: HTTPS certificates are disabled for the tailnet (tailscaled would answer \"your Tailscale account does not support getting TLS certs\")"
         };
-        out.push(check(Level::Fail, "MagicDNS and HTTPS", why, Some(https_fix(&client).await)));
+        out.push(check(Level::Fail, "MagicDNS and HTTPS", why, Some(https_fix(client).await)));
     } else {
         out.push(check(Level::Pass, "MagicDNS and HTTPS", format!("CertDomains: {}", domains.join(", ")), None));
     }
@@ -211,62 +238,98 @@ pub(crate) async fn run_checks(config_path: &Path, cert_timeout: Duration) -> Ve
         out.push(check(Level::Pass, "host tagged", tags.join(", "), None));
     }
 
-    // 6. Each name in CertDomains; 7. a certificate for each name that is.
+    domains
+}
+
+/// `(service name, FQDN)` for every configured service.
+fn service_fqdns(config: &Config, status: &Status) -> Vec<(String, String)> {
     let suffix = config
         .tailscale
         .magic_dns_suffix
         .clone()
         .or_else(|| status.magic_dns_suffix().map(str::to_owned))
         .unwrap_or_default();
-    let names: Vec<(String, String)> = config.services.iter().map(|s| (s.name.clone(), s.fqdn(&suffix))).collect();
-    let observed: Vec<snirouter_services::ServiceState> = if running && !domains.is_empty() {
-        let control =
-            config.tailscale.api.as_ref().and_then(|api| snirouter_services::ControlClient::from_config(api).ok());
-        tokio::time::timeout(Duration::from_secs(10), snirouter_services::observe(&config, &client, control.as_ref()))
+    config.services.iter().map(|s| (s.name.clone(), s.fqdn(&suffix))).collect()
+}
+
+/// Check 6: each name is in CertDomains (and resolves to its service). Returns the
+/// names to request certificates for (passthrough services need none).
+async fn name_checks(
+    config: &Config,
+    client: &LocalClient,
+    names: &[(String, String)],
+    domains: &[String],
+    out: &mut Vec<Check>,
+) -> Vec<String> {
+    let control =
+        config.tailscale.api.as_ref().and_then(|api| snirouter_services::ControlClient::from_config(api).ok());
+    let observed: Vec<snirouter_services::ServiceState> =
+        tokio::time::timeout(Duration::from_secs(10), snirouter_services::observe(config, client, control.as_ref()))
             .await
-            .unwrap_or_default()
-    } else {
-        Vec::new()
-    };
+            .unwrap_or_default();
     let mut in_domains = Vec::new();
-    for (name, fqdn) in &names {
-        let what = format!("in CertDomains: {fqdn}");
-        if !running || domains.is_empty() {
-            out.push(check(Level::Skip, what, "no CertDomains (see above)", None));
-        } else if domains.contains(fqdn) {
-            out.push(check(Level::Pass, what, format!("service {name} may get a certificate"), None));
+    for (name, fqdn) in names {
+        if domains.contains(fqdn) {
+            out.push(check(
+                Level::Pass,
+                format!("in CertDomains: {fqdn}"),
+                format!("service {name} may get a certificate"),
+                None,
+            ));
             // Passthrough backends terminate TLS themselves: nothing to request.
             if config.services.iter().any(|s| s.name == *name && s.passthrough.is_none()) {
                 in_domains.push(fqdn.clone());
             }
         } else {
             let state = observed.iter().find(|s| s.name == *name);
-            let facts = match state {
-                Some(s) => format!(
-                    "; svc:{name}: defined {}, advertised {}, host approved {}",
-                    yes_no(s.defined),
-                    yes_no(s.advertised),
-                    yes_no(s.approved)
-                ),
-                None => String::new(),
-            };
-            out.push(check(
-                Level::Fail,
-                what,
-                format!(
-                    "{fqdn} is not in this node's CertDomains, so tailscaled refuses it (`tailscale cert {fqdn}`: invalid domain {fqdn:?}; must be one of {domains:?}); TLS clients get unrecognized_name{facts}"
-                ),
-                Some(cert_domain_fix(fqdn, name, state)),
-            ));
+            out.push(not_in_cert_domains(name, fqdn, domains, state));
         }
     }
-    if running && !domains.is_empty() {
-        dns_checks(&client, &names, &domains, &observed, &mut out).await;
-    }
-    let certs = fetch_certs(&client, &in_domains, cert_timeout).await;
+    dns_checks(client, names, domains, &observed, out).await;
+    in_domains
+}
+
+/// The failing `in CertDomains` check: tailscaled's words, what is known of the service,
+/// and the missing steps.
+fn not_in_cert_domains(
+    name: &str,
+    fqdn: &str,
+    domains: &[String],
+    state: Option<&snirouter_services::ServiceState>,
+) -> Check {
+    let facts = match state {
+        Some(s) => format!(
+            "; svc:{name}: defined {}, advertised {}, host approved {}",
+            yes_no(s.defined),
+            yes_no(s.advertised),
+            yes_no(s.approved)
+        ),
+        None => String::new(),
+    };
+    check(
+        Level::Fail,
+        format!("in CertDomains: {fqdn}"),
+        format!(
+            "{fqdn} is not in this node's CertDomains, so tailscaled refuses it (`tailscale cert {fqdn}`: invalid domain {fqdn:?}; must be one of {domains:?}); TLS clients get unrecognized_name{facts}"
+        ),
+        Some(cert_domain_fix(fqdn, name, state)),
+    )
+}
+
+/// Check 7: a certificate for each name in CertDomains. Folds the permission verdict
+/// into the socket check at `socket_idx`; returns the certificates obtained.
+async fn cert_checks(
+    client: &LocalClient,
+    names: &[(String, String)],
+    in_domains: &[String],
+    cert_timeout: Duration,
+    socket_idx: usize,
+    out: &mut Vec<Check>,
+) -> Vec<(String, snirouter_certs::ServedCert)> {
+    let certs = fetch_certs(client, in_domains, cert_timeout).await;
     let mut denied: Option<LocalError> = None;
     let mut issued: Vec<(String, snirouter_certs::ServedCert)> = Vec::new();
-    for (_, fqdn) in &names {
+    for (_, fqdn) in names {
         let what = format!("certificate: {fqdn}");
         match certs.get(fqdn) {
             None => out.push(check(Level::Skip, what, "not requested: the name is not in CertDomains", None)),
@@ -276,21 +339,11 @@ pub(crate) async fn run_checks(config_path: &Path, cert_timeout: Duration) -> Ve
                 denied.get_or_insert_with(|| e.clone());
             }
             Some(Err(e)) => out.push(check(Level::Fail, what, format!("tailscaled: {e}"), e.fix())),
-            Some(Ok(pair)) => match snirouter_certs::ServedCert::new(
-                fqdn,
-                &pair.key,
-                pair.chain.clone(),
-                snirouter_certs::CertSource::Tailscaled,
-                SystemTime::now(),
-            ) {
+            Some(Ok(pair)) => match served(fqdn, pair) {
                 Ok(cert) => {
                     let days = cert.remaining(SystemTime::now()).as_secs() / 86_400;
-                    out.push(check(
-                        Level::Pass,
-                        what,
-                        format!("obtained from tailscaled: expires in {days} days, issuer {}", cert.issuer),
-                        None,
-                    ));
+                    let detail = format!("obtained from tailscaled: expires in {days} days, issuer {}", cert.issuer);
+                    out.push(check(Level::Pass, what, detail, None));
                     issued.push((fqdn.clone(), cert));
                 }
                 Err(e) => out.push(check(
@@ -305,32 +358,38 @@ pub(crate) async fn run_checks(config_path: &Path, cert_timeout: Duration) -> Ve
             },
         }
     }
-    // Fold the permission verdict into the socket check.
+    fold_permission(client, denied, !issued.is_empty(), &mut out[socket_idx]);
+    issued
+}
+
+fn served(
+    fqdn: &str,
+    pair: &snirouter_localapi::CertPair,
+) -> Result<snirouter_certs::ServedCert, snirouter_certs::CertError> {
+    let source = snirouter_certs::CertSource::Tailscaled;
+    snirouter_certs::ServedCert::new(fqdn, &pair.key, pair.chain.clone(), source, SystemTime::now())
+}
+
+/// The socket check, given what the certificate requests showed about permission.
+fn fold_permission(client: &LocalClient, denied: Option<LocalError>, any_issued: bool, socket: &mut Check) {
+    let (uid, user) = current_user();
+    let path = client.socket_path().display();
     if let Some(e) = denied {
-        out[socket_idx] = check(
-            Level::Fail,
-            "tailscaled socket",
-            format!("{} answers, but {e}", config.tailscale.socket.display()),
-            e.fix(),
-        );
-    } else if !issued.is_empty() {
-        out[socket_idx].detail.push_str("; may fetch certificates");
+        *socket = check(Level::Fail, "tailscaled socket", format!("{path} answers, but {e}"), e.fix());
+    } else if any_issued {
+        socket.detail.push_str("; may fetch certificates");
     } else if uid != 0 {
-        out[socket_idx] = check(
+        *socket = check(
             Level::Warn,
             "tailscaled socket",
             format!(
-                "{} answers; certificate access for uid {uid} ({user}) is unverified (no name could be requested)",
-                config.tailscale.socket.display()
+                "{path} answers; certificate access for uid {uid} ({user}) is unverified (no name could be requested)"
             ),
             Some(format!(
                 "non-root users need TS_PERMIT_CERT_UID={user} in tailscaled's environment (NixOS: services.tailscale.permitCertUid = \"{user}\")"
             )),
         );
     }
-
-    local_checks(&config, Some((&issued, &status)), &mut out).await;
-    out
 }
 
 /// Checks that need no tailscaled: listeners, upstreams, clock, Let's Encrypt budget.
