@@ -126,25 +126,20 @@ impl Forwarder {
         resp
     }
 
+    /// The per-request policy, in order: Host must match SNI (421), client-sent identity
+    /// and forwarding headers go, CORS preflights are answered, the route is chosen, the
+    /// body limit applies (413), `forward_auth` and `tailscale_identity` run; then the
+    /// request goes upstream and the answer (or a tunnel) comes back.
     async fn handle_service(
         &self,
         mut req: Request<Incoming>,
         conn: &Arc<ConnInfo>,
         svc: &Arc<ServiceRoutes>,
     ) -> Response<ProxyBody> {
-        let Some((host, host_value)) = request_host(&req) else {
-            return local(StatusCode::BAD_REQUEST, "the request needs exactly one valid Host header".to_owned());
+        let host_value = match host_matches_sni(&req, conn, svc) {
+            Ok(v) => v,
+            Err(refused) => return *refused,
         };
-        if host != conn.sni {
-            tracing::info!(service = %svc.name, client = %conn.client, sni = %conn.sni, host = %host, "421: Host does not match the TLS server name");
-            return local(
-                StatusCode::MISDIRECTED_REQUEST,
-                format!(
-                    "this TLS connection was opened for {} but the request is for {host}; open a new connection for {host}",
-                    conn.sni
-                ),
-            );
-        }
         // Identity, auth and forwarding headers are only ever set by this router.
         client_headers::strip(req.headers_mut(), &svc.strip_headers);
         if let Some(cors) = &svc.cors
@@ -164,74 +159,25 @@ impl Forwarder {
             drain_in_background(req.into_body());
             return too_large(&svc.name, limit);
         }
-
         let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let mut auth_headers = None;
-        if let Some(auth) = &svc.forward_auth {
-            let original = crate::auth::Original {
-                method: req.method(),
-                headers: req.headers(),
-                host: &host_value,
-                uri: pq.as_str(),
-                client: conn.client,
-            };
-            match crate::auth::check(&self.pools().verified, auth, &original, &svc.name, self.response_timeout).await {
-                crate::auth::Verdict::Allow(headers) => auth_headers = Some(headers),
-                crate::auth::Verdict::Deny(resp) => return resp,
-            }
-        }
-        let identity = if svc.tailscale_identity { self.identities.lookup(&svc.name, conn.client).await } else { None };
-
-        let scheme = match route.upstream.scheme {
-            snirouter_config::Scheme::Http => Scheme::HTTP,
-            snirouter_config::Scheme::Https => Scheme::HTTPS,
+        let added = match self.authorize(&req, &pq, &host_value, conn, svc).await {
+            Ok(added) => added,
+            Err(denied) => return *denied,
         };
-        let uri = match Uri::builder()
-            .scheme(scheme)
-            .authority(route.upstream.authority.clone())
-            .path_and_query(crate::routes::upstream_path(route, &pq))
-            .build()
-        {
-            Ok(uri) => uri,
-            Err(e) => return local(StatusCode::BAD_REQUEST, format!("cannot build the upstream URI: {e}")),
-        };
-
         let upgrade = upgrade_protocol(req.version(), req.headers());
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-
         let (mut parts, body) = req.into_parts();
-        parts.uri = uri;
-        parts.version = Version::HTTP_11;
-        strip_hop_by_hop(&mut parts.headers);
-        if let Some(proto) = &upgrade {
-            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            parts.headers.insert(header::UPGRADE, proto.clone());
-        }
-        let upstream_host = match &svc.upstream_host {
-            Some(h) => HeaderValue::from_str(h).unwrap_or(host_value.clone()),
-            None => host_value.clone(),
+        parts.uri = match upstream_uri(route, &pq) {
+            Ok(uri) => uri,
+            Err(refused) => return *refused,
         };
-        parts.headers.insert(header::HOST, upstream_host);
-        parts.headers.insert(X_FORWARDED_FOR, conn.client_ip.clone());
-        parts.headers.insert(X_REAL_IP, conn.client_ip.clone());
-        parts.headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-        parts.headers.insert(X_FORWARDED_HOST, host_value);
-        if let Some(headers) = auth_headers {
-            for (name, value) in &headers {
-                parts.headers.append(name.clone(), value.clone());
-            }
-        }
-        if let Some(identity) = &identity {
-            identity.apply(&mut parts.headers);
-        }
-
+        upstream_head(&mut parts, upgrade, svc, conn, host_value, added);
         let (body, progress) = UpstreamBody::from_client(body, svc.max_body_bytes, self.body_idle);
         let (mut resp, lease, slot) =
             match self.exchange(Request::from_parts(parts, body), &route.upstream, svc, progress.as_deref()).await {
                 Ok(sent) => sent,
                 Err(failure) => return self.failed(failure, &route.upstream, svc, conn),
             };
-
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(client_upgrade) = client_upgrade
         {
@@ -242,11 +188,40 @@ impl Forwarder {
             let (parts, _) = resp.into_parts();
             return Response::from_parts(parts, ProxyBody::empty());
         }
-
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         detach_headers(&mut parts.headers);
         Response::from_parts(parts, ProxyBody::upstream(body, lease, slot, self.body_idle, Some(Arc::clone(svc))))
+    }
+
+    /// `forward_auth` (its allow headers, or its refusal as the answer) and the
+    /// `tailscale_identity` lookup: what this router adds to the upstream request.
+    async fn authorize(
+        &self,
+        req: &Request<Incoming>,
+        pq: &PathAndQuery,
+        host_value: &HeaderValue,
+        conn: &ConnInfo,
+        svc: &ServiceRoutes,
+    ) -> Result<Added, Refused> {
+        let mut added = Added::default();
+        if let Some(auth) = &svc.forward_auth {
+            let original = crate::auth::Original {
+                method: req.method(),
+                headers: req.headers(),
+                host: host_value,
+                uri: pq.as_str(),
+                client: conn.client,
+            };
+            match crate::auth::check(&self.pools().verified, auth, &original, &svc.name, self.response_timeout).await {
+                crate::auth::Verdict::Allow(headers) => added.auth = Some(headers),
+                crate::auth::Verdict::Deny(resp) => return Err(Box::new(resp)),
+            }
+        }
+        if svc.tailscale_identity {
+            added.identity = self.identities.lookup(&svc.name, conn.client).await;
+        }
+        Ok(added)
     }
 
     /// Sends `req` to `upstream` and waits for the response head: first for a
@@ -360,6 +335,88 @@ enum Failure {
     AllBusy(usize),
     /// No response head within `timeouts.upstream_response` after the body was sent.
     NoAnswer,
+}
+
+/// A request refused by the policy: the answer itself (boxed: refusals are rare, the
+/// `Ok` path stays small).
+type Refused = Box<Response<ProxyBody>>;
+
+/// What this router adds to a request: `forward_auth`'s allow headers and the
+/// `tailscale_identity` headers.
+#[derive(Default)]
+struct Added {
+    auth: Option<HeaderMap>,
+    identity: Option<Arc<crate::identity::Identity>>,
+}
+
+/// The request's Host, which must be the name its TLS connection was opened for
+/// (else 421, or 400 without exactly one valid Host).
+fn host_matches_sni(req: &Request<Incoming>, conn: &ConnInfo, svc: &ServiceRoutes) -> Result<HeaderValue, Refused> {
+    let Some((host, host_value)) = request_host(req) else {
+        return Err(Box::new(local(
+            StatusCode::BAD_REQUEST,
+            "the request needs exactly one valid Host header".to_owned(),
+        )));
+    };
+    if host != conn.sni {
+        tracing::info!(service = %svc.name, client = %conn.client, sni = %conn.sni, host = %host, "421: Host does not match the TLS server name");
+        return Err(Box::new(local(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "this TLS connection was opened for {} but the request is for {host}; open a new connection for {host}",
+                conn.sni
+            ),
+        )));
+    }
+    Ok(host_value)
+}
+
+/// The upstream's absolute URI for `pq` on `route` (the prefix rewritten as configured).
+fn upstream_uri(route: &snirouter_config::Route, pq: &PathAndQuery) -> Result<Uri, Refused> {
+    let scheme = match route.upstream.scheme {
+        snirouter_config::Scheme::Http => Scheme::HTTP,
+        snirouter_config::Scheme::Https => Scheme::HTTPS,
+    };
+    Uri::builder()
+        .scheme(scheme)
+        .authority(route.upstream.authority.clone())
+        .path_and_query(crate::routes::upstream_path(route, pq))
+        .build()
+        .map_err(|e| Box::new(local(StatusCode::BAD_REQUEST, format!("cannot build the upstream URI: {e}"))))
+}
+
+/// The upstream request's head: HTTP/1.1, no hop-by-hop headers (an upgrade asked for
+/// again), the Host to send, the forwarding headers and what this router adds.
+fn upstream_head(
+    parts: &mut http::request::Parts,
+    upgrade: Option<HeaderValue>,
+    svc: &ServiceRoutes,
+    conn: &ConnInfo,
+    host_value: HeaderValue,
+    added: Added,
+) {
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(proto) = upgrade {
+        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, proto);
+    }
+    let upstream_host = match &svc.upstream_host {
+        Some(h) => HeaderValue::from_str(h).unwrap_or(host_value.clone()),
+        None => host_value.clone(),
+    };
+    let h = &mut parts.headers;
+    h.insert(header::HOST, upstream_host);
+    h.insert(X_FORWARDED_FOR, conn.client_ip.clone());
+    h.insert(X_REAL_IP, conn.client_ip.clone());
+    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+    h.insert(X_FORWARDED_HOST, host_value);
+    for (name, value) in added.auth.iter().flatten() {
+        h.append(name.clone(), value.clone());
+    }
+    if let Some(identity) = &added.identity {
+        identity.apply(h);
+    }
 }
 
 /// The declared `Content-Length`, if exactly one valid value was sent.
