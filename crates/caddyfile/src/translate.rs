@@ -735,21 +735,8 @@ impl Address {
 /// Caddy's sizes (`5MB`, `10MiB`, `1048576`): decimal and binary units, as go-humanize
 /// reads them. `None` when unreadable.
 pub(crate) fn caddy_size(s: &str) -> Option<usize> {
-    let t = s.trim();
-    let n = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(n);
-    let num: usize = num.parse().ok()?;
-    let scale: usize = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "m" | "mb" => 1_000_000,
-        "g" | "gb" => 1_000_000_000,
-        "ki" | "kib" => 1 << 10,
-        "mi" | "mib" => 1 << 20,
-        "gi" | "gib" => 1 << 30,
-        _ => return None,
-    };
-    num.checked_mul(scale)
+    // Caddy's units (`5MB`, `10MiB`, bare bytes) are the ones snirouter's sizes take.
+    snirouter_config::parse_size(s).ok()
 }
 
 #[cfg(test)]
