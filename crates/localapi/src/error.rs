@@ -9,7 +9,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 /// Everything that can go wrong talking to tailscaled's LocalAPI.
 ///
@@ -685,58 +685,9 @@ pub(crate) fn parse_retry_after_at(value: &str, now: SystemTime) -> Option<Durat
     if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
         return v.parse::<u64>().ok().map(Duration::from_secs);
     }
-    let at = parse_imf_fixdate(v)?;
-    let now = now.duration_since(UNIX_EPOCH).ok()?.as_secs();
-    Some(Duration::from_secs(at.saturating_sub(now)))
-}
-
-/// `Sun, 06 Nov 1994 08:49:37 GMT` → seconds since the Unix epoch.
-fn parse_imf_fixdate(s: &str) -> Option<u64> {
-    let mut parts = s.split_ascii_whitespace();
-    let wkday = parts.next()?;
-    if !wkday.ends_with(',') {
-        return None;
-    }
-    let day: u32 = parts.next()?.parse().ok()?;
-    let month = match parts.next()? {
-        "Jan" => 1,
-        "Feb" => 2,
-        "Mar" => 3,
-        "Apr" => 4,
-        "May" => 5,
-        "Jun" => 6,
-        "Jul" => 7,
-        "Aug" => 8,
-        "Sep" => 9,
-        "Oct" => 10,
-        "Nov" => 11,
-        "Dec" => 12,
-        _ => return None,
-    };
-    let year: i64 = parts.next()?.parse().ok()?;
-    let mut hms = parts.next()?.split(':');
-    let h: u64 = hms.next()?.parse().ok()?;
-    let m: u64 = hms.next()?.parse().ok()?;
-    let sec: u64 = hms.next()?.parse().ok()?;
-    if hms.next().is_some() || parts.next()? != "GMT" || parts.next().is_some() {
-        return None;
-    }
-    if !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 || year < 1970 {
-        return None;
-    }
-    let days = days_from_civil(year, month, day);
-    u64::try_from(days).ok().map(|d| d * 86_400 + h * 3600 + m * 60 + sec)
-}
-
-/// Howard Hinnant's days-from-civil: days since 1970-01-01 for a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    // IMF-fixdate, and the obsolete RFC 850 and asctime forms recipients must accept.
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1020,6 +971,7 @@ mod tests {
 
     #[test]
     fn retry_after_values() {
+        use std::time::UNIX_EPOCH;
         let now = UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
         assert_eq!(parse_retry_after_at("120", now), Some(Duration::from_secs(120)));
         assert_eq!(parse_retry_after_at(" 0 ", now), Some(Duration::ZERO));
@@ -1028,8 +980,10 @@ mod tests {
         assert_eq!(parse_retry_after_at("Mon, 07 Nov 1994 08:49:37 GMT", now), Some(Duration::from_secs(86_400)));
         // In the past saturates to zero.
         assert_eq!(parse_retry_after_at("Sat, 05 Nov 1994 08:49:37 GMT", now), Some(Duration::ZERO));
-        assert_eq!(parse_imf_fixdate("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
-        assert_eq!(parse_imf_fixdate("Tue, 29 Feb 2028 12:00:00 GMT"), Some(1_835_438_400));
+        assert_eq!(parse_retry_after_at("Sunday, 06-Nov-94 08:51:37 GMT", now), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after_at("Sun Nov  6 08:51:37 1994", now), Some(Duration::from_secs(120)));
+        let leap = UNIX_EPOCH + Duration::from_secs(1_835_438_400);
+        assert_eq!(parse_retry_after_at("Tue, 29 Feb 2028 12:00:10 GMT", leap), Some(Duration::from_secs(10)));
         assert_eq!(parse_retry_after_at("soon", now), None);
         assert_eq!(parse_retry_after_at("", now), None);
         assert_eq!(parse_retry_after_at("-5", now), None);
