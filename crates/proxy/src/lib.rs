@@ -56,6 +56,7 @@ pub mod proxy_header;
 mod redirect;
 mod routes;
 mod serve_http;
+mod server;
 mod stall;
 mod stats;
 mod tls;
@@ -64,7 +65,8 @@ mod upstream;
 mod workers;
 
 pub use conn_info::ConnInfo;
-pub use listener::{ListenerKind, Router};
+pub use listener::ListenerKind;
 pub use options::ProxyOptions;
 pub use routes::{RouteTable, ServiceRoutes};
+pub use server::Router;
 pub use stats::ServiceStats;

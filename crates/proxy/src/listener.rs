@@ -5,23 +5,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use snirouter_certs::CertStore;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::admit::{Admission, Counted};
+use crate::admit::Counted;
 use crate::conn_info::ConnInfo;
-use crate::forward::Forwarder;
 use crate::handshake::{Handshake, Outcome};
-use crate::metrics::{ConnectionLimit, HandshakeFailure as Hf, Metrics};
-use crate::options::ProxyOptions;
+use crate::metrics::{ConnectionLimit, HandshakeFailure as Hf};
 use crate::proxy_header::{self, Rejected};
-use crate::routes::RouteTable;
 use crate::serve_http;
-use crate::tls::ServerTls;
-use crate::workers::Workers;
+use crate::server::Router;
 
 /// `[::]` listeners see IPv4 clients as `::ffff:a.b.c.d`: the IPv4 address is what
 /// whois, logs, `X-Forwarded-For` and the per-client limits use.
@@ -40,86 +34,7 @@ pub enum ListenerKind {
     RedirectHttp,
 }
 
-/// The shared state of the data path.
-pub struct Router {
-    routes: ArcSwap<RouteTable>,
-    certs: Arc<CertStore>,
-    tls: ServerTls,
-    forwarder: Forwarder,
-    opts: ProxyOptions,
-    admission: Admission,
-    metrics: Metrics,
-    /// Thread-per-core connection workers; `None` runs connections on the caller's
-    /// runtime (used when the worker threads cannot be started).
-    workers: Option<Workers>,
-}
-
-impl std::fmt::Debug for Router {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Router").field("active", &self.admission.active()).finish()
-    }
-}
-
 impl Router {
-    /// A router serving `routes` with certificates from `certs`; `whois` (tailscaled's
-    /// LocalAPI) answers `tailscale_identity` lookups (`None`: nobody is known).
-    pub fn new(
-        routes: RouteTable,
-        certs: Arc<CertStore>,
-        opts: ProxyOptions,
-        whois: Option<snirouter_localapi::LocalClient>,
-    ) -> Result<Arc<Router>, rustls::Error> {
-        let tls = ServerTls::new(Arc::clone(&certs))?;
-        let workers = match Workers::per_core() {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot start worker threads; serving connections on the main runtime");
-                None
-            }
-        };
-        Ok(Arc::new(Router {
-            routes: ArcSwap::from_pointee(routes),
-            certs,
-            tls,
-            forwarder: Forwarder::new(&opts, whois)?,
-            admission: Admission::new(opts.max_connections, opts.max_connections_per_client),
-            opts,
-            metrics: Metrics::default(),
-            workers,
-        }))
-    }
-
-    /// Replaces the route table; requests already routed are unaffected.
-    pub fn set_routes(&self, routes: RouteTable) {
-        self.routes.store(Arc::new(routes));
-    }
-
-    /// The current route table.
-    pub fn routes(&self) -> Arc<RouteTable> {
-        self.routes.load_full()
-    }
-
-    /// Appends the data-path metrics (connections, handshake failures, per-service
-    /// requests, errors and latency) to `out`.
-    pub fn render_metrics(&self, out: &mut crate::metrics::Exposition) {
-        crate::metrics::render_router(&self.metrics, self.active_connections(), &self.routes.load(), out);
-    }
-
-    /// Router-wide counters (handshake failures).
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
-
-    /// Connections open right now, WebSocket tunnels included.
-    pub fn active_connections(&self) -> usize {
-        self.admission.active()
-    }
-
-    /// WebSocket (upgraded) tunnels open right now.
-    pub fn tunnels(&self) -> usize {
-        self.forwarder.tunnels().count()
-    }
-
     /// Accepts connections on `listener` until `shutdown` turns true, then lets open
     /// connections finish (HTTP/1 keep-alive and HTTP/2 are told to close) and open
     /// tunnels end for at most `grace`.
@@ -307,16 +222,6 @@ impl Router {
             );
         }
         admitted
-    }
-
-    /// The options the data path runs with.
-    pub(crate) fn options(&self) -> &ProxyOptions {
-        &self.opts
-    }
-
-    /// The request forwarder (per-request policy and upstreams).
-    pub(crate) fn forwarder(&self) -> &Forwarder {
-        &self.forwarder
     }
 }
 

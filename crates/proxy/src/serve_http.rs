@@ -16,9 +16,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 use crate::conn_info::ConnInfo;
-use crate::listener::Router;
 use crate::metrics::{AccessRecord, MeteredBody};
 use crate::options::ProxyOptions;
+use crate::server::Router;
 use crate::{coalesce, idle};
 
 /// Serves HTTP on `tls` until the client closes, the server shuts down (`graceful`) or

@@ -1,0 +1,111 @@
+//! The server: the state every connection of every listener shares — the route table
+//! (swappable at runtime), the certificate store, the TLS setup, the forwarder, the
+//! limits and the counters. The stages a connection goes through are in
+//! [`crate::listener`] (accept, the stage sequence), [`crate::handshake`] and
+//! [`crate::serve_http`].
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use snirouter_certs::CertStore;
+
+use crate::admit::Admission;
+use crate::forward::Forwarder;
+use crate::metrics::Metrics;
+use crate::options::ProxyOptions;
+use crate::routes::RouteTable;
+use crate::tls::ServerTls;
+use crate::workers::Workers;
+
+/// The shared state of the data path.
+pub struct Router {
+    pub(crate) routes: ArcSwap<RouteTable>,
+    pub(crate) certs: Arc<CertStore>,
+    pub(crate) tls: ServerTls,
+    pub(crate) forwarder: Forwarder,
+    pub(crate) opts: ProxyOptions,
+    pub(crate) admission: Admission,
+    pub(crate) metrics: Metrics,
+    /// Thread-per-core connection workers; `None` runs connections on the caller's
+    /// runtime (used when the worker threads cannot be started).
+    pub(crate) workers: Option<Workers>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").field("active", &self.admission.active()).finish()
+    }
+}
+
+impl Router {
+    /// A router serving `routes` with certificates from `certs`; `whois` (tailscaled's
+    /// LocalAPI) answers `tailscale_identity` lookups (`None`: nobody is known).
+    pub fn new(
+        routes: RouteTable,
+        certs: Arc<CertStore>,
+        opts: ProxyOptions,
+        whois: Option<snirouter_localapi::LocalClient>,
+    ) -> Result<Arc<Router>, rustls::Error> {
+        let tls = ServerTls::new(Arc::clone(&certs))?;
+        let workers = match Workers::per_core() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start worker threads; serving connections on the main runtime");
+                None
+            }
+        };
+        Ok(Arc::new(Router {
+            routes: ArcSwap::from_pointee(routes),
+            certs,
+            tls,
+            forwarder: Forwarder::new(&opts, whois)?,
+            admission: Admission::new(opts.max_connections, opts.max_connections_per_client),
+            opts,
+            metrics: Metrics::default(),
+            workers,
+        }))
+    }
+
+    /// Replaces the route table; requests already routed are unaffected.
+    pub fn set_routes(&self, routes: RouteTable) {
+        self.routes.store(Arc::new(routes));
+    }
+
+    /// The current route table.
+    pub fn routes(&self) -> Arc<RouteTable> {
+        self.routes.load_full()
+    }
+
+    /// Appends the data-path metrics (connections, handshake failures, per-service
+    /// requests, errors and latency) to `out`.
+    pub fn render_metrics(&self, out: &mut crate::metrics::Exposition) {
+        crate::metrics::render_router(&self.metrics, self.active_connections(), &self.routes.load(), out);
+    }
+
+    /// Router-wide counters (handshake failures).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Connections open right now, WebSocket tunnels included.
+    pub fn active_connections(&self) -> usize {
+        self.admission.active()
+    }
+
+    /// WebSocket (upgraded) tunnels open right now.
+    pub fn tunnels(&self) -> usize {
+        self.forwarder.tunnels().count()
+    }
+}
+
+impl Router {
+    /// The options the data path runs with.
+    pub(crate) fn options(&self) -> &ProxyOptions {
+        &self.opts
+    }
+
+    /// The request forwarder (per-request policy and upstreams).
+    pub(crate) fn forwarder(&self) -> &Forwarder {
+        &self.forwarder
+    }
+}
