@@ -5,11 +5,15 @@
 //! telling the operator what to do, a [`Error::kind`] for metrics, and
 //! [`Error::retry_after`] when the daemon said when to come back.
 
+use crate::go_quote::first_go_quoted;
+pub use crate::go_quote::parse_go_string_list;
+pub use crate::retry_after::parse_retry_after;
+use crate::user::{current_user_label, current_user_name};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Everything that can go wrong talking to tailscaled's LocalAPI.
 ///
@@ -569,127 +573,6 @@ fn parse_not_in_cert_domains(msg: &str, requested: Option<&str>) -> Option<Error
     Some(Error::NotInCertDomains { domain, allowed })
 }
 
-/// Returns the first Go-`%q`-quoted string in `s`, unescaped.
-fn first_go_quoted(s: &str) -> Option<String> {
-    let start = s.find('"')?;
-    parse_go_quoted(&s[start..]).map(|(v, _)| v)
-}
-
-/// Parses a Go `%q` rendering of a `[]string` — `["a" "b"]` (commas tolerated) — returning the
-/// unescaped strings. Returns `None` on malformed input.
-pub fn parse_go_string_list(s: &str) -> Option<Vec<String>> {
-    let s = s.trim_start();
-    let mut rest = s.strip_prefix('[')?;
-    let mut out = Vec::new();
-    loop {
-        rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == ',');
-        if let Some(r) = rest.strip_prefix(']') {
-            let _ = r;
-            return Some(out);
-        }
-        if rest.starts_with('"') {
-            let (v, used) = parse_go_quoted(rest)?;
-            out.push(v);
-            rest = &rest[used..];
-        } else {
-            // Unquoted element (defensive: `[a b]`, the `%v` rendering).
-            let end = rest.find(|c: char| c.is_whitespace() || c == ',' || c == ']')?;
-            if end == 0 {
-                return None;
-            }
-            out.push(rest[..end].to_owned());
-            rest = &rest[end..];
-        }
-    }
-}
-
-/// Parses one Go double-quoted string literal at the start of `s` (which must start with `"`).
-/// Returns the unescaped value and the number of bytes consumed.
-fn parse_go_quoted(s: &str) -> Option<(String, usize)> {
-    let mut chars = s.char_indices();
-    if chars.next()?.1 != '"' {
-        return None;
-    }
-    let mut out = String::new();
-    let mut bytes: Vec<u8> = Vec::new(); // pending \x / octal bytes (may form UTF-8)
-    let flush = |bytes: &mut Vec<u8>, out: &mut String| {
-        if !bytes.is_empty() {
-            out.push_str(&String::from_utf8_lossy(bytes));
-            bytes.clear();
-        }
-    };
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '"' => {
-                flush(&mut bytes, &mut out);
-                return Some((out, i + 1));
-            }
-            '\\' => {
-                let (_, e) = chars.next()?;
-                match e {
-                    'a' => out.push('\u{7}'),
-                    'b' => out.push('\u{8}'),
-                    'f' => out.push('\u{c}'),
-                    'n' => out.push('\n'),
-                    'r' => out.push('\r'),
-                    't' => out.push('\t'),
-                    'v' => out.push('\u{b}'),
-                    '\\' | '"' | '\'' => {
-                        flush(&mut bytes, &mut out);
-                        out.push(e);
-                    }
-                    'x' => {
-                        let h: String = [chars.next()?.1, chars.next()?.1].iter().collect();
-                        bytes.push(u8::from_str_radix(&h, 16).ok()?);
-                        continue;
-                    }
-                    '0'..='7' => {
-                        let o: String = [e, chars.next()?.1, chars.next()?.1].iter().collect();
-                        bytes.push(u8::from_str_radix(&o, 8).ok()?);
-                        continue;
-                    }
-                    'u' | 'U' => {
-                        let n = if e == 'u' { 4 } else { 8 };
-                        let mut h = String::with_capacity(n);
-                        for _ in 0..n {
-                            h.push(chars.next()?.1);
-                        }
-                        flush(&mut bytes, &mut out);
-                        out.push(char::from_u32(u32::from_str_radix(&h, 16).ok()?)?);
-                    }
-                    _ => return None,
-                }
-                flush(&mut bytes, &mut out);
-            }
-            c => {
-                flush(&mut bytes, &mut out);
-                out.push(c);
-            }
-        }
-    }
-    None
-}
-
-// ---------------------------------------------------------------------------------------------
-// Retry-After
-// ---------------------------------------------------------------------------------------------
-
-/// Parses an HTTP `Retry-After` value: delta-seconds, or an IMF-fixdate HTTP-date
-/// (`Sun, 06 Nov 1994 08:49:37 GMT`, converted relative to now, saturating at zero).
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    parse_retry_after_at(value, SystemTime::now())
-}
-
-pub(crate) fn parse_retry_after_at(value: &str, now: SystemTime) -> Option<Duration> {
-    let v = value.trim();
-    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
-        return v.parse::<u64>().ok().map(Duration::from_secs);
-    }
-    // IMF-fixdate, and the obsolete RFC 850 and asctime forms recipients must accept.
-    let at = httpdate::parse_http_date(v).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
 // ---------------------------------------------------------------------------------------------
 // Transport error classification
 // ---------------------------------------------------------------------------------------------
@@ -748,58 +631,6 @@ fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-// ---------------------------------------------------------------------------------------------
-// Current user (for permission messages), libc-free
-// ---------------------------------------------------------------------------------------------
-
-struct CurrentUser {
-    uid: Option<u32>,
-    name: Option<String>,
-}
-
-fn current_user() -> &'static CurrentUser {
-    static USER: OnceLock<CurrentUser> = OnceLock::new();
-    USER.get_or_init(|| {
-        let uid = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| effective_uid_from_status(&s));
-        let name = uid
-            .and_then(|uid| std::fs::read_to_string("/etc/passwd").ok().and_then(|p| user_name_from_passwd(&p, uid)));
-        CurrentUser { uid, name }
-    })
-}
-
-/// The effective uid from a `/proc/self/status` text (`Uid:\treal\teffective\tsaved\tfs`).
-fn effective_uid_from_status(status: &str) -> Option<u32> {
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    let mut fields = line["Uid:".len()..].split_whitespace();
-    let real = fields.next()?;
-    fields.next().unwrap_or(real).parse().ok()
-}
-
-fn user_name_from_passwd(passwd: &str, uid: u32) -> Option<String> {
-    passwd.lines().find_map(|l| {
-        let mut f = l.split(':');
-        let name = f.next()?;
-        let _pw = f.next()?;
-        let u: u32 = f.next()?.parse().ok()?;
-        (u == uid && !name.is_empty()).then(|| name.to_owned())
-    })
-}
-
-fn current_user_name() -> Option<String> {
-    let u = current_user();
-    u.name.clone().or_else(|| u.uid.map(|uid| uid.to_string()))
-}
-
-/// `uid 1000 (caddy)`, `uid 1000`, or `this user` when /proc is unavailable.
-fn current_user_label() -> String {
-    let u = current_user();
-    match (u.uid, &u.name) {
-        (Some(uid), Some(name)) => format!("uid {uid} ({name})"),
-        (Some(uid), None) => format!("uid {uid}"),
-        _ => "this user".to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -808,21 +639,6 @@ mod tests {
 
     fn cert(body: &str) -> Error {
         classify(&format!("cert/grafana.{SFX}"), Some(&format!("grafana.{SFX}")), 500, None, body.as_bytes())
-    }
-
-    #[test]
-    fn go_quoted_list() {
-        assert_eq!(parse_go_string_list(r#"["a.x.ts.net" "b.x.ts.net"]"#).unwrap(), vec!["a.x.ts.net", "b.x.ts.net"]);
-        assert_eq!(parse_go_string_list(r#"["a", "b"]"#).unwrap(), vec!["a", "b"]);
-        assert_eq!(parse_go_string_list("[]").unwrap(), Vec::<String>::new());
-        assert_eq!(
-            parse_go_string_list(r#"["we\"ird" "back\\slash" "tab\there"]"#).unwrap(),
-            vec!["we\"ird", "back\\slash", "tab\there"]
-        );
-        assert_eq!(parse_go_string_list(r#"["caf\u00e9" "\xc3\xa9"]"#).unwrap(), vec!["café", "é"]);
-        assert_eq!(parse_go_string_list("[a.x b.x]").unwrap(), vec!["a.x", "b.x"]);
-        assert!(parse_go_string_list(r#"["unterminated]"#).is_none());
-        assert!(parse_go_string_list("nope").is_none());
     }
 
     #[test]
@@ -970,28 +786,7 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_values() {
-        use std::time::UNIX_EPOCH;
-        let now = UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
-        assert_eq!(parse_retry_after_at("120", now), Some(Duration::from_secs(120)));
-        assert_eq!(parse_retry_after_at(" 0 ", now), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after_at("Sun, 06 Nov 1994 08:49:37 GMT", now), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after_at("Sun, 06 Nov 1994 08:51:37 GMT", now), Some(Duration::from_secs(120)));
-        assert_eq!(parse_retry_after_at("Mon, 07 Nov 1994 08:49:37 GMT", now), Some(Duration::from_secs(86_400)));
-        // In the past saturates to zero.
-        assert_eq!(parse_retry_after_at("Sat, 05 Nov 1994 08:49:37 GMT", now), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after_at("Sunday, 06-Nov-94 08:51:37 GMT", now), Some(Duration::from_secs(120)));
-        assert_eq!(parse_retry_after_at("Sun Nov  6 08:51:37 1994", now), Some(Duration::from_secs(120)));
-        let leap = UNIX_EPOCH + Duration::from_secs(1_835_438_400);
-        assert_eq!(parse_retry_after_at("Tue, 29 Feb 2028 12:00:10 GMT", leap), Some(Duration::from_secs(10)));
-        assert_eq!(parse_retry_after_at("soon", now), None);
-        assert_eq!(parse_retry_after_at("", now), None);
-        assert_eq!(parse_retry_after_at("-5", now), None);
-        assert_eq!(parse_retry_after_at("Sun, 06 Nov 1994 08:49:37 PST", now), None);
-    }
-
-    #[test]
-    fn socket_kinds_and_user() {
+    fn socket_kinds() {
         let p = Path::new("/run/tailscale/tailscaled.sock");
         assert!(matches!(socket_error_for_kind(io::ErrorKind::NotFound, p), Some(Error::SocketMissing { .. })));
         assert!(matches!(
@@ -1005,14 +800,6 @@ mod tests {
         let missing = Error::SocketMissing { path: p.to_path_buf() };
         let fix = missing.fix().unwrap();
         assert!(fix.contains("systemctl start tailscaled") && fix.contains("[tailscale] socket"), "{fix}");
-
-        assert_eq!(effective_uid_from_status("Name:\tx\nUid:\t1000\t1001\t1000\t1000\n"), Some(1001));
-        assert_eq!(effective_uid_from_status("Name:\tx\n"), None);
-        assert_eq!(
-            user_name_from_passwd("root:x:0:0::/root:/bin/sh\ncaddy:x:239:239::/var/lib/caddy:/sbin/nologin\n", 239),
-            Some("caddy".to_owned())
-        );
-        assert_eq!(user_name_from_passwd("root:x:0:0::/root:/bin/sh\n", 5), None);
     }
 
     #[test]

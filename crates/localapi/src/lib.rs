@@ -31,8 +31,11 @@
 mod client;
 mod duration;
 mod error;
+mod go_quote;
 mod pem;
+mod retry_after;
 mod status;
+mod user;
 
 pub use client::{DEFAULT_TIMEOUT, IpnBusWatcher, LocalClient};
 pub use duration::format_go_duration;
