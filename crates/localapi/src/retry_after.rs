@@ -2,8 +2,9 @@
 
 use std::time::{Duration, SystemTime};
 
-/// Parses an HTTP `Retry-After` value: delta-seconds, or an IMF-fixdate HTTP-date
-/// (`Sun, 06 Nov 1994 08:49:37 GMT`, converted relative to now, saturating at zero).
+/// Parses an HTTP `Retry-After` value: delta-seconds, or an HTTP-date in any of its three
+/// forms (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 850, asctime), converted relative to now and
+/// saturating at zero.
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     parse_retry_after_at(value, SystemTime::now())
 }
