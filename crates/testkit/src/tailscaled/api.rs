@@ -279,16 +279,23 @@ fn serve_status(inner: &Inner, cfg: &SimConfig, p: &Perms, query: &[(String, Str
 
 /// `certPendingWarnable`'s text: the pending domains sorted, joined with `, `.
 fn pending_text(pending: &std::collections::BTreeSet<String>) -> Option<String> {
-    let domains: Vec<&str> = pending.iter().map(String::as_str).collect();
-    (!domains.is_empty()).then(|| format!("Fetching TLS certificate via ACME for: {}", domains.join(", ")))
+    pending_domains(pending).map(|domains| format!("{CERT_PENDING_TEXT}{domains}"))
+}
+
+/// `certPendingWarnable.Text` before its `domains` argument.
+const CERT_PENDING_TEXT: &str = "Fetching TLS certificate via ACME for: ";
+
+/// The warning's `domains` argument: the pending domains (sorted by the set), `, `-joined.
+fn pending_domains(pending: &std::collections::BTreeSet<String>) -> Option<String> {
+    (!pending.is_empty()).then(|| pending.iter().map(String::as_str).collect::<Vec<_>>().join(", "))
 }
 
 /// The IPN bus's `Health` value (`health.State`): `{"Warnings":null}` when healthy.
 fn health_state(st: &super::State) -> Value {
-    let (Some(text), Some(since)) = (pending_text(&st.pending_certs), st.pending_since) else {
+    let (Some(domains), Some(since)) = (pending_domains(&st.pending_certs), st.pending_since) else {
         return serde_json::json!({ "Warnings": null });
     };
-    let domains: Vec<&str> = st.pending_certs.iter().map(String::as_str).collect();
+    let text = format!("{CERT_PENDING_TEXT}{domains}");
     let etag = hex(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref());
     serde_json::json!({ "Warnings": { "tls-cert-pending": {
         "WarnableCode": "tls-cert-pending",
@@ -296,7 +303,7 @@ fn health_state(st: &super::State) -> Value {
         "Title": "Fetching TLS certificate",
         "Text": text,
         "BrokenSince": gofmt::format_rfc3339(since),
-        "Args": { "domains": domains.join(", ") },
+        "Args": { "domains": domains },
         "DependsOn": ["warming-up"],
         "ETag": etag,
     }}})
@@ -930,14 +937,17 @@ fn serve_config_etag(cfg: Option<&ServeConfig>) -> (String, String) {
     (body, etag)
 }
 
-/// Decodes on a thread with a large stack: Go's decoder accepts 10 000 levels of nesting.
-fn decode_serve_config(body: Bytes) -> Result<ServeConfig, String> {
-    let decoded = std::thread::Builder::new()
+/// Decodes on a thread of its own with a large stack (Go's decoder accepts 10 000 levels
+/// of nesting), awaited without blocking the runtime.
+async fn decode_serve_config(body: Bytes) -> Result<ServeConfig, String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
         .stack_size(256 << 20)
-        .spawn(move || serve_config::decode(&body))
-        .map_err(|e| e.to_string())?
-        .join();
-    decoded.unwrap_or_else(|_| Err("decoder thread failed".to_owned()))
+        .spawn(move || {
+            let _ = tx.send(serve_config::decode(&body));
+        })
+        .map_err(|e| e.to_string())?;
+    rx.await.unwrap_or_else(|_| Err("decoder thread failed".to_owned()))
 }
 
 async fn serve_serve_config(inner: &Arc<Inner>, p: &Perms, req: Request<Incoming>) -> Resp {
@@ -972,9 +982,8 @@ async fn post_serve_config(inner: &Arc<Inner>, p: &Perms, req: Request<Incoming>
         Ok(b) => b,
         Err(e) => return go_error_json(&format!("decoding config: {e}")),
     };
-    let mut incoming = match tokio::task::spawn_blocking(move || decode_serve_config(body)).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => return go_error_json(&format!("decoding config: {e}")),
+    let mut incoming = match decode_serve_config(body).await {
+        Ok(c) => c,
         Err(e) => return go_error_json(&format!("decoding config: {e}")),
     };
     if incoming.has_nil() {

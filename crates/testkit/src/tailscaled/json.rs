@@ -301,6 +301,16 @@ fn self_status(cfg: &SimConfig, running: bool) -> PeerStatus {
     }
 }
 
+/// The synthetic `tagged-devices` user that owns every tagged node (this one included).
+fn tagged_user() -> UserProfile {
+    UserProfile {
+        id: TAGGED_USER_ID,
+        login_name: "tagged-devices".to_string(),
+        display_name: "tagged-devices".to_string(),
+        profile_pic_url: String::new(),
+    }
+}
+
 /// User profile of a configured peer (`peers` entry `i`).
 pub(crate) fn peer_user(i: usize, login: &str, display: &str) -> UserProfile {
     UserProfile {
@@ -388,15 +398,7 @@ pub(crate) fn status(cfg: &SimConfig, with_peers: bool, pending: Option<String>)
     }
     let ips: Vec<String> = cfg.tailscale_ips.iter().map(|i| i.to_string()).collect();
     let mut users = BTreeMap::new();
-    users.insert(
-        TAGGED_USER_ID.to_string(),
-        UserProfile {
-            id: TAGGED_USER_ID,
-            login_name: "tagged-devices".to_string(),
-            display_name: "tagged-devices".to_string(),
-            profile_pic_url: String::new(),
-        },
-    );
+    users.insert(TAGGED_USER_ID.to_string(), tagged_user());
     let peer = if with_peers && !cfg.peers.is_empty() {
         let mut m = BTreeMap::new();
         for (i, (ip, login, display)) in cfg.peers.iter().enumerate() {
@@ -600,12 +602,7 @@ impl Prefs {
 /// `apitype.WhoIsResponse` for the node itself: `nodeByAddr` holds the self node's
 /// addresses too, so whois on the host's own tailnet IP answers with it.
 pub(crate) fn self_whois(cfg: &SimConfig) -> Value {
-    let user = UserProfile {
-        id: TAGGED_USER_ID,
-        login_name: "tagged-devices".to_string(),
-        display_name: "tagged-devices".to_string(),
-        profile_pic_url: String::new(),
-    };
+    let user = tagged_user();
     let mut node = netmap(cfg).get("SelfNode").cloned().unwrap_or(Value::Null);
     if let Value::Object(n) = &mut node {
         n.insert("User".into(), json!(TAGGED_USER_ID));
