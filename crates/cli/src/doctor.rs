@@ -104,7 +104,8 @@ pub(crate) fn render(checks: &[Check], colour: bool) -> String {
 pub(crate) async fn run_checks(config_path: &Path, cert_timeout: Duration) -> Vec<Check> {
     let mut out = Vec::new();
     let Some(config) = config_check(config_path, &mut out) else { return out };
-    let Some((client, status)) = socket_check(&config, &mut out).await else {
+    let me = current_user();
+    let Some((client, status)) = socket_check(&config, &me, &mut out).await else {
         local_checks(&config, None, &mut out).await;
         return out;
     };
@@ -120,7 +121,8 @@ pub(crate) async fn run_checks(config_path: &Path, cert_timeout: Duration) -> Ve
         }
         Vec::new()
     };
-    let issued = cert_checks(&client, &names, &in_domains, cert_timeout, socket_idx, &mut out).await;
+    let (issued, denied) = cert_checks(&client, &names, &in_domains, cert_timeout, &mut out).await;
+    fold_permission(&client, denied, !issued.is_empty(), &me, &mut out[socket_idx]);
     local_checks(&config, Some((&issued, &status)), &mut out).await;
     out
 }
@@ -156,7 +158,7 @@ fn config_check(config_path: &Path, out: &mut Vec<Check>) -> Option<Config> {
 
 /// Check 2: the socket answers. Certificate permission is decided later, by the first
 /// certificate request (the only way to know); this check is the last one pushed.
-async fn socket_check(config: &Config, out: &mut Vec<Check>) -> Option<(LocalClient, Status)> {
+async fn socket_check(config: &Config, me: &(u32, String), out: &mut Vec<Check>) -> Option<(LocalClient, Status)> {
     let client = match LocalClient::new(&config.tailscale.socket) {
         Ok(c) => c,
         Err(e) => {
@@ -174,7 +176,7 @@ async fn socket_check(config: &Config, out: &mut Vec<Check>) -> Option<(LocalCli
             return None;
         }
     };
-    let (uid, user) = current_user();
+    let (uid, user) = me;
     out.push(check(
         Level::Pass,
         "tailscaled socket",
@@ -316,16 +318,15 @@ fn not_in_cert_domains(
     )
 }
 
-/// Check 7: a certificate for each name in CertDomains. Folds the permission verdict
-/// into the socket check at `socket_idx`; returns the certificates obtained.
+/// Check 7: a certificate for each name in CertDomains. Returns the certificates
+/// obtained and, when tailscaled refused this uid, that refusal (one cause for all names).
 async fn cert_checks(
     client: &LocalClient,
     names: &[(String, String)],
     in_domains: &[String],
     cert_timeout: Duration,
-    socket_idx: usize,
     out: &mut Vec<Check>,
-) -> Vec<(String, snirouter_certs::ServedCert)> {
+) -> (Vec<(String, snirouter_certs::ServedCert)>, Option<LocalError>) {
     let certs = fetch_certs(client, in_domains, cert_timeout).await;
     let mut denied: Option<LocalError> = None;
     let mut issued: Vec<(String, snirouter_certs::ServedCert)> = Vec::new();
@@ -358,8 +359,7 @@ async fn cert_checks(
             },
         }
     }
-    fold_permission(client, denied, !issued.is_empty(), &mut out[socket_idx]);
-    issued
+    (issued, denied)
 }
 
 fn served(
@@ -371,14 +371,19 @@ fn served(
 }
 
 /// The socket check, given what the certificate requests showed about permission.
-fn fold_permission(client: &LocalClient, denied: Option<LocalError>, any_issued: bool, socket: &mut Check) {
-    let (uid, user) = current_user();
+fn fold_permission(
+    client: &LocalClient,
+    denied: Option<LocalError>,
+    any_issued: bool,
+    (uid, user): &(u32, String),
+    socket: &mut Check,
+) {
     let path = client.socket_path().display();
     if let Some(e) = denied {
         *socket = check(Level::Fail, "tailscaled socket", format!("{path} answers, but {e}"), e.fix());
     } else if any_issued {
         socket.detail.push_str("; may fetch certificates");
-    } else if uid != 0 {
+    } else if *uid != 0 {
         *socket = check(
             Level::Warn,
             "tailscaled socket",
