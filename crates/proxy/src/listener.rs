@@ -156,16 +156,17 @@ impl Router {
         let local = stream.local_addr().ok();
         let Some(client) = self.client_address(&mut stream, peer, kind).await else { return };
         let Some(admitted) = self.admit_client(counted, client) else { return };
-        let routes = self.routes.load_full();
-        let handshake = Handshake { routes: &routes, certs: &self.certs, tls: &self.tls };
-        match tokio::time::timeout(self.opts.tls_handshake_timeout, handshake.run(stream)).await {
+        let outcome = {
+            let routes = self.routes.load_full();
+            let handshake = Handshake { routes: &routes, certs: &self.certs, tls: &self.tls };
+            tokio::time::timeout(self.opts.tls_handshake_timeout, handshake.run(stream)).await
+        };
+        match outcome {
             Ok(Ok(Outcome::Terminated(tls, sni))) => {
-                drop(routes);
                 let info = Arc::new(ConnInfo::new(client, sni, local, admitted));
                 serve_http::serve(self, *tls, info, graceful).await;
             }
             Ok(Ok(Outcome::Passthrough(stream, raw, svc))) => {
-                drop(routes);
                 tracing::debug!(service = %svc.name, client = %client, "TLS passthrough");
                 let (connect, idle) = (self.opts.upstream_connect_timeout, self.opts.idle_timeout);
                 let _admitted = admitted;
