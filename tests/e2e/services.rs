@@ -11,31 +11,20 @@ use snirouter_testkit::SimConfig;
 use snirouter_testkit::control::{SimControl, SimControlConfig};
 
 use crate::harness::*;
-use crate::operate::{service, wait_status};
+use crate::operate::{cfg, cli, service, wait_status};
 
-/// `snirouter ARGS CONFIG`, bounded.
-async fn cli(args: &[&str], config: &Path) -> Output {
+async fn services(cmd: &str, config: &Path) -> Output {
     tokio::time::timeout(
         Duration::from_secs(60),
         tokio::process::Command::new(env!("CARGO_BIN_EXE_snirouter"))
-            .args(args)
+            .args(["services", cmd, "--config"])
             .arg(config)
             .kill_on_drop(true)
             .output(),
     )
     .await
-    .expect("snirouter finished in time")
-    .expect("run snirouter")
-}
-
-async fn services(cmd: &str, config: &Path) -> Output {
-    cli(&["services", cmd, "--config"], config).await
-}
-
-/// `snirouter ARGS CONFIG`: stdout and stderr together.
-async fn cli_text(args: &[&str], config: &Path) -> String {
-    let (stdout, stderr) = text(&cli(args, config).await);
-    format!("{stdout}{stderr}")
+    .expect("services command finished in time")
+    .expect("run snirouter services")
 }
 
 fn text(out: &Output) -> (String, String) {
@@ -289,9 +278,9 @@ async fn a_fresh_install_serves_once_the_host_is_approved_without_a_restart() {
     assert_eq!(grafana["serving"], false);
     assert_eq!(grafana["in_cert_domains"], false);
     assert_eq!(grafana["tailscale_service"]["approval_level"], "not-approved", "{grafana:#}");
-    let human = cli_text(&["status", "--config"], &env.config).await;
+    let (_, human, _) = cli(&["status", "--config", cfg(&env)]).await;
     assert!(human.contains("not approved for svc:grafana"), "{human}");
-    let doctor = cli_text(&["doctor", "--config"], &env.config).await;
+    let (_, doctor, _) = cli(&["doctor", "--config", cfg(&env)]).await;
     assert!(doctor.contains("defined yes, advertised yes, host approved NO"), "{doctor}");
     assert!(doctor.contains("approve this host for it") && !doctor.contains("define svc:grafana"), "{doctor}");
 
@@ -311,5 +300,6 @@ async fn a_fresh_install_serves_once_the_host_is_approved_without_a_restart() {
     assert_eq!(st["pid"], pid, "served without a restart");
     assert_eq!(st["tailscaled_health"], json!([]), "the pending warning cleared");
     env.wait_serving("grafana", Duration::from_secs(10)).await;
-    assert!(!cli_text(&["status", "--config"], &env.config).await.contains("tailscaled:"));
+    let (_, human, _) = cli(&["status", "--config", cfg(&env)]).await;
+    assert!(!human.contains("tailscaled:"), "{human}");
 }
