@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use snirouter_certs::cache::CacheState;
 use snirouter_config::Config;
-use snirouter_localapi::{BackendState, Error as LocalError, LocalClient, Status};
+use snirouter_localapi::{BackendState, CurrentUser, Error as LocalError, LocalClient, Status};
 
 /// A check's verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,7 +104,7 @@ pub(crate) fn render(checks: &[Check], colour: bool) -> String {
 pub(crate) async fn run_checks(config_path: &Path, cert_timeout: Duration) -> Vec<Check> {
     let mut out = Vec::new();
     let Some(config) = config_check(config_path, &mut out) else { return out };
-    let me = current_user();
+    let me = snirouter_localapi::current_user();
     let Some((client, status)) = socket_check(&config, &me, &mut out).await else {
         local_checks(&config, None, &mut out).await;
         return out;
@@ -158,7 +158,7 @@ fn config_check(config_path: &Path, out: &mut Vec<Check>) -> Option<Config> {
 
 /// Check 2: the socket answers. Certificate permission is decided later, by the first
 /// certificate request (the only way to know); this check is the last one pushed.
-async fn socket_check(config: &Config, me: &(u32, String), out: &mut Vec<Check>) -> Option<(LocalClient, Status)> {
+async fn socket_check(config: &Config, me: &CurrentUser, out: &mut Vec<Check>) -> Option<(LocalClient, Status)> {
     let client = match LocalClient::new(&config.tailscale.socket) {
         Ok(c) => c,
         Err(e) => {
@@ -176,14 +176,14 @@ async fn socket_check(config: &Config, me: &(u32, String), out: &mut Vec<Check>)
             return None;
         }
     };
-    let (uid, user) = me;
     out.push(check(
         Level::Pass,
         "tailscaled socket",
         format!(
-            "{} answers (tailscaled {}); snirouter runs as uid {uid} ({user})",
+            "{} answers (tailscaled {}); snirouter runs as {}",
             config.tailscale.socket.display(),
-            status.version
+            status.version,
+            me.label()
         ),
         None,
     ));
@@ -375,21 +375,20 @@ fn fold_permission(
     client: &LocalClient,
     denied: Option<LocalError>,
     any_issued: bool,
-    (uid, user): &(u32, String),
+    me: &CurrentUser,
     socket: &mut Check,
 ) {
     let path = client.socket_path().display();
+    let user = me.name_or_uid();
     if let Some(e) = denied {
         *socket = check(Level::Fail, "tailscaled socket", format!("{path} answers, but {e}"), e.fix());
     } else if any_issued {
         socket.detail.push_str("; may fetch certificates");
-    } else if *uid != 0 {
+    } else if me.uid != 0 {
         *socket = check(
             Level::Warn,
             "tailscaled socket",
-            format!(
-                "{path} answers; certificate access for uid {uid} ({user}) is unverified (no name could be requested)"
-            ),
+            format!("{path} answers; certificate access for {} is unverified (no name could be requested)", me.label()),
             Some(format!(
                 "non-root users need TS_PERMIT_CERT_UID={user} in tailscaled's environment (NixOS: services.tailscale.permitCertUid = \"{user}\")"
             )),
@@ -783,25 +782,6 @@ fn yes_no(v: Option<bool>) -> &'static str {
         Some(false) => "NO",
         None => "unknown",
     }
-}
-
-/// The effective uid and its user name (from /etc/passwd).
-#[allow(unsafe_code)] // libc::geteuid; see the SAFETY note.
-fn current_user() -> (u32, String) {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::geteuid() };
-    let name = std::fs::read_to_string("/etc/passwd")
-        .ok()
-        .and_then(|p| {
-            p.lines().find_map(|l| {
-                let mut f = l.split(':');
-                let name = f.next()?;
-                let id: u32 = f.nth(1)?.parse().ok()?;
-                (id == uid).then(|| name.to_owned())
-            })
-        })
-        .unwrap_or_else(|| uid.to_string());
-    (uid, name)
 }
 
 #[cfg(test)]

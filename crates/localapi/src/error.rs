@@ -8,7 +8,7 @@
 use crate::go_quote::first_go_quoted;
 pub use crate::go_quote::parse_go_string_list;
 pub use crate::retry_after::parse_retry_after;
-use crate::user::{current_user_label, current_user_name};
+use crate::user::current_user;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -40,7 +40,7 @@ pub enum Error {
     },
 
     /// This process may not connect to the socket (`EACCES`/`EPERM`).
-    #[error("permission denied connecting to tailscaled socket {} as {}", path.display(), current_user_label())]
+    #[error("permission denied connecting to tailscaled socket {} as {}", path.display(), current_user().label())]
     SocketPermission {
         /// The socket path that was tried.
         path: PathBuf,
@@ -82,7 +82,7 @@ pub enum Error {
     },
 
     /// 403 on `/cert/`: this process's uid is neither root, the operator, nor `TS_PERMIT_CERT_UID`.
-    #[error("tailscaled refused to give certificates to this process ({}): {body}", current_user_label())]
+    #[error("tailscaled refused to give certificates to this process ({}): {body}", current_user().label())]
     CertAccessDenied {
         /// The daemon's message, e.g. `cert access denied`.
         body: String,
@@ -169,7 +169,7 @@ pub enum Error {
     #[error(
         "tailscaled refused the serve config from {}: it holds a Path handler or a unix: target, which only root \
          or an operator allowed to run `sudo tailscale` may write (tailscaled: {body})",
-        current_user_label()
+        current_user().label()
     )]
     ServeNeedsAdmin {
         /// The daemon's message.
@@ -344,8 +344,8 @@ impl Error {
     /// What the operator should do about it, in one or two lines; `None` when there is no
     /// better advice than the message itself.
     pub fn fix(&self) -> Option<String> {
-        let user = current_user_name();
-        let user = user.as_deref().unwrap_or("<user>");
+        let user = current_user().name_or_uid();
+        let user = user.as_str();
         Some(match self {
             Error::SocketMissing { path } => format!(
                 "tailscaled is not running or uses another socket than {}; start it (systemctl start tailscaled) \

@@ -42,6 +42,7 @@ pub use duration::format_go_duration;
 pub use error::{Error, ErrorKind, parse_go_string_list, parse_retry_after};
 pub use pem::{CertPair, parse_pair_pem};
 pub use status::{BackendState, CurrentTailnet, DnsConfig, DnsRecord, FeatureQuery, SelfNode, Status, WhoIs};
+pub use user::{CurrentUser, current_user};
 
 /// Default tailscaled socket path on Linux (`paths.DefaultTailscaledSocket`).
 pub const DEFAULT_SOCKET: &str = "/var/run/tailscale/tailscaled.sock";

@@ -1,53 +1,48 @@
-//! The user this process runs as, for permission messages and fixes.
+//! The user this process runs as, for permission messages and their fixes.
+//!
+//! The name comes from the system's user database through `getpwuid_r` (nix), so NSS
+//! sources (LDAP, systemd's `DynamicUser=` users from nss-systemd) are found, not only
+//! `/etc/passwd`.
 
 use std::sync::OnceLock;
 
-struct CurrentUser {
-    uid: Option<u32>,
-    name: Option<String>,
+use nix::unistd::{Uid, User};
+
+/// The effective user of this process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentUser {
+    /// Effective uid.
+    pub uid: u32,
+    /// Its name in the user database, when it has one.
+    pub name: Option<String>,
 }
 
-fn current_user() -> &'static CurrentUser {
+impl CurrentUser {
+    /// The name, or the uid as text when the user database has no entry for it.
+    pub fn name_or_uid(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.uid.to_string())
+    }
+
+    /// `uid 1000 (caddy)`, or `uid 1000` when the uid has no name.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(name) => format!("uid {} ({name})", self.uid),
+            None => format!("uid {}", self.uid),
+        }
+    }
+}
+
+/// The effective user, looked up once per process.
+pub fn current_user() -> &'static CurrentUser {
     static USER: OnceLock<CurrentUser> = OnceLock::new();
     USER.get_or_init(|| {
-        let uid = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| effective_uid_from_status(&s));
-        let name = uid
-            .and_then(|uid| std::fs::read_to_string("/etc/passwd").ok().and_then(|p| user_name_from_passwd(&p, uid)));
-        CurrentUser { uid, name }
+        let uid = nix::unistd::geteuid();
+        CurrentUser { uid: uid.as_raw(), name: user_name(uid) }
     })
 }
 
-/// The effective uid from a `/proc/self/status` text (`Uid:\treal\teffective\tsaved\tfs`).
-fn effective_uid_from_status(status: &str) -> Option<u32> {
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    let mut fields = line["Uid:".len()..].split_whitespace();
-    let real = fields.next()?;
-    fields.next().unwrap_or(real).parse().ok()
-}
-
-fn user_name_from_passwd(passwd: &str, uid: u32) -> Option<String> {
-    passwd.lines().find_map(|l| {
-        let mut f = l.split(':');
-        let name = f.next()?;
-        let _pw = f.next()?;
-        let u: u32 = f.next()?.parse().ok()?;
-        (u == uid && !name.is_empty()).then(|| name.to_owned())
-    })
-}
-
-pub(crate) fn current_user_name() -> Option<String> {
-    let u = current_user();
-    u.name.clone().or_else(|| u.uid.map(|uid| uid.to_string()))
-}
-
-/// `uid 1000 (caddy)`, `uid 1000`, or `this user` when /proc is unavailable.
-pub(crate) fn current_user_label() -> String {
-    let u = current_user();
-    match (u.uid, &u.name) {
-        (Some(uid), Some(name)) => format!("uid {uid} ({name})"),
-        (Some(uid), None) => format!("uid {uid}"),
-        _ => "this user".to_owned(),
-    }
+fn user_name(uid: Uid) -> Option<String> {
+    User::from_uid(uid).ok().flatten().map(|u| u.name).filter(|n| !n.is_empty())
 }
 
 #[cfg(test)]
@@ -55,13 +50,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn uid_and_name() {
-        assert_eq!(effective_uid_from_status("Name:\tx\nUid:\t1000\t1001\t1000\t1000\n"), Some(1001));
-        assert_eq!(effective_uid_from_status("Name:\tx\n"), None);
-        assert_eq!(
-            user_name_from_passwd("root:x:0:0::/root:/bin/sh\ncaddy:x:239:239::/var/lib/caddy:/sbin/nologin\n", 239),
-            Some("caddy".to_owned())
-        );
-        assert_eq!(user_name_from_passwd("root:x:0:0::/root:/bin/sh\n", 5), None);
+    fn root_is_named_and_labels_read_well() {
+        assert_eq!(user_name(Uid::from_raw(0)).as_deref(), Some("root"));
+        let named = CurrentUser { uid: 239, name: Some("caddy".into()) };
+        assert_eq!((named.label(), named.name_or_uid()), ("uid 239 (caddy)".into(), "caddy".into()));
+        let bare = CurrentUser { uid: 61234, name: None };
+        assert_eq!((bare.label(), bare.name_or_uid()), ("uid 61234".into(), "61234".into()));
+        assert_eq!(current_user().uid, nix::unistd::geteuid().as_raw());
     }
 }
