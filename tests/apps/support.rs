@@ -2,14 +2,13 @@
 //! that dies with its whole process group, bounded polling, and a router environment
 //! whose simulated node can certify the app names.
 
-// Process-group signals (libc::kill) to stop the applications these tests start.
-#![allow(unsafe_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
 
 use crate::harness::{self, Env, EnvOptions};
 
@@ -107,9 +106,8 @@ impl App {
 
 impl Drop for App {
     fn drop(&mut self) {
-        let pgid = self.child.id() as libc::pid_t;
-        // SAFETY: kill(2) on the process group this App created; no memory is involved.
-        unsafe { libc::kill(-pgid, libc::SIGTERM) };
+        let pgid = Pid::from_raw(self.child.id() as i32);
+        let _ = killpg(pgid, Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -118,8 +116,7 @@ impl Drop for App {
             std::thread::sleep(Duration::from_millis(20));
         }
         // Whatever is left of the group (a stuck leader, a child it did not stop).
-        // SAFETY: as above.
-        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        let _ = killpg(pgid, Signal::SIGKILL);
         let _ = self.child.wait();
     }
 }
@@ -129,7 +126,7 @@ impl Drop for App {
 pub(crate) async fn run_bounded(mut cmd: tokio::process::Command, what: &str, limit: Duration) -> Output {
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
     let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
-    let guard = GroupGuard(child.id().map(|p| p as libc::pid_t));
+    let guard = GroupGuard(child.id().map(|p| Pid::from_raw(p as i32)));
     let out = tokio::time::timeout(limit, child.wait_with_output()).await;
     drop(guard);
     match out {
@@ -139,13 +136,12 @@ pub(crate) async fn run_bounded(mut cmd: tokio::process::Command, what: &str, li
 }
 
 /// Kills a process group on drop.
-pub(crate) struct GroupGuard(pub Option<libc::pid_t>);
+pub(crate) struct GroupGuard(pub Option<Pid>);
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         if let Some(pgid) = self.0 {
-            // SAFETY: kill(2) on a process group this test created.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            let _ = killpg(pgid, Signal::SIGKILL);
         }
     }
 }

@@ -105,7 +105,7 @@ pub(crate) async fn run_checks(config_path: &Path, cert_timeout: Duration) -> Ve
     let mut out = Vec::new();
     let Some(config) = config_check(config_path, &mut out) else { return out };
     let me = snirouter_localapi::current_user();
-    let Some((client, status)) = socket_check(&config, &me, &mut out).await else {
+    let Some((client, status)) = socket_check(&config, me, &mut out).await else {
         local_checks(&config, None, &mut out).await;
         return out;
     };
@@ -122,7 +122,7 @@ pub(crate) async fn run_checks(config_path: &Path, cert_timeout: Duration) -> Ve
         Vec::new()
     };
     let (issued, denied) = cert_checks(&client, &names, &in_domains, cert_timeout, &mut out).await;
-    fold_permission(&client, denied, !issued.is_empty(), &me, &mut out[socket_idx]);
+    fold_permission(&client, denied, !issued.is_empty(), me, &mut out[socket_idx]);
     local_checks(&config, Some((&issued, &status)), &mut out).await;
     out
 }
