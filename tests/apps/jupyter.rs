@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::{self, TempDir, body_and_status, curl, free_port};
+use crate::harness::{self, TempDir, body_and_status, curl, free_port, temp_dir};
 use crate::support::{self, App};
 
 const TOKEN: &str = "snirouter-apps-token";
@@ -27,8 +27,8 @@ struct Jupyter {
 
 async fn start_jupyter() -> Jupyter {
     support::require_python(&["jupyter_server", "ipykernel"], "`jupyter_server` and `ipykernel`");
-    let dir = TempDir::new("jupyter");
-    let root = dir.0.join("root");
+    let dir = temp_dir("jupyter");
+    let root = dir.path().join("root");
     std::fs::create_dir_all(&root).expect("root dir");
     let port = free_port();
     let mut cmd = Command::new("python3");
@@ -39,12 +39,12 @@ async fn start_jupyter() -> Jupyter {
         .arg("--ServerApp.allow_remote_access=True")
         .arg(format!("--ServerApp.root_dir={}", root.display()))
         // Its own config, runtime and data dirs: nothing from ~/.jupyter applies.
-        .env("JUPYTER_CONFIG_DIR", dir.0.join("config"))
-        .env("JUPYTER_RUNTIME_DIR", dir.0.join("runtime"))
-        .env("JUPYTER_DATA_DIR", dir.0.join("data"))
+        .env("JUPYTER_CONFIG_DIR", dir.path().join("config"))
+        .env("JUPYTER_RUNTIME_DIR", dir.path().join("runtime"))
+        .env("JUPYTER_DATA_DIR", dir.path().join("data"))
         .env("JUPYTER_PLATFORM_DIRS", "1")
-        .env("IPYTHONDIR", dir.0.join("ipython"));
-    let mut app = App::spawn("jupyter server", cmd, &dir.0.join("jupyter.log"));
+        .env("IPYTHONDIR", dir.path().join("ipython"));
+    let mut app = App::spawn("jupyter server", cmd, &dir.path().join("jupyter.log"));
     app.wait_http(port, "/api/status").await;
     Jupyter { app, port, root, _dir: dir }
 }
@@ -93,7 +93,7 @@ async fn jupyter_slow_upload_outlasting_upstream_response_timeout() {
 
     let data = support::pseudo_random(1_100_000, 0x5eed);
     let body = serde_json::json!({ "type": "file", "format": "base64", "content": base64::engine::general_purpose::STANDARD.encode(&data) });
-    let body_file = env.dir.0.join("upload.json");
+    let body_file = env.dir.path().join("upload.json");
     std::fs::write(&body_file, body.to_string()).expect("write body");
     let body_len = std::fs::metadata(&body_file).expect("body").len();
 
@@ -141,7 +141,7 @@ async fn jupyter_slow_upload_outlasting_upstream_response_timeout() {
 
     // The files are there, byte for byte.
     for version in ["--http1.1", "--http2"] {
-        let got = env.dir.0.join(format!("downloaded{version}.bin"));
+        let got = env.dir.path().join(format!("downloaded{version}.bin"));
         let path = format!("/files/slow-upload{version}.bin");
         let (_, status) =
             body_and_status(&curl(&env, "jupyter", &path, &["-H", AUTH, "-o", got.to_str().expect("path")]).await);
@@ -167,7 +167,7 @@ async fn jupyter_long_downloads_do_not_hold_up_other_requests() {
     let env = support::env_with(&["jupyter"], jupyter_service(&j), "").await;
 
     // 40 downloads at 512 KiB/s each (24 s per download), one HTTP/2 connection.
-    let out_dir = env.dir.0.join("downloads");
+    let out_dir = env.dir.path().join("downloads");
     std::fs::create_dir_all(&out_dir).expect("downloads dir");
     let mut cmd = tokio::process::Command::new("curl");
     cmd.args(["-sS", "--http2", "--parallel", "--parallel-max", "50", "--max-time", "100", "--cacert"])

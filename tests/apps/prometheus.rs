@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{self, TempDir, body_and_status, curl, free_port};
+use crate::harness::{self, body_and_status, curl, free_port, temp_dir};
 use crate::support::{self, App};
 
 /// An NSS database in `home/.pki/nssdb`; with `ca`, that CA is trusted for TLS servers.
@@ -68,9 +68,9 @@ async fn prometheus_ui_renders_in_chromium_over_http2() {
     support::require_bin("prometheus", "prometheus");
     support::require_bin("chromium", "chromium");
     support::require_bin("certutil", "libnss3-tools");
-    let dir = TempDir::new("prometheus");
+    let dir = temp_dir("prometheus");
     let port = free_port();
-    let config = dir.0.join("prometheus.yml");
+    let config = dir.path().join("prometheus.yml");
     std::fs::write(
         &config,
         format!(
@@ -82,8 +82,8 @@ async fn prometheus_ui_renders_in_chromium_over_http2() {
     let mut cmd = Command::new("prometheus");
     cmd.arg(format!("--config.file={}", config.display()))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg(format!("--storage.tsdb.path={}", dir.0.join("data").display()));
-    let mut app = App::spawn("prometheus", cmd, &dir.0.join("prometheus.log"));
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()));
+    let mut app = App::spawn("prometheus", cmd, &dir.path().join("prometheus.log"));
     app.wait_http(port, "/-/ready").await;
 
     let services = format!("[services.prometheus]\nupstream = \"http://127.0.0.1:{port}\"\naccess_log = true\n");
@@ -98,7 +98,7 @@ async fn prometheus_ui_renders_in_chromium_over_http2() {
     assert!(scraped, "prometheus has not scraped itself within 30 s:\n{}", app.logs());
 
     let url = format!("{}/graph", support::origin(&env, "prometheus"));
-    let trusted = dir.0.join("home-trusted");
+    let trusted = dir.path().join("home-trusted");
     nss_db(&trusted, Some(&env.ca));
     // The page's scripts load over the network; give a slow machine a second try.
     let (mut dom, mut log) = (String::new(), String::new());
@@ -140,7 +140,7 @@ async fn prometheus_ui_renders_in_chromium_over_http2() {
     // refuses the certificate and the UI does not render (so the assertions above can
     // fail). Headless Chromium shows no interstitial: the page load fails, the DOM it
     // dumps is empty, and it logs why.
-    let untrusted = dir.0.join("home-untrusted");
+    let untrusted = dir.path().join("home-untrusted");
     nss_db(&untrusted, None);
     let (dom, log) = dump_dom(&untrusted, &url).await;
     assert!(!rendered(&dom), "the UI rendered without trusting the CA:\n{dom}");

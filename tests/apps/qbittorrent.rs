@@ -15,7 +15,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{TempDir, body_and_status, curl, free_port};
+use crate::harness::{body_and_status, curl, free_port, temp_dir};
 use crate::support::{self, App};
 
 /// A profile whose settings keep qBittorrent on loopback (no DHT, local peer discovery,
@@ -43,12 +43,14 @@ fn profile(dir: &std::path::Path, webui_port: u16, peer_port: u16) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qbittorrent_webui_login_and_csrf_check_through_the_router() {
     support::require_bin("qbittorrent-nox", "qbittorrent-nox");
-    let dir = TempDir::new("qbittorrent");
+    let dir = temp_dir("qbittorrent");
     let (webui_port, peer_port) = (free_port(), free_port());
-    profile(&dir.0, webui_port, peer_port);
+    profile(dir.path(), webui_port, peer_port);
     let mut cmd = Command::new("qbittorrent-nox");
-    cmd.arg(format!("--profile={}", dir.0.display())).arg(format!("--webui-port={webui_port}")).env("HOME", &dir.0);
-    let mut app = App::spawn("qbittorrent-nox", cmd, &dir.0.join("qbittorrent.stdout"));
+    cmd.arg(format!("--profile={}", dir.path().display()))
+        .arg(format!("--webui-port={webui_port}"))
+        .env("HOME", dir.path());
+    let mut app = App::spawn("qbittorrent-nox", cmd, &dir.path().join("qbittorrent.stdout"));
     app.wait_http(webui_port, "/").await;
 
     let services = format!(
@@ -56,7 +58,7 @@ async fn qbittorrent_webui_login_and_csrf_check_through_the_router() {
     );
     let env = support::env_with(&["qbittorrent"], services, "").await;
     let origin = support::origin(&env, "qbittorrent");
-    let jar = dir.0.join("cookies.txt");
+    let jar = dir.path().join("cookies.txt");
     let jar_arg = jar.to_str().expect("path");
 
     // The WebUI's login form: a POST with the page's Origin and Referer.
@@ -65,7 +67,7 @@ async fn qbittorrent_webui_login_and_csrf_check_through_the_router() {
     let mut args = vec!["-c", jar_arg, "-H", &referer, "-H", &origin_h];
     args.extend_from_slice(&login);
     let (body, status) = body_and_status(&curl(&env, "qbittorrent", "/api/v2/auth/login", &args).await);
-    let qb_log = dir.0.join("qBittorrent/data/logs/qbittorrent.log");
+    let qb_log = dir.path().join("qBittorrent/data/logs/qbittorrent.log");
     let qb_logs = || std::fs::read_to_string(&qb_log).unwrap_or_default();
     assert_eq!((status, body.as_str()), (200, "Ok."), "login through the router; qBittorrent log:\n{}", qb_logs());
     let cookies = std::fs::read_to_string(&jar).expect("cookie jar");

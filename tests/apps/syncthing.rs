@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
 
-use crate::harness::{TempDir, body_and_status, curl, free_port};
+use crate::harness::{body_and_status, curl, free_port, temp_dir};
 use crate::support::{self, App};
 
 const API_KEY: &str = "snirouter-apps-syncthing-key";
@@ -55,8 +55,8 @@ async fn syncthing_ping_answers_while_70_event_long_polls_wait() {
     const POLLS: usize = 70;
     const BOUND: Duration = Duration::from_secs(5);
     support::require_bin("syncthing", "syncthing");
-    let dir = TempDir::new("syncthing");
-    let home = dir.0.join("home");
+    let dir = temp_dir("syncthing");
+    let home = dir.path().join("home");
     let (gui_port, sync_port) = (free_port(), free_port());
     configure(&home, sync_port);
     let mut cmd = Command::new("syncthing");
@@ -65,8 +65,8 @@ async fn syncthing_ping_answers_while_70_event_long_polls_wait() {
         .arg(format!("--gui-address=http://127.0.0.1:{gui_port}"))
         .arg(format!("--gui-apikey={API_KEY}"))
         .env("STNOUPGRADE", "1")
-        .env("HOME", &dir.0);
-    let mut app = App::spawn("syncthing", cmd, &dir.0.join("syncthing.log"));
+        .env("HOME", dir.path());
+    let mut app = App::spawn("syncthing", cmd, &dir.path().join("syncthing.log"));
     app.wait_http(gui_port, "/rest/noauth/health").await;
 
     let services = format!(

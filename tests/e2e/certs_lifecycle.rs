@@ -126,7 +126,7 @@ async fn restart_with_tailscaled_down_serves_cached_names_and_recovers_the_rest(
         r.stop();
     }
     // Two names lose their cache; tailscaled goes away.
-    let certs = env.dir.0.join("cache/certs");
+    let certs = env.dir.path().join("cache/certs");
     for name in ["immich", "navidrome"] {
         std::fs::remove_file(certs.join(format!("{}.pem", fqdn(name)))).expect("remove cache file");
     }
@@ -172,7 +172,7 @@ async fn retry_after_is_honoured_then_the_name_is_fetched() {
 async fn cache_files_are_private_and_a_corrupt_one_is_ignored() {
     let mut env = Env::start(EnvOptions::default()).await;
     env.wait_serving("grafana", WAIT).await;
-    let cache = env.dir.0.join("cache");
+    let cache = env.dir.path().join("cache");
     let file = cache.join("certs").join(format!("{}.pem", fqdn("grafana")));
     let mode = |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
     assert_eq!(mode(&cache), 0o700);

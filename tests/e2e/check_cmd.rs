@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::harness::TempDir;
+use crate::harness::temp_dir;
 
 fn snirouter(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_snirouter")).args(args).output().expect("run snirouter")
@@ -11,8 +11,8 @@ fn snirouter(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn check_reports_every_problem_with_line_and_key_path() {
-    let dir = TempDir::new("check");
-    let path = dir.0.join("bad.toml");
+    let dir = temp_dir("check");
+    let path = dir.path().join("bad.toml");
     std::fs::write(
         &path,
         r#"[listen]
@@ -53,8 +53,8 @@ routes = [
 
 #[test]
 fn check_accepts_the_brief_example() {
-    let dir = TempDir::new("check-ok");
-    let path = dir.0.join("ok.toml");
+    let dir = temp_dir("check-ok");
+    let path = dir.path().join("ok.toml");
     std::fs::write(
         &path,
         r#"[tailscale]
@@ -93,8 +93,8 @@ fn missing_config_file_is_a_clear_error() {
 
 #[test]
 fn demo_runs_end_to_end_and_cleans_up() {
-    let dir = TempDir::new("demo");
-    let work = dir.0.join("work");
+    let dir = temp_dir("demo");
+    let work = dir.path().join("work");
     let out = snirouter(&["demo", "--once", "--dir", work.to_str().expect("utf8")]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));

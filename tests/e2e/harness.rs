@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub(crate) use tempfile::TempDir;
+
 use snirouter_testkit::backend::{self, Backend};
 use snirouter_testkit::tailscaled::{SimConfig, SimTailscaled};
 
@@ -16,25 +18,10 @@ pub(crate) fn fqdn(name: &str) -> String {
     format!("{name}.{SUFFIX}")
 }
 
-/// A unique scratch directory, removed on drop.
-pub(crate) struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub(crate) fn new(tag: &str) -> TempDir {
-        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // Short paths: unix socket paths are limited to 108 bytes.
-        let dir = std::env::temp_dir().join(format!("sr-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A unique scratch directory, removed on drop. Short (`/tmp/sr-TAG-XXXXXX`): unix
+/// socket paths inside are limited to 108 bytes.
+pub(crate) fn temp_dir(tag: &str) -> TempDir {
+    tempfile::Builder::new().prefix(&format!("sr-{tag}-")).tempdir().expect("create temp dir")
 }
 
 /// A free loopback port (bound then released; the router binds it right after).
@@ -194,10 +181,10 @@ pub(crate) struct Env {
 
 impl Env {
     pub(crate) async fn start(opts: EnvOptions) -> Env {
-        let dir = TempDir::new("e2e");
-        let socket = dir.0.join("ts.sock");
+        let dir = temp_dir("e2e");
+        let socket = dir.path().join("ts.sock");
         let sim = SimTailscaled::start(&socket, opts.sim).await.expect("start sim tailscaled");
-        let ca = dir.0.join("ca.pem");
+        let ca = dir.path().join("ca.pem");
         std::fs::write(&ca, sim.ca().root_pem()).expect("write ca");
         let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let proxy: Option<SocketAddr> =
@@ -213,18 +200,18 @@ impl Env {
             Some(p) => format!("proxy_protocol = [\"{p}\"]\n{}", opts.listen),
             None => opts.listen.clone(),
         };
-        let admin_socket = dir.0.join("admin.sock");
+        let admin_socket = dir.path().join("admin.sock");
         let config_text = format!(
             "[tailscale]\nsocket = \"{}\"\n{}\n[listen]\nhttps = [\"{https}\"]\n{proxy_line}\n[cache]\ndir = \"{}\"\n\n[admin]\nsocket = \"{}\"\n{}\n[timeouts]\n{}\n{services}{}",
             opts.socket_override.as_deref().unwrap_or(&socket).display(),
             opts.tailscale,
-            dir.0.join("cache").display(),
+            dir.path().join("cache").display(),
             admin_socket.display(),
             opts.admin,
             opts.timeouts,
             opts.extra_services,
         );
-        let config = dir.0.join("snirouter.toml");
+        let config = dir.path().join("snirouter.toml");
         std::fs::write(&config, config_text).expect("write config");
         let mut env = Env { dir, sim, backends, router: None, config, ca, https, proxy, admin_socket };
         if opts.start_router {
@@ -241,7 +228,7 @@ impl Env {
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         for attempt in 0.. {
             let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let log = self.dir.0.join(format!("router-{n}.log"));
+            let log = self.dir.path().join(format!("router-{n}.log"));
             let mut router = RouterProcess::start(&self.config, &log);
             match router.wait_ready(Duration::from_secs(90)).await {
                 Ok(()) => {

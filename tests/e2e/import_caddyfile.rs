@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use crate::harness::TempDir;
+use crate::harness::temp_dir;
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../caddyfile/tests/fixtures/owner.Caddyfile");
 
@@ -14,8 +14,8 @@ fn snirouter(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn owner_caddyfile_imports_and_checks() {
-    let dir = TempDir::new("import");
-    let out_path = dir.0.join("imported.toml");
+    let dir = temp_dir("import");
+    let out_path = dir.path().join("imported.toml");
     let out = snirouter(&["import-caddyfile", FIXTURE, "--output", out_path.to_str().expect("utf-8")]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
@@ -23,7 +23,7 @@ fn owner_caddyfile_imports_and_checks() {
     assert!(!stderr.contains("NOT TRANSLATED"), "{stderr}");
 
     // snirouter check wants the error pages directory to exist.
-    let pages = dir.0.join("error-pages");
+    let pages = dir.path().join("error-pages");
     std::fs::create_dir_all(&pages).expect("mkdir");
     let toml = std::fs::read_to_string(&out_path).expect("read output");
     let toml = toml.replace("/var/lib/caddy/error-pages", pages.to_str().expect("utf-8"));
@@ -35,8 +35,8 @@ fn owner_caddyfile_imports_and_checks() {
 
 #[test]
 fn untranslated_directives_are_listed_with_lines() {
-    let dir = TempDir::new("import-bad");
-    let caddyfile = dir.0.join("Caddyfile");
+    let dir = temp_dir("import-bad");
+    let caddyfile = dir.path().join("Caddyfile");
     std::fs::write(&caddyfile, "grafana.example.com {\n\tencode gzip\n\treverse_proxy 127.0.0.1:3000\n}\n")
         .expect("write");
     let out = snirouter(&["import-caddyfile", caddyfile.to_str().expect("utf-8")]);

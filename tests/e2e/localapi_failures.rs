@@ -93,8 +93,8 @@ async fn rate_limit_is_honoured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_socket_is_explained() {
     let mut opts = EnvOptions::default();
-    let dir = TempDir::new("nosock");
-    opts.socket_override = Some(dir.0.join("absent.sock"));
+    let dir = temp_dir("nosock");
+    opts.socket_override = Some(dir.path().join("absent.sock"));
     opts.tailscale = format!("magic_dns_suffix = \"{SUFFIX}\"\n");
     let env = Env::start(opts).await;
     let logs = env.router().wait_log("the missing-socket explanation", WAIT, |l| l.contains("does not exist")).await;
@@ -116,20 +116,20 @@ async fn not_logged_in_says_tailscale_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_a_router_still_waiting_for_tailscaled() {
     // No socket and no MagicDNS suffix anywhere: the router waits for tailscaled.
-    let dir = TempDir::new("waitterm");
-    let config = dir.0.join("snirouter.toml");
+    let dir = temp_dir("waitterm");
+    let config = dir.path().join("snirouter.toml");
     std::fs::write(
         &config,
         format!(
             "[tailscale]\nsocket = \"{}\"\n[listen]\nhttps = [\"127.0.0.1:{}\"]\n[cache]\ndir = \"{}\"\n[admin]\nsocket = \"{}\"\n[services.grafana]\nupstream = \"http://127.0.0.1:9\"\n",
-            dir.0.join("absent.sock").display(),
+            dir.path().join("absent.sock").display(),
             free_port(),
-            dir.0.join("cache").display(),
-            dir.0.join("admin.sock").display(),
+            dir.path().join("cache").display(),
+            dir.path().join("admin.sock").display(),
         ),
     )
     .expect("config");
-    let log = dir.0.join("router.log");
+    let log = dir.path().join("router.log");
     let mut router = RouterProcess::start(&config, &log);
     router.wait_log("the waiting log line", WAIT, |l| l.contains("waiting for tailscaled")).await;
     let pid = router.child.id().to_string();

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::harness::TempDir;
+use crate::harness::{TempDir, temp_dir};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -36,7 +36,7 @@ struct Nix {
 impl Nix {
     fn find() -> Option<Nix> {
         match Command::new("nix-instantiate").arg("--version").output() {
-            Ok(o) if o.status.success() => Some(Nix { state: TempDir::new("nix-state") }),
+            Ok(o) if o.status.success() => Some(Nix { state: temp_dir("nix-state") }),
             Ok(o) => panic!("nix-instantiate --version failed: {}", String::from_utf8_lossy(&o.stderr)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => panic!("cannot run nix-instantiate: {e}"),
@@ -44,17 +44,17 @@ impl Nix {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        let conf = self.state.0.join("conf");
+        let conf = self.state.path().join("conf");
         std::fs::create_dir_all(&conf).expect("mkdir nix conf dir");
         Command::new("nix-instantiate")
             .args(args)
             .current_dir(repo_root())
-            .env("NIX_STATE_DIR", self.state.0.join("state"))
+            .env("NIX_STATE_DIR", self.state.path().join("state"))
             .env("NIX_CONF_DIR", &conf)
             .env("NIX_CONFIG", "build-users-group =")
             .env("NIX_REMOTE", "")
-            .env("XDG_CACHE_HOME", self.state.0.join("cache"))
-            .env("HOME", &self.state.0)
+            .env("XDG_CACHE_HOME", self.state.path().join("cache"))
+            .env("HOME", self.state.path())
             .output()
             .expect("run nix-instantiate")
     }
@@ -124,15 +124,15 @@ fn every_nix_file_parses() {
 #[test]
 fn module_renders_a_config_that_snirouter_accepts() {
     let nix = nix_or_skip!();
-    let dir = TempDir::new("nix-eval");
-    let pages = dir.0.join("error-pages");
+    let dir = temp_dir("nix-eval");
+    let pages = dir.path().join("error-pages");
     std::fs::create_dir_all(&pages).expect("mkdir error pages");
     let pages = pages.to_str().expect("utf-8 path");
 
     let toml =
         nix.eval("toml", &["--argstr", "errorPages", pages]).unwrap_or_else(|e| panic!("evaluation failed:\n{e}"));
     let toml = toml.as_str().expect("toml is a string");
-    let path = dir.0.join("snirouter.toml");
+    let path = dir.path().join("snirouter.toml");
     std::fs::write(&path, toml).expect("write config");
     let out = Command::new(env!("CARGO_BIN_EXE_snirouter"))
         .args(["check", "--print", "--config", path.to_str().expect("utf-8 path")])
@@ -253,15 +253,15 @@ fn assertions_and_type_errors_explain_themselves() {
 #[test]
 fn passthrough_service_renders_and_checks() {
     let nix = nix_or_skip!();
-    let dir = TempDir::new("nix-pass");
-    let pages = dir.0.to_str().expect("utf-8 path");
+    let dir = temp_dir("nix-pass");
+    let pages = dir.path().to_str().expect("utf-8 path");
     let extra = "{ services.snirouter.services.nas = { passthrough = \"127.0.0.1:5001\"; bypassAuth = true; }; }";
     let toml = nix
         .eval("toml", &["--argstr", "errorPages", pages, "--arg", "extraConfig", extra])
         .unwrap_or_else(|e| panic!("evaluation failed:\n{e}"));
     let toml = toml.as_str().expect("toml is a string");
     assert!(toml.contains("[services.nas]\nbypass_auth = true\npassthrough = \"127.0.0.1:5001\"\n"), "{toml}");
-    let path = dir.0.join("snirouter.toml");
+    let path = dir.path().join("snirouter.toml");
     std::fs::write(&path, toml).expect("write config");
     let out = Command::new(env!("CARGO_BIN_EXE_snirouter"))
         .args(["check", "--config", path.to_str().expect("utf-8 path")])

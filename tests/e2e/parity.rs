@@ -188,7 +188,7 @@ struct Gateway {
 }
 
 fn gateway_config(g: &Gateway, backends: &[Backend]) -> String {
-    let dir = &g.env.dir.0;
+    let dir = &g.env.dir.path();
     let addr = |name: &str| backends.iter().find(|b| b.name == name).map(|b| b.addr).expect("backend");
     let mut s = format!(
         r#"# Mirrors the owner's Caddy gateway (14 services) plus three test-only services.
@@ -304,13 +304,13 @@ async fn gateway() -> Gateway {
         ("100.64.0.7".parse().expect("ip"), "bob@example.com".into(), "Bob".into()),
     ];
     let env = Env::start(EnvOptions { sim, proxy_protocol: true, start_router: false, ..EnvOptions::default() }).await;
-    let pages = env.dir.0.join("errors");
+    let pages = env.dir.path().join("errors");
     std::fs::create_dir_all(&pages).expect("pages dir");
     std::fs::write(pages.join("404.html"), "<h1>custom 404</h1>").expect("404");
     std::fs::write(pages.join("502.html"), "<h1>custom 502</h1>").expect("502");
     std::fs::write(pages.join("503.html"), "<h1>custom 503</h1>").expect("503");
-    let https_backend = tls_backend(&env.dir.0, "https-upstream", "backend.lan").await;
-    let vault = tls_backend(&env.dir.0, "vault", &fqdn("vault")).await;
+    let https_backend = tls_backend(env.dir.path(), "https-upstream", "backend.lan").await;
+    let vault = tls_backend(env.dir.path(), "vault", &fqdn("vault")).await;
     let mut g = Gateway {
         auth: auth_server().await,
         https_backend,
@@ -333,7 +333,7 @@ async fn gateway() -> Gateway {
 
 /// curl output → (body, status, response headers lower-cased).
 async fn fetch(env: &Env, name: &str, path: &str, extra: &[&str]) -> (String, u16, String) {
-    let hdr = env.dir.0.join(format!("hdr-{}", free_port()));
+    let hdr = env.dir.path().join(format!("hdr-{}", free_port()));
     let mut args: Vec<&str> = vec!["-D"];
     let hdr_s = hdr.display().to_string();
     args.push(&hdr_s);
@@ -782,7 +782,7 @@ async fn oversized_headers_431_and_body_limit_413() {
     );
 
     // Body limit (immich: 64 KB): Content-Length fast path and streamed (chunked).
-    let file = env.dir.0.join("body");
+    let file = env.dir.path().join("body");
     std::fs::write(&file, vec![b'z'; 100_000]).expect("write");
     let at_file = format!("@{}", file.display());
     for v in ["--http1.1", "--http2"] {
@@ -794,7 +794,7 @@ async fn oversized_headers_431_and_body_limit_413() {
         fetch(env, "immich", "/upload", &["--http1.1", "-H", "Transfer-Encoding: chunked", "--data-binary", &at_file])
             .await;
     assert_eq!(status, 413, "chunked 100 KB: {body}");
-    let small = env.dir.0.join("small");
+    let small = env.dir.path().join("small");
     std::fs::write(&small, vec![b'z'; 60_000]).expect("write");
     let (body, status, _) = fetch(
         env,

@@ -125,14 +125,14 @@ async fn services_plan_and_sync_fourteen_services() {
 /// A simulated control API, its credential files and the `[tailscale.api]` table for them.
 async fn control_api() -> (SimControl, TempDir, String) {
     let api = SimControl::start(SimControlConfig::default()).await.expect("control sim");
-    let secrets = TempDir::new("api");
+    let secrets = temp_dir("api");
     let c = api.config();
-    std::fs::write(secrets.0.join("id"), &c.client_id).expect("id");
-    std::fs::write(secrets.0.join("secret"), &c.client_secret).expect("secret");
+    std::fs::write(secrets.path().join("id"), &c.client_id).expect("id");
+    std::fs::write(secrets.path().join("secret"), &c.client_secret).expect("secret");
     let tailscale = format!(
         "[tailscale.api]\nclient_id_file = \"{}\"\nclient_secret_file = \"{}\"\nbase_url = \"{}\"\ntags = [\"tag:storage-svc\"]\n",
-        secrets.0.join("id").display(),
-        secrets.0.join("secret").display(),
+        secrets.path().join("id").display(),
+        secrets.path().join("secret").display(),
         api.base_url()
     );
     (api, secrets, tailscale)

@@ -83,7 +83,7 @@ impl hyper::body::Body for ThenSilence {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_longer_than_upstream_response_succeeds_while_it_keeps_moving() {
     let env = env_with(&[], "upstream_response = \"2s\"\n").await;
-    let file = env.dir.0.join("upload.bin");
+    let file = env.dir.path().join("upload.bin");
     std::fs::write(&file, vec![7u8; 600_000]).expect("write upload");
     let started = Instant::now();
     let out =

@@ -84,8 +84,8 @@ async fn localapi_garbage_and_hangs_are_logged_not_fatal() {
         ),
         ("hang", None, "timed out"),
     ] {
-        let dir = TempDir::new(label);
-        let sock = dir.0.join("fake.sock");
+        let dir = temp_dir(label);
+        let sock = dir.path().join("fake.sock");
         fake_localapi(sock.clone(), reply).await;
         let mut opts = EnvOptions::default();
         opts.socket_override = Some(sock);
@@ -113,7 +113,7 @@ async fn unwritable_cache_still_serves_from_memory() {
     let mut env = Env::start(opts).await;
     // Make the cache file path a directory: every write to it fails (as on a full or
     // read-only disk), and so does reading it at start.
-    let blocked = env.dir.0.join("cache/certs").join(format!("{}.pem", fqdn("grafana")));
+    let blocked = env.dir.path().join("cache/certs").join(format!("{}.pem", fqdn("grafana")));
     std::fs::create_dir_all(&blocked).expect("mkdir");
     env.start_router().await;
     env.wait_serving("grafana", WAIT).await;

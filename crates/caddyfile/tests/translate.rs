@@ -60,11 +60,9 @@ fn owner_caddyfile_converts_completely() {
 #[test]
 fn owner_output_is_a_valid_config() {
     let t = translate(OWNER, "owner.Caddyfile").expect("translate");
-    let dir = std::env::temp_dir().join(format!("sr-caddyfile-pages-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    let toml = t.toml.replace(PAGES, &dir.display().to_string());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let toml = t.toml.replace(PAGES, &dir.path().display().to_string());
     let cfg = snirouter_config::parse(&toml, "owner.toml").unwrap_or_else(|d| panic!("{d}\n--- toml ---\n{toml}"));
-    let _ = std::fs::remove_dir_all(&dir);
 
     assert_eq!(cfg.services.len(), 14);
     assert_eq!(cfg.limits.max_header_bytes, 5_000_000);

@@ -187,15 +187,16 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
 mod tests {
     use super::*;
 
-    fn tempdir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("snirouter-cache-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        d
+    /// A cache directory that does not exist yet, inside a scratch directory removed on drop.
+    fn scratch() -> (tempfile::TempDir, PathBuf) {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().join("cache");
+        (tmp, dir)
     }
 
     #[test]
     fn modes_and_atomic_write() {
-        let dir = tempdir("modes");
+        let (_tmp, dir) = scratch();
         let cache = DiskCache::open(&dir).expect("open");
         let mode = fs::metadata(&dir).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
@@ -211,35 +212,32 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
             .collect();
         assert!(leftovers.is_empty());
-        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn an_existing_directory_keeps_its_mode_and_certs_is_private() {
-        let dir = tempdir("existing");
+        let (_tmp, dir) = scratch();
         fs::create_dir_all(&dir).expect("mkdir");
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o750)).expect("chmod");
         DiskCache::open(&dir).expect("open");
         assert_eq!(fs::metadata(&dir).expect("meta").permissions().mode() & 0o777, 0o750, "the user's mode");
         let certs = fs::metadata(dir.join("certs")).expect("meta").permissions().mode() & 0o777;
         assert_eq!(certs, 0o700);
-        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn corrupt_file_is_reported_not_served() {
-        let dir = tempdir("corrupt");
+        let (_tmp, dir) = scratch();
         let cache = DiskCache::open(&dir).expect("open");
         cache.store("a.x.ts.net", "-----BEGIN GARBAGE-----\nzz\n").expect("store");
         let err = cache.load("a.x.ts.net", SystemTime::now()).expect_err("must not load");
         assert!(matches!(err, CacheError::Corrupt { .. }), "{err}");
         assert!(cache.load("missing.x.ts.net", SystemTime::now()).expect("ok").is_none());
-        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn concurrent_state_updates_are_not_lost() {
-        let dir = tempdir("concurrent");
+        let (_tmp, dir) = scratch();
         let cache = DiskCache::open(&dir).expect("open");
         let threads: Vec<_> = (0..8)
             .map(|i| {
@@ -257,16 +255,14 @@ mod tests {
         let state = cache.state();
         assert_eq!(state.issued.len(), 8);
         assert!(state.issued.values().all(|v| v.len() == 10));
-        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn state_round_trip() {
-        let dir = tempdir("state");
+        let (_tmp, dir) = scratch();
         let cache = DiskCache::open(&dir).expect("open");
         assert_eq!(cache.state(), CacheState::default());
         cache.update_state(|s| s.magic_dns_suffix = Some("t.ts.net".into())).expect("write");
         assert_eq!(cache.state().magic_dns_suffix.as_deref(), Some("t.ts.net"));
-        let _ = fs::remove_dir_all(&dir);
     }
 }

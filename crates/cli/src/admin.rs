@@ -435,9 +435,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_file_that_is_not_a_socket_is_left_alone() {
-        let dir = std::env::temp_dir().join(format!("snirouter-admin-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        let path = dir.join("admin.sock");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("admin.sock");
         std::fs::write(&path, "precious").expect("write");
         assert!(bind_socket(&path).await.is_none(), "bound over a regular file");
         assert_eq!(std::fs::read_to_string(&path).expect("still there"), "precious");
@@ -445,6 +444,5 @@ mod tests {
         std::fs::remove_file(&path).expect("rm");
         drop(std::os::unix::net::UnixListener::bind(&path).expect("bind"));
         assert!(bind_socket(&path).await.is_some(), "a stale socket is replaced");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

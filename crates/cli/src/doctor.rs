@@ -790,17 +790,17 @@ mod tests {
 
     #[test]
     fn budget_thresholds() {
-        let dir = std::env::temp_dir().join(format!("sr-budget-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path();
         let now = SystemTime::now();
         let t = now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let mut state = CacheState::default();
         state.issued.insert("a.x.ts.net".into(), vec![t - 10, t - 20, t - 30, t - 2 * WEEK]);
         std::fs::write(dir.join("state.json"), serde_json::to_vec(&state).expect("json")).expect("write");
-        assert_eq!(budget_check(&dir, now).level, Level::Pass);
+        assert_eq!(budget_check(dir, now).level, Level::Pass);
         state.issued.insert("a.x.ts.net".into(), vec![t - 10, t - 20, t - 30, t - 40]);
         std::fs::write(dir.join("state.json"), serde_json::to_vec(&state).expect("json")).expect("write");
-        let c = budget_check(&dir, now);
+        let c = budget_check(dir, now);
         assert_eq!(c.level, Level::Warn);
         assert!(c.detail.contains("a.x.ts.net (4)"), "{}", c.detail);
         let mut many = CacheState::default();
@@ -808,7 +808,6 @@ mod tests {
             many.issued.insert(format!("n{i}.x.ts.net"), vec![t - 100]);
         }
         std::fs::write(dir.join("state.json"), serde_json::to_vec(&many).expect("json")).expect("write");
-        assert_eq!(budget_check(&dir, now).level, Level::Warn);
-        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(budget_check(dir, now).level, Level::Warn);
     }
 }

@@ -568,16 +568,14 @@ fn load_reports_io_errors() {
         "{d}"
     );
 
-    let dir = std::env::temp_dir().join(format!("snirouter-config-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let file_path = dir.join("ok.toml");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file_path = dir.path().join("ok.toml");
     std::fs::write(&file_path, OK_TAIL.join("\n")).expect("write");
     let cfg = snirouter_config::load(&file_path).expect("loads");
     assert_eq!(cfg.origin, file_path.display().to_string());
     std::fs::write(&file_path, "[listen]\n").expect("write");
     let err = snirouter_config::load(&file_path).expect_err("invalid");
     assert!(err.0.iter().all(|d| d.origin == file_path.display().to_string()));
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

@@ -25,15 +25,10 @@ fn expect(diags: &[Diagnostic], key_path: &str, line: usize, needle: &str) -> Di
     d.clone()
 }
 
-fn temp_dir(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("sr-cfg-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    dir
-}
-
 #[test]
 fn gateway_options_parse_and_defaults_apply() {
-    let pages = temp_dir("pages");
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let pages = tmp.path();
     let src = format!(
         r#"
 [listen]
@@ -75,7 +70,7 @@ bypass_auth = true
 
     let grafana = &c.services[0];
     assert!(grafana.bypass_auth && grafana.forward_auth.is_none() && grafana.tailscale_identity);
-    assert_eq!(grafana.error_pages.as_deref(), Some(pages.as_path()), "inherited from [defaults]");
+    assert_eq!(grafana.error_pages.as_deref(), Some(pages), "inherited from [defaults]");
 
     let nas = &c.services[1];
     assert_eq!(nas.routes[0].upstream.scheme, Scheme::Https);
@@ -102,7 +97,6 @@ bypass_auth = true
     // Serializable for `status --json` and friends.
     let json = serde_json::to_string(&c).expect("serialize");
     assert!(json.contains("\"url\":\"http://127.0.0.1:9091/api/verify?rd=https://auth.example.com/\""), "{json}");
-    let _ = std::fs::remove_dir_all(&pages);
 }
 
 #[test]
@@ -166,7 +160,8 @@ fn cors_body_limit_identity_errors() {
 
 #[test]
 fn error_pages_must_be_an_existing_directory() {
-    let dir = temp_dir("notdir");
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path();
     let file_path = dir.join("404.html");
     std::fs::write(&file_path, "x").expect("write");
     let src = file(&[
@@ -186,7 +181,6 @@ fn error_pages_must_be_an_existing_directory() {
     assert!(missing.help.as_deref().is_some_and(|h| h.contains("must exist and be a directory")), "{missing}");
     expect(&d, "services.a.error_pages", 7, "is a file, not a directory");
     expect(&d, "services.b.error_pages", 10, "must be an absolute path");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -5,7 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use snirouter_localapi::{BackendState, Error, ErrorKind, LocalClient, notify};
-use snirouter_testkit::{SimConfig, SimTailscaled, TempDir};
+use snirouter_testkit::{SimConfig, SimTailscaled};
+use tempfile::TempDir;
 
 const SFX: &str = "bat-boa.ts.net";
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -18,10 +19,10 @@ struct Env {
 }
 
 async fn env(services: &[&str], tweak: impl FnOnce(&mut SimConfig)) -> Env {
-    let dir = TempDir::new("sla").unwrap();
+    let dir = tempfile::tempdir().expect("temp dir");
     let mut cfg = SimConfig::storage(SFX, services);
     tweak(&mut cfg);
-    let sim = SimTailscaled::start(dir.join("ts.sock"), cfg).await.unwrap();
+    let sim = SimTailscaled::start(dir.path().join("ts.sock"), cfg).await.unwrap();
     let lc = LocalClient::new(sim.socket_path()).unwrap();
     Env { sim, lc, _dir: dir }
 }

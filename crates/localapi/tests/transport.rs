@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,29 +12,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
 const TEST_DEADLINE: Duration = Duration::from_secs(20);
-
-/// A unique temp dir removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "snirouter-localapi-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 #[derive(Debug, Clone)]
 struct Recorded {
@@ -75,7 +51,7 @@ fn json(body: &str) -> Canned {
 type Handler = dyn Fn(&Recorded) -> Canned + Send + Sync;
 
 struct Mock {
-    _dir: TempDir,
+    _dir: tempfile::TempDir,
     sock: PathBuf,
     requests: Arc<Mutex<Vec<Recorded>>>,
     task: tokio::task::JoinHandle<()>,
@@ -89,8 +65,8 @@ impl Drop for Mock {
 
 impl Mock {
     fn start(handler: impl Fn(&Recorded) -> Canned + Send + Sync + 'static) -> Mock {
-        let dir = TempDir::new();
-        let sock = dir.0.join("tailscaled.sock");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sock = dir.path().join("tailscaled.sock");
         let listener = UnixListener::bind(&sock).unwrap();
         let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let handler: Arc<Handler> = Arc::new(handler);
@@ -558,8 +534,8 @@ async fn watch_ipn_bus_bad_line() {
 #[tokio::test]
 async fn socket_missing() {
     bounded(async {
-        let dir = TempDir::new();
-        let path = dir.0.join("nope.sock");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("nope.sock");
         let lc = LocalClient::new(&path).unwrap();
         let e = lc.status().await.unwrap_err();
         assert!(matches!(&e, Error::SocketMissing { path: p } if *p == path), "{e:?}");
@@ -578,8 +554,8 @@ async fn socket_missing() {
 #[tokio::test]
 async fn socket_refused_stale_file() {
     bounded(async {
-        let dir = TempDir::new();
-        let path = dir.0.join("stale.sock");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("stale.sock");
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap()); // leaves the file behind
         assert!(path.exists());
         let e = LocalClient::new(&path).unwrap().status().await.unwrap_err();
@@ -593,8 +569,8 @@ async fn socket_refused_stale_file() {
 #[tokio::test]
 async fn socket_path_not_a_socket() {
     bounded(async {
-        let dir = TempDir::new();
-        let path = dir.0.join("regular-file");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("regular-file");
         std::fs::write(&path, b"x").unwrap();
         let e = LocalClient::new(&path).unwrap().status().await.unwrap_err();
         // Linux answers ECONNREFUSED for a regular file.

@@ -98,12 +98,12 @@ mod tests {
 
     #[test]
     fn pages_replace_matching_statuses_only() {
-        let dir = std::env::temp_dir().join(format!("sr-pages-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("mkdir");
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path();
         std::fs::write(dir.join("404.html"), "<h1>gone</h1>").expect("write");
         std::fs::write(dir.join("503.html"), "<h1>later</h1>").expect("write");
         std::fs::write(dir.join("418.html"), "teapot").expect("write");
-        let pages = ErrorPages::load("t", &dir);
+        let pages = ErrorPages::load("t", dir);
         assert_eq!(pages.len(), 2);
 
         let mut resp = crate::local::local(StatusCode::SERVICE_UNAVAILABLE, "down".into());
@@ -118,6 +118,5 @@ mod tests {
 
         let other = pages.apply(crate::local::local(StatusCode::BAD_GATEWAY, "x".into()), ProxyBody::full);
         assert!(matches!(other.body(), ProxyBody::Full(Some(b)) if b.starts_with(b"502 Bad Gateway")));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -97,8 +97,8 @@ mod tests {
 
     #[test]
     fn round_trip_and_missing_file() {
-        let dir = std::env::temp_dir().join(format!("sr-own-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().join("state");
         assert!(Ownership::load(&dir).expect("missing is empty").services.is_empty());
         let mut o = Ownership::default();
         o.entry("svc:a").handler = Some(serde_json::json!({"TCPForward": "127.0.0.1:1", "ProxyProtocol": 2}));
@@ -111,6 +111,5 @@ mod tests {
         assert!(back.get("svc:b").advertised);
         std::fs::write(Ownership::path(&dir), b"{not json").expect("write");
         assert!(matches!(Ownership::load(&dir), Err(Error::Ownership { .. })));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -7,9 +7,9 @@ use serde_json::{Value, json};
 use snirouter_config::Config;
 use snirouter_localapi::LocalClient;
 use snirouter_services::{Change, ControlClient, Error, HandlerState, Ownership, observe, plan, sync};
-use snirouter_testkit::TempDir;
 use snirouter_testkit::control::{SimControl, SimControlConfig};
 use snirouter_testkit::tailscaled::{SimConfig, SimTailscaled};
+use tempfile::TempDir;
 
 const SUFFIX: &str = "tailnet-svc.ts.net";
 const NAMES: [&str; 14] = snirouter_testkit::SAMPLE_SERVICES;
@@ -34,7 +34,7 @@ struct Env {
 }
 
 async fn env(sim: SimConfig) -> Env {
-    let dir = TempDir::new("svc").expect("temp dir");
+    let dir = tempfile::tempdir().expect("temp dir");
     let sim = SimTailscaled::start(dir.path().join("ts.sock"), sim).await.expect("sim");
     let local = LocalClient::new(sim.socket_path()).expect("client").with_default_timeout(Duration::from_secs(5));
     Env { dir, sim, local }
@@ -247,7 +247,7 @@ async fn a_path_handler_needs_an_admin_and_the_refusal_says_how() {
 
 async fn control() -> (SimControl, TempDir) {
     let sim = SimControl::start(SimControlConfig::default()).await.expect("control sim");
-    let dir = TempDir::new("svcapi").expect("dir");
+    let dir = tempfile::tempdir().expect("temp dir");
     let c = sim.config();
     std::fs::write(dir.path().join("id"), format!("{}\n", c.client_id)).expect("id");
     std::fs::write(dir.path().join("secret"), c.client_secret).expect("secret");

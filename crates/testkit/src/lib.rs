@@ -15,7 +15,6 @@
 //! * [`control`] — [`control::SimControl`], a simulated Tailscale control API
 //!   (OAuth token, Tailscale Services CRUD with the `addrs` rule, `/devices`,
 //!   the `/vip-services` fallback) on loopback HTTP;
-//! * [`TempDir`] — a unique, self-cleaning temporary directory for sockets.
 //!
 //! The `snirouter-sim-tailscaled` binary runs the simulator stand-alone.
 //!
@@ -31,11 +30,9 @@ pub mod control;
 pub mod gofmt;
 pub mod gojson;
 pub mod tailscaled;
-mod tempdir;
 
 pub use ca::{IssuedPair, TestCa};
 pub use tailscaled::{IssuedRecord, RequestRecord, SimConfig, SimTailscaled};
-pub use tempdir::TempDir;
 
 /// The 14 sample services used by the demo and the tests (the owner's home server,
 /// roughly): each becomes `NAME.<suffix>` and `svc:NAME`.

@@ -10,17 +10,18 @@ use common::{T, get, pem_labels, raw, req};
 use rustls::client::danger::ServerCertVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use snirouter_testkit::{SimConfig, SimTailscaled, TempDir};
+use snirouter_testkit::{SimConfig, SimTailscaled};
+use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 const SUFFIX: &str = "bat-boa.ts.net";
 
 async fn sim_with(f: impl FnOnce(&mut SimConfig)) -> (TempDir, SimTailscaled) {
-    let dir = TempDir::new("snirouter-sim").unwrap();
+    let dir = tempfile::tempdir().expect("temp dir");
     let mut cfg = SimConfig::storage(SUFFIX, &["grafana", "jellyfin"]);
     f(&mut cfg);
-    let sim = SimTailscaled::start(dir.join("ts.sock"), cfg).await.unwrap();
+    let sim = SimTailscaled::start(dir.path().join("ts.sock"), cfg).await.unwrap();
     (dir, sim)
 }
 
@@ -560,8 +561,8 @@ async fn outage_really_refuses_then_recovers() {
 
 #[tokio::test]
 async fn start_unavailable_and_socket_file_lifecycle() {
-    let dir = TempDir::new("snirouter-sim").unwrap();
-    let sock = dir.join("ts.sock");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sock = dir.path().join("ts.sock");
     std::fs::write(&sock, b"stale").unwrap();
     let mut cfg = SimConfig::storage(SUFFIX, &[]);
     cfg.unavailable = true;
