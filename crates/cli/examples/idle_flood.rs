@@ -42,18 +42,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let name = args[2].clone();
     let count: usize = args[4].parse()?;
     let pid: u32 = args[5].parse()?;
-    let mut roots = rustls::RootCertStore::empty();
-    {
-        use rustls::pki_types::pem::PemObject;
-        for c in rustls::pki_types::CertificateDer::pem_file_iter(&args[3])? {
-            roots.add(c?)?;
-        }
-    }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let roots = snirouter_tls::roots_from_pem(&std::fs::read_to_string(&args[3])?)?;
+    let cfg = snirouter_tls::client_config(snirouter_tls::Trust::Roots(roots), &[b"http/1.1"])?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
 
     let before = rss_kib(pid);

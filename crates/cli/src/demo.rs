@@ -67,7 +67,7 @@ pub(crate) async fn run(once: bool, dir: Option<PathBuf>) -> Result<bool, String
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let roots = probe::roots_from_pem(&sim.ca().root_pem())?;
+    let roots = snirouter_tls::roots_from_pem(&sim.ca().root_pem()).map_err(|e| e.to_string())?;
     println!("{:<34} {:<22} {:>6} {:>9}", "NAME", "CERTIFICATE EXPIRES", "STATUS", "LATENCY");
     let mut all_ok = true;
     for fqdn in &fqdns {

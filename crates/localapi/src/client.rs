@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use reqwest::header::{CONTENT_TYPE, ETAG, HeaderMap, HeaderValue, IF_MATCH, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
+use rustls::RootCertStore;
+use snirouter_tls::Trust;
 
 use crate::error::{self, Error, classify};
 use crate::status::{DnsConfig, FeatureQuery, Status, WhoIs};
@@ -83,7 +85,15 @@ impl LocalClient {
     /// Does not connect; the first call does.
     pub fn new(socket: impl Into<PathBuf>) -> Result<Self, Error> {
         let socket: Arc<Path> = Arc::from(socket.into());
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        // The socket speaks plain HTTP, but once any crate in the build turns on reqwest's
+        // TLS (the control API does), a client without a TLS config would look for a
+        // process-wide rustls provider; this one trusts nothing and is never used.
+        // (`client_config` fails only for a provider without TLS 1.2/1.3 suites; ring has both.)
+        if let Ok(tls) = snirouter_tls::client_config(Trust::Roots(Arc::new(RootCertStore::empty())), &[]) {
+            builder = builder.tls_backend_preconfigured(tls);
+        }
+        let http = builder
             .unix_socket(socket.clone())
             .http1_only()
             .no_proxy()

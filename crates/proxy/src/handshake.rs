@@ -88,13 +88,8 @@ mod tests {
     fn client(sni: &'static str) -> (DuplexStream, tokio::task::JoinHandle<Vec<u8>>) {
         let (server, mut client) = tokio::io::duplex(64 * 1024);
         let task = tokio::spawn(async move {
-            let roots = rustls::RootCertStore::empty();
-            let config =
-                rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                    .with_safe_default_protocol_versions()
-                    .expect("versions")
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
+            let trust = snirouter_tls::Trust::Roots(Arc::new(rustls::RootCertStore::empty()));
+            let config = snirouter_tls::client_config(trust, &[]).expect("client config");
             let name = rustls::pki_types::ServerName::try_from(sni).expect("name");
             let mut conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
             let mut hello = Vec::new();

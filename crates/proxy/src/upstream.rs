@@ -3,11 +3,10 @@
 //! body type sent upstream (the client's body, streamed and optionally size-limited, or
 //! nothing).
 //!
-//! `https://` upstreams are verified against the Mozilla roots from `webpki-roots`
-//! (already in the tree for the control-API client; no dependency on the host's
-//! `/etc/ssl`, which a NixOS sandbox or a minimal container may not have). A service
-//! with `insecure_skip_verify = true` uses a second client whose verifier accepts any
-//! certificate (signatures are still checked), like Caddy's `tls_insecure_skip_verify`.
+//! `https://` upstreams are verified against the Mozilla roots (`snirouter_tls::Trust`;
+//! no dependency on the host's `/etc/ssl`). A service with `insecure_skip_verify = true`
+//! uses a second client that accepts any certificate (signatures are still checked),
+//! like Caddy's `tls_insecure_skip_verify`.
 //! The two clients keep separate connection pools, so a verified and an unverified
 //! service never share a connection to the same address.
 
@@ -26,9 +25,8 @@ use http::uri::Authority;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::pki_types::ServerName;
+use snirouter_tls::Trust;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsConnector;
@@ -45,17 +43,9 @@ pub(crate) fn connector(connect_timeout: Duration, insecure: bool) -> Result<Con
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.enforce_http(false);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider)).with_safe_default_protocol_versions()?;
-    let mut tls = if insecure {
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(AcceptAny(provider))).with_no_client_auth()
-    } else {
-        let mut roots = RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        builder.with_root_certificates(roots).with_no_client_auth()
-    };
+    let trust = if insecure { Trust::AnyCertificate } else { Trust::MozillaRoots };
     // Requests go upstream as HTTP/1.1 (WebSocket upgrades need it).
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tls = snirouter_tls::client_config(trust, &[b"http/1.1"])?;
     Ok(Connector { http, tls: TlsConnector::from(Arc::new(tls)), connect_timeout })
 }
 
@@ -203,46 +193,6 @@ impl hyper::rt::Write for MaybeTls {
             MaybeTls::Plain(s) => Pin::new(s).poll_shutdown(cx),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
-    }
-}
-
-/// Accepts any server certificate (`insecure_skip_verify`); handshake signatures are
-/// still verified, so the connection is encrypted to whoever holds the key.
-#[derive(Debug)]
-struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

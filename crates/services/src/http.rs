@@ -1,16 +1,12 @@
-//! A minimal HTTP/1.1 client for the control API: one connection per request over
-//! hyper + tokio-rustls (ring, Mozilla roots from `webpki-roots`), plain HTTP for loopback
-//! test servers. The API is called a handful of times per sync, so there is no pooling.
+//! The control API's HTTP client: reqwest over rustls (`snirouter-tls`, Mozilla roots),
+//! HTTP/1.1, one deadline per request, answers read up to [`MAX_BODY`]. Plain `http://`
+//! is for loopback test servers.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderValue, Method, Request, header};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::TokioIo;
-use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
+use bytes::{Bytes, BytesMut};
+use http::{Method, header};
+use snirouter_tls::Trust;
 
 /// Largest response body read.
 const MAX_BODY: usize = 4 << 20;
@@ -23,21 +19,22 @@ pub(crate) struct Reply {
 
 #[derive(Clone)]
 pub(crate) struct Client {
-    tls: tokio_rustls::TlsConnector,
+    inner: reqwest::Client,
     timeout: Duration,
 }
 
 impl Client {
     pub(crate) fn new(timeout: Duration) -> Result<Client, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS setup: {e}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Client { tls: tokio_rustls::TlsConnector::from(Arc::new(cfg)), timeout })
+        let tls =
+            snirouter_tls::client_config(Trust::MozillaRoots, &[b"http/1.1"]).map_err(|e| format!("TLS setup: {e}"))?;
+        let inner = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .user_agent(concat!("snirouter/", env!("CARGO_PKG_VERSION")))
+            .no_proxy()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| format!("HTTP client setup: {e}"))?;
+        Ok(Client { inner, timeout })
     }
 
     /// Sends one request to `url` (`http[s]://host[:port]/path?query`).
@@ -48,77 +45,40 @@ impl Client {
         headers: &[(header::HeaderName, String)],
         body: Option<(&'static str, Vec<u8>)>,
     ) -> Result<Reply, String> {
-        match tokio::time::timeout(self.timeout, self.send_inner(method, url, headers, body)).await {
-            Ok(r) => r,
-            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+        let mut req = self.inner.request(method, url).header(header::ACCEPT, "application/json");
+        for (name, value) in headers {
+            req = req.header(name, value);
         }
+        if let Some((content_type, bytes)) = body {
+            req = req.header(header::CONTENT_TYPE, content_type).body(bytes);
+        }
+        let resp = req.send().await.map_err(|e| self.describe(&e))?;
+        let status = resp.status().as_u16();
+        let body = read_limited(resp).await.map_err(|e| match e {
+            Some(e) => format!("reading the answer: {}", self.describe(&e)),
+            None => format!("the answer is larger than {} MiB", MAX_BODY >> 20),
+        })?;
+        Ok(Reply { status, body })
     }
 
-    async fn send_inner(
-        &self,
-        method: Method,
-        url: &str,
-        headers: &[(header::HeaderName, String)],
-        body: Option<(&'static str, Vec<u8>)>,
-    ) -> Result<Reply, String> {
-        let uri: http::Uri = url.parse().map_err(|e| format!("bad URL {url:?}: {e}"))?;
-        let authority = uri.authority().ok_or_else(|| format!("URL {url:?} has no host"))?.clone();
-        let https = match uri.scheme_str() {
-            Some("https") => true,
-            Some("http") => false,
-            _ => return Err(format!("URL {url:?} is neither http nor https")),
-        };
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
-        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let tcp =
-            TcpStream::connect((host.as_str(), port)).await.map_err(|e| format!("connect to {authority}: {e}"))?;
-        let _ = tcp.set_nodelay(true);
-        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
-        let mut req = Request::builder().method(method).uri(path);
-        req = req
-            .header(header::HOST, authority.as_str())
-            .header(header::USER_AGENT, concat!("snirouter/", env!("CARGO_PKG_VERSION")))
-            .header(header::ACCEPT, "application/json");
-        for (name, value) in headers {
-            let v = HeaderValue::from_str(value).map_err(|_| format!("invalid {name} header value"))?;
-            req = req.header(name, v);
+    /// reqwest's error with its causes (`error sending request: … connection refused`).
+    fn describe(&self, e: &reqwest::Error) -> String {
+        if e.is_timeout() {
+            return format!("no answer within {:?}", self.timeout);
         }
-        let bytes = match body {
-            Some((content_type, b)) => {
-                req = req.header(header::CONTENT_TYPE, content_type);
-                Bytes::from(b)
-            }
-            None => Bytes::new(),
-        };
-        let req = req.body(Full::new(bytes)).map_err(|e| format!("building the request: {e}"))?;
-        if https {
-            let name = ServerName::try_from(host.clone()).map_err(|e| format!("invalid TLS name {host:?}: {e}"))?;
-            let tls = self.tls.connect(name, tcp).await.map_err(|e| format!("TLS handshake with {authority}: {e}"))?;
-            exchange(TokioIo::new(tls), req).await
-        } else {
-            exchange(TokioIo::new(tcp), req).await
-        }
+        let causes = std::iter::successors(Some(e as &(dyn std::error::Error + 'static)), |e| e.source());
+        causes.map(ToString::to_string).collect::<Vec<_>>().join(": ")
     }
 }
 
-async fn exchange<T>(io: TokioIo<T>, req: Request<Full<Bytes>>) -> Result<Reply, String>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(io).await.map_err(|e| format!("HTTP handshake: {e}"))?;
-    let conn = tokio::spawn(conn);
-    let result = async {
-        let resp = sender.send_request(req).await.map_err(|e| format!("HTTP request: {e}"))?;
-        let status = resp.status().as_u16();
-        let body = Limited::new(resp.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|e| format!("reading the response body: {e}"))?
-            .to_bytes();
-        Ok(Reply { status, body })
+/// The body; `Err(None)` once it passes [`MAX_BODY`].
+async fn read_limited(mut resp: reqwest::Response) -> Result<Bytes, Option<reqwest::Error>> {
+    let mut body = BytesMut::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(None);
+        }
+        body.extend_from_slice(&chunk);
     }
-    .await;
-    conn.abort();
-    result
+    Ok(body.freeze())
 }
