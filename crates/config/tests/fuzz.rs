@@ -49,22 +49,6 @@ path = "/radarr"
 upstream = "http://[::1]:7878"
 "#;
 
-/// xorshift64*: small, deterministic, no dependencies.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
-    }
-}
-
 const ALPHABET: &[char] = &[
     '[', ']', '{', '}', '=', '"', '\'', ',', '.', '#', '\n', '\\', ' ', ':', '/', '?', '-', '_', '0', '9', 'a', 'Z',
     'é', '\u{0}', '\t', '@', '%', '*',
@@ -96,28 +80,28 @@ const TOKENS: &[&str] = &[
     "upstream = \"http://a:1\"",
 ];
 
-fn mutate(rng: &mut Rng, text: &str) -> String {
+fn mutate(rng: &mut fastrand::Rng, text: &str) -> String {
     let mut chars: Vec<char> = text.chars().collect();
-    let ops = 1 + rng.below(4);
+    let ops = 1 + rng.usize(..4);
     for _ in 0..ops {
         let len = chars.len();
-        match rng.below(7) {
+        match rng.usize(..7) {
             0 if len > 0 => {
-                let at = rng.below(len);
-                let n = 1 + rng.below(8).min(len - at - 1);
+                let at = rng.usize(..len);
+                let n = 1 + rng.usize(..8).min(len - at - 1);
                 chars.drain(at..(at + n).min(len));
             }
             1 => {
-                let at = rng.below(len + 1);
-                chars.insert(at, ALPHABET[rng.below(ALPHABET.len())]);
+                let at = rng.usize(..=len);
+                chars.insert(at, ALPHABET[rng.usize(..ALPHABET.len())]);
             }
             2 if len > 0 => {
-                let at = rng.below(len);
-                chars[at] = ALPHABET[rng.below(ALPHABET.len())];
+                let at = rng.usize(..len);
+                chars[at] = ALPHABET[rng.usize(..ALPHABET.len())];
             }
             3 => {
-                let at = rng.below(len + 1);
-                let token: Vec<char> = TOKENS[rng.below(TOKENS.len())].chars().collect();
+                let at = rng.usize(..=len);
+                let token: Vec<char> = TOKENS[rng.usize(..TOKENS.len())].chars().collect();
                 chars.splice(at..at, token);
             }
             4 => {
@@ -125,9 +109,9 @@ fn mutate(rng: &mut Rng, text: &str) -> String {
                 let s: String = chars.iter().collect();
                 let mut lines: Vec<&str> = s.lines().collect();
                 if !lines.is_empty() {
-                    let i = rng.below(lines.len());
+                    let i = rng.usize(..lines.len());
                     let line = lines[i];
-                    lines.insert(rng.below(lines.len() + 1), line);
+                    lines.insert(rng.usize(..=lines.len()), line);
                 }
                 chars = lines.join("\n").chars().collect();
             }
@@ -136,7 +120,7 @@ fn mutate(rng: &mut Rng, text: &str) -> String {
                 let s: String = chars.iter().collect();
                 let mut lines: Vec<&str> = s.lines().collect();
                 if lines.len() > 1 {
-                    let (a, b) = (rng.below(lines.len()), rng.below(lines.len()));
+                    let (a, b) = (rng.usize(..lines.len()), rng.usize(..lines.len()));
                     lines.swap(a, b);
                 }
                 chars = lines.join("\n").chars().collect();
@@ -146,9 +130,9 @@ fn mutate(rng: &mut Rng, text: &str) -> String {
                 let s: String = chars.iter().collect();
                 let mut lines: Vec<String> = s.lines().map(str::to_owned).collect();
                 if !lines.is_empty() {
-                    let i = rng.below(lines.len());
+                    let i = rng.usize(..lines.len());
                     if let Some((k, _)) = lines[i].split_once('=') {
-                        lines[i] = format!("{k}= {}", TOKENS[rng.below(TOKENS.len())]);
+                        lines[i] = format!("{k}= {}", TOKENS[rng.usize(..TOKENS.len())]);
                     }
                 }
                 chars = lines.join("\n").chars().collect();
@@ -166,7 +150,7 @@ fn seed_file_is_valid() {
 
 #[test]
 fn mutations_never_panic() {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15);
     let (mut ok, mut err) = (0usize, 0usize);
     for round in 0..2000 {
         let text = mutate(&mut rng, SEED_FILE);

@@ -49,17 +49,6 @@ impl AsyncWrite for Scripted {
     }
 }
 
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 /// A real ClientHello (from rustls' client) as the seed for mutations.
 fn real_client_hello() -> Vec<u8> {
     use std::sync::Arc;
@@ -84,25 +73,25 @@ async fn client_hello_reader_survives_mutations() {
     assert_eq!(h.accepted.client_hello().server_name(), Some("grafana.tailnet.ts.net"));
     assert_eq!(h.raw, seed, "the raw bytes are kept for passthrough");
 
-    let mut rng = XorShift(0x5eed_1234_abcd_0001);
+    let mut rng = fastrand::Rng::with_seed(0x5eed_1234_abcd_0001);
     for i in 0..5_000 {
         let mut input = if i % 3 == 0 { Vec::new() } else { seed.clone() };
-        let flips = rng.next() % 8;
+        let flips = rng.u64(..8);
         for _ in 0..flips {
             if input.is_empty() {
                 break;
             }
-            let at = (rng.next() as usize) % input.len();
-            input[at] = rng.next() as u8;
+            let at = rng.usize(..input.len());
+            input[at] = rng.u8(..);
         }
         if i % 5 == 0 {
-            let cut = (rng.next() as usize) % (input.len() + 1);
+            let cut = rng.usize(..=input.len());
             input.truncate(cut);
         }
-        for _ in 0..(rng.next() % 40) {
-            input.push(rng.next() as u8);
+        for _ in 0..rng.u64(..40) {
+            input.push(rng.u8(..));
         }
-        let chunk = 1 + (rng.next() as usize) % 600;
+        let chunk = 1 + rng.usize(..600);
         let mut s = Scripted { input, pos: 0, chunk };
         let _ = hello::read(&mut s).await;
     }
@@ -110,15 +99,15 @@ async fn client_hello_reader_survives_mutations() {
 
 #[tokio::test]
 async fn proxy_header_reader_never_reads_past_the_header() {
-    let mut rng = XorShift(0x0dd_ba11_cafe_f00d);
+    let mut rng = fastrand::Rng::with_seed(0x0dd_ba11_cafe_f00d);
     for _ in 0..5_000 {
         let mut input = ppp::v2::PROTOCOL_PREFIX.to_vec();
         input.push(0x21);
-        input.push([0x11, 0x21, 0x31, 0x00][(rng.next() % 4) as usize]);
-        let len = (rng.next() % 300) as u16;
+        input.push([0x11, 0x21, 0x31, 0x00][rng.usize(..4)]);
+        let len = rng.u16(..300);
         input.extend_from_slice(&len.to_be_bytes());
-        for _ in 0..(rng.next() % 320) {
-            input.push(rng.next() as u8);
+        for _ in 0..rng.u64(..320) {
+            input.push(rng.u8(..));
         }
         let total = input.len();
         let mut cursor = &input[..];
