@@ -26,4 +26,4 @@ mod store;
 pub use cache::DiskCache;
 pub use manager::{CertManager, ManagerOptions};
 pub use served::{CertError, CertSource, ServedCert};
-pub use store::{CertStore, EntrySnapshot, Lookup};
+pub use store::{CertSnapshot, CertStore, EntrySnapshot, FetchState, Lookup};

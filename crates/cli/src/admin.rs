@@ -201,128 +201,37 @@ fn unix(t: SystemTime) -> u64 {
 pub(crate) async fn status_report(shared: &Shared) -> StatusReport {
     let now = SystemTime::now();
     let config = shared.config().await;
-    let listeners = shared
-        .listeners()
-        .await
-        .into_iter()
-        .map(|(kind, addr)| ListenerInfo {
-            kind: match kind {
-                ListenerKind::Tls => "tls",
-                ListenerKind::ProxyV2 => "proxy_protocol",
-                ListenerKind::RedirectHttp => "redirect_http",
-            }
-            .to_owned(),
-            address: addr.to_string(),
-        })
-        .collect();
     let domains = shared.manager.domains().borrow().clone();
     let (tailscale_services, tailscaled_health) =
         tokio::join!(observe_services(shared, &config), tailscaled_health(shared));
     let entries = shared.store.snapshot();
     let table = shared.router.routes();
-    let mut services = Vec::new();
-    for svc in &config.services {
-        let fqdn = svc.fqdn(&shared.suffix);
-        let entry = entries.iter().find(|e| e.fqdn == fqdn);
-        let routes: Vec<RouteStatus> = svc
-            .routes
-            .iter()
-            .map(|r| {
-                let reach = shared.upstreams.get(r.upstream.authority.as_str());
-                RouteStatus {
-                    path: r.path.clone(),
-                    upstream: r.upstream.to_string(),
-                    reachable: reach.as_ref().map(|r| r.reachable),
-                    checked_at: reach.as_ref().map(|r| unix(r.checked_at)),
-                    error: reach.and_then(|r| r.error),
-                }
-            })
-            .collect();
-        let certificate = entry.and_then(|e| e.cert.as_ref()).map(|c| CertificateInfo {
-            not_before: c.not_before,
-            not_after: c.not_after,
-            expires_in_seconds: c.not_after as i64 - unix(now) as i64,
-            issuer: c.issuer.clone(),
-            serial: c.serial.clone(),
-            source: match c.source {
-                snirouter_certs::CertSource::Tailscaled => "tailscaled",
-                snirouter_certs::CertSource::Cache => "cache",
-            }
-            .to_owned(),
-        });
-        let fetch = entry
-            .map(|e| {
-                let s = &e.state;
-                FetchInfo {
-                    in_flight: s.in_flight,
-                    failures: s.failures,
-                    total_failures: s.total_failures,
-                    last_attempt: s.last_attempt.map(unix),
-                    last_success: s.last_success.map(unix),
-                    next_attempt: s.next_attempt.map(unix),
-                    last_error_kind: s.last_error_kind.clone(),
-                    last_error: s.last_error.clone(),
-                    fix: s.fix.clone(),
-                }
-            })
-            .unwrap_or_default();
-        let routes_live = table.get(&fqdn);
-        let requests = routes_live
-            .map(|r| {
-                let s = r.stats.snapshot();
-                RequestCounts {
-                    requests: s.requests,
-                    responses_2xx: s.responses_2xx,
-                    responses_3xx: s.responses_3xx,
-                    responses_4xx: s.responses_4xx,
-                    responses_5xx: s.responses_5xx,
-                    upstream_errors: s.upstream_errors,
-                    tunnels: s.tunnels,
-                }
-            })
-            .unwrap_or_default();
-        let mut problems = Vec::new();
-        // A passthrough service's backend terminates TLS: snirouter holds no certificate.
-        if certificate.is_none() && svc.passthrough.is_none() {
-            // tailscaled's word that it is fetching now outranks an older failure.
-            let pending = is_pending(&tailscaled_health, &fqdn);
-            problems.push(match &fetch.last_error {
-                _ if pending => "no certificate yet: tailscaled is fetching it from Let's Encrypt now \
-                     (ACME DNS-01, usually under a minute)"
-                    .to_owned(),
-                Some(e) => format!("no certificate: {e}"),
-                None if fetch.in_flight => "no certificate yet: the request to tailscaled is in progress".to_owned(),
-                None => "no certificate yet".to_owned(),
-            });
-        } else if let Some(c) = &certificate
-            && c.expires_in_seconds <= 0
-        {
-            problems.push("the certificate has expired".to_owned());
-        }
-        for r in &routes {
-            if r.reachable == Some(false) {
-                problems.push(format!(
-                    "upstream {} ({}) is down: {}",
-                    r.upstream,
-                    r.path,
-                    r.error.as_deref().unwrap_or("connect failed")
-                ));
-            }
-        }
-        services.push(ServiceStatus {
-            name: svc.name.clone(),
-            fqdn: fqdn.clone(),
-            serving: problems.is_empty(),
-            problems,
-            routes,
-            certificate,
-            fetch,
-            in_cert_domains: domains.list.as_ref().map(|l| l.contains(&fqdn)),
-            requests,
-            access_log: routes_live.is_some_and(|r| r.access_log),
-            tailscale_service: tailscale_services.get(&svc.name).cloned(),
-        });
-    }
+    let services: Vec<ServiceStatus> = config
+        .services
+        .iter()
+        .map(|svc| {
+            let fqdn = svc.fqdn(&shared.suffix);
+            let entry = entries.iter().find(|e| e.fqdn == fqdn);
+            let live = table.get(&fqdn);
+            let mut status = ServiceStatus {
+                name: svc.name.clone(),
+                serving: false,
+                problems: Vec::new(),
+                routes: route_statuses(shared, svc),
+                certificate: entry.and_then(|e| e.cert.as_ref()).map(|c| certificate_info(c, now)),
+                fetch: entry.map(|e| fetch_info(&e.state)).unwrap_or_default(),
+                in_cert_domains: domains.list.as_ref().map(|l| l.contains(&fqdn)),
+                requests: live.map(|r| request_counts(r.stats.snapshot())).unwrap_or_default(),
+                access_log: live.is_some_and(|r| r.access_log),
+                tailscale_service: tailscale_services.get(&svc.name).cloned(),
+                fqdn,
+            };
+            let pending = is_pending(&tailscaled_health, &status.fqdn);
+            status.problems = problems(&status, svc.passthrough.is_some(), pending);
+            status.serving = status.problems.is_empty();
+            status
+        })
+        .collect();
     StatusReport {
         schema: SCHEMA,
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -331,7 +240,7 @@ pub(crate) async fn status_report(shared: &Shared) -> StatusReport {
         uptime_seconds: now.duration_since(shared.started).map(|d| d.as_secs()).unwrap_or(0),
         config: config.origin.clone(),
         magic_dns_suffix: shared.suffix.clone(),
-        listeners,
+        listeners: listener_infos(shared).await,
         active_connections: shared.router.active_connections() as u64,
         tunnels: shared.router.tunnels() as u64,
         cert_domains: domains.list.clone(),
@@ -341,6 +250,96 @@ pub(crate) async fn status_report(shared: &Shared) -> StatusReport {
         serving: services.iter().all(|s| s.serving),
         services,
     }
+}
+
+async fn listener_infos(shared: &Shared) -> Vec<ListenerInfo> {
+    let kind = |k| match k {
+        ListenerKind::Tls => "tls",
+        ListenerKind::ProxyV2 => "proxy_protocol",
+        ListenerKind::RedirectHttp => "redirect_http",
+    };
+    let listeners = shared.listeners().await.into_iter();
+    listeners.map(|(k, addr)| ListenerInfo { kind: kind(k).to_owned(), address: addr.to_string() }).collect()
+}
+
+/// Each route with the last reachability check of its upstream.
+fn route_statuses(shared: &Shared, svc: &snirouter_config::Service) -> Vec<RouteStatus> {
+    let route = |r: &snirouter_config::Route| {
+        let reach = shared.upstreams.get(r.upstream.authority.as_str());
+        RouteStatus {
+            path: r.path.clone(),
+            upstream: r.upstream.to_string(),
+            reachable: reach.as_ref().map(|r| r.reachable),
+            checked_at: reach.as_ref().map(|r| unix(r.checked_at)),
+            error: reach.and_then(|r| r.error),
+        }
+    };
+    svc.routes.iter().map(route).collect()
+}
+
+fn certificate_info(c: &snirouter_certs::CertSnapshot, now: SystemTime) -> CertificateInfo {
+    CertificateInfo {
+        not_before: c.not_before,
+        not_after: c.not_after,
+        expires_in_seconds: c.not_after as i64 - unix(now) as i64,
+        issuer: c.issuer.clone(),
+        serial: c.serial.clone(),
+        source: match c.source {
+            snirouter_certs::CertSource::Tailscaled => "tailscaled",
+            snirouter_certs::CertSource::Cache => "cache",
+        }
+        .to_owned(),
+    }
+}
+
+fn fetch_info(s: &snirouter_certs::FetchState) -> FetchInfo {
+    FetchInfo {
+        in_flight: s.in_flight,
+        failures: s.failures,
+        total_failures: s.total_failures,
+        last_attempt: s.last_attempt.map(unix),
+        last_success: s.last_success.map(unix),
+        next_attempt: s.next_attempt.map(unix),
+        last_error_kind: s.last_error_kind.clone(),
+        last_error: s.last_error.clone(),
+        fix: s.fix.clone(),
+    }
+}
+
+fn request_counts(s: snirouter_proxy::StatsSnapshot) -> RequestCounts {
+    RequestCounts {
+        requests: s.requests,
+        responses_2xx: s.responses_2xx,
+        responses_3xx: s.responses_3xx,
+        responses_4xx: s.responses_4xx,
+        responses_5xx: s.responses_5xx,
+        upstream_errors: s.upstream_errors,
+        tunnels: s.tunnels,
+    }
+}
+
+/// Why a service is not serving (empty when it is). A passthrough service's backend
+/// terminates TLS, so snirouter holds no certificate for it; `pending` is tailscaled's
+/// word that it is fetching the certificate now, which outranks an older failure.
+fn problems(s: &ServiceStatus, passthrough: bool, pending: bool) -> Vec<String> {
+    let mut problems = Vec::new();
+    match &s.certificate {
+        None if !passthrough => problems.push(match &s.fetch.last_error {
+            _ if pending => "no certificate yet: tailscaled is fetching it from Let's Encrypt now \
+                 (ACME DNS-01, usually under a minute)"
+                .to_owned(),
+            Some(e) => format!("no certificate: {e}"),
+            None if s.fetch.in_flight => "no certificate yet: the request to tailscaled is in progress".to_owned(),
+            None => "no certificate yet".to_owned(),
+        }),
+        Some(c) if c.expires_in_seconds <= 0 => problems.push("the certificate has expired".to_owned()),
+        _ => {}
+    }
+    for r in s.routes.iter().filter(|r| r.reachable == Some(false)) {
+        let why = r.error.as_deref().unwrap_or("connect failed");
+        problems.push(format!("upstream {} ({}) is down: {why}", r.upstream, r.path));
+    }
+    problems
 }
 
 /// tailscaled's `Health` strings, bounded to 2 s (empty when it does not answer).

@@ -69,4 +69,4 @@ pub use listener::ListenerKind;
 pub use options::ProxyOptions;
 pub use routes::{RouteTable, ServiceRoutes};
 pub use server::Router;
-pub use stats::ServiceStats;
+pub use stats::{ServiceStats, StatsSnapshot};
