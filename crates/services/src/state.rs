@@ -1,7 +1,7 @@
 //! Per-service state for `snirouter status`: what tailscaled, the control API and the
 //! ownership record say about each configured service.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use serde::Serialize;
@@ -71,64 +71,79 @@ pub struct ServiceState {
 /// Observes every configured service. Never fails: what cannot be read is `None` /
 /// [`HandlerState::Unknown`] and the reason is in `problems`.
 pub async fn observe(config: &Config, local: &LocalClient, control: Option<&ControlClient>) -> Vec<ServiceState> {
-    let desired = Desired::from_config(config);
-    let status = local.status().await;
-    let serve_config = local.serve_config().await.map(|(v, _)| v);
-    let prefs = local.prefs().await;
-    let owned = Ownership::load(&config.cache.dir).unwrap_or_default();
-    let mut general = Vec::new();
-    if let Err(e) = &desired {
-        general.push(format!("{e} (fix: {})", e.fix()));
-    }
-    let suffix = config
-        .tailscale
-        .magic_dns_suffix
-        .clone()
-        .or_else(|| status.as_ref().ok().and_then(|s| s.magic_dns_suffix().map(str::to_owned)));
-    let (service_host, cert_domains, self_id) = match &status {
-        Ok(s) => (
-            Some(s.self_node.as_ref().map(|n| n.service_host()).unwrap_or_default()),
-            Some(s.cert_domains.clone()),
-            s.self_node.as_ref().map(|n| n.id.clone()),
-        ),
-        Err(e) => {
-            general.push(format!("tailscaled status: {e}"));
-            (None, None, None)
-        }
-    };
-    if let Ok(s) = &status
-        && let Some(e) = plan::blocking_error(s)
-    {
-        general.push(format!("{e} (fix: {})", e.fix()));
-    }
-    if let Err(e) = &serve_config {
-        general.push(format!("serve config: {e}"));
-    }
-    let advertised = match &prefs {
-        Ok(p) => Some(plan::advertised(p)),
-        Err(e) => {
-            general.push(format!("prefs: {e}"));
-            None
-        }
-    };
-    let defined: Option<BTreeMap<String, ()>> = match control {
-        Some(api) => match api.list_services().await {
-            Ok(list) => Some(list.into_iter().map(|i| (i.name, ())).collect()),
-            Err(e) => {
-                general.push(format!("control API: {e} (fix: {})", e.fix()));
-                None
-            }
-        },
-        None => None,
-    };
-
-    let mut out = Vec::new();
+    let node = Observed::read(config, local, control).await;
+    let mut out = Vec::with_capacity(config.services.len());
     for svc in &config.services {
+        out.push(node.service(svc, control).await);
+    }
+    out
+}
+
+/// What one observation read from tailscaled, the control API and the ownership
+/// record, shared by every service; `general` holds the problems that concern them all.
+struct Observed {
+    desired: Result<Desired, crate::Error>,
+    serve_config: Result<Value, snirouter_localapi::Error>,
+    owned: Ownership,
+    suffix: Option<String>,
+    /// `Self.CapMap["service-host"]`: approved services and their VIPs.
+    service_host: Option<BTreeMap<String, Vec<IpAddr>>>,
+    cert_domains: Option<Vec<String>>,
+    self_id: Option<String>,
+    advertised: Option<Vec<String>>,
+    defined: Option<BTreeSet<String>>,
+    general: Vec<String>,
+}
+
+impl Observed {
+    async fn read(config: &Config, local: &LocalClient, control: Option<&ControlClient>) -> Observed {
+        let desired = Desired::from_config(config);
+        let status = local.status().await;
+        let serve_config = local.serve_config().await.map(|(v, _)| v);
+        let prefs = local.prefs().await;
+        let mut general = Vec::new();
+        if let Err(e) = &desired {
+            general.push(format!("{e} (fix: {})", e.fix()));
+        }
+        let status = status.map_err(|e| general.push(format!("tailscaled status: {e}"))).ok();
+        if let Some(e) = status.as_ref().and_then(plan::blocking_error) {
+            general.push(format!("{e} (fix: {})", e.fix()));
+        }
+        if let Err(e) = &serve_config {
+            general.push(format!("serve config: {e}"));
+        }
+        let advertised = prefs.map(|p| plan::advertised(&p)).map_err(|e| general.push(format!("prefs: {e}"))).ok();
+        let defined = match control {
+            Some(api) => api
+                .list_services()
+                .await
+                .map(|list| list.into_iter().map(|i| i.name).collect())
+                .map_err(|e| general.push(format!("control API: {e} (fix: {})", e.fix())))
+                .ok(),
+            None => None,
+        };
+        let suffix = config.tailscale.magic_dns_suffix.clone();
+        let self_node = status.as_ref().and_then(|s| s.self_node.as_ref());
+        Observed {
+            suffix: suffix.or_else(|| status.as_ref().and_then(|s| s.magic_dns_suffix().map(str::to_owned))),
+            service_host: status.as_ref().map(|_| self_node.map(|n| n.service_host()).unwrap_or_default()),
+            cert_domains: status.as_ref().map(|s| s.cert_domains.clone()),
+            self_id: self_node.map(|n| n.id.clone()),
+            owned: Ownership::load(&config.cache.dir).unwrap_or_default(),
+            desired,
+            serve_config,
+            advertised,
+            defined,
+            general,
+        }
+    }
+
+    /// One service's state; asks the control API for the service's hosts when it is defined.
+    async fn service(&self, svc: &snirouter_config::Service, control: Option<&ControlClient>) -> ServiceState {
         let service = svc.tailscale_service();
-        let fqdn = suffix.as_deref().map(|s| svc.fqdn(s));
-        let mut problems = general.clone();
-        let managed = owned.get(&service).handler.is_some();
-        let handler = match (&serve_config, &desired) {
+        let fqdn = self.suffix.as_deref().map(|s| svc.fqdn(s));
+        let managed = self.owned.get(&service).handler.is_some();
+        let handler = match (&self.serve_config, &self.desired) {
             (Ok(cfg), Ok(d)) => match serve::handler_of(cfg, &service) {
                 None => HandlerState::Missing,
                 Some(h) if serve::same_handler(h, &d.handler) => HandlerState::Correct,
@@ -137,65 +152,72 @@ pub async fn observe(config: &Config, local: &LocalClient, control: Option<&Cont
             },
             _ => HandlerState::Unknown,
         };
-        let is_defined = defined.as_ref().map(|d| d.contains_key(&service));
+        let defined = self.defined.as_ref().map(|d| d.contains(&service));
+        let mut problems = self.general.clone();
         let mut approval_level = None;
-        if is_defined == Some(true)
-            && let (Some(api), Some(id)) = (control, &self_id)
+        if defined == Some(true)
+            && let (Some(api), Some(id)) = (control, &self.self_id)
         {
             match api.service_hosts(&service).await {
                 Ok(hosts) => approval_level = hosts.into_iter().find(|h| &h.node_id == id).map(|h| h.approval_level),
                 Err(e) => problems.push(format!("control API hosts of {service}: {e}")),
             }
         }
-        let advertised = advertised.as_ref().map(|a| a.contains(&service));
-        let vips = service_host.as_ref().and_then(|m| m.get(&service).cloned()).unwrap_or_default();
-        let approved = service_host.as_ref().map(|m| m.contains_key(&service));
-        let in_cert_domains = match (&cert_domains, &fqdn) {
+        let in_cert_domains = match (&self.cert_domains, &fqdn) {
             (Some(d), Some(f)) => Some(d.iter().any(|c| c.trim_end_matches('.').eq_ignore_ascii_case(f))),
             _ => None,
         };
-        if is_defined == Some(false) {
-            problems.push(format!(
-                "{service} is not defined in the tailnet: run `snirouter services sync` (with [tailscale.api]) or define it in the admin console with port tcp:443"
-            ));
-        }
-        match &handler {
-            HandlerState::Missing | HandlerState::Outdated { .. } => problems
-                .push("the serve-config handler is missing or outdated: run `snirouter services sync`".to_owned()),
-            HandlerState::Foreign { handler } => problems.push(format!(
-                "TCP 443 of {service} has a handler snirouter did not add ({handler}); remove it, then sync"
-            )),
-            _ => {}
-        }
-        if advertised == Some(false) {
-            problems.push(format!("{service} is not in AdvertiseServices: run `snirouter services sync`"));
-        }
-        if approved == Some(false) {
-            problems.push(format!(
-                "this host is not approved for {service} yet (Self.CapMap[\"service-host\"]): approve it under Services in the admin console, or add autoApprovers.services to the policy"
-            ));
-        }
-        if in_cert_domains == Some(false) {
-            problems.push(format!(
-                "{} is not in CertDomains yet, so no certificate can be fetched; it appears once control lists the service for this host (see docs/tailnet-setup.md)",
-                fqdn.as_deref().unwrap_or(&service)
-            ));
-        }
-        out.push(ServiceState {
+        let mut state = ServiceState {
             name: svc.name.clone(),
-            service,
-            fqdn,
-            defined: is_defined,
+            defined,
             approval_level,
-            advertised,
+            advertised: self.advertised.as_ref().map(|a| a.contains(&service)),
             handler,
             managed,
-            approved,
-            vips,
+            approved: self.service_host.as_ref().map(|m| m.contains_key(&service)),
+            vips: self.service_host.as_ref().and_then(|m| m.get(&service).cloned()).unwrap_or_default(),
             in_cert_domains,
             certificate: None,
             problems,
-        });
+            service,
+            fqdn,
+        };
+        state.problems.extend(missing_steps(&state));
+        state
     }
-    out
+}
+
+/// What is missing for one service, each with its next step.
+fn missing_steps(s: &ServiceState) -> Vec<String> {
+    let service = &s.service;
+    let mut problems = Vec::new();
+    if s.defined == Some(false) {
+        problems.push(format!(
+            "{service} is not defined in the tailnet: run `snirouter services sync` (with [tailscale.api]) or define it in the admin console with port tcp:443"
+        ));
+    }
+    match &s.handler {
+        HandlerState::Missing | HandlerState::Outdated { .. } => {
+            problems.push("the serve-config handler is missing or outdated: run `snirouter services sync`".to_owned())
+        }
+        HandlerState::Foreign { handler } => problems.push(format!(
+            "TCP 443 of {service} has a handler snirouter did not add ({handler}); remove it, then sync"
+        )),
+        HandlerState::Unknown | HandlerState::Correct => {}
+    }
+    if s.advertised == Some(false) {
+        problems.push(format!("{service} is not in AdvertiseServices: run `snirouter services sync`"));
+    }
+    if s.approved == Some(false) {
+        problems.push(format!(
+            "this host is not approved for {service} yet (Self.CapMap[\"service-host\"]): approve it under Services in the admin console, or add autoApprovers.services to the policy"
+        ));
+    }
+    if s.in_cert_domains == Some(false) {
+        problems.push(format!(
+            "{} is not in CertDomains yet, so no certificate can be fetched; it appears once control lists the service for this host (see docs/tailnet-setup.md)",
+            s.fqdn.as_deref().unwrap_or(service)
+        ));
+    }
+    problems
 }
