@@ -49,142 +49,185 @@ impl Token {
 /// [`Error::UnterminatedQuote`] for a `"` or `` ` `` that is never closed and
 /// [`Error::Heredoc`] for `<<MARKER` heredocs, each with the line it starts on.
 pub(crate) fn tokenize(src: &str) -> Result<Vec<Token>, Error> {
-    let mut tokens = Vec::new();
-    let mut line = 1usize;
-    let mut logical = 1usize;
-    let mut chars = src.chars().peekable();
+    let mut lx = Lexer::new(src);
+    while let Some(ch) = lx.chars.next() {
+        match lx.mode {
+            Mode::DoubleQuoted => lx.double_quoted(ch)?,
+            Mode::Backtick => lx.backtick(ch)?,
+            Mode::Plain => lx.plain(ch)?,
+        }
+    }
+    lx.finish()
+}
 
-    // Current token state.
-    let mut val = String::new();
-    let mut start: Option<(usize, usize)> = None;
-    let mut quoted = false; // inside "…"
-    let mut backtick = false; // inside `…`
-    let mut was_quoted = false;
-    let mut escaped = false;
-    let mut comment = false;
+/// Where the lexer is: between or in an unquoted token, or inside quotes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Plain,
+    DoubleQuoted,
+    Backtick,
+}
 
-    macro_rules! emit {
-        () => {{
-            if let Some((l, ll)) = start.take() {
-                if !was_quoted && val.starts_with("<<") && val.len() > 2 {
-                    return Err(Error::Heredoc { line: l });
-                }
-                tokens.push(Token { text: std::mem::take(&mut val), line: l, logical_line: ll, quoted: was_quoted });
-            }
-        }};
+struct Lexer<'a> {
+    chars: std::iter::Peekable<std::str::Chars<'a>>,
+    tokens: Vec<Token>,
+    /// Physical and logical line of the next character.
+    line: usize,
+    logical: usize,
+    mode: Mode,
+    /// The token being read: its text, where it started, whether it was quoted.
+    val: String,
+    start: Option<(usize, usize)>,
+    was_quoted: bool,
+    /// The previous character was a backslash.
+    escaped: bool,
+    /// In a `#` comment (until the end of the line).
+    comment: bool,
+}
+
+impl Lexer<'_> {
+    fn new(src: &str) -> Lexer<'_> {
+        Lexer {
+            chars: src.chars().peekable(),
+            tokens: Vec::new(),
+            line: 1,
+            logical: 1,
+            mode: Mode::Plain,
+            val: String::new(),
+            start: None,
+            was_quoted: false,
+            escaped: false,
+            comment: false,
+        }
     }
 
-    while let Some(ch) = chars.next() {
-        if quoted {
-            if escaped {
-                escaped = false;
-                match ch {
-                    '"' => val.push('"'),
-                    '\n' => {
-                        line += 1;
-                        val.push('\n');
-                    }
-                    other => {
-                        val.push('\\');
-                        val.push(other);
-                    }
-                }
-                continue;
+    /// Ends the current token, if one was started.
+    fn emit(&mut self) -> Result<(), Error> {
+        if let Some((line, logical_line)) = self.start.take() {
+            if !self.was_quoted && self.val.starts_with("<<") && self.val.len() > 2 {
+                return Err(Error::Heredoc { line });
             }
-            match ch {
-                '\\' => escaped = true,
-                '"' => {
-                    quoted = false;
-                    emit!();
-                }
-                '\n' => {
-                    line += 1;
-                    val.push('\n');
-                }
-                other => val.push(other),
-            }
-            continue;
+            let text = std::mem::take(&mut self.val);
+            self.tokens.push(Token { text, line, logical_line, quoted: self.was_quoted });
         }
-        if backtick {
-            if ch == '`' {
-                backtick = false;
-                emit!();
-            } else {
-                if ch == '\n' {
-                    line += 1;
-                }
-                val.push(ch);
-            }
-            continue;
+        Ok(())
+    }
+
+    /// Inside `"…"`: `\"` is a quote, backslash-newline joins lines, other escapes stay.
+    fn double_quoted(&mut self, ch: char) -> Result<(), Error> {
+        if ch == '\n' {
+            self.line += 1;
         }
+        if self.escaped {
+            self.escaped = false;
+            if ch != '"' && ch != '\n' {
+                self.val.push('\\');
+            }
+            self.val.push(ch);
+            return Ok(());
+        }
+        match ch {
+            '\\' => self.escaped = true,
+            '"' => {
+                self.mode = Mode::Plain;
+                self.emit()?;
+            }
+            other => self.val.push(other),
+        }
+        Ok(())
+    }
+
+    /// Inside `` `…` ``: everything verbatim.
+    fn backtick(&mut self, ch: char) -> Result<(), Error> {
+        if ch == '`' {
+            self.mode = Mode::Plain;
+            return self.emit();
+        }
+        if ch == '\n' {
+            self.line += 1;
+        }
+        self.val.push(ch);
+        Ok(())
+    }
+
+    /// Outside quotes.
+    fn plain(&mut self, ch: char) -> Result<(), Error> {
         if ch == '\r' {
-            continue;
+            return Ok(());
         }
         if ch.is_whitespace() {
-            if ch == '\n' {
-                line += 1;
-                if escaped {
-                    // `\` + newline: the next token continues this logical line.
-                    escaped = false;
-                } else {
-                    logical += 1;
-                }
-                comment = false;
-            } else if escaped {
-                // A backslash followed by a space is kept as written.
-                val.push('\\');
-                escaped = false;
-            }
-            emit!();
-            continue;
+            return self.whitespace(ch);
         }
-        if comment {
-            continue;
+        if self.comment {
+            return Ok(());
         }
-        if ch == '#' && start.is_none() && !escaped {
-            comment = true;
-            continue;
+        if ch == '#' && self.start.is_none() && !self.escaped {
+            self.comment = true;
+            return Ok(());
         }
-        if start.is_none() {
-            start = Some((line, logical));
-            was_quoted = false;
-            if !escaped {
-                if ch == '"' {
-                    quoted = true;
-                    was_quoted = true;
-                    continue;
-                }
-                if ch == '`' {
-                    backtick = true;
-                    was_quoted = true;
-                    continue;
-                }
+        if self.start.is_none() {
+            self.start = Some((self.line, self.logical));
+            self.was_quoted = false;
+            let quote = match ch {
+                '"' if !self.escaped => Some(Mode::DoubleQuoted),
+                '`' if !self.escaped => Some(Mode::Backtick),
+                _ => None,
+            };
+            if let Some(mode) = quote {
+                self.mode = mode;
+                self.was_quoted = true;
+                return Ok(());
             }
         }
-        if escaped {
-            val.push('\\');
-            escaped = false;
+        if self.escaped {
+            self.val.push('\\');
+            self.escaped = false;
         }
         if ch == '\\' {
             // Only decided by the next character: a newline continues the line.
-            if start.as_ref().is_some_and(|_| val.is_empty()) && chars.peek() == Some(&'\n') {
+            if self.val.is_empty() && self.chars.peek() == Some(&'\n') {
                 // A lone `\` at the end of a line: no token, just a continuation.
-                start = None;
+                self.start = None;
             }
-            escaped = true;
-            continue;
+            self.escaped = true;
+            return Ok(());
         }
-        val.push(ch);
+        self.val.push(ch);
+        Ok(())
     }
-    if quoted || backtick {
-        let l = start.map_or(line, |(l, _)| l);
-        return Err(Error::UnterminatedQuote { line: l, quote: if quoted { '"' } else { '`' } });
+
+    /// Whitespace outside quotes ends the token; a newline also ends a comment and,
+    /// unless escaped, the logical line.
+    fn whitespace(&mut self, ch: char) -> Result<(), Error> {
+        if ch == '\n' {
+            self.line += 1;
+            if self.escaped {
+                // `\` + newline: the next token continues this logical line.
+                self.escaped = false;
+            } else {
+                self.logical += 1;
+            }
+            self.comment = false;
+        } else if self.escaped {
+            // A backslash followed by a space is kept as written.
+            self.val.push('\\');
+            self.escaped = false;
+        }
+        self.emit()
     }
-    if escaped {
-        val.push('\\');
+
+    fn finish(mut self) -> Result<Vec<Token>, Error> {
+        if self.mode != Mode::Plain {
+            let line = self.start.map_or(self.line, |(l, _)| l);
+            let quote = if self.mode == Mode::DoubleQuoted { '"' } else { '`' };
+            return Err(Error::UnterminatedQuote { line, quote });
+        }
+        if self.escaped {
+            self.val.push('\\');
+        }
+        self.emit()?;
+        Ok(self.tokens)
     }
-    emit!();
-    Ok(tokens)
 }
 
 #[cfg(test)]
