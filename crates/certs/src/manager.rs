@@ -234,108 +234,116 @@ impl CertManager {
         });
     }
 
+    /// The loop of one name, for the life of the manager: wait, check CertDomains, fetch,
+    /// decide the next wait.
     async fn run_name(self: Arc<Self>, fqdn: String) {
-        let policy = self.opts.policy.clone();
+        let policy = &self.opts.policy;
         let mut domains = self.domains.subscribe();
-        let mut failures: u32 = 0;
-        let mut wait = schedule::after_success(&policy, self.store.current(&fqdn).as_deref(), SystemTime::now()).wait;
-        // Wake early when CertDomains changes (for names blocked on it or on the daemon).
-        let mut wake_on_domains = false;
+        let first = schedule::after_success(policy, self.store.current(&fqdn).as_deref(), SystemTime::now());
+        let mut next = Next { wait: first.wait, failures: 0, wake_on_domains: false };
         // Before the first request, let the watcher ask tailscaled once (bounded, in
         // case the daemon hangs): a name outside CertDomains is then never requested.
         let _ = tokio::time::timeout(Duration::from_secs(15), domains.wait_for(|d| d.asked)).await;
         loop {
-            if !wait.is_zero() {
-                self.store.update_state(&fqdn, |s| s.next_attempt = Some(SystemTime::now() + wait));
-                let deadline = Instant::now() + wait;
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(deadline) => break,
-                        changed = domains.changed(), if wake_on_domains => {
-                            if changed.is_err() {
-                                return;
-                            }
-                            let d = domains.borrow_and_update().clone();
-                            if d.list.as_ref().is_some_and(|l| l.contains(&fqdn)) {
-                                break;
-                            }
-                        }
-                    }
-                }
+            if !next.wait.is_zero() && !self.sleep(&fqdn, &next, &mut domains).await {
+                return;
             }
-
             // Do not ask for a name tailscaled will refuse: on daemons before 1.96
             // even a refused name costs a Let's Encrypt account round trip.
             let view = domains.borrow_and_update().clone();
             if let Some(list) = &view.list
                 && !list.contains(&fqdn)
             {
-                let (error, fix) = not_in_cert_domains(&fqdn, list);
-                self.store.update_state(&fqdn, |s| {
-                    if s.last_error_kind.as_deref() != Some("not_in_cert_domains") {
-                        tracing::warn!(name = %fqdn, cause = %error, fix = %fix, "waiting for the name to appear in CertDomains");
-                    }
-                    s.last_error_kind = Some("not_in_cert_domains".into());
-                    s.last_error = Some(error);
-                    s.fix = Some(fix);
-                });
-                wake_on_domains = true;
-                wait = self.opts.domains_poll.max(Duration::from_secs(1)) * 10;
+                self.record_not_in_cert_domains(&fqdn, list);
+                let poll = self.opts.domains_poll.max(Duration::from_secs(1)) * 10;
+                next = Next { wait: poll, wake_on_domains: true, ..next };
                 continue;
             }
-
             // Decide min_validity now, from the certificate served at this moment: a
             // plan made before the renewal window opened must not send a request
             // without it once the window is open.
             let min_validity =
-                schedule::after_success(&policy, self.store.current(&fqdn).as_deref(), SystemTime::now()).min_validity;
-            let outcome = self.fetch_once(&fqdn, min_validity).await;
-            match outcome {
-                Ok(()) => {
-                    failures = 0;
-                    wake_on_domains = false;
-                    let next =
-                        schedule::after_success(&policy, self.store.current(&fqdn).as_deref(), SystemTime::now());
-                    if next.wait.is_zero() && min_validity.is_some() {
-                        // We asked for a renewal and tailscaled answered with a
-                        // certificate still inside the renewal window: do not spin.
-                        failures = 1;
-                        let remaining =
-                            self.store.current(&fqdn).map(|c| c.remaining(SystemTime::now())).unwrap_or_default();
-                        let msg = format!(
-                            "tailscaled returned a certificate with only {}s left although {}s were requested",
-                            remaining.as_secs(),
-                            min_validity.unwrap_or_default().as_secs()
-                        );
-                        tracing::warn!(name = %fqdn, cause = %msg, "renewal did not produce a fresh certificate");
-                        self.store.update_state(&fqdn, |s| {
-                            s.last_error_kind = Some("stale_certificate".into());
-                            s.last_error = Some(msg);
-                        });
-                        wait = schedule::backoff(&policy, failures);
-                    } else {
-                        wait = next.wait;
+                schedule::after_success(policy, self.store.current(&fqdn).as_deref(), SystemTime::now()).min_validity;
+            next = match self.fetch_once(&fqdn, min_validity).await {
+                Ok(()) => self.after_success(&fqdn, min_validity),
+                Err(failure) => self.after_failure(&fqdn, &failure, next.failures + 1),
+            };
+        }
+    }
+
+    /// Sleeps `next.wait`, or less when CertDomains changes to include `fqdn` (if
+    /// `next.wake_on_domains`). False when the manager is gone.
+    async fn sleep(&self, fqdn: &str, next: &Next, domains: &mut watch::Receiver<Domains>) -> bool {
+        self.store.update_state(fqdn, |s| s.next_attempt = Some(SystemTime::now() + next.wait));
+        let deadline = Instant::now() + next.wait;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return true,
+                changed = domains.changed(), if next.wake_on_domains => {
+                    if changed.is_err() {
+                        return false;
                     }
-                }
-                Err(failure) => {
-                    failures += 1;
-                    let remaining = self.store.current(&fqdn).map(|c| c.remaining(SystemTime::now()));
-                    failure.log(&fqdn, remaining, &policy);
-                    wake_on_domains = failure.wake_on_domains;
-                    wait = match failure.retry_after {
-                        Some(after) => after,
-                        None => schedule::backoff(&policy, failures),
-                    };
-                    self.store.update_state(&fqdn, |s| {
-                        s.failures = failures;
-                        s.total_failures += 1;
-                        s.last_error_kind = Some(failure.kind.clone());
-                        s.last_error = Some(failure.message.clone());
-                        s.fix = failure.fix.clone();
-                    });
+                    if domains.borrow_and_update().list.as_ref().is_some_and(|l| l.iter().any(|d| d == fqdn)) {
+                        return true;
+                    }
                 }
             }
         }
+    }
+
+    /// The state of a name that is not (yet) in CertDomains; logged once per episode.
+    fn record_not_in_cert_domains(&self, fqdn: &str, list: &[String]) {
+        let (error, fix) = not_in_cert_domains(fqdn, list);
+        self.store.update_state(fqdn, |s| {
+            if s.last_error_kind.as_deref() != Some("not_in_cert_domains") {
+                tracing::warn!(name = %fqdn, cause = %error, fix = %fix, "waiting for the name to appear in CertDomains");
+            }
+            s.last_error_kind = Some("not_in_cert_domains".into());
+            s.last_error = Some(error);
+            s.fix = Some(fix);
+        });
+    }
+
+    /// After a served certificate: the renewal schedule, unless a renewal was asked for
+    /// and tailscaled answered with a certificate still inside the window (then back off
+    /// instead of spinning).
+    fn after_success(&self, fqdn: &str, min_validity: Option<Duration>) -> Next {
+        let policy = &self.opts.policy;
+        let now = SystemTime::now();
+        let current = self.store.current(fqdn);
+        let next = schedule::after_success(policy, current.as_deref(), now);
+        let Some(asked) = min_validity.filter(|_| next.wait.is_zero()) else {
+            return Next { wait: next.wait, failures: 0, wake_on_domains: false };
+        };
+        let remaining = current.map(|c| c.remaining(now)).unwrap_or_default();
+        let msg = format!(
+            "tailscaled returned a certificate with only {}s left although {}s were requested",
+            remaining.as_secs(),
+            asked.as_secs()
+        );
+        tracing::warn!(name = %fqdn, cause = %msg, "renewal did not produce a fresh certificate");
+        self.store.update_state(fqdn, |s| {
+            s.last_error_kind = Some("stale_certificate".into());
+            s.last_error = Some(msg);
+        });
+        Next { wait: schedule::backoff(policy, 1), failures: 1, wake_on_domains: false }
+    }
+
+    /// After the `failures`-th failure in a row: logged, recorded, and retried after
+    /// tailscaled's `Retry-After` or the backoff.
+    fn after_failure(&self, fqdn: &str, failure: &Failure, failures: u32) -> Next {
+        let policy = &self.opts.policy;
+        let remaining = self.store.current(fqdn).map(|c| c.remaining(SystemTime::now()));
+        failure.log(fqdn, remaining, policy);
+        self.store.update_state(fqdn, |s| {
+            s.failures = failures;
+            s.total_failures += 1;
+            s.last_error_kind = Some(failure.kind.clone());
+            s.last_error = Some(failure.message.clone());
+            s.fix = failure.fix.clone();
+        });
+        let wait = failure.retry_after.unwrap_or_else(|| schedule::backoff(policy, failures));
+        Next { wait, failures, wake_on_domains: failure.wake_on_domains }
     }
 
     /// One request for `fqdn`; on success the certificate is served and cached.
@@ -475,4 +483,14 @@ fn not_in_cert_domains(fqdn: &str, list: &[String]) -> (String, String) {
             ),
         )
     }
+}
+/// What one name's loop does next.
+#[derive(Debug, Clone, Copy)]
+struct Next {
+    /// How long to wait before the next request.
+    wait: Duration,
+    /// Failures in a row so far.
+    failures: u32,
+    /// Whether a CertDomains change that adds the name ends the wait early.
+    wake_on_domains: bool,
 }
