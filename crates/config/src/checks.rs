@@ -131,53 +131,63 @@ fn is_host_name(host: &str) -> bool {
         })
 }
 
+/// How a wrong upstream is written correctly.
+const UPSTREAM_EXAMPLE: &str = "e.g. \"http://127.0.0.1:3000\"";
+
+/// A problem with the usual help, `write http://HOST:PORT, e.g. …`.
+fn bad_upstream(message: String) -> Problem {
+    Problem::new(message, Some(format!("write http://HOST:PORT, {UPSTREAM_EXAMPLE}")))
+}
+
 /// Parses an upstream URL `http://host[:port][/]` or `https://host[:port][/]`.
 pub(crate) fn parse_upstream(raw: &str) -> Result<Upstream, Problem> {
-    let example = "e.g. \"http://127.0.0.1:3000\"";
     let text = raw.trim();
     if text.is_empty() {
-        return Err(Problem::new("upstream is empty", Some(format!("write the backend's URL, {example}"))));
+        return Err(Problem::new("upstream is empty", Some(format!("write the backend's URL, {UPSTREAM_EXAMPLE}"))));
     }
     if text.contains('#') {
         return Err(Problem::new(
             format!("upstream {raw:?} has a fragment ('#')"),
-            Some(format!("write only scheme, host and port, {example}")),
+            Some(format!("write only scheme, host and port, {UPSTREAM_EXAMPLE}")),
         ));
     }
-    let uri: http::Uri = text.parse().map_err(|e| {
-        Problem::new(
-            format!("upstream {raw:?} is not a valid URL: {e}"),
-            Some(format!("write http://HOST:PORT, {example}")),
-        )
-    })?;
-    let scheme = match uri.scheme_str() {
-        None => {
-            return Err(Problem::new(
-                format!("upstream {raw:?} has no scheme"),
-                Some(format!("write \"http://{}\"", text.trim_start_matches('/'))),
-            ));
-        }
-        Some(s) if s.eq_ignore_ascii_case("http") => Scheme::Http,
-        Some(s) if s.eq_ignore_ascii_case("https") => Scheme::Https,
-        Some(s) => {
-            return Err(Problem::new(
-                format!("upstream {raw:?} has unsupported scheme {s:?}; only http:// and https:// are supported"),
-                Some(format!("write http://HOST:PORT, {example}")),
-            ));
-        }
-    };
+    let uri: http::Uri = text.parse().map_err(|e| bad_upstream(format!("upstream {raw:?} is not a valid URL: {e}")))?;
+    let scheme = upstream_scheme(raw, text, &uri)?;
     let Some(authority) = uri.authority() else {
-        return Err(Problem::new(
-            format!("upstream {raw:?} has no host"),
-            Some(format!("write http://HOST:PORT, {example}")),
-        ));
+        return Err(bad_upstream(format!("upstream {raw:?} has no host")));
     };
     if authority.as_str().contains('@') {
         return Err(Problem::new(
             format!("upstream {raw:?} contains user info ('user@'); credentials in upstream URLs are not supported"),
-            Some(format!("remove the 'user@' part, {example}")),
+            Some(format!("remove the 'user@' part, {UPSTREAM_EXAMPLE}")),
         ));
     }
+    let host = upstream_host(raw, authority)?;
+    let port = upstream_port(raw, authority, scheme)?;
+    origin_only(raw, text, &uri, scheme, authority)?;
+    let bracketed = if host.contains(':') { format!("[{host}]") } else { host.clone() };
+    let authority: http::uri::Authority = format!("{bracketed}:{port}")
+        .parse()
+        .map_err(|e| bad_upstream(format!("upstream {raw:?} has an invalid authority: {e}")))?;
+    Ok(Upstream { scheme, authority, host, port })
+}
+
+fn upstream_scheme(raw: &str, text: &str, uri: &http::Uri) -> Result<Scheme, Problem> {
+    match uri.scheme_str() {
+        None => Err(Problem::new(
+            format!("upstream {raw:?} has no scheme"),
+            Some(format!("write \"http://{}\"", text.trim_start_matches('/'))),
+        )),
+        Some(s) if s.eq_ignore_ascii_case("http") => Ok(Scheme::Http),
+        Some(s) if s.eq_ignore_ascii_case("https") => Ok(Scheme::Https),
+        Some(s) => Err(bad_upstream(format!(
+            "upstream {raw:?} has unsupported scheme {s:?}; only http:// and https:// are supported"
+        ))),
+    }
+}
+
+/// The host, lowercase and without IPv6 brackets: an IP address or a host name.
+fn upstream_host(raw: &str, authority: &http::uri::Authority) -> Result<String, Problem> {
     let host_raw = authority.host();
     let host = host_raw.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
     let host_ok = if host_raw.starts_with('[') {
@@ -188,27 +198,35 @@ pub(crate) fn parse_upstream(raw: &str) -> Result<Upstream, Problem> {
     if !host_ok {
         return Err(Problem::new(
             format!("upstream {raw:?} has an invalid host {host_raw:?}"),
-            Some(format!("use an IP address or host name, {example}")),
+            Some(format!("use an IP address or host name, {UPSTREAM_EXAMPLE}")),
         ));
     }
+    Ok(host)
+}
+
+/// The port written, or the scheme's default.
+fn upstream_port(raw: &str, authority: &http::uri::Authority, scheme: Scheme) -> Result<u16, Problem> {
     // `Authority::port` hides unparsable ports (e.g. 70000), so read the text after the host.
-    let port_text = authority.as_str().strip_prefix(host_raw).unwrap_or("");
-    let port = if port_text.is_empty() {
-        scheme.default_port()
-    } else {
-        match port_text.strip_prefix(':').and_then(|p| p.parse::<u16>().ok()).filter(|p| *p != 0) {
-            Some(p) => p,
-            None => {
-                return Err(Problem::new(
-                    format!(
-                        "upstream {raw:?} has an invalid port {:?}; use 1-65535",
-                        port_text.trim_start_matches(':')
-                    ),
-                    Some(format!("write http://HOST:PORT, {example}")),
-                ));
-            }
-        }
-    };
+    let port_text = authority.as_str().strip_prefix(authority.host()).unwrap_or("");
+    if port_text.is_empty() {
+        return Ok(scheme.default_port());
+    }
+    port_text.strip_prefix(':').and_then(|p| p.parse::<u16>().ok()).filter(|p| *p != 0).ok_or_else(|| {
+        bad_upstream(format!(
+            "upstream {raw:?} has an invalid port {:?}; use 1-65535",
+            port_text.trim_start_matches(':')
+        ))
+    })
+}
+
+/// Upstreams are origins: no path (routes do that) and no query.
+fn origin_only(
+    raw: &str,
+    text: &str,
+    uri: &http::Uri,
+    scheme: Scheme,
+    authority: &http::uri::Authority,
+) -> Result<(), Problem> {
     let path = uri.path();
     if !(path.is_empty() || path == "/") {
         return Err(Problem::new(
@@ -224,17 +242,10 @@ pub(crate) fn parse_upstream(raw: &str) -> Result<Upstream, Problem> {
     if uri.query().is_some() || text.contains('?') {
         return Err(Problem::new(
             format!("upstream {raw:?} has a query string; upstreams are origins (scheme, host, port) only"),
-            Some(format!("remove the '?...' part, {example}")),
+            Some(format!("remove the '?...' part, {UPSTREAM_EXAMPLE}")),
         ));
     }
-    let bracketed = if host.contains(':') { format!("[{host}]") } else { host.clone() };
-    let authority: http::uri::Authority = format!("{bracketed}:{port}").parse().map_err(|e| {
-        Problem::new(
-            format!("upstream {raw:?} has an invalid authority: {e}"),
-            Some(format!("write http://HOST:PORT, {example}")),
-        )
-    })?;
-    Ok(Upstream { scheme, authority, host, port })
+    Ok(())
 }
 
 /// Normalizes and checks a route path: starts with `/`, no `?`, `#`, `//`, whitespace or

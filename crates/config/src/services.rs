@@ -139,6 +139,20 @@ impl Validator<'_> {
         if let Err(p) = checks::check_service_name(e.name) {
             self.report(e.key_span(), &e.path, p);
         }
+        let known = self.service_fields(e)?;
+        let routes = self.service_routes(e, &known);
+        let mut service = Service::new(e.name, routes);
+        service.line = line;
+        let fqdn_span = self.service_names(e, &known, &mut service);
+        service.access_log = find(&known, "access_log").and_then(|a| self.boolean(a));
+        self.passthrough_option(e, &known, defaults.forward_auth.is_some(), &mut service);
+        self.auth_options(e, &known, defaults, &mut service);
+        self.http_options(e, &known, defaults, &mut service);
+        Some((service, fqdn_span))
+    }
+
+    /// The service's keys, with unknown and not-implemented ones reported.
+    fn service_fields<'a>(&mut self, e: &Entry<'a>) -> Option<Vec<Entry<'a>>> {
         let Some(table) = e.item.as_table_like() else {
             self.error(
                 e.value_span(),
@@ -166,12 +180,14 @@ impl Validator<'_> {
         let known: Vec<Entry<'_>> =
             fields.into_iter().filter(|f| !NOT_IMPLEMENTED.iter().any(|(k, _)| *k == f.name)).collect();
         self.check_keys(&known, SERVICE_KEYS, &label);
+        Some(known)
+    }
 
-        let upstream = find(&known, "upstream");
-        let routes_entry = find(&known, "routes");
-        let passthrough_entry = find(&known, "passthrough");
-        let mut routes = Vec::new();
-        match (upstream, routes_entry, passthrough_entry) {
+    /// `upstream` or `routes` (exactly one, unless `passthrough`), longest path first.
+    fn service_routes(&mut self, e: &Entry<'_>, known: &[Entry<'_>]) -> Vec<Route> {
+        let upstream = find(known, "upstream");
+        let routes_entry = find(known, "routes");
+        match (upstream, routes_entry, find(known, "passthrough")) {
             (_, _, Some(p)) if upstream.is_some() || routes_entry.is_some() => self.error(
                 p.key_span(),
                 &p.path,
@@ -196,6 +212,7 @@ impl Validator<'_> {
             ),
             _ => {}
         }
+        let mut routes = Vec::new();
         if let Some(u) = upstream
             && let Some(up) = self.upstream(u)
         {
@@ -206,44 +223,37 @@ impl Validator<'_> {
         }
         // Longest path first; the sort is stable, so equal lengths keep file order.
         routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
+        routes
+    }
 
-        let mut fqdn = None;
+    /// `fqdn` and `upstream_host`; returns the span of the `fqdn` value.
+    fn service_names(&mut self, e: &Entry<'_>, known: &[Entry<'_>], service: &mut Service) -> Span {
         let mut fqdn_span = None;
-        if let Some(f) = find(&known, "fqdn")
+        if let Some(f) = find(known, "fqdn")
             && let Some(s) = self.string(f, &format!("\"{}.example.ts.net\"", checks::suggest_label(e.name)))
         {
             fqdn_span = f.value_span();
             match checks::normalize_dns_name(s, 2, "fqdn") {
-                Ok(name) => fqdn = Some(name),
+                Ok(name) => service.fqdn = Some(name),
                 Err(p) => self.report(f.value_span(), &f.path, p),
             }
         }
-        let mut upstream_host = None;
-        if let Some(h) = find(&known, "upstream_host")
+        if let Some(h) = find(known, "upstream_host")
             && let Some(s) = self.string(h, "\"grafana.internal\"")
         {
             match check_upstream_host(s) {
-                Ok(()) => upstream_host = Some(s.to_owned()),
+                Ok(()) => service.upstream_host = Some(s.to_owned()),
                 Err(p) => self.report(h.value_span(), &h.path, p),
             }
         }
-        let access_log = find(&known, "access_log").and_then(|a| self.boolean(a));
-
-        let mut service = Service::new(e.name, routes);
-        service.fqdn = fqdn;
-        service.upstream_host = upstream_host;
-        service.access_log = access_log;
-        service.line = line;
-        self.service_options(e, &known, defaults, &mut service);
-        Some((service, fqdn_span))
+        fqdn_span
     }
 
-    /// The parity options of a service: TLS to upstreams, forward auth, CORS, error
-    /// pages, body limit, identity headers and passthrough.
-    fn service_options(&mut self, e: &Entry<'_>, known: &[Entry<'_>], defaults: &Defaults, service: &mut Service) {
-        if let Some(p) = find(known, "passthrough")
-            && let Some(raw) = self.string(p, "\"127.0.0.1:8920\"")
-        {
+    /// `passthrough`: the target, the HTTP-only keys it makes meaningless, and the
+    /// `[defaults]` forward_auth it cannot honour (unless `bypass_auth`).
+    fn passthrough_option(&mut self, e: &Entry<'_>, known: &[Entry<'_>], default_auth: bool, service: &mut Service) {
+        let Some(p) = find(known, "passthrough") else { return };
+        if let Some(raw) = self.string(p, "\"127.0.0.1:8920\"") {
             match parse_host_port(raw) {
                 Ok(target) => service.passthrough = Some(target),
                 Err(problem) => self.report(p.value_span(), &p.path, problem),
@@ -260,6 +270,22 @@ impl Validator<'_> {
                 );
             }
         }
+        let bypass = find(known, "bypass_auth").and_then(|b| b.item.as_bool()).unwrap_or(false);
+        if default_auth && !bypass {
+            self.error(
+                p.key_span(),
+                &p.path,
+                format!(
+                    "passthrough service {:?} cannot be protected by [defaults] forward_auth: its requests are encrypted end to end",
+                    e.name
+                ),
+                Some("add bypass_auth = true to this service to acknowledge that its backend authenticates users itself".to_owned()),
+            );
+        }
+    }
+
+    /// `bypass_auth`, `forward_auth` (own or from `[defaults]`) and `insecure_skip_verify`.
+    fn auth_options(&mut self, e: &Entry<'_>, known: &[Entry<'_>], defaults: &Defaults, service: &mut Service) {
         if let Some(b) = find(known, "bypass_auth") {
             service.bypass_auth = self.boolean(b).unwrap_or(false);
             if service.bypass_auth && find(known, "forward_auth").is_some() {
@@ -270,20 +296,6 @@ impl Validator<'_> {
                     Some("remove one: bypass_auth only switches off the [defaults] forward_auth".to_owned()),
                 );
             }
-        }
-        if let Some(p) = find(known, "passthrough")
-            && defaults.forward_auth.is_some()
-            && !service.bypass_auth
-        {
-            self.error(
-                p.key_span(),
-                &p.path,
-                format!(
-                    "passthrough service {:?} cannot be protected by [defaults] forward_auth: its requests are encrypted end to end",
-                    e.name
-                ),
-                Some("add bypass_auth = true to this service to acknowledge that its backend authenticates users itself".to_owned()),
-            );
         }
         if let Some(i) = find(known, "insecure_skip_verify") {
             service.insecure_skip_verify = self.boolean(i).unwrap_or(false);
@@ -308,6 +320,11 @@ impl Validator<'_> {
                 None => defaults.forward_auth.clone(),
             };
         }
+    }
+
+    /// The HTTP options: CORS, error pages, body limit, identity headers (none of them
+    /// applies to a passthrough service).
+    fn http_options(&mut self, e: &Entry<'_>, known: &[Entry<'_>], defaults: &Defaults, service: &mut Service) {
         let cors_on = find(known, "cors").and_then(|c| self.boolean(c)).unwrap_or(false);
         let mut origins = Vec::new();
         if let Some(o) = find(known, "cors_origins") {
