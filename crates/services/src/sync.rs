@@ -2,6 +2,7 @@
 //! re-read and retried on 412), then `AdvertiseServices` — recording ownership as it goes.
 
 use std::fmt;
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -86,39 +87,63 @@ pub async fn sync(config: &Config, local: &LocalClient, control: Option<&Control
         return Err(e);
     }
     let mut report = SyncReport { control_api: control.is_some(), ..SyncReport::default() };
-
     // 1. Control API: the service must exist before hosts advertise it.
     if let Some(api) = control {
-        for service in &desired.services {
-            match define(api, &desired, service).await {
-                Ok(Some(change)) => {
-                    tracing::info!(service = %service, change = %change, "Tailscale Service definition changed");
-                    report.applied.push(change);
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::error!(service = %service, cause = %e, fix = %e.fix(), "cannot define the Tailscale Service");
-                    report.errors.push(format!("{service}: {e} (fix: {})", e.fix()));
-                }
-            }
-        }
+        define_all(api, &desired, &mut report).await;
     }
-
     // 2. serve-config, under If-Match, re-read on every 412.
     let dir = &config.cache.dir;
     let mut owned = crate::Ownership::load(dir)?;
+    let conflicts = sync_serve_config(local, &desired, dir, &mut owned, &mut report).await?;
+    for c in &conflicts {
+        tracing::warn!(service = %c.service, existing = %c.existing, reason = %c.reason, "Tailscale Service left alone: its serve-config entry was not added by snirouter");
+    }
+    report.conflicts = conflicts;
+    // 3. AdvertiseServices: read, merge, PATCH.
+    sync_prefs(local, &desired, dir, &owned, &mut report).await?;
+    Ok(report)
+}
+
+/// Defines every desired service that is missing in the tailnet; failures are reported
+/// per service.
+async fn define_all(api: &ControlClient, desired: &Desired, report: &mut SyncReport) {
+    for service in &desired.services {
+        match define(api, desired, service).await {
+            Ok(Some(change)) => {
+                tracing::info!(service = %service, change = %change, "Tailscale Service definition changed");
+                report.applied.push(change);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(service = %service, cause = %e, fix = %e.fix(), "cannot define the Tailscale Service");
+                report.errors.push(format!("{service}: {e} (fix: {})", e.fix()));
+            }
+        }
+    }
+}
+
+/// Writes the serve-config handlers under If-Match, re-reading on every 412 (at most
+/// [`MAX_ATTEMPTS`] times). The ownership record is saved before each write and put
+/// back when the write fails. Returns the services left alone.
+async fn sync_serve_config(
+    local: &LocalClient,
+    desired: &Desired,
+    dir: &Path,
+    owned: &mut crate::Ownership,
+    report: &mut SyncReport,
+) -> Result<Vec<Conflict>, Error> {
     let mut attempt = 0;
-    let conflicts = loop {
+    loop {
         attempt += 1;
         let (mut cfg, etag) = local.serve_config().await.map_err(Error::local("reading the serve config"))?;
-        let (changes, conflicts, notes, next) = plan::serve_changes(&desired, &cfg, &owned);
+        let (changes, conflicts, notes, next) = plan::serve_changes(desired, &cfg, owned);
         if changes.is_empty() {
-            if next != owned {
+            if next != *owned {
                 next.save(dir)?;
-                owned = next;
+                *owned = next;
             }
             report.notes.extend(notes);
-            break conflicts;
+            return Ok(conflicts);
         }
         for change in &changes {
             match change {
@@ -139,50 +164,58 @@ pub async fn sync(config: &Config, local: &LocalClient, control: Option<&Control
                 for change in &changes {
                     tracing::info!(service = %change.service(), change = %change, "serve config changed");
                 }
-                owned = next;
+                *owned = next;
                 report.applied.extend(changes);
                 report.notes.extend(notes);
-                break conflicts;
+                return Ok(conflicts);
             }
-            Err(snirouter_localapi::Error::PreconditionFailed) => {
+            Err(snirouter_localapi::Error::PreconditionFailed) if attempt < MAX_ATTEMPTS => {
                 owned.save(dir)?;
-                if attempt >= MAX_ATTEMPTS {
-                    return Err(Error::Contended { attempts: attempt });
-                }
                 report.retries += 1;
                 tracing::info!(attempt, "the serve config changed concurrently (HTTP 412); re-reading and retrying");
                 tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+            }
+            Err(snirouter_localapi::Error::PreconditionFailed) => {
+                owned.save(dir)?;
+                return Err(Error::Contended { attempts: attempt });
             }
             Err(e) => {
                 owned.save(dir)?;
                 return Err(Error::local("writing the serve config")(e));
             }
         }
-    };
-    for c in &conflicts {
-        tracing::warn!(service = %c.service, existing = %c.existing, reason = %c.reason, "Tailscale Service left alone: its serve-config entry was not added by snirouter");
     }
-    report.conflicts = conflicts;
+}
 
-    // 3. AdvertiseServices: read, merge, PATCH.
+/// Merges the desired services into `AdvertiseServices` and PATCHes the prefs when
+/// anything changed.
+async fn sync_prefs(
+    local: &LocalClient,
+    desired: &Desired,
+    dir: &Path,
+    owned: &crate::Ownership,
+    report: &mut SyncReport,
+) -> Result<(), Error> {
     let prefs = local.prefs().await.map_err(Error::local("reading tailscaled's prefs"))?;
     let current = plan::advertised(&prefs);
-    let (changes, list, next) = plan::prefs_changes(&desired, &current, &report.conflicts, &owned);
-    if !changes.is_empty() {
-        next.save(dir)?;
-        let masked = json!({ "AdvertiseServicesSet": true, "AdvertiseServices": list });
-        if let Err(e) = local.edit_prefs(&masked).await {
-            owned.save(dir)?;
-            return Err(Error::local("setting AdvertiseServices")(e));
+    let (changes, list, next) = plan::prefs_changes(desired, &current, &report.conflicts, owned);
+    if changes.is_empty() {
+        if next != *owned {
+            next.save(dir)?;
         }
-        for change in &changes {
-            tracing::info!(service = %change.service(), change = %change, "prefs changed");
-        }
-        report.applied.extend(changes);
-    } else if next != owned {
-        next.save(dir)?;
+        return Ok(());
     }
-    Ok(report)
+    next.save(dir)?;
+    let masked = json!({ "AdvertiseServicesSet": true, "AdvertiseServices": list });
+    if let Err(e) = local.edit_prefs(&masked).await {
+        owned.save(dir)?;
+        return Err(Error::local("setting AdvertiseServices")(e));
+    }
+    for change in &changes {
+        tracing::info!(service = %change.service(), change = %change, "prefs changed");
+    }
+    report.applied.extend(changes);
+    Ok(())
 }
 
 /// Defines `service` if it is missing, or adds `tcp:443`/tags to its definition (reading
