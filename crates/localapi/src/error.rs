@@ -342,10 +342,14 @@ impl Error {
     }
 
     /// What the operator should do about it, in one or two lines; `None` when there is no
-    /// better advice than the message itself.
+    /// better advice than the message itself (transport errors, the daemon's own texts).
     pub fn fix(&self) -> Option<String> {
         let user = current_user().name_or_uid();
-        let user = user.as_str();
+        self.connection_fix(&user).or_else(|| self.certificate_fix(&user)).or_else(|| self.daemon_fix(&user))
+    }
+
+    /// Fixes for reaching tailscaled: the socket, its permissions, time-outs, write access.
+    fn connection_fix(&self, user: &str) -> Option<String> {
         Some(match self {
             Error::SocketMissing { path } => format!(
                 "tailscaled is not running or uses another socket than {}; start it (systemctl start tailscaled) \
@@ -366,17 +370,12 @@ impl Error {
                 "check that {} is tailscaled's socket ([tailscale] socket = ...) and that tailscaled is healthy",
                 path.display()
             ),
-            Error::Transport { .. } => return None,
             Error::Timeout { .. } => {
                 "tailscaled did not answer in time; a first certificate issuance can take minutes \
                  (ACME DNS-01 via the control plane): retry later with a longer timeout and check tailscaled's logs \
                  (journalctl -u tailscaled)"
                     .to_owned()
             }
-            Error::CertAccessDenied { .. } => format!(
-                "run snirouter as root, or set TS_PERMIT_CERT_UID={user} for tailscaled (NixOS: \
-                 services.tailscale.permitCertUid = \"{user}\") and restart tailscaled"
-            ),
             Error::AccessDenied { body, .. } => {
                 if is_bad_host_body(body) {
                     "tailscaled rejects requests whose Host header is not exactly local-tailscaled.sock or that \
@@ -389,6 +388,17 @@ impl Error {
                     )
                 }
             }
+            _ => return None,
+        })
+    }
+
+    /// Fixes for certificate requests: access, CertDomains, HTTPS, Let's Encrypt.
+    fn certificate_fix(&self, user: &str) -> Option<String> {
+        Some(match self {
+            Error::CertAccessDenied { .. } => format!(
+                "run snirouter as root, or set TS_PERMIT_CERT_UID={user} for tailscaled (NixOS: \
+                 services.tailscale.permitCertUid = \"{user}\") and restart tailscaled"
+            ),
             Error::NotInCertDomains { domain, allowed } => format!(
                 "the host is not allowed to get a certificate for {domain}: make {domain} a Tailscale Service \
                  hosted by this node (define svc:{}, advertise it, approve the host) — allowed names now: {}",
@@ -425,6 +435,13 @@ impl Error {
                 "upgrade tailscaled (cert-domains needs ≥ 1.98, min_validity ≥ 1.72) or use a build with \
                  ACME/cert support; endpoint: {endpoint}"
             ),
+            _ => return None,
+        })
+    }
+
+    /// Fixes for serve-config and prefs writes, and for answers of the wrong shape.
+    fn daemon_fix(&self, user: &str) -> Option<String> {
+        Some(match self {
             Error::PreconditionFailed => "another client changed the serve config at the same time: read it \
                  again, re-apply the change and retry"
                 .to_owned(),
@@ -437,10 +454,10 @@ impl Error {
             Error::ConfigLocked => "tailscaled was started with --config: put the serve config / prefs into that \
                  file instead of changing them at runtime"
                 .to_owned(),
-            Error::Daemon { .. } => return None,
             Error::BadResponse { .. } => "tailscaled answered in an unexpected format; check its version \
                  (tailscale version) and that the socket really belongs to tailscaled"
                 .to_owned(),
+            _ => return None,
         })
     }
 }
