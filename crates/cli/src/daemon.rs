@@ -121,31 +121,7 @@ impl Daemon {
             grace,
         });
 
-        let mut background = JoinSet::new();
-        background.spawn(crate::health::run(Arc::clone(&shared.upstreams), Arc::clone(&router), shutdown_rx.clone()));
-        if let Some(server) = crate::admin::bind_socket(&admin.socket).await {
-            background.spawn(crate::admin::serve_socket(
-                server,
-                admin.socket.clone(),
-                Arc::clone(&shared),
-                shutdown_rx.clone(),
-            ));
-        }
-        if let Some(addr) = admin.metrics_listen {
-            match TcpListener::bind(addr).await {
-                Ok(l) => {
-                    tracing::info!(address = %addr, "serving /metrics over TCP ([admin] metrics_listen)");
-                    background.spawn(crate::admin::serve_metrics_tcp(l, Arc::clone(&shared), shutdown_rx.clone()));
-                }
-                Err(e) => {
-                    tracing::warn!(address = %addr, error = %e, "cannot listen for metrics; fix: change [admin] metrics_listen or stop the process holding it")
-                }
-            }
-        }
-        if let Some(period) = crate::sdnotify::watchdog_interval() {
-            tracing::info!(interval_ms = period.as_millis() as u64, "systemd watchdog enabled");
-            background.spawn(crate::sdnotify::watchdog(period, shutdown_rx.clone()));
-        }
+        let background = spawn_background(&shared, &admin, &shutdown_rx).await;
 
         manager.start();
         for (kind, addr) in &listeners {
@@ -283,3 +259,35 @@ async fn magic_dns_suffix(config: &Config, client: &LocalClient, cache: &DiskCac
         delay = (delay * 2).min(Duration::from_secs(30));
     }
 }
+/// The tasks beside the listeners: upstream health checks, the admin socket, `/metrics`
+/// over TCP (when configured) and the systemd watchdog (when systemd asks for one).
+async fn spawn_background(
+    shared: &Arc<Shared>,
+    admin: &snirouter_config::Admin,
+    shutdown: &watch::Receiver<bool>,
+) -> JoinSet<()> {
+    let mut background = JoinSet::new();
+    let router = Arc::clone(&shared.router);
+    background.spawn(crate::health::run(Arc::clone(&shared.upstreams), router, shutdown.clone()));
+    if let Some(server) = crate::admin::bind_socket(&admin.socket).await {
+        let socket = admin.socket.clone();
+        background.spawn(crate::admin::serve_socket(server, socket, Arc::clone(shared), shutdown.clone()));
+    }
+    if let Some(addr) = admin.metrics_listen {
+        match TcpListener::bind(addr).await {
+            Ok(l) => {
+                tracing::info!(address = %addr, "serving /metrics over TCP ([admin] metrics_listen)");
+                background.spawn(crate::admin::serve_metrics_tcp(l, Arc::clone(shared), shutdown.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(address = %addr, error = %e, "cannot listen for metrics; fix: change [admin] metrics_listen or stop the process holding it")
+            }
+        }
+    }
+    if let Some(period) = crate::sdnotify::watchdog_interval() {
+        tracing::info!(interval_ms = period.as_millis() as u64, "systemd watchdog enabled");
+        background.spawn(crate::sdnotify::watchdog(period, shutdown.clone()));
+    }
+    background
+}
+
