@@ -305,44 +305,45 @@ impl Validator<'_> {
                 }
             }
         }
+        let tags = match find(&fields, "tags") {
+            Some(e) => self.api_tags(e).unwrap_or_else(|| {
+                ok = false;
+                Vec::new()
+            }),
+            None => Vec::new(),
+        };
+        let (client_id_file, client_secret_file) = (client_id_file?, client_secret_file?);
+        ok.then_some(TailscaleApi { client_id_file, client_secret_file, tailnet, base_url, tags })
+    }
+
+    /// `[tailscale.api] tags`: ACL tags for the services snirouter defines; `None` when
+    /// any of them is wrong (each reported).
+    fn api_tags(&mut self, e: &Entry<'_>) -> Option<Vec<String>> {
+        let help = || Some("write tags = [\"tag:storage-svc\"]".to_owned());
+        let Some(array) = e.item.as_array() else {
+            self.error(e.value_span(), &e.path, format!("expected an array of tags, found {}", describe(e.item)), help());
+            return None;
+        };
         let mut tags = Vec::new();
-        if let Some(e) = find(&fields, "tags") {
-            match e.item.as_array() {
-                Some(array) => {
-                    for (i, value) in array.iter().enumerate() {
-                        let path = format!("{}[{i}]", e.path);
-                        let span = value.span().or_else(|| e.value_span());
-                        match value.as_str().map(checks::check_acl_tag) {
-                            Some(Ok(())) => tags.push(value.as_str().unwrap_or_default().to_owned()),
-                            Some(Err(p)) => {
-                                self.report(span, &path, p);
-                                ok = false;
-                            }
-                            None => {
-                                self.error(
-                                    span,
-                                    &path,
-                                    format!("expected a tag string, found {}", describe_value(value)),
-                                    Some("write tags = [\"tag:storage-svc\"]".to_owned()),
-                                );
-                                ok = false;
-                            }
-                        }
+        let mut ok = true;
+        for (i, value) in array.iter().enumerate() {
+            let path = format!("{}[{i}]", e.path);
+            let span = value.span().or_else(|| e.value_span());
+            match value.as_str() {
+                Some(tag) => match checks::check_acl_tag(tag) {
+                    Ok(()) => tags.push(tag.to_owned()),
+                    Err(p) => {
+                        self.report(span, &path, p);
+                        ok = false;
                     }
-                }
+                },
                 None => {
-                    self.error(
-                        e.value_span(),
-                        &e.path,
-                        format!("expected an array of tags, found {}", describe(e.item)),
-                        Some("write tags = [\"tag:storage-svc\"]".to_owned()),
-                    );
+                    self.error(span, &path, format!("expected a tag string, found {}", describe_value(value)), help());
                     ok = false;
                 }
             }
         }
-        let (client_id_file, client_secret_file) = (client_id_file?, client_secret_file?);
-        ok.then_some(TailscaleApi { client_id_file, client_secret_file, tailnet, base_url, tags })
+        ok.then_some(tags)
     }
 
     fn listen(&mut self, entry: Option<&Entry<'_>>) -> Listen {
@@ -366,35 +367,10 @@ impl Validator<'_> {
                 );
                 continue;
             };
-            let mut addrs = Vec::new();
-            for (i, value) in array.iter().enumerate() {
-                let path = format!("{}[{i}]", e.path);
-                let span = value.span().or_else(|| e.value_span());
-                if *name != "redirect_http" {
-                    tls_entries += 1;
-                }
-                let Some(raw) = value.as_str() else {
-                    self.error(
-                        span,
-                        &path,
-                        format!("expected a socket address string, found {}", describe_value(value)),
-                        Some("write addresses as strings such as \"0.0.0.0:443\" or \"[::]:443\"".to_owned()),
-                    );
-                    continue;
-                };
-                let addr = match checks::parse_socket_addr(raw) {
-                    Ok(a) => a,
-                    Err(p) => {
-                        self.report(span, &path, p);
-                        continue;
-                    }
-                };
-                if let Some(problem) = self.overlap(addr, &seen) {
-                    self.report(span.clone(), &path, problem);
-                }
-                seen.push((addr, path, span));
-                addrs.push(addr);
+            if *name != "redirect_http" {
+                tls_entries += array.len();
             }
+            let addrs = self.listen_addrs(e, array, &mut seen);
             match *name {
                 "https" => listen.https = addrs,
                 "proxy_protocol" => listen.proxy_protocol = addrs,
@@ -425,6 +401,43 @@ impl Validator<'_> {
             );
         }
         listen
+    }
+
+    /// The addresses of one `[listen]` list, each checked and compared with those `seen`
+    /// so far (which it joins).
+    fn listen_addrs(
+        &mut self,
+        e: &Entry<'_>,
+        array: &toml_edit::Array,
+        seen: &mut Vec<(SocketAddr, String, Span)>,
+    ) -> Vec<SocketAddr> {
+        let mut addrs = Vec::new();
+        for (i, value) in array.iter().enumerate() {
+            let path = format!("{}[{i}]", e.path);
+            let span = value.span().or_else(|| e.value_span());
+            let Some(raw) = value.as_str() else {
+                self.error(
+                    span,
+                    &path,
+                    format!("expected a socket address string, found {}", describe_value(value)),
+                    Some("write addresses as strings such as \"0.0.0.0:443\" or \"[::]:443\"".to_owned()),
+                );
+                continue;
+            };
+            let addr = match checks::parse_socket_addr(raw) {
+                Ok(a) => a,
+                Err(p) => {
+                    self.report(span, &path, p);
+                    continue;
+                }
+            };
+            if let Some(problem) = self.overlap(addr, seen) {
+                self.report(span.clone(), &path, problem);
+            }
+            seen.push((addr, path, span));
+            addrs.push(addr);
+        }
+        addrs
     }
 
     /// `listen.proxy_protocol_from`: IP addresses or CIDR ranges, at least one.
