@@ -567,48 +567,55 @@ impl Validator<'_> {
         // (normalized path, route index, line) of the routes seen so far.
         let mut seen: Vec<(String, usize, usize)> = Vec::new();
         for (i, item) in items.iter().enumerate() {
-            let path = format!("{}[{i}]", r.path);
-            let span = item.span.clone().or_else(|| r.value_span());
-            let Some(table) = item.table else {
-                self.error(
-                    span,
-                    &path,
-                    format!("expected a route table, found {}", item.found),
-                    Some("write each route as { path = \"/app\", upstream = \"http://127.0.0.1:8080\" }".to_owned()),
-                );
-                continue;
-            };
-            let fields = entries(table, &path);
-            self.check_keys(&fields, ROUTE_KEYS, &format!("in {path}"));
-            let route_path = match find(&fields, "path") {
-                None => {
-                    self.error(
-                        span.clone(),
-                        &path,
-                        "route has no path",
-                        Some("add path = \"/\" (matches everything) or e.g. path = \"/sonarr\"".to_owned()),
-                    );
-                    None
-                }
-                Some(p) => self.route_path(p, &mut seen, i),
-            };
-            let upstream = match find(&fields, "upstream") {
-                None => {
-                    self.error(
-                        span,
-                        &path,
-                        "route has no upstream",
-                        Some("add upstream = \"http://127.0.0.1:8080\"".to_owned()),
-                    );
-                    None
-                }
-                Some(u) => self.upstream(u),
-            };
-            let strip_prefix = find(&fields, "strip_prefix").and_then(|s| self.boolean(s)).unwrap_or(false);
-            if let (Some(path), Some(upstream)) = (route_path, upstream) {
-                out.push(Route { path, upstream, strip_prefix });
+            if let Some(route) = self.route(r, i, item, &mut seen) {
+                out.push(route);
             }
         }
+    }
+
+    /// Route `i` of `routes`; `None` when it is unusable (every problem reported).
+    fn route(
+        &mut self,
+        r: &Entry<'_>,
+        i: usize,
+        item: &RouteItem<'_>,
+        seen: &mut Vec<(String, usize, usize)>,
+    ) -> Option<Route> {
+        let path = format!("{}[{i}]", r.path);
+        let span = item.span.clone().or_else(|| r.value_span());
+        let Some(table) = item.table else {
+            self.error(
+                span,
+                &path,
+                format!("expected a route table, found {}", item.found),
+                Some("write each route as { path = \"/app\", upstream = \"http://127.0.0.1:8080\" }".to_owned()),
+            );
+            return None;
+        };
+        let fields = entries(table, &path);
+        self.check_keys(&fields, ROUTE_KEYS, &format!("in {path}"));
+        let route_path = match find(&fields, "path") {
+            None => {
+                self.error(
+                    span.clone(),
+                    &path,
+                    "route has no path",
+                    Some("add path = \"/\" (matches everything) or e.g. path = \"/sonarr\"".to_owned()),
+                );
+                None
+            }
+            Some(p) => self.route_path(p, seen, i),
+        };
+        let upstream = match find(&fields, "upstream") {
+            None => {
+                let help = Some("add upstream = \"http://127.0.0.1:8080\"".to_owned());
+                self.error(span, &path, "route has no upstream", help);
+                None
+            }
+            Some(u) => self.upstream(u),
+        };
+        let strip_prefix = find(&fields, "strip_prefix").and_then(|s| self.boolean(s)).unwrap_or(false);
+        Some(Route { path: route_path?, upstream: upstream?, strip_prefix })
     }
 
     /// A route's `path`: normalized, and not a duplicate of an earlier route.
