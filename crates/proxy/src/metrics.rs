@@ -16,6 +16,7 @@
 
 use std::fmt::Write as _;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
@@ -26,7 +27,7 @@ use snirouter_certs::EntrySnapshot;
 
 use crate::body::ProxyBody;
 pub use crate::histogram::{Histogram, HistogramSnapshot, LATENCY_BUCKETS};
-use crate::routes::RouteTable;
+use crate::routes::{RouteTable, ServiceRoutes};
 
 /// Why a connection ended before TLS was established.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,9 +209,13 @@ pub fn render_router(metrics: &Metrics, active: usize, table: &RouteTable, out: 
 
     let mut services: Vec<_> = table.services().cloned().collect();
     services.sort_by(|a, b| a.name.cmp(&b.name));
+    render_services(&services, out);
+}
 
+/// The per-service families: requests by class, upstream errors, tunnels, latency.
+fn render_services(services: &[Arc<ServiceRoutes>], out: &mut Exposition) {
     out.family("snirouter_requests_total", "counter", "HTTP requests answered, by service and status class.");
-    for svc in &services {
+    for svc in services {
         let s = svc.stats.snapshot();
         for (class, n) in
             [("2xx", s.responses_2xx), ("3xx", s.responses_3xx), ("4xx", s.responses_4xx), ("5xx", s.responses_5xx)]
@@ -224,16 +229,13 @@ pub fn render_router(metrics: &Metrics, active: usize, table: &RouteTable, out: 
         "counter",
         "Upstream connect failures, resets and timeouts (answered 502/504), and response bodies cut because the upstream stalled, by service.",
     );
-    for svc in &services {
-        out.sample(
-            "snirouter_upstream_errors_total",
-            &[("service", &svc.name)],
-            svc.stats.snapshot().upstream_errors as f64,
-        );
+    for svc in services {
+        let errors = svc.stats.snapshot().upstream_errors as f64;
+        out.sample("snirouter_upstream_errors_total", &[("service", &svc.name)], errors);
     }
 
     out.family("snirouter_tunnels", "gauge", "WebSocket (upgraded) tunnels open right now, by service.");
-    for svc in &services {
+    for svc in services {
         out.sample("snirouter_tunnels", &[("service", &svc.name)], svc.stats.snapshot().tunnels as f64);
     }
 
@@ -242,19 +244,16 @@ pub fn render_router(metrics: &Metrics, active: usize, table: &RouteTable, out: 
         "histogram",
         "Time from a request's head to the response head (upstream or local answer), by service.",
     );
-    for svc in &services {
+    for svc in services {
         let h = svc.stats.latency().snapshot();
+        let name = svc.name.as_str();
         for (le, n) in &h.buckets {
             let le = format_value(*le);
-            out.sample("snirouter_request_duration_seconds_bucket", &[("service", &svc.name), ("le", &le)], *n as f64);
+            out.sample("snirouter_request_duration_seconds_bucket", &[("service", name), ("le", &le)], *n as f64);
         }
-        out.sample(
-            "snirouter_request_duration_seconds_bucket",
-            &[("service", &svc.name), ("le", "+Inf")],
-            h.count as f64,
-        );
-        out.sample("snirouter_request_duration_seconds_sum", &[("service", &svc.name)], h.sum_seconds);
-        out.sample("snirouter_request_duration_seconds_count", &[("service", &svc.name)], h.count as f64);
+        out.sample("snirouter_request_duration_seconds_bucket", &[("service", name), ("le", "+Inf")], h.count as f64);
+        out.sample("snirouter_request_duration_seconds_sum", &[("service", name)], h.sum_seconds);
+        out.sample("snirouter_request_duration_seconds_count", &[("service", name)], h.count as f64);
     }
 }
 
