@@ -381,42 +381,7 @@ impl Translator<'_> {
             }
             args = &args[1..];
         }
-        let mut tls = false;
-        let mut insecure = false;
-        let mut upstream_host: Option<String> = None;
-        let mut to: Vec<String> = args.iter().map(|a| a.text.clone()).collect();
-        for c in d.children() {
-            match c.name.text.as_str() {
-                "to" => to.extend(c.args.iter().map(|a| a.text.clone())),
-                "transport" => {
-                    if c.arg_texts() != ["http"] {
-                        f.flag(c, "only transport http is supported");
-                        continue;
-                    }
-                    for t in c.children() {
-                        match (t.name.text.as_str(), t.args.is_empty()) {
-                            ("tls", true) => tls = true,
-                            ("tls_insecure_skip_verify", true) => {
-                                tls = true;
-                                insecure = true;
-                            }
-                            _ => f.flag(t, "transport option not supported (snirouter: insecure_skip_verify and [timeouts] only)"),
-                        }
-                    }
-                }
-                "header_up" => match c.arg_texts().as_slice() {
-                    [name, value] if name.eq_ignore_ascii_case("host") => upstream_host = Some((*value).to_owned()),
-                    [name, _] if ["x-real-ip", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"]
-                        .contains(&name.to_ascii_lowercase().as_str()) =>
-                    {
-                        f.note(c, "snirouter always sets X-Forwarded-For, X-Real-IP, X-Forwarded-Proto and X-Forwarded-Host from the real client")
-                    }
-                    _ => f.flag(c, "only header_up Host is supported (as upstream_host)"),
-                },
-                "flush_interval" => f.note(c, "snirouter streams bodies frame by frame; no buffering to configure"),
-                _ => f.flag(c, "reverse_proxy option not supported"),
-            }
-        }
+        let ProxyBlock { to, tls, insecure, upstream_host } = proxy_block(d, args, f);
         let Some(first) = to.first() else {
             f.flag(d, "reverse_proxy without an upstream");
             return;
@@ -737,6 +702,51 @@ impl Address {
 pub(crate) fn caddy_size(s: &str) -> Option<usize> {
     // Caddy's units (`5MB`, `10MiB`, bare bytes) are the ones snirouter's sizes take.
     snirouter_config::parse_size(s).ok()
+}
+
+/// What a `reverse_proxy` block says besides its matcher: upstreams (`args` and `to`),
+/// `transport http { tls | tls_insecure_skip_verify }` and `header_up Host`.
+struct ProxyBlock {
+    to: Vec<String>,
+    tls: bool,
+    insecure: bool,
+    upstream_host: Option<String>,
+}
+
+fn proxy_block(d: &Directive, args: &[crate::lexer::Token], f: &mut SiteFindings) -> ProxyBlock {
+    let mut out = ProxyBlock {
+        to: args.iter().map(|a| a.text.clone()).collect(),
+        tls: false,
+        insecure: false,
+        upstream_host: None,
+    };
+    for c in d.children() {
+        match c.name.text.as_str() {
+            "to" => out.to.extend(c.args.iter().map(|a| a.text.clone())),
+            "transport" if c.arg_texts() != ["http"] => f.flag(c, "only transport http is supported"),
+            "transport" => {
+                for t in c.children() {
+                    match (t.name.text.as_str(), t.args.is_empty()) {
+                        ("tls", true) => out.tls = true,
+                        ("tls_insecure_skip_verify", true) => (out.tls, out.insecure) = (true, true),
+                        _ => f.flag(t, "transport option not supported (snirouter: insecure_skip_verify and [timeouts] only)"),
+                    }
+                }
+            }
+            "header_up" => match c.arg_texts().as_slice() {
+                [name, value] if name.eq_ignore_ascii_case("host") => out.upstream_host = Some((*value).to_owned()),
+                [name, _] if ["x-real-ip", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"]
+                    .contains(&name.to_ascii_lowercase().as_str()) =>
+                {
+                    f.note(c, "snirouter always sets X-Forwarded-For, X-Real-IP, X-Forwarded-Proto and X-Forwarded-Host from the real client")
+                }
+                _ => f.flag(c, "only header_up Host is supported (as upstream_host)"),
+            },
+            "flush_interval" => f.note(c, "snirouter streams bodies frame by frame; no buffering to configure"),
+            _ => f.flag(c, "reverse_proxy option not supported"),
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -290,4 +290,3 @@ async fn spawn_background(
     }
     background
 }
-

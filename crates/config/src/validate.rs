@@ -321,7 +321,12 @@ impl Validator<'_> {
     fn api_tags(&mut self, e: &Entry<'_>) -> Option<Vec<String>> {
         let help = || Some("write tags = [\"tag:storage-svc\"]".to_owned());
         let Some(array) = e.item.as_array() else {
-            self.error(e.value_span(), &e.path, format!("expected an array of tags, found {}", describe(e.item)), help());
+            self.error(
+                e.value_span(),
+                &e.path,
+                format!("expected an array of tags, found {}", describe(e.item)),
+                help(),
+            );
             return None;
         };
         let mut tags = Vec::new();
