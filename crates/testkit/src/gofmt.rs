@@ -131,47 +131,14 @@ pub fn parse_duration(orig: &str) -> Result<GoDuration, String> {
         if !(c == b'.' || c.is_ascii_digit()) {
             return Err(invalid());
         }
-        // leadingInt
-        let mut i = 0;
-        let mut v: u64 = 0;
-        while i < s.len() && s[i].is_ascii_digit() {
-            if v > (1u64 << 63) / 10 {
-                return Err(invalid());
-            }
-            v = v * 10 + u64::from(s[i] - b'0');
-            if v > 1u64 << 63 {
-                return Err(invalid());
-            }
-            i += 1;
-        }
-        let pre = i != 0;
-        s = &s[i..];
-        // leadingFraction
-        let mut post = false;
-        let mut f: u64 = 0;
-        let mut scale: f64 = 1.0;
-        if let Some(&b'.') = s.first() {
-            s = &s[1..];
-            let mut j = 0;
-            let mut overflow = false;
-            while j < s.len() && s[j].is_ascii_digit() {
-                if !overflow {
-                    if f > ((1u64 << 63) - 1) / 10 {
-                        overflow = true;
-                    } else {
-                        let y = f * 10 + u64::from(s[j] - b'0');
-                        if y > 1u64 << 63 {
-                            overflow = true;
-                        } else {
-                            f = y;
-                            scale *= 10.0;
-                        }
-                    }
-                }
-                j += 1;
-            }
-            post = j != 0;
-            s = &s[j..];
+        let (mut v, rest) = leading_int(s).ok_or_else(invalid)?;
+        let pre = rest.len() != s.len();
+        s = rest;
+        let (mut post, mut f, mut scale) = (false, 0u64, 1.0f64);
+        if let Some(rest) = s.strip_prefix(b".") {
+            let (frac, frac_scale, after) = leading_fraction(rest);
+            (post, f, scale) = (after.len() != rest.len(), frac, frac_scale);
+            s = after;
         }
         if !pre && !post {
             return Err(invalid());
@@ -212,6 +179,46 @@ pub fn parse_duration(orig: &str) -> Result<GoDuration, String> {
         return Err(invalid());
     }
     Ok(GoDuration(d as i64))
+}
+
+/// Go's `leadingInt`: the leading digits of `s` and the rest; `None` on overflow
+/// past 1<<63.
+fn leading_int(s: &[u8]) -> Option<(u64, &[u8])> {
+    let digits = s.iter().take_while(|c| c.is_ascii_digit()).count();
+    let mut v: u64 = 0;
+    for &c in &s[..digits] {
+        if v > (1u64 << 63) / 10 {
+            return None;
+        }
+        v = v * 10 + u64::from(c - b'0');
+        if v > 1u64 << 63 {
+            return None;
+        }
+    }
+    Some((v, &s[digits..]))
+}
+
+/// Go's `leadingFraction`: the digits after a `.` as a value and a scale (digits past
+/// the point where the value would overflow are consumed but ignored), and the rest.
+fn leading_fraction(s: &[u8]) -> (u64, f64, &[u8]) {
+    let digits = s.iter().take_while(|c| c.is_ascii_digit()).count();
+    let (mut f, mut scale, mut overflow) = (0u64, 1.0f64, false);
+    for &c in &s[..digits] {
+        if overflow {
+            continue;
+        }
+        if f > ((1u64 << 63) - 1) / 10 {
+            overflow = true;
+            continue;
+        }
+        let y = f * 10 + u64::from(c - b'0');
+        if y > 1u64 << 63 {
+            overflow = true;
+            continue;
+        }
+        (f, scale) = (y, scale * 10.0);
+    }
+    (f, scale, &s[digits..])
 }
 
 /// Go `time.Duration.String()` for non-negative whole-second durations
