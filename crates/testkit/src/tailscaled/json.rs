@@ -201,45 +201,11 @@ pub(crate) fn fqdn(cfg: &SimConfig) -> String {
 }
 
 fn self_status(cfg: &SimConfig, running: bool) -> PeerStatus {
+    if !running {
+        return stopped_self_status(cfg);
+    }
     let id = ident(&cfg.hostname);
     let ips: Vec<String> = cfg.tailscale_ips.iter().map(|i| i.to_string()).collect();
-    if !running {
-        return PeerStatus {
-            id: String::new(),
-            node_id: 0,
-            public_key: "nodekey:0000000000000000000000000000000000000000000000000000000000000000".to_string(),
-            host_name: cfg.hostname.clone(),
-            dns_name: String::new(),
-            os: "linux".to_string(),
-            user_id: 0,
-            tailscale_ips: None,
-            allowed_ips: None,
-            tags: None,
-            addrs: vec![],
-            cur_addr: String::new(),
-            relay: String::new(),
-            peer_relay: String::new(),
-            rx_bytes: 0,
-            tx_bytes: 0,
-            created: ZERO_TIME.to_string(),
-            last_write: ZERO_TIME.to_string(),
-            last_seen: ZERO_TIME.to_string(),
-            last_handshake: ZERO_TIME.to_string(),
-            online: false,
-            exit_node: false,
-            exit_node_option: false,
-            active: false,
-            peer_api_url: None,
-            taildrop_target: 0,
-            no_file_sharing_reason: String::new(),
-            capabilities: None,
-            cap_map: None,
-            in_network_map: false,
-            in_magic_sock: false,
-            in_engine: false,
-            key_expiry: None,
-        };
-    }
     let cap_map = self_cap_map(cfg);
     let (capabilities, cap_map) = if cap_map.is_empty() {
         (None, None)
@@ -277,19 +243,7 @@ fn self_status(cfg: &SimConfig, running: bool) -> PeerStatus {
         exit_node: false,
         exit_node_option: false,
         active: false,
-        peer_api_url: if ips.is_empty() {
-            None
-        } else {
-            Some(
-                cfg.tailscale_ips
-                    .iter()
-                    .map(|i| match i {
-                        IpAddr::V4(a) => format!("http://{a}:43211"),
-                        IpAddr::V6(a) => format!("http://[{a}]:43211"),
-                    })
-                    .collect(),
-            )
-        },
+        peer_api_url: (!ips.is_empty()).then(|| cfg.tailscale_ips.iter().map(peer_api_url).collect()),
         taildrop_target: 0,
         no_file_sharing_reason: String::new(),
         capabilities,
@@ -298,6 +252,53 @@ fn self_status(cfg: &SimConfig, running: bool) -> PeerStatus {
         in_magic_sock: false,
         in_engine: false,
         key_expiry: if tagged { None } else { Some("2026-03-30T12:00:00Z".to_string()) },
+    }
+}
+
+/// `Self` before the node has a network map: zero IDs and keys, no addresses.
+fn stopped_self_status(cfg: &SimConfig) -> PeerStatus {
+    PeerStatus {
+        id: String::new(),
+        node_id: 0,
+        public_key: "nodekey:0000000000000000000000000000000000000000000000000000000000000000".to_string(),
+        host_name: cfg.hostname.clone(),
+        dns_name: String::new(),
+        os: "linux".to_string(),
+        user_id: 0,
+        tailscale_ips: None,
+        allowed_ips: None,
+        tags: None,
+        addrs: vec![],
+        cur_addr: String::new(),
+        relay: String::new(),
+        peer_relay: String::new(),
+        rx_bytes: 0,
+        tx_bytes: 0,
+        created: ZERO_TIME.to_string(),
+        last_write: ZERO_TIME.to_string(),
+        last_seen: ZERO_TIME.to_string(),
+        last_handshake: ZERO_TIME.to_string(),
+        online: false,
+        exit_node: false,
+        exit_node_option: false,
+        active: false,
+        peer_api_url: None,
+        taildrop_target: 0,
+        no_file_sharing_reason: String::new(),
+        capabilities: None,
+        cap_map: None,
+        in_network_map: false,
+        in_magic_sock: false,
+        in_engine: false,
+        key_expiry: None,
+    }
+}
+
+/// The peer API (PeerAPI) URL tailscaled lists for one of its addresses.
+fn peer_api_url(ip: &IpAddr) -> String {
+    match ip {
+        IpAddr::V4(a) => format!("http://{a}:43211"),
+        IpAddr::V6(a) => format!("http://[{a}]:43211"),
     }
 }
 
