@@ -31,7 +31,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -363,89 +363,32 @@ fn next_addrs(st: &mut State) -> (Ipv4Addr, Ipv6Addr) {
 }
 
 fn put_service(inner: &Inner, name: &str, body: &[u8]) -> Response<Full<Bytes>> {
+    match put_service_checked(inner, name, body) {
+        Ok(stored) => reply(200, &stored),
+        Err(refused) => refused,
+    }
+}
+
+/// `PUT /services/{name}` with control's checks, in its order; the stored definition.
+fn put_service_checked(inner: &Inner, name: &str, body: &[u8]) -> Result<Value, Response<Full<Bytes>>> {
     let Ok(Value::Object(mut info)) = serde_json::from_slice::<Value>(body) else {
-        return message(400, "invalid JSON body: expected a VIPServiceInfo object");
+        return Err(message(400, "invalid JSON body: expected a VIPServiceInfo object"));
     };
     let mut st = inner.state();
     let existing = st.services.get(name).cloned();
     if !name.starts_with("svc:") || name.len() <= 4 {
-        return message(400, format!("invalid service name {name:?}: must be svc:<dns-label>"));
+        return Err(message(400, format!("invalid service name {name:?}: must be svc:<dns-label>")));
     }
     match info.get("name").and_then(Value::as_str) {
         Some(n) if n == name => {}
         Some(n) if existing.is_some() && n.starts_with("svc:") => {} // rename on update
-        Some(n) => return message(400, format!("name {n:?} in the body does not match the path {name:?}")),
-        None => return message(400, "name is required"),
+        Some(n) => return Err(message(400, format!("name {n:?} in the body does not match the path {name:?}"))),
+        None => return Err(message(400, "name is required")),
     }
-    let ports: Vec<String> = match info.get("ports").and_then(Value::as_array) {
-        Some(p) if !p.is_empty() => p.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
-        _ => return message(400, "ports is required: at least one of \"tcp:PORT\" or \"do-not-validate\""),
-    };
-    for p in &ports {
-        let ok = p == "do-not-validate"
-            || p.strip_prefix("tcp:").is_some_and(|n| n.split('-').all(|x| x.parse::<u16>().is_ok_and(|x| x > 0)));
-        if !ok {
-            return message(400, format!("invalid port {p:?}: the only supported protocol is \"tcp\""));
-        }
-    }
-    let tags: Vec<String> = info
-        .get("tags")
-        .and_then(Value::as_array)
-        .map(|t| t.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-        .unwrap_or_default();
-    for t in &tags {
-        let known = st.cfg.allowed_tags.as_ref().is_none_or(|allowed| allowed.contains(t));
-        if !t.starts_with("tag:") || !known {
-            return message(400, format!("tag {t:?} is not a valid tag: it must be defined in the policy's tagOwners"));
-        }
-    }
-    let addrs: Vec<IpAddr> = match info.get("addrs") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(a)) => {
-            let mut out = Vec::new();
-            for v in a {
-                match v.as_str().and_then(|s| s.parse::<IpAddr>().ok()) {
-                    Some(ip) => out.push(ip),
-                    None => return message(400, format!("invalid address {v} in addrs")),
-                }
-            }
-            out
-        }
-        Some(_) => return message(400, "addrs must be a list of addresses"),
-    };
-    let final_addrs = match &existing {
-        None => match addrs.as_slice() {
-            [] => {
-                let (v4, v6) = next_addrs(&mut st);
-                vec![IpAddr::V4(v4), IpAddr::V6(v6)]
-            }
-            [IpAddr::V4(v4)] => {
-                let (_, v6) = next_addrs(&mut st);
-                vec![IpAddr::V4(*v4), IpAddr::V6(v6)]
-            }
-            _ => {
-                return message(400, "when creating a service, addrs must be unset or a single IPv4 address");
-            }
-        },
-        Some(old) => {
-            let old_v6 = old["addrs"].get(1).and_then(Value::as_str).and_then(|s| s.parse::<IpAddr>().ok());
-            match addrs.as_slice() {
-                [IpAddr::V4(v4), IpAddr::V6(v6)] if Some(IpAddr::V6(*v6)) == old_v6 => {
-                    vec![IpAddr::V4(*v4), IpAddr::V6(*v6)]
-                }
-                [IpAddr::V4(_), IpAddr::V6(_)] => {
-                    return message(400, "the IPv6 address of an existing service cannot be changed");
-                }
-                _ => {
-                    return message(
-                        400,
-                        "addrs must contain one IPv4 and one IPv6 address when updating an existing service",
-                    );
-                }
-            }
-        }
-    };
-    info.insert("addrs".to_owned(), json!(final_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>()));
+    let ports = service_ports(&info)?;
+    let tags = service_tags(&st, &info)?;
+    let addrs = service_addrs(&mut st, existing.as_ref(), &info)?;
+    info.insert("addrs".to_owned(), json!(addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>()));
     info.insert("ports".to_owned(), json!(ports));
     info.insert("tags".to_owned(), json!(tags));
     info.entry("comment").or_insert(json!(""));
@@ -455,7 +398,78 @@ fn put_service(inner: &Inner, name: &str, body: &[u8]) -> Response<Full<Bytes>> 
         st.services.remove(name);
     }
     st.services.insert(stored_name, v.clone());
-    reply(200, &v)
+    Ok(v)
+}
+
+/// `ports`: at least one, each `tcp:PORT[-PORT]` or `do-not-validate`.
+fn service_ports(info: &Map<String, Value>) -> Result<Vec<String>, Response<Full<Bytes>>> {
+    let ports: Vec<String> = match info.get("ports").and_then(Value::as_array) {
+        Some(p) if !p.is_empty() => p.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        _ => return Err(message(400, "ports is required: at least one of \"tcp:PORT\" or \"do-not-validate\"")),
+    };
+    for p in &ports {
+        let ok = p == "do-not-validate"
+            || p.strip_prefix("tcp:").is_some_and(|n| n.split('-').all(|x| x.parse::<u16>().is_ok_and(|x| x > 0)));
+        if !ok {
+            return Err(message(400, format!("invalid port {p:?}: the only supported protocol is \"tcp\"")));
+        }
+    }
+    Ok(ports)
+}
+
+/// `tags`: each defined in the policy's tagOwners (when the simulation lists them).
+fn service_tags(st: &State, info: &Map<String, Value>) -> Result<Vec<String>, Response<Full<Bytes>>> {
+    let tags: Vec<String> = info
+        .get("tags")
+        .and_then(Value::as_array)
+        .map(|t| t.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .unwrap_or_default();
+    for t in &tags {
+        let known = st.cfg.allowed_tags.as_ref().is_none_or(|allowed| allowed.contains(t));
+        if !t.starts_with("tag:") || !known {
+            let text = format!("tag {t:?} is not a valid tag: it must be defined in the policy's tagOwners");
+            return Err(message(400, text));
+        }
+    }
+    Ok(tags)
+}
+
+/// The VIPs to store: assigned on creation (an IPv4 may be asked for), kept on update
+/// (the IPv6 address cannot change).
+fn service_addrs(
+    st: &mut State,
+    existing: Option<&Value>,
+    info: &Map<String, Value>,
+) -> Result<Vec<IpAddr>, Response<Full<Bytes>>> {
+    let addrs: Vec<IpAddr> = match info.get("addrs") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().and_then(|s| s.parse::<IpAddr>().ok()).ok_or(v))
+            .collect::<Result<_, _>>()
+            .map_err(|v| message(400, format!("invalid address {v} in addrs")))?,
+        Some(_) => return Err(message(400, "addrs must be a list of addresses")),
+    };
+    let Some(old) = existing else {
+        return match addrs.as_slice() {
+            [] => {
+                let (v4, v6) = next_addrs(st);
+                Ok(vec![IpAddr::V4(v4), IpAddr::V6(v6)])
+            }
+            [IpAddr::V4(v4)] => Ok(vec![IpAddr::V4(*v4), IpAddr::V6(next_addrs(st).1)]),
+            _ => Err(message(400, "when creating a service, addrs must be unset or a single IPv4 address")),
+        };
+    };
+    let old_v6 = old["addrs"].get(1).and_then(Value::as_str).and_then(|s| s.parse::<IpAddr>().ok());
+    match addrs.as_slice() {
+        [IpAddr::V4(v4), IpAddr::V6(v6)] if Some(IpAddr::V6(*v6)) == old_v6 => {
+            Ok(vec![IpAddr::V4(*v4), IpAddr::V6(*v6)])
+        }
+        [IpAddr::V4(_), IpAddr::V6(_)] => {
+            Err(message(400, "the IPv6 address of an existing service cannot be changed"))
+        }
+        _ => Err(message(400, "addrs must contain one IPv4 and one IPv6 address when updating an existing service")),
+    }
 }
 
 #[cfg(test)]
