@@ -283,8 +283,25 @@ pub fn pkcs8_p256_to_sec1(pkcs8: &[u8], public_key_raw: &[u8]) -> Result<Vec<u8>
     if tag != 0x04 {
         return Err(CaError::Der("privateKey is not an OCTET STRING"));
     }
+    let (d, pubkey_bits) = parse_ec_private_key(inner)?;
+    let pubkey_bits = match pubkey_bits {
+        Some(b) => b,
+        None => {
+            if public_key_raw.len() != 65 || public_key_raw[0] != 0x04 {
+                return Err(CaError::Der("no usable public key"));
+            }
+            let mut b = vec![0u8];
+            b.extend_from_slice(public_key_raw);
+            b
+        }
+    };
 
-    // Inner ECPrivateKey.
+    Ok(encode_sec1(d, &pubkey_bits))
+}
+
+/// The scalar and, when present, the public key BIT STRING of a DER `ECPrivateKey`
+/// (RFC 5915) whose parameters, if any, name prime256v1.
+fn parse_ec_private_key(inner: &[u8]) -> Result<(&[u8], Option<Vec<u8>>), CaError> {
     let (tag, ec, _) = read_tlv(inner)?;
     if tag != 0x30 {
         return Err(CaError::Der("ECPrivateKey is not a SEQUENCE"));
@@ -319,18 +336,12 @@ pub fn pkcs8_p256_to_sec1(pkcs8: &[u8], public_key_raw: &[u8]) -> Result<Vec<u8>
             _ => return Err(CaError::Der("unexpected ECPrivateKey field")),
         }
     }
-    let pubkey_bits = match pubkey_bits {
-        Some(b) => b,
-        None => {
-            if public_key_raw.len() != 65 || public_key_raw[0] != 0x04 {
-                return Err(CaError::Der("no usable public key"));
-            }
-            let mut b = vec![0u8];
-            b.extend_from_slice(public_key_raw);
-            b
-        }
-    };
+    Ok((d, pubkey_bits))
+}
 
+/// A SEC1 `EC PRIVATE KEY` as Go writes it: version 1, the 32-byte scalar, the
+/// prime256v1 OID and the public key.
+fn encode_sec1(d: &[u8], pubkey_bits: &[u8]) -> Vec<u8> {
     // Go pads the scalar to the curve size (32 bytes).
     let mut d32 = vec![0u8; 32 - d.len()];
     d32.extend_from_slice(d);
@@ -342,11 +353,11 @@ pub fn pkcs8_p256_to_sec1(pkcs8: &[u8], public_key_raw: &[u8]) -> Result<Vec<u8>
     write_tlv(&mut oid, 0x06, OID_PRIME256V1);
     write_tlv(&mut body, 0xa0, &oid);
     let mut bits = Vec::new();
-    write_tlv(&mut bits, 0x03, &pubkey_bits);
+    write_tlv(&mut bits, 0x03, pubkey_bits);
     write_tlv(&mut body, 0xa1, &bits);
     let mut out = Vec::with_capacity(body.len() + 2);
     write_tlv(&mut out, 0x30, &body);
-    Ok(out)
+    out
 }
 
 #[cfg(test)]
