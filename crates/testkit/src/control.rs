@@ -365,25 +365,26 @@ fn next_addrs(st: &mut State) -> (Ipv4Addr, Ipv6Addr) {
 fn put_service(inner: &Inner, name: &str, body: &[u8]) -> Response<Full<Bytes>> {
     match put_service_checked(inner, name, body) {
         Ok(stored) => reply(200, &stored),
-        Err(refused) => refused,
+        Err(refused) => message(400, refused),
     }
 }
 
-/// `PUT /services/{name}` with control's checks, in its order; the stored definition.
-fn put_service_checked(inner: &Inner, name: &str, body: &[u8]) -> Result<Value, Response<Full<Bytes>>> {
+/// `PUT /services/{name}` with control's checks, in its order: the stored definition,
+/// or the 400 answer's message.
+fn put_service_checked(inner: &Inner, name: &str, body: &[u8]) -> Result<Value, String> {
     let Ok(Value::Object(mut info)) = serde_json::from_slice::<Value>(body) else {
-        return Err(message(400, "invalid JSON body: expected a VIPServiceInfo object"));
+        return Err("invalid JSON body: expected a VIPServiceInfo object".to_owned());
     };
     let mut st = inner.state();
     let existing = st.services.get(name).cloned();
     if !name.starts_with("svc:") || name.len() <= 4 {
-        return Err(message(400, format!("invalid service name {name:?}: must be svc:<dns-label>")));
+        return Err(format!("invalid service name {name:?}: must be svc:<dns-label>"));
     }
     match info.get("name").and_then(Value::as_str) {
         Some(n) if n == name => {}
         Some(n) if existing.is_some() && n.starts_with("svc:") => {} // rename on update
-        Some(n) => return Err(message(400, format!("name {n:?} in the body does not match the path {name:?}"))),
-        None => return Err(message(400, "name is required")),
+        Some(n) => return Err(format!("name {n:?} in the body does not match the path {name:?}")),
+        None => return Err("name is required".to_owned()),
     }
     let ports = service_ports(&info)?;
     let tags = service_tags(&st, &info)?;
@@ -402,23 +403,23 @@ fn put_service_checked(inner: &Inner, name: &str, body: &[u8]) -> Result<Value, 
 }
 
 /// `ports`: at least one, each `tcp:PORT[-PORT]` or `do-not-validate`.
-fn service_ports(info: &Map<String, Value>) -> Result<Vec<String>, Response<Full<Bytes>>> {
+fn service_ports(info: &Map<String, Value>) -> Result<Vec<String>, String> {
     let ports: Vec<String> = match info.get("ports").and_then(Value::as_array) {
         Some(p) if !p.is_empty() => p.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
-        _ => return Err(message(400, "ports is required: at least one of \"tcp:PORT\" or \"do-not-validate\"")),
+        _ => return Err("ports is required: at least one of \"tcp:PORT\" or \"do-not-validate\"".to_owned()),
     };
     for p in &ports {
         let ok = p == "do-not-validate"
             || p.strip_prefix("tcp:").is_some_and(|n| n.split('-').all(|x| x.parse::<u16>().is_ok_and(|x| x > 0)));
         if !ok {
-            return Err(message(400, format!("invalid port {p:?}: the only supported protocol is \"tcp\"")));
+            return Err(format!("invalid port {p:?}: the only supported protocol is \"tcp\""));
         }
     }
     Ok(ports)
 }
 
 /// `tags`: each defined in the policy's tagOwners (when the simulation lists them).
-fn service_tags(st: &State, info: &Map<String, Value>) -> Result<Vec<String>, Response<Full<Bytes>>> {
+fn service_tags(st: &State, info: &Map<String, Value>) -> Result<Vec<String>, String> {
     let tags: Vec<String> = info
         .get("tags")
         .and_then(Value::as_array)
@@ -428,7 +429,7 @@ fn service_tags(st: &State, info: &Map<String, Value>) -> Result<Vec<String>, Re
         let known = st.cfg.allowed_tags.as_ref().is_none_or(|allowed| allowed.contains(t));
         if !t.starts_with("tag:") || !known {
             let text = format!("tag {t:?} is not a valid tag: it must be defined in the policy's tagOwners");
-            return Err(message(400, text));
+            return Err(text);
         }
     }
     Ok(tags)
@@ -436,19 +437,15 @@ fn service_tags(st: &State, info: &Map<String, Value>) -> Result<Vec<String>, Re
 
 /// The VIPs to store: assigned on creation (an IPv4 may be asked for), kept on update
 /// (the IPv6 address cannot change).
-fn service_addrs(
-    st: &mut State,
-    existing: Option<&Value>,
-    info: &Map<String, Value>,
-) -> Result<Vec<IpAddr>, Response<Full<Bytes>>> {
+fn service_addrs(st: &mut State, existing: Option<&Value>, info: &Map<String, Value>) -> Result<Vec<IpAddr>, String> {
     let addrs: Vec<IpAddr> = match info.get("addrs") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(a)) => a
             .iter()
             .map(|v| v.as_str().and_then(|s| s.parse::<IpAddr>().ok()).ok_or(v))
             .collect::<Result<_, _>>()
-            .map_err(|v| message(400, format!("invalid address {v} in addrs")))?,
-        Some(_) => return Err(message(400, "addrs must be a list of addresses")),
+            .map_err(|v| format!("invalid address {v} in addrs"))?,
+        Some(_) => return Err("addrs must be a list of addresses".to_owned()),
     };
     let Some(old) = existing else {
         return match addrs.as_slice() {
@@ -457,7 +454,7 @@ fn service_addrs(
                 Ok(vec![IpAddr::V4(v4), IpAddr::V6(v6)])
             }
             [IpAddr::V4(v4)] => Ok(vec![IpAddr::V4(*v4), IpAddr::V6(next_addrs(st).1)]),
-            _ => Err(message(400, "when creating a service, addrs must be unset or a single IPv4 address")),
+            _ => Err("when creating a service, addrs must be unset or a single IPv4 address".to_owned()),
         };
     };
     let old_v6 = old["addrs"].get(1).and_then(Value::as_str).and_then(|s| s.parse::<IpAddr>().ok());
@@ -465,10 +462,8 @@ fn service_addrs(
         [IpAddr::V4(v4), IpAddr::V6(v6)] if Some(IpAddr::V6(*v6)) == old_v6 => {
             Ok(vec![IpAddr::V4(*v4), IpAddr::V6(*v6)])
         }
-        [IpAddr::V4(_), IpAddr::V6(_)] => {
-            Err(message(400, "the IPv6 address of an existing service cannot be changed"))
-        }
-        _ => Err(message(400, "addrs must contain one IPv4 and one IPv6 address when updating an existing service")),
+        [IpAddr::V4(_), IpAddr::V6(_)] => Err("the IPv6 address of an existing service cannot be changed".to_owned()),
+        _ => Err("addrs must contain one IPv4 and one IPv6 address when updating an existing service".to_owned()),
     }
 }
 
