@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 use snirouter_certs::{CertManager, CertStore, DiskCache, ManagerOptions};
 use snirouter_config::Config;
 use snirouter_localapi::LocalClient;
-use snirouter_proxy::{ListenerKind, ProxyOptions, RouteTable, Router};
+use snirouter_proxy::{ListenerKind, ProxyOptions, RouteTable, Server};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
@@ -93,7 +93,7 @@ impl Daemon {
         let cached = manager.load_cache();
 
         let table = RouteTable::from_config(&config, &suffix, None);
-        let router = Router::new(table, Arc::clone(&store), ProxyOptions::from_config(&config), Some(client.clone()))?;
+        let router = Server::new(table, Arc::clone(&store), ProxyOptions::from_config(&config), Some(client.clone()))?;
         let grace = config.timeouts.idle.min(Duration::from_secs(30));
 
         let mut handles = Vec::new();

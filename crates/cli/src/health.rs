@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use snirouter_proxy::Router;
+use snirouter_proxy::Server;
 use tokio::sync::{Notify, watch};
 
 /// How often every upstream is checked.
@@ -54,7 +54,7 @@ pub(crate) async fn probe(authority: &str) -> Result<(), String> {
 }
 
 /// The checker task.
-pub(crate) async fn run(state: Arc<Upstreams>, router: Arc<Router>, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn run(state: Arc<Upstreams>, router: Arc<Server>, mut shutdown: watch::Receiver<bool>) {
     loop {
         // authority -> services using it
         let mut wanted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();

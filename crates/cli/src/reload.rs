@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use snirouter_config::Config;
-use snirouter_proxy::{ListenerKind, RouteTable, Router};
+use snirouter_proxy::{ListenerKind, RouteTable, Server};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -200,7 +200,7 @@ pub(crate) fn wanted_listeners(config: &Config) -> Vec<(ListenerKind, SocketAddr
 }
 
 pub(crate) fn spawn_listener(
-    router: &Arc<Router>,
+    router: &Arc<Server>,
     listener: TcpListener,
     kind: ListenerKind,
     configured: SocketAddr,

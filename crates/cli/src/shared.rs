@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use snirouter_certs::{CertManager, CertStore};
 use snirouter_config::Config;
 use snirouter_localapi::LocalClient;
-use snirouter_proxy::{ListenerKind, Router};
+use snirouter_proxy::{ListenerKind, Server};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -35,7 +35,7 @@ pub(crate) struct Live {
 
 /// State shared by the daemon, the admin socket and the background tasks.
 pub(crate) struct Shared {
-    pub(crate) router: Arc<Router>,
+    pub(crate) router: Arc<Server>,
     pub(crate) manager: Arc<CertManager>,
     pub(crate) store: Arc<CertStore>,
     /// For LocalAPI reads on behalf of the admin socket.

@@ -11,7 +11,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::pool::Lease;
-use crate::routes::ServiceRoutes;
+use crate::routes::ServicePolicy;
 use crate::stall::Stall;
 use crate::upstream::BoxError;
 
@@ -37,7 +37,7 @@ pub struct UpstreamResponse {
     slot: Option<OwnedSemaphorePermit>,
     stall: Stall,
     /// Named in the log line when the upstream stalls (`None`: forward-auth answers).
-    service: Option<Arc<ServiceRoutes>>,
+    service: Option<Arc<ServicePolicy>>,
 }
 
 impl ProxyBody {
@@ -59,7 +59,7 @@ impl ProxyBody {
         lease: Lease,
         slot: Option<OwnedSemaphorePermit>,
         idle: Duration,
-        service: Option<Arc<ServiceRoutes>>,
+        service: Option<Arc<ServicePolicy>>,
     ) -> ProxyBody {
         ProxyBody::Upstream(UpstreamResponse { inner, lease: Some(lease), slot, stall: Stall::new(idle), service })
     }

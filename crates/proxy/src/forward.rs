@@ -33,7 +33,7 @@ use crate::identity::Identities;
 use crate::local::{error_chain, local};
 use crate::options::ProxyOptions;
 use crate::pool::{Lease, Pool, UpstreamError};
-use crate::routes::{RouteTable, ServiceRoutes};
+use crate::routes::{RouteTable, ServicePolicy};
 use crate::tunnel::Tunnels;
 use crate::upstream::{BodyFailure, BodyProgress, Connector, Slots, UpstreamBody};
 
@@ -134,7 +134,7 @@ impl Forwarder {
         &self,
         mut req: Request<Incoming>,
         conn: &Arc<ConnInfo>,
-        svc: &Arc<ServiceRoutes>,
+        svc: &Arc<ServicePolicy>,
     ) -> Response<ProxyBody> {
         let host_value = match host_matches_sni(&req, conn, svc) {
             Ok(v) => v,
@@ -202,7 +202,7 @@ impl Forwarder {
         pq: &PathAndQuery,
         host_value: &HeaderValue,
         conn: &ConnInfo,
-        svc: &ServiceRoutes,
+        svc: &ServicePolicy,
     ) -> Result<Added, Refused> {
         let mut added = Added::default();
         if let Some(auth) = &svc.forward_auth {
@@ -232,7 +232,7 @@ impl Forwarder {
         &self,
         req: Request<UpstreamBody>,
         upstream: &snirouter_config::Upstream,
-        svc: &ServiceRoutes,
+        svc: &ServicePolicy,
         progress: Option<&BodyProgress>,
     ) -> Result<(Response<Incoming>, Lease, Option<OwnedSemaphorePermit>), Failure> {
         let slot = match &self.slots {
@@ -272,7 +272,7 @@ impl Forwarder {
         &self,
         failure: Failure,
         upstream: &snirouter_config::Upstream,
-        svc: &ServiceRoutes,
+        svc: &ServicePolicy,
         conn: &ConnInfo,
     ) -> Response<ProxyBody> {
         let name = &svc.name;
@@ -351,7 +351,7 @@ struct Added {
 
 /// The request's Host, which must be the name its TLS connection was opened for
 /// (else 421, or 400 without exactly one valid Host).
-fn host_matches_sni(req: &Request<Incoming>, conn: &ConnInfo, svc: &ServiceRoutes) -> Result<HeaderValue, Refused> {
+fn host_matches_sni(req: &Request<Incoming>, conn: &ConnInfo, svc: &ServicePolicy) -> Result<HeaderValue, Refused> {
     let Some((host, host_value)) = request_host(req) else {
         return Err(Box::new(local(
             StatusCode::BAD_REQUEST,
@@ -390,7 +390,7 @@ fn upstream_uri(route: &snirouter_config::Route, pq: &PathAndQuery) -> Result<Ur
 fn upstream_head(
     parts: &mut http::request::Parts,
     upgrade: Option<HeaderValue>,
-    svc: &ServiceRoutes,
+    svc: &ServicePolicy,
     conn: &ConnInfo,
     host_value: HeaderValue,
     added: Added,

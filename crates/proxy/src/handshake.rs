@@ -14,7 +14,7 @@ use tokio_rustls::server::TlsStream;
 
 use crate::hello;
 use crate::metrics::HandshakeFailure;
-use crate::routes::{RouteTable, ServiceRoutes};
+use crate::routes::{RouteTable, ServicePolicy};
 use crate::tls::ServerTls;
 
 /// Where the handshake leaves a connection.
@@ -22,7 +22,7 @@ pub(crate) enum Outcome<IO> {
     /// TLS terminated here, for this SNI name (lowercase, no trailing dot).
     Terminated(Box<TlsStream<IO>>, String),
     /// A passthrough service: the raw stream, the bytes read so far, the service.
-    Passthrough(IO, Vec<u8>, Arc<ServiceRoutes>),
+    Passthrough(IO, Vec<u8>, Arc<ServicePolicy>),
 }
 
 /// Why a connection was refused before TLS was established, and what to log.

@@ -26,7 +26,7 @@
 //! `[listen] redirect_http` listeners answer plain HTTP with a `308` to `https://`
 //! ([`redirect`]).
 //!
-//! [`Router`] holds the shared state: the route table (swappable at runtime), the
+//! [`Server`] holds the shared state: the route table (swappable at runtime), the
 //! certificate store, the TLS config and the pooled upstream client.
 
 #![forbid(unsafe_code)]
@@ -67,6 +67,6 @@ mod workers;
 pub use conn_info::ConnInfo;
 pub use listener::ListenerKind;
 pub use options::ProxyOptions;
-pub use routes::{RouteTable, ServiceRoutes};
-pub use server::Router;
+pub use routes::{RouteTable, ServicePolicy};
+pub use server::Server;
 pub use stats::{ServiceStats, StatsSnapshot};

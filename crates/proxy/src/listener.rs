@@ -15,7 +15,7 @@ use crate::handshake::{Handshake, Outcome};
 use crate::metrics::{ConnectionLimit, HandshakeFailure as Hf};
 use crate::proxy_header::{self, Rejected};
 use crate::serve_http;
-use crate::server::Router;
+use crate::server::Server;
 
 /// `[::]` listeners see IPv4 clients as `::ffff:a.b.c.d`: the IPv4 address is what
 /// whois, logs, `X-Forwarded-For` and the per-client limits use.
@@ -34,7 +34,7 @@ pub enum ListenerKind {
     RedirectHttp,
 }
 
-impl Router {
+impl Server {
     /// Accepts connections on `listener` until `shutdown` turns true, then lets open
     /// connections finish (HTTP/1 keep-alive and HTTP/2 are told to close) and open
     /// tunnels end for at most `grace`.

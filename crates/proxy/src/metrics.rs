@@ -7,7 +7,7 @@
 //!   class, upstream errors, and a latency [`Histogram`] (time from the request head to
 //!   the upstream's response head, or to the local answer);
 //! * per router ([`Metrics`]): TLS handshake failures by [`HandshakeFailure`] reason;
-//!   open connections come from [`crate::Router::active_connections`];
+//!   open connections come from [`crate::Server::active_connections`];
 //! * per certificate: read from the [`snirouter_certs::CertStore`] snapshot when rendered.
 //!
 //! Every metric name starts with `snirouter_`; names, label names and label values
@@ -27,7 +27,7 @@ use snirouter_certs::EntrySnapshot;
 
 use crate::body::ProxyBody;
 pub use crate::histogram::{Histogram, HistogramSnapshot, LATENCY_BUCKETS};
-use crate::routes::{RouteTable, ServiceRoutes};
+use crate::routes::{RouteTable, ServicePolicy};
 
 /// Why a connection ended before TLS was established.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +92,7 @@ impl ConnectionLimit {
     }
 }
 
-/// Router-wide counters.
+/// Server-wide counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
     handshake_failures: [AtomicU64; HandshakeFailure::ALL.len()],
@@ -213,7 +213,7 @@ pub fn render_router(metrics: &Metrics, active: usize, table: &RouteTable, out: 
 }
 
 /// The per-service families: requests by class, upstream errors, tunnels, latency.
-fn render_services(services: &[Arc<ServiceRoutes>], out: &mut Exposition) {
+fn render_services(services: &[Arc<ServicePolicy>], out: &mut Exposition) {
     out.family("snirouter_requests_total", "counter", "HTTP requests answered, by service and status class.");
     for svc in services {
         let s = svc.stats.snapshot();

@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::idle;
-use crate::routes::ServiceRoutes;
+use crate::routes::ServicePolicy;
 
 /// Why a passthrough connection could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +48,7 @@ pub(crate) enum PassthroughError {
 pub(crate) async fn run(
     mut client: TcpStream,
     hello: Vec<u8>,
-    svc: Arc<ServiceRoutes>,
+    svc: Arc<ServicePolicy>,
     connect_timeout: Duration,
     idle_timeout: Duration,
 ) -> Result<(u64, u64), PassthroughError> {

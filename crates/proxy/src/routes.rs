@@ -32,9 +32,10 @@ pub(crate) fn upstream_path(route: &Route, pq: &PathAndQuery) -> PathAndQuery {
     s.parse().unwrap_or_else(|_| pq.clone())
 }
 
-/// A service as the data path sees it.
+/// A service as the data path sees it: its routes and the policy its requests get
+/// (auth, CORS, headers, error pages, limits, identity, passthrough).
 #[derive(Debug)]
-pub struct ServiceRoutes {
+pub struct ServicePolicy {
     /// Service name (`grafana`).
     pub name: String,
     /// Routes, longest path first.
@@ -65,11 +66,11 @@ pub struct ServiceRoutes {
     pub passthrough: Option<Passthrough>,
 }
 
-impl ServiceRoutes {
+impl ServicePolicy {
     /// A plain service (no parity options), for tests.
     #[cfg(test)]
-    pub(crate) fn plain(name: &str, routes: Vec<Route>) -> ServiceRoutes {
-        ServiceRoutes {
+    pub(crate) fn plain(name: &str, routes: Vec<Route>) -> ServicePolicy {
+        ServicePolicy {
             name: name.to_owned(),
             routes,
             upstream_host: None,
@@ -95,7 +96,7 @@ impl ServiceRoutes {
 /// FQDN → service.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    by_fqdn: HashMap<String, Arc<ServiceRoutes>>,
+    by_fqdn: HashMap<String, Arc<ServicePolicy>>,
 }
 
 impl RouteTable {
@@ -128,7 +129,7 @@ impl RouteTable {
             let routes = svc.routes.clone();
             by_fqdn.insert(
                 fqdn,
-                Arc::new(ServiceRoutes {
+                Arc::new(ServicePolicy {
                     name: svc.name.clone(),
                     routes,
                     upstream_host: svc.upstream_host.clone(),
@@ -149,12 +150,12 @@ impl RouteTable {
     }
 
     /// The service served under `fqdn` (lowercase, no trailing dot).
-    pub fn get(&self, fqdn: &str) -> Option<&Arc<ServiceRoutes>> {
+    pub fn get(&self, fqdn: &str) -> Option<&Arc<ServicePolicy>> {
         self.by_fqdn.get(fqdn)
     }
 
     /// All services.
-    pub fn services(&self) -> impl Iterator<Item = &Arc<ServiceRoutes>> {
+    pub fn services(&self) -> impl Iterator<Item = &Arc<ServicePolicy>> {
         self.by_fqdn.values()
     }
 }
@@ -174,7 +175,7 @@ mod tests {
 
     #[test]
     fn longest_prefix_wins_in_table_order() {
-        let svc = ServiceRoutes::plain(
+        let svc = ServicePolicy::plain(
             "media",
             vec![route("/sonarr/api", false), route("/sonarr", false), route("/", false)],
         );

@@ -18,12 +18,12 @@ use tokio_rustls::server::TlsStream;
 use crate::conn_info::ConnInfo;
 use crate::metrics::{AccessRecord, MeteredBody};
 use crate::options::ProxyOptions;
-use crate::server::Router;
+use crate::server::Server;
 use crate::{coalesce, idle};
 
 /// Serves HTTP on `tls` until the client closes, the server shuts down (`graceful`) or
 /// the connection is idle for `timeouts.idle`.
-pub(crate) async fn serve(router: &Arc<Router>, tls: TlsStream<TcpStream>, info: Arc<ConnInfo>, graceful: Watcher) {
+pub(crate) async fn serve(router: &Arc<Server>, tls: TlsStream<TcpStream>, info: Arc<ConnInfo>, graceful: Watcher) {
     let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let client = info.client;
     let opts = router.options();
@@ -51,7 +51,7 @@ pub(crate) async fn serve(router: &Arc<Router>, tls: TlsStream<TcpStream>, info:
 /// One request: the forwarder's answer, with its latency observed and, for services
 /// with `access_log`, an access record written when the body ends.
 async fn exchange(
-    router: &Router,
+    router: &Server,
     req: hyper::Request<hyper::body::Incoming>,
     info: &Arc<ConnInfo>,
 ) -> hyper::Response<MeteredBody> {

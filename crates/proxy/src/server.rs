@@ -18,7 +18,7 @@ use crate::tls::ServerTls;
 use crate::workers::Workers;
 
 /// The shared state of the data path.
-pub struct Router {
+pub struct Server {
     pub(crate) routes: ArcSwap<RouteTable>,
     pub(crate) certs: Arc<CertStore>,
     pub(crate) tls: ServerTls,
@@ -31,13 +31,13 @@ pub struct Router {
     pub(crate) workers: Option<Workers>,
 }
 
-impl std::fmt::Debug for Router {
+impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Router").field("active", &self.admission.active()).finish()
+        f.debug_struct("Server").field("active", &self.admission.active()).finish()
     }
 }
 
-impl Router {
+impl Server {
     /// A router serving `routes` with certificates from `certs`; `whois` (tailscaled's
     /// LocalAPI) answers `tailscale_identity` lookups (`None`: nobody is known).
     pub fn new(
@@ -45,7 +45,7 @@ impl Router {
         certs: Arc<CertStore>,
         opts: ProxyOptions,
         whois: Option<snirouter_localapi::LocalClient>,
-    ) -> Result<Arc<Router>, rustls::Error> {
+    ) -> Result<Arc<Server>, rustls::Error> {
         let tls = ServerTls::new(Arc::clone(&certs))?;
         let workers = match Workers::per_core() {
             Ok(w) => Some(w),
@@ -54,7 +54,7 @@ impl Router {
                 None
             }
         };
-        Ok(Arc::new(Router {
+        Ok(Arc::new(Server {
             routes: ArcSwap::from_pointee(routes),
             certs,
             tls,
@@ -82,7 +82,7 @@ impl Router {
         crate::metrics::render_router(&self.metrics, self.active_connections(), &self.routes.load(), out);
     }
 
-    /// Router-wide counters (handshake failures).
+    /// Server-wide counters (handshake failures).
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
@@ -98,7 +98,7 @@ impl Router {
     }
 }
 
-impl Router {
+impl Server {
     /// The options the data path runs with.
     pub(crate) fn options(&self) -> &ProxyOptions {
         &self.opts

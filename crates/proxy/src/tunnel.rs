@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 use crate::conn_info::ConnInfo;
 use crate::idle;
-use crate::routes::ServiceRoutes;
+use crate::routes::ServicePolicy;
 
 /// The open tunnels of a router.
 #[derive(Debug)]
@@ -32,7 +32,7 @@ pub(crate) struct Tunnels {
 #[derive(Debug)]
 struct Open {
     tunnels: Arc<Tunnels>,
-    service: Arc<ServiceRoutes>,
+    service: Arc<ServicePolicy>,
 }
 
 impl Tunnels {
@@ -53,7 +53,7 @@ impl Tunnels {
         let _ = rx.wait_for(|n| *n == 0).await;
     }
 
-    fn open(self: &Arc<Self>, service: &Arc<ServiceRoutes>) -> Open {
+    fn open(self: &Arc<Self>, service: &Arc<ServicePolicy>) -> Open {
         self.open.send_modify(|n| *n += 1);
         service.stats.tunnel_opened();
         Open { tunnels: Arc::clone(self), service: Arc::clone(service) }
@@ -65,7 +65,7 @@ impl Tunnels {
         self: &Arc<Self>,
         client: OnUpgrade,
         upstream: OnUpgrade,
-        service: &Arc<ServiceRoutes>,
+        service: &Arc<ServicePolicy>,
         conn: Arc<ConnInfo>,
     ) {
         let open = self.open(service);
