@@ -20,6 +20,7 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use snirouter_localapi::{Error as LocalError, Status};
 use snirouter_proxy::ListenerKind;
 use snirouter_proxy::metrics::{self, Exposition};
 use tokio::net::{TcpListener, UnixListener};
@@ -202,8 +203,9 @@ pub(crate) async fn status_report(shared: &Shared) -> StatusReport {
     let now = SystemTime::now();
     let config = shared.config().await;
     let domains = shared.manager.domains().borrow().clone();
-    let (tailscale_services, tailscaled_health) =
-        tokio::join!(observe_services(shared, &config), tailscaled_health(shared));
+    let status = tailscaled_status(shared).await;
+    let tailscaled_health = status.as_ref().map(|s| s.health.clone()).unwrap_or_default();
+    let tailscale_services = observe_services(shared, &config, status.as_ref()).await;
     let entries = shared.store.snapshot();
     let table = shared.router.routes();
     let services: Vec<ServiceStatus> = config
@@ -342,16 +344,17 @@ fn problems(s: &ServiceStatus, passthrough: bool, pending: bool) -> Vec<String> 
     problems
 }
 
-/// tailscaled's `Health` strings, bounded to 2 s (empty when it does not answer).
-async fn tailscaled_health(shared: &Shared) -> Vec<String> {
-    match tokio::time::timeout(Duration::from_secs(2), shared.client.status()).await {
-        Ok(Ok(st)) => st.health,
-        Ok(Err(e)) => {
-            tracing::debug!(cause = %e, "tailscaled health not read");
-            Vec::new()
-        }
-        Err(_) => Vec::new(),
+/// tailscaled's status, bounded to 2 s: its `Health` strings and the Services state
+/// both come from this one read.
+async fn tailscaled_status(shared: &Shared) -> Result<Status, LocalError> {
+    let after = Duration::from_secs(2);
+    let status = tokio::time::timeout(after, shared.client.status())
+        .await
+        .unwrap_or_else(|_| Err(LocalError::Timeout { what: "GET /localapi/v0/status".to_owned(), after }));
+    if let Err(e) = &status {
+        tracing::debug!(cause = %e, "tailscaled status not read");
     }
+    status
 }
 
 /// The prefix of tailscaled's `tls-cert-pending` warning, followed by the domains being fetched.
@@ -368,11 +371,12 @@ fn is_pending(health: &[String], fqdn: &str) -> bool {
 async fn observe_services(
     shared: &Shared,
     config: &snirouter_config::Config,
+    status: Result<&Status, &LocalError>,
 ) -> std::collections::BTreeMap<String, serde_json::Value> {
     let control = config.tailscale.api.as_ref().and_then(|api| shared.control_client(api));
     let observed = tokio::time::timeout(
         Duration::from_secs(5),
-        snirouter_services::observe(config, &shared.client, control.as_deref()),
+        snirouter_services::observe(config, &shared.client, status, control.as_deref()),
     )
     .await;
     let Ok(states) = observed else {

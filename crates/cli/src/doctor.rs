@@ -114,7 +114,7 @@ pub(crate) async fn run_checks(config_path: &Path, cert_timeout: Duration) -> Ve
     let domains = tailnet_checks(&client, &status, running, &mut out).await;
     let names = service_fqdns(&config, &status);
     let in_domains = if running && !domains.is_empty() {
-        name_checks(&config, &client, &names, &domains, &mut out).await
+        name_checks(&config, &client, &status, &names, &domains, &mut out).await
     } else {
         for (_, fqdn) in &names {
             out.push(check(Level::Skip, format!("in CertDomains: {fqdn}"), "no CertDomains (see above)", None));
@@ -259,16 +259,19 @@ fn service_fqdns(config: &Config, status: &Status) -> Vec<(String, String)> {
 async fn name_checks(
     config: &Config,
     client: &LocalClient,
+    status: &Status,
     names: &[(String, String)],
     domains: &[String],
     out: &mut Vec<Check>,
 ) -> Vec<String> {
     let control =
         config.tailscale.api.as_ref().and_then(|api| snirouter_services::ControlClient::from_config(api).ok());
-    let observed: Vec<snirouter_services::ServiceState> =
-        tokio::time::timeout(Duration::from_secs(10), snirouter_services::observe(config, client, control.as_ref()))
-            .await
-            .unwrap_or_default();
+    let observed: Vec<snirouter_services::ServiceState> = tokio::time::timeout(
+        Duration::from_secs(10),
+        snirouter_services::observe(config, client, Ok(status), control.as_ref()),
+    )
+    .await
+    .unwrap_or_default();
     let mut in_domains = Vec::new();
     for (name, fqdn) in names {
         if domains.contains(fqdn) {

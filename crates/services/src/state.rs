@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 use serde_json::Value;
 use snirouter_config::Config;
-use snirouter_localapi::LocalClient;
+use snirouter_localapi::{Error as LocalError, LocalClient, Status};
 
 use crate::control::ControlClient;
 use crate::ownership::Ownership;
@@ -68,10 +68,16 @@ pub struct ServiceState {
     pub problems: Vec<String>,
 }
 
-/// Observes every configured service. Never fails: what cannot be read is `None` /
-/// [`HandlerState::Unknown`] and the reason is in `problems`.
-pub async fn observe(config: &Config, local: &LocalClient, control: Option<&ControlClient>) -> Vec<ServiceState> {
-    let node = Observed::read(config, local, control).await;
+/// Observes every configured service, given tailscaled's `status` as the caller read it
+/// (`snirouter status` and `doctor` need it themselves). Never fails: what cannot be read
+/// is `None` / [`HandlerState::Unknown`] and the reason is in `problems`.
+pub async fn observe(
+    config: &Config,
+    local: &LocalClient,
+    status: Result<&Status, &LocalError>,
+    control: Option<&ControlClient>,
+) -> Vec<ServiceState> {
+    let node = Observed::read(config, local, status, control).await;
     let mut out = Vec::with_capacity(config.services.len());
     for svc in &config.services {
         out.push(node.service(svc, control).await);
@@ -96,9 +102,13 @@ struct Observed {
 }
 
 impl Observed {
-    async fn read(config: &Config, local: &LocalClient, control: Option<&ControlClient>) -> Observed {
+    async fn read(
+        config: &Config,
+        local: &LocalClient,
+        status: Result<&Status, &LocalError>,
+        control: Option<&ControlClient>,
+    ) -> Observed {
         let desired = Desired::from_config(config);
-        let status = local.status().await;
         let serve_config = local.serve_config().await.map(|(v, _)| v);
         let prefs = local.prefs().await;
         let mut general = Vec::new();
@@ -106,7 +116,7 @@ impl Observed {
             general.push(format!("{e} (fix: {})", e.fix()));
         }
         let status = status.map_err(|e| general.push(format!("tailscaled status: {e}"))).ok();
-        if let Some(e) = status.as_ref().and_then(plan::blocking_error) {
+        if let Some(e) = status.and_then(plan::blocking_error) {
             general.push(format!("{e} (fix: {})", e.fix()));
         }
         if let Err(e) = &serve_config {
@@ -123,11 +133,11 @@ impl Observed {
             None => None,
         };
         let suffix = config.tailscale.magic_dns_suffix.clone();
-        let self_node = status.as_ref().and_then(|s| s.self_node.as_ref());
+        let self_node = status.and_then(|s| s.self_node.as_ref());
         Observed {
-            suffix: suffix.or_else(|| status.as_ref().and_then(|s| s.magic_dns_suffix().map(str::to_owned))),
-            service_host: status.as_ref().map(|_| self_node.map(|n| n.service_host()).unwrap_or_default()),
-            cert_domains: status.as_ref().map(|s| s.cert_domains.clone()),
+            suffix: suffix.or_else(|| status.and_then(|s| s.magic_dns_suffix().map(str::to_owned))),
+            service_host: status.map(|_| self_node.map(|n| n.service_host()).unwrap_or_default()),
+            cert_domains: status.map(|s| s.cert_domains.clone()),
             self_id: self_node.map(|n| n.id.clone()),
             owned: Ownership::load(&config.cache.dir).unwrap_or_default(),
             desired,

@@ -171,7 +171,8 @@ async fn a_foreign_handler_is_a_conflict_and_left_alone() {
     assert_eq!(e.sim.serve_config()["Services"]["svc:grafana"], cfg_json["Services"]["svc:grafana"]);
     assert_eq!(e.sim.serve_config()["Services"]["svc:jellyfin"]["TCP"]["443"], handler());
     assert_eq!(e.sim.advertised_services(), ["svc:jellyfin"], "a conflicting service is not advertised");
-    let states = observe(&cfg, &e.local, None).await;
+    let status = e.local.status().await;
+    let states = observe(&cfg, &e.local, status.as_ref(), None).await;
     assert!(matches!(states[0].handler, HandlerState::Foreign { .. }));
     assert!(!states[0].managed);
 }
@@ -301,7 +302,8 @@ async fn control_api_defines_missing_services_and_keeps_addrs() {
     let again = sync(&cfg, &e.local, Some(&api)).await.expect("sync");
     assert!(again.is_noop(), "{again}");
 
-    let states = observe(&cfg, &e.local, Some(&api)).await;
+    let status = e.local.status().await;
+    let states = observe(&cfg, &e.local, status.as_ref(), Some(&api)).await;
     assert_eq!(states.len(), 14);
     let s = &states[0];
     assert_eq!(s.service, "svc:grafana");
