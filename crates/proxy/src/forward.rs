@@ -351,7 +351,7 @@ struct Added {
 
 /// The request's Host, which must be the name its TLS connection was opened for
 /// (else 421, or 400 without exactly one valid Host).
-fn host_matches_sni(req: &Request<Incoming>, conn: &ConnInfo, svc: &ServicePolicy) -> Result<HeaderValue, Refused> {
+fn host_matches_sni<B>(req: &Request<B>, conn: &ConnInfo, svc: &ServicePolicy) -> Result<HeaderValue, Refused> {
     let Some((host, host_value)) = request_host(req) else {
         return Err(Box::new(local(
             StatusCode::BAD_REQUEST,
@@ -468,7 +468,7 @@ fn too_large(service: &str, limit: u64) -> Response<ProxyBody> {
 /// The request's host (lowercase, no port, no trailing dot) and the header value to
 /// forward. HTTP/2 and absolute-form requests carry it in the URI authority, which
 /// takes precedence over a Host header (RFC 9112 §3.2.2).
-fn request_host(req: &Request<Incoming>) -> Option<(String, HeaderValue)> {
+fn request_host<B>(req: &Request<B>) -> Option<(String, HeaderValue)> {
     // RFC 9112 §3.2: more than one Host field line is a 400, never "pick one".
     if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
         return None;
@@ -556,6 +556,8 @@ fn classify_upstream_error(e: &UpstreamError, insecure: bool) -> (StatusCode, &'
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
     use super::*;
 
     #[test]
@@ -580,5 +582,105 @@ mod tests {
         assert_eq!(upgrade_protocol(Version::HTTP_2, &h), None);
         h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
         assert_eq!(upgrade_protocol(Version::HTTP_11, &h), None);
+    }
+    fn conn(sni: &str) -> ConnInfo {
+        let admission = crate::admit::Admission::new(10, 10);
+        let counted = admission.accept().expect("admitted");
+        let client: SocketAddr = "100.64.0.7:50000".parse().expect("addr");
+        let hold = admission.client(counted, client.ip()).expect("client slot");
+        ConnInfo::new(client, sni.to_owned(), None, hold)
+    }
+
+    fn get(uri: &str, hosts: &[&str]) -> Request<()> {
+        let mut req = Request::get(uri).body(()).expect("request");
+        for h in hosts {
+            req.headers_mut().append(header::HOST, HeaderValue::from_str(h).expect("host"));
+        }
+        req
+    }
+
+    fn route(path: &str, strip: bool, upstream: &str) -> snirouter_config::Route {
+        let src = format!(
+            "[listen]\nhttps=[\"127.0.0.1:1\"]\n[services.a]\nroutes=[{{path=\"{path}\", upstream=\"{upstream}\", strip_prefix={strip}}}]\n"
+        );
+        let mut cfg = snirouter_config::parse(&src, "test").expect("config");
+        cfg.services.remove(0).routes.remove(0)
+    }
+
+    #[test]
+    fn the_request_host_is_one_name_without_port_or_trailing_dot() {
+        let host = |uri: &str, hosts: &[&str]| request_host(&get(uri, hosts)).map(|(h, _)| h);
+        assert_eq!(host("/", &["Grafana.Example.ts.net.:443"]).as_deref(), Some("grafana.example.ts.net"));
+        assert_eq!(host("/", &["[::1]:8443"]).as_deref(), Some("::1"));
+        // Absolute form (and HTTP/2's :authority) wins over Host (RFC 9112 §3.2.2).
+        assert_eq!(host("https://a.example.ts.net/x", &["b.example.ts.net"]).as_deref(), Some("a.example.ts.net"));
+        assert_eq!(host("/", &["a.example.ts.net", "b.example.ts.net"]), None, "two Host lines are a 400");
+        assert_eq!(host("/", &[]), None);
+        assert_eq!(host("/", &[":443"]), None);
+    }
+
+    #[test]
+    fn a_host_other_than_the_tls_name_is_misdirected() {
+        let svc = ServicePolicy::plain("grafana", Vec::new());
+        let conn = conn("grafana.example.ts.net");
+        let ok = host_matches_sni(&get("/", &["grafana.example.ts.net:443"]), &conn, &svc).expect("same name");
+        assert_eq!(ok, "grafana.example.ts.net:443", "the client's Host is forwarded as written");
+        let other = host_matches_sni(&get("/", &["jellyfin.example.ts.net"]), &conn, &svc).expect_err("other name");
+        assert_eq!(other.status(), StatusCode::MISDIRECTED_REQUEST);
+        let none = host_matches_sni(&get("/", &[]), &conn, &svc).expect_err("no Host");
+        assert_eq!(none.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn the_upstream_uri_keeps_the_query_and_strips_only_when_asked() {
+        let pq = PathAndQuery::from_static("/sonarr/api/v3?apikey=x");
+        let kept = upstream_uri(&route("/sonarr", false, "http://127.0.0.1:8989"), &pq).expect("uri");
+        assert_eq!(kept.to_string(), "http://127.0.0.1:8989/sonarr/api/v3?apikey=x");
+        let stripped = upstream_uri(&route("/sonarr", true, "https://[::1]:8443"), &pq).expect("uri");
+        assert_eq!(stripped.to_string(), "https://[::1]:8443/api/v3?apikey=x");
+    }
+
+    #[test]
+    fn the_upstream_head_carries_the_real_client_and_no_hop_by_hop_headers() {
+        let mut req = get("/", &["grafana.example.ts.net"]);
+        let h = req.headers_mut();
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
+        h.insert(X_REAL_IP, HeaderValue::from_static("6.6.6.6"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-private"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        let (mut parts, ()) = req.into_parts();
+        parts.version = Version::HTTP_2;
+        let mut svc = ServicePolicy::plain("grafana", Vec::new());
+        svc.upstream_host = Some("grafana.internal".to_owned());
+        let host = HeaderValue::from_static("grafana.example.ts.net");
+        upstream_head(&mut parts, None, &svc, &conn("grafana.example.ts.net"), host, Added { auth: None, identity: None });
+        let h = &parts.headers;
+        assert_eq!(parts.version, Version::HTTP_11);
+        assert_eq!(h[header::HOST], "grafana.internal");
+        assert_eq!(h.get_all(X_FORWARDED_FOR).iter().collect::<Vec<_>>(), ["100.64.0.7"], "a forged value is replaced");
+        assert_eq!(h[X_REAL_IP], "100.64.0.7");
+        assert_eq!(h[X_FORWARDED_PROTO], "https");
+        assert_eq!(h[X_FORWARDED_HOST], "grafana.example.ts.net");
+        assert!(!h.contains_key(header::CONNECTION) && !h.contains_key("x-private"));
+        // An upgrade is asked for again, explicitly.
+        let (mut parts, ()) = get("/ws", &["grafana.example.ts.net"]).into_parts();
+        let ws = Some(HeaderValue::from_static("websocket"));
+        let host = HeaderValue::from_static("grafana.example.ts.net");
+        upstream_head(&mut parts, ws, &svc, &conn("grafana.example.ts.net"), host, Added { auth: None, identity: None });
+        assert_eq!((&parts.headers[header::CONNECTION], &parts.headers[header::UPGRADE]), (&"upgrade".parse::<HeaderValue>().expect("v"), &"websocket".parse::<HeaderValue>().expect("v")));
+    }
+
+    #[test]
+    fn only_one_valid_content_length_counts() {
+        let lengths = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(header::CONTENT_LENGTH, HeaderValue::from_str(v).expect("value"));
+            }
+            content_length(&h)
+        };
+        assert_eq!(lengths(&["42"]), Some(42));
+        assert_eq!(lengths(&[]), None);
+        assert_eq!(lengths(&["x"]), None);
     }
 }

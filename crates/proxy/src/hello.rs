@@ -86,3 +86,64 @@ pub async fn reject_unrecognized_name<IO: AsyncWrite + Unpin>(io: &mut IO) {
     let _ = io.flush().await;
     let _ = io.shutdown().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+
+    use super::*;
+
+    /// A real ClientHello for `sni` offering h2 and http/1.1.
+    fn client_hello(sni: &'static str) -> Vec<u8> {
+        let roots = Arc::new(rustls::RootCertStore::empty());
+        let config = snirouter_tls::client_config(snirouter_tls::Trust::Roots(roots), &[b"h2", b"http/1.1"])
+            .expect("client config");
+        let name = rustls::pki_types::ServerName::try_from(sni).expect("name");
+        let mut conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
+        let mut hello = Vec::new();
+        conn.write_tls(&mut hello).expect("hello");
+        hello
+    }
+
+    #[tokio::test]
+    async fn a_hello_in_one_byte_pieces_gives_name_alpn_and_every_byte() {
+        let bytes = client_hello("grafana.example.ts.net");
+        let (mut server, mut client) = duplex(64);
+        let sent = bytes.clone();
+        let writer = tokio::spawn(async move {
+            for b in sent {
+                client.write_all(&[b]).await.expect("write");
+            }
+            client
+        });
+        let hello = read(&mut server).await.expect("hello");
+        let ch = hello.accepted.client_hello();
+        assert_eq!(ch.server_name(), Some("grafana.example.ts.net"));
+        let alpn: Vec<&[u8]> = ch.alpn().expect("alpn").collect();
+        assert_eq!(alpn, [&b"h2"[..], b"http/1.1"]);
+        assert_eq!(hello.raw, bytes, "kept for passthrough");
+        drop(writer.await.expect("writer"));
+    }
+
+    #[tokio::test]
+    async fn no_bytes_plain_http_and_a_cut_hello_are_told_apart() {
+        let (mut server, client) = duplex(1024);
+        drop(client);
+        assert!(matches!(read(&mut server).await, Err(HelloError::Empty)));
+
+        let (mut server, mut client) = duplex(1024);
+        client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+        assert!(matches!(read(&mut server).await, Err(HelloError::NotTls(_))));
+        let mut alert = [0u8; 7];
+        client.read_exact(&mut alert).await.expect("an alert is sent");
+        assert_eq!(alert[0], 0x15, "a TLS alert record");
+
+        let (mut server, mut client) = duplex(1024);
+        let bytes = client_hello("a.example.ts.net");
+        client.write_all(&bytes[..bytes.len() / 2]).await.expect("write");
+        drop(client);
+        assert!(matches!(read(&mut server).await, Err(HelloError::Io(_))));
+    }
+}

@@ -47,3 +47,40 @@ pub(crate) fn answer<B>(req: &Request<B>, table: &RouteTable) -> Response<ProxyB
     resp.headers_mut().insert(header::LOCATION, value);
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> RouteTable {
+        let src = "[listen]\nhttps=[\"127.0.0.1:1\"]\n[services.grafana]\nupstream=\"http://127.0.0.1:3000\"\n";
+        let cfg = snirouter_config::parse(src, "test").expect("config");
+        RouteTable::from_config(&cfg, "example.ts.net", None)
+    }
+
+    fn answer_for(uri: &str, hosts: &[&str]) -> Response<ProxyBody> {
+        let mut req = Request::get(uri).body(()).expect("request");
+        for h in hosts {
+            req.headers_mut().append(header::HOST, HeaderValue::from_str(h).expect("host"));
+        }
+        answer(&req, &table())
+    }
+
+    #[test]
+    fn a_served_name_is_sent_to_https_with_path_and_query() {
+        let resp = answer_for("/d/abc?orgId=1", &["Grafana.example.ts.net.:80"]);
+        assert_eq!(resp.status(), StatusCode::PERMANENT_REDIRECT);
+        assert_eq!(resp.headers()[header::LOCATION], "https://grafana.example.ts.net/d/abc?orgId=1");
+    }
+
+    #[test]
+    fn never_an_open_redirect() {
+        for hosts in [&["evil.example.com"][..], &[], &["grafana.example.ts.net", "evil.example.com"]] {
+            let resp = answer_for("/", hosts);
+            assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{hosts:?}");
+            assert!(!resp.headers().contains_key(header::LOCATION), "{hosts:?}");
+        }
+        // An absolute-form target names the host itself, and is checked the same way.
+        assert_eq!(answer_for("http://evil.example.com/", &["grafana.example.ts.net"]).status(), StatusCode::BAD_REQUEST);
+    }
+}
