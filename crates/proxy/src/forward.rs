@@ -653,7 +653,14 @@ mod tests {
         let mut svc = ServicePolicy::plain("grafana", Vec::new());
         svc.upstream_host = Some("grafana.internal".to_owned());
         let host = HeaderValue::from_static("grafana.example.ts.net");
-        upstream_head(&mut parts, None, &svc, &conn("grafana.example.ts.net"), host, Added { auth: None, identity: None });
+        upstream_head(
+            &mut parts,
+            None,
+            &svc,
+            &conn("grafana.example.ts.net"),
+            host,
+            Added { auth: None, identity: None },
+        );
         let h = &parts.headers;
         assert_eq!(parts.version, Version::HTTP_11);
         assert_eq!(h[header::HOST], "grafana.internal");
@@ -666,8 +673,18 @@ mod tests {
         let (mut parts, ()) = get("/ws", &["grafana.example.ts.net"]).into_parts();
         let ws = Some(HeaderValue::from_static("websocket"));
         let host = HeaderValue::from_static("grafana.example.ts.net");
-        upstream_head(&mut parts, ws, &svc, &conn("grafana.example.ts.net"), host, Added { auth: None, identity: None });
-        assert_eq!((&parts.headers[header::CONNECTION], &parts.headers[header::UPGRADE]), (&"upgrade".parse::<HeaderValue>().expect("v"), &"websocket".parse::<HeaderValue>().expect("v")));
+        upstream_head(
+            &mut parts,
+            ws,
+            &svc,
+            &conn("grafana.example.ts.net"),
+            host,
+            Added { auth: None, identity: None },
+        );
+        assert_eq!(
+            (&parts.headers[header::CONNECTION], &parts.headers[header::UPGRADE]),
+            (&"upgrade".parse::<HeaderValue>().expect("v"), &"websocket".parse::<HeaderValue>().expect("v"))
+        );
     }
 
     #[test]

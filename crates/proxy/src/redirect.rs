@@ -81,6 +81,9 @@ mod tests {
             assert!(!resp.headers().contains_key(header::LOCATION), "{hosts:?}");
         }
         // An absolute-form target names the host itself, and is checked the same way.
-        assert_eq!(answer_for("http://evil.example.com/", &["grafana.example.ts.net"]).status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            answer_for("http://evil.example.com/", &["grafana.example.ts.net"]).status(),
+            StatusCode::BAD_REQUEST
+        );
     }
 }

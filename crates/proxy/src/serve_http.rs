@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::server::TlsStream;
 
 use crate::conn_info::ConnInfo;
@@ -22,8 +22,12 @@ use crate::server::Server;
 use crate::{coalesce, idle};
 
 /// Serves HTTP on `tls` until the client closes, the server shuts down (`graceful`) or
-/// the connection is idle for `timeouts.idle`.
-pub(crate) async fn serve(router: &Arc<Server>, tls: TlsStream<TcpStream>, info: Arc<ConnInfo>, graceful: Watcher) {
+/// the connection is idle for `timeouts.idle`. `IO` is a `TcpStream` in production and
+/// an in-memory stream in tests.
+pub(crate) async fn serve<IO>(router: &Arc<Server>, tls: TlsStream<IO>, info: Arc<ConnInfo>, graceful: Watcher)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let client = info.client;
     let opts = router.options();
@@ -105,5 +109,76 @@ pub(crate) async fn drive<E: std::fmt::Display>(
         _ = idle::expired(activity, idle_timeout) => {
             tracing::debug!(client = %client, idle_secs = idle_timeout.as_secs(), "closing idle connection (timeouts.idle)");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use hyper_util::server::graceful::GracefulShutdown;
+    use snirouter_certs::{CertSource, CertStore, ServedCert};
+    use snirouter_tls::Trust;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+
+    use super::*;
+    use crate::handshake::{Handshake, Outcome};
+    use crate::routes::RouteTable;
+    use crate::tls::ServerTls;
+
+    const NAME: &str = "grafana.x.ts.net";
+
+    /// A server for one service whose only route is `/api`, with a self-signed
+    /// certificate for it; returns the server and the certificate to trust.
+    fn server() -> (Arc<Server>, rustls::pki_types::CertificateDer<'static>) {
+        let src = "[listen]\nhttps=[\"127.0.0.1:1\"]\n[services.grafana]\nroutes=[{path=\"/api\", upstream=\"http://127.0.0.1:9\"}]\n";
+        let config = snirouter_config::parse(src, "test").expect("config");
+        let issued = rcgen::generate_simple_self_signed(vec![NAME.to_owned()]).expect("certificate");
+        let der = issued.cert.der().clone();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(issued.signing_key.serialize_der().into());
+        let served = ServedCert::new(NAME, &key, vec![der.clone()], CertSource::Tailscaled, SystemTime::now())
+            .expect("servable");
+        let certs = Arc::new(CertStore::new());
+        certs.set_names(&[(NAME.to_owned(), "grafana".to_owned())]);
+        certs.install(NAME, served);
+        let table = RouteTable::from_config(&config, "x.ts.net", None);
+        let server = Server::new(table, certs, ProxyOptions::from_config(&config), None).expect("server");
+        (server, der)
+    }
+
+    /// Two requests on one HTTP/1.1 keep-alive connection, over an in-memory stream:
+    /// the handshake and HTTP stages answer without any socket or upstream.
+    #[tokio::test]
+    async fn one_connection_gets_policy_answers_over_an_in_memory_stream() {
+        let (server, root) = server();
+        let (server_io, client_io) = duplex(64 * 1024);
+        let stage = {
+            let server = Arc::clone(&server);
+            tokio::spawn(async move {
+                let routes = server.routes();
+                let tls = ServerTls::new(Arc::clone(&server.certs)).expect("tls");
+                let outcome = Handshake { routes: &routes, certs: &server.certs, tls: &tls }.run(server_io).await;
+                let Ok(Outcome::Terminated(stream, sni)) = outcome else { panic!("terminated") };
+                let hold = server.admission.client(server.admission.accept().expect("slot"), [127, 0, 0, 1].into());
+                let client = "100.64.0.9:40000".parse().expect("addr");
+                let info = Arc::new(ConnInfo::new(client, sni, None, hold.expect("admitted")));
+                let shutdown = GracefulShutdown::new();
+                serve(&server, *stream, info, shutdown.watcher()).await;
+            })
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(root).expect("root");
+        let config = snirouter_tls::client_config(Trust::Roots(Arc::new(roots)), &[b"http/1.1"]).expect("client");
+        let name = rustls::pki_types::ServerName::try_from(NAME).expect("name");
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, client_io).await.expect("tls");
+        let requests = format!(
+            "GET / HTTP/1.1\r\nHost: {NAME}\r\n\r\nGET /api HTTP/1.1\r\nHost: jellyfin.x.ts.net\r\nConnection: close\r\n\r\n"
+        );
+        tls.write_all(requests.as_bytes()).await.expect("send");
+        let mut answer = String::new();
+        tls.read_to_string(&mut answer).await.expect("read");
+        let statuses: Vec<&str> = answer.lines().filter(|l| l.starts_with("HTTP/1.1 ")).collect();
+        assert_eq!(statuses, ["HTTP/1.1 404 Not Found", "HTTP/1.1 421 Misdirected Request"], "{answer}");
+        stage.await.expect("the stage ends when the client closes");
     }
 }
