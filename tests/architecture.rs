@@ -1,4 +1,5 @@
-//! The shape of the code, checked: no crate has an import cycle between its modules.
+//! The shape of the code, checked: no crate has an import cycle between its modules,
+//! and no function outside tests is longer than a screen ([`MAX_FUNCTION_LINES`]).
 //!
 //! A module depends on another when its code (not its doc comments, not its
 //! `#[cfg(test)]` tail) names `crate::other` — directly, or inside a
@@ -177,4 +178,70 @@ fn no_crate_has_an_import_cycle() {
     }
     assert!(checked >= 8, "only {checked} crates found under {}", crates.display());
     assert!(found.is_empty(), "import cycles (move the shared item into a module of its own):\n{}", found.join("\n"));
+}
+
+/// "Functions that fit on a screen": about 80 lines, with a little room for a long
+/// message or match arm. Test code (`#[cfg(test)]` tails, `tests/`) is not counted.
+const MAX_FUNCTION_LINES: usize = 85;
+
+/// `(name, first line, length)` of every rustfmt-formatted `fn` with a body in `text`
+/// before its `#[cfg(test)]` tail: from the `fn` line to the `}` at its indentation.
+fn functions(text: &str) -> Vec<(String, usize, usize)> {
+    let lines: Vec<&str> = text.split('\n').collect();
+    let end = lines.iter().position(|l| l.starts_with("#[cfg(test)]")).unwrap_or(lines.len());
+    let mut out = Vec::new();
+    for (i, line) in lines[..end].iter().enumerate() {
+        let trimmed = line.trim_start();
+        let indent = &line[..line.len() - trimmed.len()];
+        let words: Vec<&str> = trimmed.split_whitespace().collect();
+        let Some(at) = words.iter().position(|w| *w == "fn") else { continue };
+        let qualifiers = ["pub", "pub(crate)", "pub(super)", "async", "const", "unsafe"];
+        if !words[..at].iter().all(|w| qualifiers.contains(w)) || line.trim_end().ends_with(';') {
+            continue;
+        }
+        let name: String =
+            words.get(at + 1).unwrap_or(&"").chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        let close = format!("{indent}}}");
+        if let Some(len) = lines[i + 1..end].iter().position(|l| *l == close) {
+            out.push((name, i + 1, len + 2));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_function_measure_counts_from_fn_to_its_brace() {
+    let text = "fn a() {\n    x;\n}\n\npub(crate) async fn b(\n    y: u8,\n) -> u8 {\n    y\n}\nfn c();\n#[cfg(test)]\nfn t() {\n}\n";
+    assert_eq!(functions(text), [("a".to_owned(), 1, 3), ("b".to_owned(), 5, 5)]);
+}
+
+#[test]
+fn functions_fit_on_a_screen() {
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut long = Vec::new();
+    let mut dirs: Vec<PathBuf> =
+        std::fs::read_dir(&crates).expect("crates dir").flatten().map(|e| e.path().join("src")).collect();
+    let mut counted = 0;
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                for (name, line, len) in functions(&text) {
+                    counted += 1;
+                    if len > MAX_FUNCTION_LINES {
+                        long.push(format!("{}:{line} {name}: {len} lines", path.display()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(counted > 500, "only {counted} functions found under {}", crates.display());
+    assert!(
+        long.is_empty(),
+        "functions longer than {MAX_FUNCTION_LINES} lines (split them into named steps):\n{}",
+        long.join("\n")
+    );
 }
