@@ -15,19 +15,10 @@ use crate::harness::*;
 const WAIT: Duration = Duration::from_secs(60);
 
 fn client_config(env: &Env) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_file_iter(&env.ca).expect("ca") {
-        roots.add(c.expect("cert")).expect("add");
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let trust = snirouter_tls::Trust::Roots(env_roots(env));
+    let mut cfg = snirouter_tls::client_config(trust, &[]).expect("client config");
     // Full handshakes only: a resumed session reports the certificate of the session
     // it resumes, not the one the server would send now.
-    let mut cfg = cfg;
     cfg.resumption = rustls::client::Resumption::disabled();
     Arc::new(cfg)
 }

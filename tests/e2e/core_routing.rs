@@ -1,7 +1,6 @@
 //! Issue 2: every name handshakes and routes; unknown SNI, Host mismatch, path routing,
 //! WebSocket, large streamed bodies, 502/504.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::harness::*;
@@ -119,22 +118,10 @@ async fn path_routes_pick_the_longest_prefix() {
 async fn websocket_passes_through() {
     let env = Env::start(EnvOptions::default()).await;
     env.wait_serving("homepage", WAIT).await;
-    let roots = {
-        use rustls::pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        for c in rustls::pki_types::CertificateDer::pem_file_iter(&env.ca).expect("ca") {
-            roots.add(c.expect("cert")).expect("add");
-        }
-        Arc::new(roots)
-    };
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let cfg = client_tls(&env, &[]);
     let tcp = tokio::net::TcpStream::connect(env.https).await.expect("connect");
     let name = rustls::pki_types::ServerName::try_from(fqdn("homepage")).expect("name");
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp).await.expect("tls");
+    let mut tls = tokio_rustls::TlsConnector::from(cfg).connect(name, tcp).await.expect("tls");
     let ws = backend::ws_client::handshake(&mut tls, &fqdn("homepage"), "/ws").await;
     ws.expect("websocket handshake through the router");
     for msg in ["hello", "über", &"x".repeat(70_000)] {

@@ -332,19 +332,13 @@ pub(crate) async fn s_client_with(env: &Env, servername: &str, extra: &[&str]) -
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
+/// The environment's simulated CA as trust anchors.
+pub(crate) fn env_roots(env: &Env) -> std::sync::Arc<rustls::RootCertStore> {
+    snirouter_tls::roots_from_pem(&std::fs::read_to_string(&env.ca).expect("ca")).expect("CA roots")
+}
+
 /// A TLS client config trusting the environment's simulated CA, offering `alpn`.
 pub(crate) fn client_tls(env: &Env, alpn: &[&[u8]]) -> std::sync::Arc<rustls::ClientConfig> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_file_iter(&env.ca).expect("ca") {
-        roots.add(c.expect("cert")).expect("add");
-    }
-    let mut cfg =
-        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    std::sync::Arc::new(cfg)
+    let trust = snirouter_tls::Trust::Roots(env_roots(env));
+    std::sync::Arc::new(snirouter_tls::client_config(trust, alpn).expect("client config"))
 }

@@ -338,12 +338,8 @@ pub(crate) async fn tls(
     name: &str,
     roots: Arc<rustls::RootCertStore>,
 ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let trust = snirouter_tls::Trust::Roots(roots);
+    let cfg = snirouter_tls::client_config(trust, &[b"http/1.1"]).map_err(|e| e.to_string())?;
     let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
     let server = rustls::pki_types::ServerName::try_from(name.to_owned()).map_err(|e| e.to_string())?;
     tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(server, tcp).await.map_err(|e| format!("tls: {e}"))

@@ -370,13 +370,7 @@ fn roots(path: &Path) -> Arc<rustls::RootCertStore> {
 }
 
 fn client_config(roots: Arc<rustls::RootCertStore>) -> Arc<rustls::ClientConfig> {
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
+    Arc::new(snirouter_tls::client_config(snirouter_tls::Trust::Roots(roots), &[]).expect("client config"))
 }
 
 /// A PROXY v2 header claiming `source`.

@@ -52,11 +52,8 @@ impl AsyncWrite for Scripted {
 /// A real ClientHello (from rustls' client) as the seed for mutations.
 fn real_client_hello() -> Vec<u8> {
     use std::sync::Arc;
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
+    let trust = snirouter_tls::Trust::Roots(Arc::new(rustls::RootCertStore::empty()));
+    let cfg = snirouter_tls::client_config(trust, &[]).expect("client config");
     let name = rustls::pki_types::ServerName::try_from("grafana.tailnet.ts.net").expect("name");
     let mut conn = rustls::ClientConnection::new(Arc::new(cfg), name).expect("client");
     let mut out = Vec::new();
