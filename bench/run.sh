@@ -25,6 +25,7 @@ REPO=$(cd "$BENCH_DIR/.." && pwd)
 D=${BENCH_DURATION:-15}
 [[ $D =~ ^[0-9]+$ && $D -ge 1 ]] || { echo "BENCH_DURATION must be a positive integer" >&2; exit 2; }
 PROXIES=${BENCH_PROXIES:-"nginx haproxy caddy snirouter"}
+BURST_N=${BENCH_BURST_CLIENTS:-1000}
 H2_N=${BENCH_H2_REQUESTS:-$(( D >= 15 ? 200000 : (200000 * D / 15 < 10000 ? 10000 : 200000 * D / 15) ))}
 WARMUP=3                                  # seconds of unrecorded keep-alive load per proxy
 RD=$(( D / 3 < 3 ? 3 : D / 3 ))           # resumed-handshake run (informational) is shorter
@@ -487,6 +488,40 @@ h2_run() {
     log "$p h2: rate=${RES[$p.h2.rate]} cpu_us=${RES[$p.h2.cpu_us]} failed=${RES[$p.h2.errors]} proto=$proto"
 }
 
+listen_overflows() {     # the kernel's TcpExt ListenOverflows counter (SYNs dropped: accept queue full)
+    awk '/^TcpExt:/ { if (!n) { for (i = 1; i <= NF; i++) col[$i] = i; n = 1 } else print $col["ListenOverflows"] }' /proc/net/netstat
+}
+
+# burst_run PROXY PORT: 1,000 clients connect at once, one request each (a network blip
+# that makes every phone, TV and tab reconnect). Records burst.rate (connections/s),
+# burst.connect_max_ms, burst.overflows (SYNs the kernel dropped) and burst.errors.
+burst_run() {
+    local p=$1 port=$2 out o0 o1
+    out=$TMP/raw/$p-burst.txt
+    local cmd=(h2load -t 2 -c "$BURST_N" -n "$BURST_N" --groups P-256 "https://$NAME:$port/1k")
+    CMDS+=("$p: $(printf '%q ' "${cmd[@]}")")
+    o0=$(listen_overflows)
+    (ulimit -n $((BURST_N * 2 + 64)) 2>/dev/null; client timeout 120 "${cmd[@]}") >"$out" 2>&1 || true
+    o1=$(listen_overflows)
+    local ms ok max
+    ms=$(to_ms "$(awk '/^finished in/ {sub(",", "", $3); print $3}' "$out")")
+    ok=$(awk '/^requests:/ {print $8}' "$out")
+    max=$(awk '/^time for connect:/ {print $5}' "$out")
+    if [[ -z $ms || -z $ok || $ok == 0 ]]; then
+        log "$p burst: no result"; sed 's/^/    /' "$out" >&2
+        return 0
+    fi
+    RES[$p.burst.rate]=$(calc "$ok * 1000 / $ms" 0)
+    RES[$p.burst.connect_max_ms]=$(to_ms "$max")
+    RES[$p.burst.overflows]=$((o1 - o0))
+    RES[$p.burst.errors]=$((BURST_N - ok))
+    log "$p burst: ${RES[$p.burst.rate]} conn/s, connect max ${RES[$p.burst.connect_max_ms]} ms, listen overflows ${RES[$p.burst.overflows]}, failed ${RES[$p.burst.errors]}"
+}
+
+to_ms() {       # h2load durations: 480.12ms, 1.20s, 950us
+    awk -v v="$1" 'BEGIN { if (v ~ /ms$/) { sub("ms", "", v); printf "%.0f", v } else if (v ~ /us$/) { sub("us", "", v); printf "%.1f", v / 1000 } else { sub("s", "", v); printf "%.0f", v * 1000 } }'
+}
+
 curl_ok() {          # curl_ok PORT PATH EXPECTED_BYTES [curl args]
     local port=$1 path=$2 want=$3 got
     shift 3
@@ -547,6 +582,8 @@ bench_proxy() {
     wrk_run "$p" mb 1 wrk -t2 -c8 -d${D}s -s "$lua" -H "Host: $NAME" "$url/1m"
     sleep 1
     h2_run "$p" "$port"
+    sleep 1
+    burst_run "$p" "$port"
     RES[$p.ka_nc_sys]="$(fmt "$p.ka.sys_pct") / $(fmt "$p.nc.sys_pct")"
     RES[$p.csw]="$(fmt "$p.ka.csw") / $(fmt "$p.h2.csw")"
     RES[$p.busy_all]="$(fmt "$p.bg_busy") / $(fmt "$p.ka.busy") / $(fmt "$p.nc.busy") / $(fmt "$p.mb.busy")"
@@ -657,6 +694,9 @@ report() {
     row "1 MiB body, proxy CPU µs/MiB" mb.cpu_us
     row "HTTP/2 1 KiB (32 conn × 16 streams), req/s" h2.rate
     row "HTTP/2, proxy CPU µs/req" h2.cpu_us
+    row "burst: $BURST_N clients at once, 1 request each, conn/s" burst.rate
+    row "burst: slowest connect, ms (SYN retransmits show as ~1000+)" burst.connect_max_ms
+    row "burst: SYNs dropped by the kernel (listen queue full)" burst.overflows noratio
     row "kernel share of proxy CPU, keep-alive / new conn, %" ka_nc_sys
     row "proxy context switches per request, keep-alive / h2" csw
     row "machine CPU busy %: idle proxy (background) / keep-alive / new conn / 1 MiB" busy_all

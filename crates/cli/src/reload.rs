@@ -212,8 +212,14 @@ pub(crate) fn spawn_listener(
     ListenerHandle { kind, configured, local, stop, task }
 }
 
+/// The listen queue asked of the kernel, which caps it at `net.core.somaxconn` (4096 on
+/// current kernels). tokio's `TcpListener::bind` asks for 1024; when a network blip makes
+/// every client reconnect at once, connections past the queue have their SYNs dropped
+/// and retried a second later. nginx asks for 511 by default, HAProxy for its maxconn.
+const LISTEN_BACKLOG: u32 = 4096;
+
 pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
-    TcpListener::bind(addr).await.map_err(|source| {
+    listen(addr).map_err(|source| {
         let fix = match source.kind() {
             std::io::ErrorKind::AddrInUse => "another process (an old Caddy?) already listens there; stop it or change [listen]",
             std::io::ErrorKind::PermissionDenied => "ports below 1024 need root or CAP_NET_BIND_SERVICE (AmbientCapabilities in the systemd unit)",
@@ -224,9 +230,38 @@ pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
     })
 }
 
+/// `SO_REUSEADDR` (as std and tokio set it), bind, listen with [`LISTEN_BACKLOG`].
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// After a network blip every client reconnects at once. Nothing accepts here, so
+    /// each connect completes only if the kernel's listen queue has room for it; past a
+    /// full queue the SYN is dropped and the connect hangs (a 1 s retransmit for real
+    /// clients), which the timeout turns into a failure.
+    #[tokio::test]
+    async fn the_listen_queue_holds_a_burst_of_reconnecting_clients() {
+        const BURST: usize = 1500;
+        if crate::rlimit::raise_nofile().map_or(true, |(_, now)| now < 2 * BURST as u64 + 100) {
+            eprintln!("skipped: RLIMIT_NOFILE cannot hold {BURST} client and server sockets");
+            return;
+        }
+        let listener = bind("127.0.0.1:0".parse().expect("addr")).await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut clients = Vec::with_capacity(BURST);
+        for i in 0..BURST {
+            let connect = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr));
+            let stream = connect.await.unwrap_or_else(|_| panic!("connect {i} was dropped: the listen queue is full"));
+            clients.push(stream.expect("connect"));
+        }
+    }
 
     fn config(listen_extra: &str) -> Config {
         let src = format!(
