@@ -62,7 +62,7 @@ profile duration="10" load="keepalive":
     case "{{load}}" in keepalive|h2) ;; *) echo "load must be keepalive or h2" >&2; exit 2;; esac
     for t in perf nginx wrk h2load; do command -v $t >/dev/null || { apt-get update -qq; apt-get install -y -qq linux-perf nginx wrk nghttp2-client; break; }; done
     cargo build --release -p snirouter --bin snirouter -p snirouter-testkit --bin snirouter-sim-tailscaled
-    dir=$(mktemp -d); pids=()
+    dir=$(mktemp -d); chmod 755 "$dir"; pids=()  # nginx workers (www-data) read files from it
     trap 'kill ${pids[@]} 2>/dev/null; nginx -s stop -c "$dir/nginx.conf" 2>/dev/null; sed -i "/# snirouter-profile/d" /etc/hosts; rm -rf "$dir"' EXIT
     head -c 1024 /dev/urandom > "$dir/1k"
     printf 'worker_processes 1; pid %s/nginx.pid; error_log %s/error.log;\nevents { worker_connections 4096; }\nhttp { access_log off; server { listen 127.0.0.1:18690; root %s; keepalive_requests 1000000; } }\n' "$dir" "$dir" "$dir" > "$dir/nginx.conf"

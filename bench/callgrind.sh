@@ -6,8 +6,11 @@
 # on a shared machine are too noisy (docs/benchmarks.md, "Issue 16"):
 #   mb    N keep-alive GETs of 1 MiB        kb    N keep-alive GETs of 1 KiB
 #   conn  N new TLS connections, 1 KiB each h2    N HTTP/2 GETs of 1 KiB on one connection
+#   h2m   N HTTP/2 GETs of 1 KiB, multiplexed (h2load: 4 connections x 16 streams, the
+#         shape of just bench's HTTP/2 run; adds an /etc/hosts line while it runs)
 # Run it twice (e.g. N=10 and N=30) and divide the difference of the totals by the
-# difference of N: start-up cancels out. Needs valgrind, nginx, curl and python3.
+# difference of N: start-up cancels out. Needs valgrind, nginx, curl, python3
+# and, for h2m, h2load.
 set -euo pipefail
 BIN=$1 SIM=$2 N=$3 OUT=$4 KIND=${5:-mb}
 T=$(mktemp -d /tmp/cgrun.XXXX)
@@ -40,6 +43,10 @@ C="curl -s --cacert $T/ca.pem --resolve bench.bench.ts.net:$RP:127.0.0.1"
 for i in $(seq 600); do $C -o /dev/null $URL/1k 2>/dev/null && break; sleep 0.2; done
 if [[ $KIND == conn ]]; then
   for i in $(seq $N); do $C -o /dev/null $URL/1k; done
+elif [[ $KIND == h2m ]]; then
+  echo "127.0.0.1 bench.bench.ts.net # snirouter-callgrind" >> /etc/hosts
+  SSL_CERT_FILE=$T/ca.pem h2load -t1 -c4 -m16 -n $N $URL/1k | grep -E '^requests:' >&2 || true
+  sed -i '/# snirouter-callgrind/d' /etc/hosts
 elif [[ $KIND == h2 ]]; then
   args=(); for i in $(seq $N); do args+=(-o /dev/null $URL/1k); done
   $C --http2 "${args[@]}"

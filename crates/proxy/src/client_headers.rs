@@ -35,23 +35,21 @@ static FORWARDING: [HeaderName; 8] = [
 ];
 
 /// Removes every header a client may not set, in any spelling; `copied` are the
-/// config's `forward_auth.copy_headers` names.
+/// config's `forward_auth.copy_headers` names. One pass over the names the request has
+/// (a removal per protected name, present or not, hashed and probed the map ~13 times
+/// per request).
 pub(crate) fn strip(headers: &mut HeaderMap, copied: &[HeaderName]) {
     let protected = || crate::identity::HEADERS.iter().chain(&FORWARDING).chain(copied);
-    for name in protected() {
-        headers.remove(name);
-    }
-    // Names are lowercase here; most requests have no `_` in any of them.
-    let folded: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().contains('_'))
-        .filter(|k| {
-            let dashed = k.as_str().replace('_', "-");
-            protected().any(|p| p.as_str() == dashed)
-        })
-        .cloned()
-        .collect();
-    for name in folded {
+    let is_protected = |k: &HeaderName| {
+        // Names are lowercase here; most requests have no `_` in any of them.
+        protected().any(|p| p == k)
+            || (k.as_str().contains('_') && {
+                let dashed = k.as_str().replace('_', "-");
+                protected().any(|p| p.as_str() == dashed)
+            })
+    };
+    let present: Vec<HeaderName> = headers.keys().filter(|k| is_protected(k)).cloned().collect();
+    for name in present {
         headers.remove(name);
     }
 }

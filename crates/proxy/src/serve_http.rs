@@ -36,7 +36,9 @@ where
         hyper::service::service_fn(move |req| {
             let router = Arc::clone(&router);
             let info = Arc::clone(&info);
-            async move { Ok::<_, std::convert::Infallible>(exchange(&router, req, &info).await) }
+            // Boxed: the exchange's state machine is large, and hyper and tokio move the
+            // service future several times while spawning a stream; a box moves as a pointer.
+            Box::pin(async move { Ok::<_, std::convert::Infallible>(exchange(&router, req, &info).await) })
         })
     };
     let builder = builder(opts, is_h2);
