@@ -14,6 +14,10 @@
 #   BENCH_SKIP_BUILD  1 = use the existing release binaries
 #   BENCH_BUILD_FROM  worktree (default) or head: build the committed HEAD from a clean copy
 #   BENCH_SNIROUTER_BIN, BENCH_SIM_BIN  use these prebuilt binaries (A/B comparisons)
+#   BENCH_FLOOD_BIN   the idle-connection tool (default: examples/idle_flood beside snirouter)
+#   BENCH_SCALE_SERVICES  services of the large scaling instance (default 1000; 14 = skip it)
+#   BENCH_IDLE_CONNECTIONS, BENCH_IDLE_TUNNELS  idle TLS connections and WebSocket tunnels
+#                     held against it (default 10000 and 1000)
 #   BENCH_OUT         report path (default bench/results/latest.md)
 #   BENCH_KEEP_TMP    1 = keep the temp dir (configs, logs, raw client output)
 #   BENCH_RETRIES     runs that may be repeated because other processes used >= 5 % of the
@@ -39,6 +43,12 @@ SERVICES14=(grafana jellyfin homeassistant immich paperless vaultwarden nextclou
     sonarr radarr prowlarr syncthing uptime adguard)
 SNIROUTER_BIN=${BENCH_SNIROUTER_BIN:-$REPO/target/release/snirouter}
 SIM_BIN=${BENCH_SIM_BIN:-$REPO/target/release/snirouter-sim-tailscaled}
+FLOOD_BIN=${BENCH_FLOOD_BIN:-$(dirname "$SNIROUTER_BIN")/examples/idle_flood}
+SCALE_N=${BENCH_SCALE_SERVICES:-1000}
+IDLE_CONNS=${BENCH_IDLE_CONNECTIONS:-10000}
+IDLE_TUNNELS=${BENCH_IDLE_TUNNELS:-1000}
+SCALE_PORT=18446
+UPGRADE_PORT=18091
 
 log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -123,6 +133,7 @@ build_snirouter() {
     if [[ -n ${BENCH_SNIROUTER_BIN:-} ]]; then     # A/B runs of prebuilt binaries
         SNIROUTER_REV="$BENCH_SNIROUTER_BIN (prebuilt, BENCH_SNIROUTER_BIN)"
         [[ -x $SNIROUTER_BIN && -x $SIM_BIN ]] || die "BENCH_SNIROUTER_BIN/BENCH_SIM_BIN not executable"
+        [[ -x $FLOOD_BIN ]] || FLOOD_BIN=$REPO/target/release/examples/idle_flood
         return 0
     fi
     if [[ ${BENCH_BUILD_FROM:-worktree} == head ]]; then
@@ -130,6 +141,7 @@ build_snirouter() {
         export CARGO_TARGET_DIR=$REPO/target/bench-target
         SNIROUTER_BIN=$CARGO_TARGET_DIR/release/snirouter
         SIM_BIN=$CARGO_TARGET_DIR/release/snirouter-sim-tailscaled
+        FLOOD_BIN=$CARGO_TARGET_DIR/release/examples/idle_flood
         SNIROUTER_REV+=" (committed HEAD, built from git archive)"
         if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
             rm -rf "$src"
@@ -143,10 +155,13 @@ build_snirouter() {
         cargo_idle
         log "cargo build --release (snirouter + simulated tailscaled) in $src"
         (cd "$src" && cargo build --release -q --locked -p snirouter \
+            && cargo build --release -q --locked -p snirouter --example idle_flood \
             && cargo build --release -q --locked -p snirouter-testkit --bin snirouter-sim-tailscaled)
     fi
     [[ -x $SNIROUTER_BIN ]] || die "missing $SNIROUTER_BIN"
     [[ -x $SIM_BIN ]] || die "missing $SIM_BIN"
+    [[ -x $FLOOD_BIN ]] || FLOOD_BIN=$REPO/target/release/examples/idle_flood   # prebuilt A/B binaries
+    [[ -x $FLOOD_BIN ]] || die "missing $FLOOD_BIN (cargo build --release -p snirouter --example idle_flood)"
 }
 
 # --------------------------------------------------------------------------- name resolution
@@ -593,43 +608,137 @@ bench_proxy() {
     stop_proxy "$p"
 }
 
-bench_idle14() {     # snirouter with 14 services: idle RSS
-    local d=$TMP/snirouter14 s names=()
-    mkdir -p "$d/cache"
-    port_busy "$PORT14" && die "port $PORT14 already in use"
-    log "== snirouter with ${#SERVICES14[@]} services (idle RSS)"
-    for s in "${SERVICES14[@]}"; do names+=("$s"); done
-    start_sim "$TMP/ts14.sock" "$TMP/sim14-ca.pem" "${names[@]}" || { RES[snirouter.idle14_rss]=failed; return 0; }
-    {
-        printf '[tailscale]\nsocket = "%s"\n\n[listen]\nhttps = ["127.0.0.1:%s"]\n\n[cache]\ndir = "%s"\n\n[log]\naccess = false\n' \
-            "$TMP/ts14.sock" "$PORT14" "$d/cache"
-        for s in "${SERVICES14[@]}"; do
-            printf '\n[services.%s]\nupstream = "http://127.0.0.1:%s"\n' "$s" "$BACKEND_PORT"
-        done
-    } > "$d/config.toml"
-    if ! "$SNIROUTER_BIN" check --config "$d/config.toml" >"$d/check.log" 2>&1; then
-        cat "$d/check.log" >&2; RES[snirouter.idle14_rss]=failed; stop_pid "$SIM_PID"; return 0
+# --------------------------------------------------------------------------- scaling
+# How cost grows with the host: snirouter with 14 services and with $SCALE_N (names from
+# the simulated tailscaled): start-up (empty certificate cache, then warm), idle RSS after
+# one request per name, reload time, full-handshake CPU; then, on the large instance,
+# $IDLE_CONNS idle TLS connections plus $IDLE_TUNNELS idle WebSocket tunnels (memory each).
+scale_names() {      # scale_names N: the service names of an N-service run
+    if (($1 == ${#SERVICES14[@]})); then
+        printf '%s\n' "${SERVICES14[@]}"
+    else
+        seq -f 's%04g' 1 $(($1 - 1))
+        echo ws      # upstream: the flood tool's upgrade backend (WebSocket tunnels)
     fi
-    CMDS+=("snirouter: $SNIROUTER_BIN run --config $d/config.toml   # 14 [services.*] blocks, idle RSS")
+}
+
+resolve_also() {     # make NAME... resolve to 127.0.0.1 for the clients too
+    local n
+    for n in "$@"; do
+        printf '127.0.0.1 %s\n' "$n" >> "$TMP/hosts"
+        if [[ $HOSTS_MODE != unshare ]]; then
+            [[ -n $HOSTS_BACKUP ]] || { HOSTS_BACKUP=$TMP/hosts.orig; cp /etc/hosts "$HOSTS_BACKUP"; }
+            printf '127.0.0.1 %s # snirouter bench, removed at exit\n' "$n" >> /etc/hosts
+        fi
+    done
+}
+
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+scale_config() {     # scale_config DIR PORT NAME...: one [services.*] block per name
+    local d=$1 port=$2 s up
+    shift 2
+    printf '[tailscale]\nsocket = "%s/ts.sock"\n\n[listen]\nhttps = ["127.0.0.1:%s"]\n\n[cache]\ndir = "%s/cache"\n\n[admin]\nsocket = "%s/admin.sock"\n\n[log]\naccess = false\n' \
+        "$d" "$port" "$d" "$d"
+    for s in "$@"; do
+        up=$BACKEND_PORT; [[ $s == ws ]] && up=$UPGRADE_PORT
+        printf '\n[services.%s]\nupstream = "http://127.0.0.1:%s"\n' "$s" "$up"
+    done
+}
+
+scale_router() {     # scale_router DIR KEY: start snirouter; RES[KEY] = ms until "snirouter ready"
+    local d=$1 t0 i
+    t0=$(now_ms)
+    : > "$d/stderr.log"
     "$SNIROUTER_BIN" run --config "$d/config.toml" >"$d/stdout.log" 2>"$d/stderr.log" &
     ROOTPID=$!
     PIDS+=("$ROOTPID")
-    CACERT=$TMP/sim14-ca.pem
-    local i ok=0 n
-    for s in "${SERVICES14[@]}"; do     # one request per name: every cert loaded and used once
-        n=$s.$SUFFIX
-        for ((i = 0; i < 100; i++)); do
-            if curl -fsS --max-time 5 --cacert "$CACERT" --resolve "$n:$PORT14:127.0.0.1" -o /dev/null \
-                "https://$n:$PORT14/1k" 2>/dev/null; then ok=$((ok + 1)); break; fi
-            sleep 0.2
-        done
+    for ((i = 0; i < 1200; i++)); do
+        grep -q 'snirouter ready' "$d/stderr.log" 2>/dev/null && { RES[$2]=$(($(now_ms) - t0)); return 0; }
+        kill -0 "$ROOTPID" 2>/dev/null || break
+        sleep 0.05
     done
+    tail -n 5 "$d/stderr.log" >&2
+    return 1
+}
+
+served_all() {       # served_all DIR PORT NAME...: how many names answer 200 (one curl process)
+    local d=$1 port=$2 n
+    shift 2
+    for n in "$@"; do
+        printf 'url = "https://%s.%s:%s/1k"\nresolve = "%s.%s:%s:127.0.0.1"\noutput = "/dev/null"\n' \
+            "$n" "$SUFFIX" "$port" "$n" "$SUFFIX" "$port"
+    done > "$d/curl.cfg"
+    curl -s --max-time 120 --cacert "$CACERT" -w '%{http_code}\n' -K "$d/curl.cfg" 2>/dev/null | grep -c '^200$' || true
+}
+
+scale_reload() {     # scale_reload DIR KEY: wall time of `snirouter reload`, ms
+    local d=$1 t0
+    t0=$(now_ms)
+    "$SNIROUTER_BIN" reload --config "$d/config.toml" >"$d/reload.log" 2>&1 || { cat "$d/reload.log" >&2; return 0; }
+    RES[$2]=$(($(now_ms) - t0))
+}
+bench_scale() {      # bench_scale N PORT: records scale.N.* (and scale.flood.* for N > 14)
+    local n=$1 port=$2 d=$TMP/scale$1 k=scale.$1 names mid i got
+    mapfile -t names < <(scale_names "$n")
+    mid=${names[$((n / 2))]}
+    mkdir -p "$d/cache"
+    port_busy "$port" && die "port $port already in use"
+    log "== snirouter with $n services (start-up, idle RSS, reload, handshake CPU)"
+    # "extra" is in CertDomains but not in the config until the second reload adds it.
+    start_sim "$d/ts.sock" "$d/ca.pem" "${names[@]}" extra || { RES[$k.failed]=1; return 0; }
+    CACERT=$d/ca.pem
+    scale_config "$d" "$port" "${names[@]}" > "$d/config.toml"
+    "$SNIROUTER_BIN" check --config "$d/config.toml" >"$d/check.log" 2>&1 \
+        || { cat "$d/check.log" >&2; RES[$k.failed]=1; stop_pid "$SIM_PID"; return 0; }
+    CMDS+=("snirouter: $SNIROUTER_BIN run --config $d/config.toml   # $n [services.*] blocks (bench_scale)")
+    local t0; t0=$(now_ms)
+    scale_router "$d" "$k.ready_ms" || { RES[$k.failed]=1; stop_pid "$SIM_PID"; return 0; }
+    for ((i = 0; i < 1200; i++)); do       # every certificate fetched and written to the cache
+        got=$(find "$d/cache/certs" -name '*.pem' 2>/dev/null | wc -l)
+        ((got >= n)) && break
+        sleep 0.1
+    done
+    RES[$k.certs_ms]=$(($(now_ms) - t0))
+    RES[$k.served]=$(served_all "$d" "$port" "${names[@]}")
     sleep 5
-    RES[snirouter.idle14_rss]=$(calc "$(mem_kib VmRSS) / 1024" 1)
-    RES[snirouter.idle14_split]="$(calc "$(mem_kib RssAnon) / 1024" 1) MiB anonymous + $(calc "$(mem_kib RssFile) / 1024" 1) MiB file-backed"
-    RES[snirouter.idle14_ok]=$ok
-    log "snirouter 14 services: $ok/${#SERVICES14[@]} names served, idle RSS ${RES[snirouter.idle14_rss]} MiB"
+    RES[$k.idle_rss]=$(calc "$(mem_kib VmRSS) / 1024" 1)
+    RES[$k.idle_split]="$(calc "$(mem_kib RssAnon) / 1024" 1) / $(calc "$(mem_kib RssFile) / 1024" 1)"
+    scale_reload "$d" "$k.reload_ms"
+    scale_config "$d" "$port" "${names[@]}" extra > "$d/config.toml"
+    scale_reload "$d" "$k.reload_add_ms"
+    resolve_also "$mid.$SUFFIX"
+    wrk_run "$k" nc 0 env LD_PRELOAD="$TMP/noresume.so" \
+        wrk -t2 -c32 -d${RD}s -s "$BENCH_DIR/wrk-report.lua" -H "Connection: close" "https://$mid.$SUFFIX:$port/1k"
+    stop_pid "$ROOTPID"
+    scale_router "$d" "$k.warm_ms" || RES[$k.warm_ms]=failed   # restart: certificates from the cache
+    ((n > ${#SERVICES14[@]})) && scale_flood "$port" "$mid"
+    log "snirouter $n services: ready ${RES[$k.ready_ms]} ms, certificates ${RES[$k.certs_ms]} ms, warm restart ${RES[$k.warm_ms]} ms, served ${RES[$k.served]}/$n, idle RSS ${RES[$k.idle_rss]} MiB, reload ${RES[$k.reload_ms]:-?}/${RES[$k.reload_add_ms]:-?} ms, handshake ${RES[$k.nc.cpu_us]:-?} µs"
     stop_pid "$ROOTPID"; stop_pid "$SIM_PID"
+}
+
+scale_flood() {      # scale_flood PORT NAME: idle TLS connections + tunnels against the running router
+    local port=$1 name=$2 out=$TMP/raw/scale-flood.txt line
+    local cmd=("$FLOOD_BIN" "127.0.0.1:$port" "$name.$SUFFIX" "$CACERT" "$IDLE_CONNS" "$ROOTPID" "$IDLE_TUNNELS" "ws.$SUFFIX")
+    CMDS+=("snirouter: $(printf '%q ' "${cmd[@]}")   # crates/cli/examples/idle_flood.rs")
+    log "holding $IDLE_CONNS idle TLS connections and $IDLE_TUNNELS idle WebSocket tunnels"
+    timeout 300 "${cmd[@]}" >"$out" 2>&1 || log "idle_flood exited non-zero (see $out)"
+    line=$(grep '^summary ' "$out" || true)
+    [[ -n $line ]] || { sed 's/^/    /' "$out" >&2; RES[scale.flood.failed]=1; return 0; }
+    local held conn_kib tunnels tunnel_kib echo rss_kib fresh_ms
+    eval "$(sed -e 's/^summary //' -e 's/ /;/g' <<<"$line")"
+    RES[scale.flood.held]=$held; RES[scale.flood.conn_kib]=$conn_kib
+    RES[scale.flood.tunnels]=$tunnels; RES[scale.flood.tunnel_kib]=$tunnel_kib
+    RES[scale.flood.echo]=$echo; RES[scale.flood.rss]=$(calc "$rss_kib / 1024" 1); RES[scale.flood.fresh_ms]=$fresh_ms
+    log "flood: $held idle TLS at $conn_kib KiB each, $tunnels tunnels at $tunnel_kib KiB each (echo $echo), RSS ${RES[scale.flood.rss]} MiB, fresh request $fresh_ms ms"
+}
+
+start_upgrade_backend() {
+    "$FLOOD_BIN" upgrade-backend "127.0.0.1:$UPGRADE_PORT" >"$TMP/upgrade-backend.log" 2>&1 &
+    PIDS+=("$!")
+    local i
+    for ((i = 0; i < 50; i++)); do port_busy "$UPGRADE_PORT" && return 0; sleep 0.1; done
+    die "the upgrade backend did not start (see $TMP/upgrade-backend.log)"
 }
 
 # --------------------------------------------------------------------------- report
@@ -644,6 +753,67 @@ verdict() {          # verdict VALUE OP LIMIT
     [[ -n $1 && $1 != – && $1 != failed ]] || { echo "not measured"; return; }
     awk -v v="${1%×}" -v l="$3" -v op="$2" 'BEGIN {
         ok = (op == ">=") ? (v >= l) : (v <= l); print ok ? "**met**" : "**not met**" }'
+}
+
+scale_report() {     # the scaling run (bench_scale), 14 services beside $SCALE_N
+    local a=scale.14 b=scale.$SCALE_N
+    echo "### How cost grows with the host"
+    echo
+    echo "snirouter with ${#SERVICES14[@]} and with $SCALE_N services (names from the simulated tailscaled; cold start = empty certificate cache):"
+    echo
+    echo "| measure | ${#SERVICES14[@]} services | $SCALE_N services |"
+    echo "|---|---:|---:|"
+    echo "| cold start: until \`snirouter ready\`, ms | $(fmt $a.ready_ms) | $(fmt $b.ready_ms) |"
+    echo "| cold start: until every certificate is fetched and cached, ms | $(fmt $a.certs_ms) | $(fmt $b.certs_ms) |"
+    echo "| warm restart (certificates from the cache): until ready, ms | $(fmt $a.warm_ms) | $(fmt $b.warm_ms) |"
+    echo "| names answering 200 (one request each) | $(fmt $a.served) | $(fmt $b.served) |"
+    echo "| idle RSS after one request per name, MiB | $(fmt $a.idle_rss) | $(fmt $b.idle_rss) |"
+    echo "| idle RSS split: anonymous / file-backed, MiB | $(fmt $a.idle_split) | $(fmt $b.idle_split) |"
+    echo "| \`snirouter reload\`, nothing changed, ms | $(fmt $a.reload_ms) | $(fmt $b.reload_ms) |"
+    echo "| \`snirouter reload\`, one service added, ms | $(fmt $a.reload_add_ms) | $(fmt $b.reload_add_ms) |"
+    echo "| full TLS handshake, proxy CPU µs/conn | $(fmt $a.nc.cpu_us) | $(fmt $b.nc.cpu_us) |"
+    echo
+    if [[ -n ${RES[scale.flood.held]:-} ]]; then
+        echo "Idle connections against the $SCALE_N-service router (crates/cli/examples/idle_flood.rs): $(fmt scale.flood.held) of $IDLE_CONNS idle TLS connections at $(fmt scale.flood.conn_kib) KiB each; then $(fmt scale.flood.tunnels) of $IDLE_TUNNELS idle WebSocket tunnels (client TLS + upstream TCP; bytes echo through: $(fmt scale.flood.echo)) at $(fmt scale.flood.tunnel_kib) KiB each; RSS with all of them $(fmt scale.flood.rss) MiB; a fresh request meanwhile took $(fmt scale.flood.fresh_ms) ms."
+        echo
+    fi
+}
+
+best_cpu() {         # best_cpu METRIC: the lowest peer CPU per unit and its name ("value name")
+    local q best="" who=""
+    for q in nginx haproxy caddy; do
+        local v=${RES[$q.$1.cpu_us]:-}
+        [[ $v =~ ^[0-9.]+$ ]] || continue
+        if [[ -z $best ]] || awk -v a="$v" -v b="$best" 'BEGIN { exit !(a < b) }'; then best=$v; who=$q; fi
+    done
+    echo "$best $who"
+}
+
+targets17() {        # issue 17's targets, each a ratio to the peers of this run
+    echo "### Issue 17 targets (ratios to the peers of this run)"
+    echo
+    echo "| work | snirouter | best peer | target | verdict |"
+    echo "|---|---:|---:|---|---|"
+    local m label f b who lim
+    for m in ka:"keep-alive 1 KiB, CPU µs/req":0.75 nc:"new TLS connection, CPU µs/conn":0.6 mb:"1 MiB bodies, CPU µs/MiB":0.6; do
+        IFS=: read -r key label f <<<"$m"
+        read -r b who <<<"$(best_cpu "$key")"
+        [[ -n $b ]] || continue
+        lim=$(calc "$b * $f" 1)
+        echo "| $label | $(fmt snirouter.$key.cpu_us) | $who $b | ≤ ${f}× = $lim | $(verdict "$(fmt snirouter.$key.cpu_us)" '<=' "$lim") |"
+    done
+    if [[ -n ${RES[haproxy.h2.cpu_us]:-} ]]; then
+        lim=$(calc "${RES[haproxy.h2.cpu_us]} * 0.9" 1)
+        echo "| HTTP/2 1 KiB, CPU µs/req | $(fmt snirouter.h2.cpu_us) | haproxy $(fmt haproxy.h2.cpu_us) | ≤ 0.9× = $lim | $(verdict "$(fmt snirouter.h2.cpu_us)" '<=' "$lim") |"
+        echo "| HTTP/2 1 KiB, req/s | $(fmt snirouter.h2.rate) | haproxy $(fmt haproxy.h2.rate) | ≥ HAProxy's | $(verdict "$(fmt snirouter.h2.rate)" '>=' "$(fmt haproxy.h2.rate)") |"
+    fi
+    if [[ -n ${RES[nginx.burst.rate]:-} ]]; then
+        lim=$(calc "${RES[nginx.burst.rate]} * 1.2" 0)
+        echo "| burst, conn/s | $(fmt snirouter.burst.rate) | nginx $(fmt nginx.burst.rate) | ≥ 1.2× = $lim | $(verdict "$(fmt snirouter.burst.rate)" '>=' "$lim") |"
+    fi
+    echo "| burst, slowest connect, ms | $(fmt snirouter.burst.connect_max_ms) | | ≤ 500 | $(verdict "$(fmt snirouter.burst.connect_max_ms)" '<=' 500) |"
+    echo "| peak RSS over all phases, MiB | $(fmt snirouter.peak_rss) | | ≤ 30 | $(verdict "$(fmt snirouter.peak_rss)" '<=' 30) |"
+    echo
 }
 
 report() {
@@ -714,7 +884,8 @@ report() {
     done
     if ((has_s)); then
         echo
-        echo "snirouter with ${#SERVICES14[@]} services (14 names from the simulated tailscaled, one request per name, then 5 s idle): RSS $(fmt snirouter.idle14_rss) MiB = $(fmt snirouter.idle14_split) (names served: $(fmt snirouter.idle14_ok)/${#SERVICES14[@]})."
+        scale_report
+        targets17
         echo
         echo "## Targets"
         echo
@@ -750,7 +921,7 @@ report() {
         fi
         r=$(fmt snirouter.peak_rss)
         echo "| 2 | peak RSS under load ≤ 20 MiB | $r MiB | $(verdict "$r" '<=' 20) | |"
-        r=$(fmt snirouter.idle14_rss)
+        r=$(fmt scale.14.idle_rss)
         echo "| 2 | idle RSS with 14 services ≤ 10 MiB | $r MiB | $(verdict "$r" '<=' 10) | |"
         echo
         echo "The CPU column is peer µs ÷ snirouter µs for the same unit of work (> 1 means snirouter is cheaper)."
@@ -783,7 +954,11 @@ main() {
         [[ -n ${PORT[$p]:-} ]] || die "unknown proxy $p"
         bench_proxy "$p"
     done
-    [[ " $PROXIES " == *" snirouter "* && -z ${RES[snirouter.failed]:-} ]] && bench_idle14
+    if [[ " $PROXIES " == *" snirouter "* && -z ${RES[snirouter.failed]:-} ]]; then
+        start_upgrade_backend
+        bench_scale "${#SERVICES14[@]}" "$PORT14"
+        ((SCALE_N > ${#SERVICES14[@]})) && bench_scale "$SCALE_N" "$SCALE_PORT"
+    fi
     mkdir -p "$(dirname "$OUT")"
     report | tee "$OUT"
     log "report written to $OUT"
