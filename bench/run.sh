@@ -14,6 +14,8 @@
 #   BENCH_SKIP_BUILD  1 = use the existing release binaries
 #   BENCH_BUILD_FROM  worktree (default) or head: build the committed HEAD from a clean copy
 #   BENCH_SNIROUTER_BIN, BENCH_SIM_BIN  use these prebuilt binaries (A/B comparisons)
+#   BENCH_BURST_CLIENTS, BENCH_BURST_RUNS  clients per burst (default 1000) and bursts per
+#                     proxy (default 3; the medians are reported)
 #   BENCH_FLOOD_BIN   the idle-connection tool (default: examples/idle_flood beside snirouter)
 #   BENCH_SCALE_SERVICES  services of the large scaling instance (default 1000; 14 = skip it)
 #   BENCH_IDLE_CONNECTIONS, BENCH_IDLE_TUNNELS  idle TLS connections and WebSocket tunnels
@@ -30,6 +32,7 @@ D=${BENCH_DURATION:-15}
 [[ $D =~ ^[0-9]+$ && $D -ge 1 ]] || { echo "BENCH_DURATION must be a positive integer" >&2; exit 2; }
 PROXIES=${BENCH_PROXIES:-"nginx haproxy caddy snirouter"}
 BURST_N=${BENCH_BURST_CLIENTS:-1000}
+BURST_RUNS=${BENCH_BURST_RUNS:-3}
 H2_N=${BENCH_H2_REQUESTS:-$(( D >= 15 ? 200000 : (200000 * D / 15 < 10000 ? 10000 : 200000 * D / 15) ))}
 WARMUP=3                                  # seconds of unrecorded keep-alive load per proxy
 RD=$(( D / 3 < 3 ? 3 : D / 3 ))           # resumed-handshake run (informational) is shorter
@@ -508,30 +511,43 @@ listen_overflows() {     # the kernel's TcpExt ListenOverflows counter (SYNs dro
 }
 
 # burst_run PROXY PORT: 1,000 clients connect at once, one request each (a network blip
-# that makes every phone, TV and tab reconnect). Records burst.rate (connections/s),
-# burst.connect_max_ms, burst.overflows (SYNs the kernel dropped) and burst.errors.
+# that makes every phone, TV and tab reconnect), $BURST_RUNS times (one burst lasts about
+# a second, so one sample is noisy). Records the medians of burst.rate (connections/s)
+# and burst.connect_max_ms, the total burst.overflows (SYNs the kernel dropped) and
+# burst.errors, and every sample in burst.samples.
 burst_run() {
-    local p=$1 port=$2 out o0 o1
-    out=$TMP/raw/$p-burst.txt
+    local p=$1 port=$2 out o0 o1 i rates=() maxes=() errors=0 overflows=0
     local cmd=(h2load -t 2 -c "$BURST_N" -n "$BURST_N" --groups P-256 "https://$NAME:$port/1k")
-    CMDS+=("$p: $(printf '%q ' "${cmd[@]}")")
-    o0=$(listen_overflows)
-    (ulimit -n $((BURST_N * 2 + 64)) 2>/dev/null; client timeout 120 "${cmd[@]}") >"$out" 2>&1 || true
-    o1=$(listen_overflows)
-    local ms ok max
-    ms=$(to_ms "$(awk '/^finished in/ {sub(",", "", $3); print $3}' "$out")")
-    ok=$(awk '/^requests:/ {print $8}' "$out")
-    max=$(awk '/^time for connect:/ {print $5}' "$out")
-    if [[ -z $ms || -z $ok || $ok == 0 ]]; then
-        log "$p burst: no result"; sed 's/^/    /' "$out" >&2
-        return 0
-    fi
-    RES[$p.burst.rate]=$(calc "$ok * 1000 / $ms" 0)
-    RES[$p.burst.connect_max_ms]=$(to_ms "$max")
-    RES[$p.burst.overflows]=$((o1 - o0))
-    RES[$p.burst.errors]=$((BURST_N - ok))
-    log "$p burst: ${RES[$p.burst.rate]} conn/s, connect max ${RES[$p.burst.connect_max_ms]} ms, listen overflows ${RES[$p.burst.overflows]}, failed ${RES[$p.burst.errors]}"
+    CMDS+=("$p: $(printf '%q ' "${cmd[@]}")   # $BURST_RUNS times")
+    for ((i = 1; i <= BURST_RUNS; i++)); do
+        out=$TMP/raw/$p-burst-$i.txt
+        o0=$(listen_overflows)
+        (ulimit -n $((BURST_N * 2 + 64)) 2>/dev/null; client timeout 120 "${cmd[@]}") >"$out" 2>&1 || true
+        o1=$(listen_overflows)
+        local ms ok max
+        ms=$(to_ms "$(awk '/^finished in/ {sub(",", "", $3); print $3}' "$out")")
+        ok=$(awk '/^requests:/ {print $8}' "$out")
+        max=$(awk '/^time for connect:/ {print $5}' "$out")
+        if [[ -z $ms || -z $ok || $ok == 0 ]]; then
+            log "$p burst $i: no result"; sed 's/^/    /' "$out" >&2
+            continue
+        fi
+        rates+=("$(calc "$ok * 1000 / $ms" 0)")
+        maxes+=("$(to_ms "$max")")
+        overflows=$((overflows + o1 - o0))
+        errors=$((errors + BURST_N - ok))
+        sleep 1
+    done
+    ((${#rates[@]})) || return 0
+    RES[$p.burst.rate]=$(median "${rates[@]}")
+    RES[$p.burst.connect_max_ms]=$(median "${maxes[@]}")
+    RES[$p.burst.overflows]=$overflows
+    RES[$p.burst.errors]=$errors
+    RES[$p.burst.samples]="${rates[*]} conn/s, slowest connect ${maxes[*]} ms"
+    log "$p burst: ${RES[$p.burst.rate]} conn/s, connect max ${RES[$p.burst.connect_max_ms]} ms (medians of ${RES[$p.burst.samples]}), listen overflows $overflows, failed $errors"
 }
+
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 to_ms() {       # h2load durations: 480.12ms, 1.20s, 950us
     awk -v v="$1" 'BEGIN { if (v ~ /ms$/) { sub("ms", "", v); printf "%.0f", v } else if (v ~ /us$/) { sub("us", "", v); printf "%.1f", v / 1000 } else { sub("s", "", v); printf "%.0f", v * 1000 } }'
@@ -599,6 +615,7 @@ bench_proxy() {
     h2_run "$p" "$port"
     sleep 1
     burst_run "$p" "$port"
+    RES[$p.hwm_trace]+=" burst=$(calc "$(mem_kib VmHWM) / 1024" 1)"
     RES[$p.ka_nc_sys]="$(fmt "$p.ka.sys_pct") / $(fmt "$p.nc.sys_pct")"
     RES[$p.csw]="$(fmt "$p.ka.csw") / $(fmt "$p.h2.csw")"
     RES[$p.busy_all]="$(fmt "$p.bg_busy") / $(fmt "$p.ka.busy") / $(fmt "$p.nc.busy") / $(fmt "$p.mb.busy")"
@@ -864,9 +881,9 @@ report() {
     row "1 MiB body, proxy CPU µs/MiB" mb.cpu_us
     row "HTTP/2 1 KiB (32 conn × 16 streams), req/s" h2.rate
     row "HTTP/2, proxy CPU µs/req" h2.cpu_us
-    row "burst: $BURST_N clients at once, 1 request each, conn/s" burst.rate
-    row "burst: slowest connect, ms (SYN retransmits show as ~1000+)" burst.connect_max_ms
-    row "burst: SYNs dropped by the kernel (listen queue full)" burst.overflows noratio
+    row "burst: $BURST_N clients at once, 1 request each, conn/s (median of $BURST_RUNS)" burst.rate
+    row "burst: slowest connect, ms (median; SYN retransmits show as ~1000+)" burst.connect_max_ms
+    row "burst: SYNs dropped by the kernel (listen queue full), all bursts" burst.overflows noratio
     row "kernel share of proxy CPU, keep-alive / new conn, %" ka_nc_sys
     row "proxy context switches per request, keep-alive / h2" csw
     row "machine CPU busy %: idle proxy (background) / keep-alive / new conn / 1 MiB" busy_all
@@ -878,9 +895,9 @@ report() {
     echo
     for p in "${cols[@]}"; do
         [[ -n ${RES[$p.failed]:-} ]] && continue
-        printf -- '- %s: %s threads; client errors ka=%s nc=%s rs=%s mb=%s h2-failed=%s; answers `Connection: close` with close: %s; VmHWM MiB after each phase: %s; CPU %% of the machine used by unrelated processes per run: %s; runs repeated because of them: %s\n' \
+        printf -- '- %s: %s threads; client errors ka=%s nc=%s rs=%s mb=%s h2-failed=%s; answers `Connection: close` with close: %s; VmHWM MiB after each phase: %s; CPU %% of the machine used by unrelated processes per run: %s; runs repeated because of them: %s; bursts: %s\n' \
             "$p" "$(fmt "$p.threads")" "$(fmt "$p.ka.errors")" "$(fmt "$p.nc.errors")" "$(fmt "$p.rs.errors")" \
-            "$(fmt "$p.mb.errors")" "$(fmt "$p.h2.errors")" "$(fmt "$p.closes")" "$(fmt "$p.hwm_trace")" "$(fmt "$p.foreign")" "${RES[$p.repeats]:-none}"
+            "$(fmt "$p.mb.errors")" "$(fmt "$p.h2.errors")" "$(fmt "$p.closes")" "$(fmt "$p.hwm_trace")" "$(fmt "$p.foreign")" "${RES[$p.repeats]:-none}" "$(fmt "$p.burst.samples")"
     done
     if ((has_s)); then
         echo
