@@ -35,9 +35,9 @@ static FORWARDING: [HeaderName; 8] = [
 ];
 
 /// Removes every header a client may not set, in any spelling; `copied` are the
-/// config's `forward_auth.copy_headers` names. One pass over the names the request has
-/// (a removal per protected name, present or not, hashed and probed the map ~13 times
-/// per request).
+/// config's `forward_auth.copy_headers` names. One pass over the names the request has,
+/// then a removal only for those present (removing every protected name, present or
+/// not, hashed and probed the map ~13 times per request).
 pub(crate) fn strip(headers: &mut HeaderMap, copied: &[HeaderName]) {
     let protected = || crate::identity::HEADERS.iter().chain(&FORWARDING).chain(copied);
     let is_protected = |k: &HeaderName| {
