@@ -9,6 +9,7 @@ mod harness;
 mod certs_lifecycle;
 mod check_cmd;
 mod core_routing;
+mod hairpin;
 mod import_caddyfile;
 mod localapi_failures;
 mod nix_eval;

@@ -16,6 +16,8 @@ use snirouter_certs::cache::CacheState;
 use snirouter_config::Config;
 use snirouter_localapi::{BackendState, CurrentUser, Error as LocalError, LocalClient, Status};
 
+use crate::hairpin;
+
 /// A check's verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Level {
@@ -107,6 +109,9 @@ pub(crate) async fn run_checks(config_path: &Path, cert_timeout: Duration) -> Ve
     let me = snirouter_localapi::current_user();
     let Some((client, status)) = socket_check(&config, me, &mut out).await else {
         local_checks(&config, None, &mut out).await;
+        if let Some(suffix) = &config.tailscale.magic_dns_suffix {
+            hairpin_checks(&config, &hairpin::fqdns(&config, suffix), &mut out).await;
+        }
         return out;
     };
     let socket_idx = out.len() - 1;
@@ -124,6 +129,8 @@ pub(crate) async fn run_checks(config_path: &Path, cert_timeout: Duration) -> Ve
     let (issued, denied) = cert_checks(&client, &names, &in_domains, cert_timeout, &mut out).await;
     fold_permission(&client, denied, !issued.is_empty(), me, &mut out[socket_idx]);
     local_checks(&config, Some((&issued, &status)), &mut out).await;
+    let fqdns: Vec<String> = names.into_iter().map(|(_, fqdn)| fqdn).collect();
+    hairpin_checks(&config, &fqdns, &mut out).await;
     out
 }
 
@@ -784,6 +791,58 @@ fn yes_no(v: Option<bool>) -> &'static str {
         Some(true) => "yes",
         Some(false) => "NO",
         None => "unknown",
+    }
+}
+
+/// `doctor`'s hairpin checks: one line per name once any name is sent to loopback,
+/// else one line saying local clients cannot reach the services by name.
+async fn hairpin_checks(config: &Config, names: &[String], out: &mut Vec<Check>) {
+    let mut resolved = Vec::with_capacity(names.len());
+    for name in names {
+        resolved.push((name, hairpin::resolve(config, name).await));
+    }
+    let fix = "send the names to loopback (`snirouter hosts >> /etc/hosts`; NixOS: services.snirouter.hairpin = true) \
+               and take loopback connections: \"127.0.0.1:443\" and \"[::1]:443\" in [listen] https";
+    if !resolved.iter().any(|(_, r)| !matches!(r, hairpin::Resolved::Elsewhere(_))) {
+        let example = resolved.first().map_or_else(String::new, |(n, r)| match r {
+            hairpin::Resolved::Elsewhere(how) => format!(" ({n} {how})"),
+            _ => String::new(),
+        });
+        let detail = format!(
+            "no served name resolves to this host's loopback{example}: a Tailscale Service host cannot reach its own \
+             Services, so local clients (widgets, scrapes, webhooks) on this host cannot use the names"
+        );
+        out.push(check(Level::Warn, "hairpin (local clients)", detail, Some(fix.to_owned())));
+        return;
+    }
+    for (name, r) in resolved {
+        let what = format!("hairpin: {name}");
+        out.push(match r {
+            hairpin::Resolved::Served(ip, l) if l.port() == 443 => {
+                check(Level::Pass, what, format!("resolves to {ip} here; the https listener {l} serves it"), None)
+            }
+            hairpin::Resolved::Served(ip, l) => check(
+                Level::Pass,
+                what,
+                format!(
+                    "resolves to {ip} here; the https listener {l} serves it (local clients use https://{name}:{}/)",
+                    l.port()
+                ),
+                None,
+            ),
+            hairpin::Resolved::Unserved(ip) => check(
+                Level::Warn,
+                what,
+                format!("resolves to {ip} here, but no [listen] https listener takes {ip}"),
+                Some(format!("add \"{}\" to [listen] https", SocketAddr::new(ip, 443))),
+            ),
+            hairpin::Resolved::Elsewhere(how) => check(
+                Level::Warn,
+                what,
+                format!("{how}, while other names go to loopback: local clients cannot reach it"),
+                Some(fix.to_owned()),
+            ),
+        });
     }
 }
 

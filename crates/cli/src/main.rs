@@ -8,6 +8,7 @@ mod daemon;
 #[cfg(feature = "demo")]
 mod demo;
 mod doctor;
+mod hairpin;
 mod health;
 mod import_cmd;
 mod logging;
@@ -77,6 +78,17 @@ enum Command {
         #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
         cert_timeout: std::time::Duration,
     },
+    /// Print hosts-file lines that send every served name to this host's loopback, so
+    /// local clients reach the services by name with a valid certificate (a Tailscale
+    /// Service host cannot reach its own Services). Append them to /etc/hosts.
+    Hosts {
+        /// Config file (TOML).
+        #[arg(long, short, default_value = "/etc/snirouter/config.toml")]
+        config: PathBuf,
+        /// The MagicDNS suffix (default: `[tailscale] magic_dns_suffix`, else tailscaled's).
+        #[arg(long)]
+        suffix: Option<String>,
+    },
     /// Make the running router re-read its config file (same as SIGHUP): added
     /// services serve, removed ones stop, open connections are not disturbed.
     Reload {
@@ -134,6 +146,7 @@ fn main() -> ExitCode {
         Command::Status { json, config } => runtime().block_on(status::run(config.as_deref(), json)),
         Command::Reload { config } => runtime().block_on(status::reload(config.as_deref())),
         Command::Doctor { config, cert_timeout } => runtime().block_on(doctor::run(&config, cert_timeout)),
+        Command::Hosts { config, suffix } => runtime().block_on(hairpin::run(&config, suffix)),
         #[cfg(feature = "demo")]
         Command::Demo { once, dir } => {
             logging::init_quiet();
