@@ -227,8 +227,33 @@ let
   }
   // optionalAttrs (defaultsTable != { }) { defaults = defaultsTable; };
 
-  # What is written: the typed options, then `settings` on top.
-  finalSettings = lib.recursiveUpdate generated cfg.settings;
+  # Hairpin (docs/operations.md "Local clients"): every served name resolves to loopback
+  # on this host, and HTTPS listeners there take those connections. A wildcard listener on
+  # the same port already does for its family (binding both would fail).
+  hp = cfg.hairpin;
+  hairpinNames = mapAttrsToList (n: s: if s.fqdn != null then s.fqdn else "${n}.${hp.tailnet}") cfg.services;
+  hairpinFamilies = [
+    {
+      address = "127.0.0.1";
+      listener = "127.0.0.1:${toString hp.port}";
+      wildcard = "0.0.0.0:${toString hp.port}";
+    }
+  ]
+  ++ optional config.networking.enableIPv6 {
+    address = "::1";
+    listener = "[::1]:${toString hp.port}";
+    wildcard = "[::]:${toString hp.port}";
+  };
+  withHairpin =
+    s:
+    let
+      https = s.listen.https or [ ];
+      added = map (f: f.listener) (builtins.filter (f: !(builtins.elem f.wildcard https)) hairpinFamilies);
+    in
+    if hp.enable then lib.recursiveUpdate s { listen.https = lib.unique (https ++ added); } else s;
+
+  # What is written: the typed options, then `settings` on top, then the hairpin listeners.
+  finalSettings = withHairpin (lib.recursiveUpdate generated cfg.settings);
 
   configFile = settingsFormat.generate "snirouter.toml" finalSettings;
 
@@ -260,10 +285,16 @@ let
     ]
   ) finalSettings;
 
-  # Ports to open: [listen] https and redirect_http ("ADDR:PORT", "[V6]:PORT").
+  # Ports to open: [listen] https and redirect_http ("ADDR:PORT", "[V6]:PORT"), except
+  # those on loopback (the hairpin listeners), which no other host can reach.
   listenPort = addr: lib.toInt (lib.last (lib.splitString ":" addr));
-  firewallPorts = map listenPort (
-    (finalSettings.listen.https or [ ]) ++ (finalSettings.listen.redirect_http or [ ])
+  onLoopback = addr: lib.hasPrefix "127." addr || lib.hasPrefix "[::1]:" addr;
+  firewallPorts = lib.unique (
+    map listenPort (
+      builtins.filter (a: !(onLoopback a)) (
+        (finalSettings.listen.https or [ ]) ++ (finalSettings.listen.redirect_http or [ ])
+      )
+    )
   );
 
   serviceAssertions = lib.concatLists (
@@ -371,6 +402,26 @@ in
       description = "Error pages directory for every service (`[defaults] error_pages`).";
     };
 
+    hairpin = {
+      enable = mkEnableOption ''
+        local clients on this host reaching every service by its real name with a valid
+        certificate (a Tailscale Service host cannot reach its own Services): each served
+        name resolves to 127.0.0.1 and ::1 (`networking.hosts`), and HTTPS listeners on
+        both take those connections through the same routes and policy'';
+      tailnet = mkOption {
+        type = types.nullOr types.str;
+        default = cfg.settings.tailscale.magic_dns_suffix or null;
+        defaultText = lib.literalExpression "config.services.snirouter.settings.tailscale.magic_dns_suffix or null";
+        example = "tail1234.ts.net";
+        description = "The MagicDNS suffix the service names are under (`NAME.<tailnet>`), for the hosts entries (`tailscale status --json | jq -r .MagicDNSSuffix`).";
+      };
+      port = mkOption {
+        type = types.port;
+        default = 443;
+        description = "Port of the loopback HTTPS listeners; 443 lets local clients use plain `https://NAME/` URLs.";
+      };
+    };
+
     openFirewall = mkOption {
       type = types.bool;
       default = false;
@@ -407,6 +458,10 @@ in
   config = mkIf cfg.enable {
     assertions = serviceAssertions ++ [
       {
+        assertion = !hp.enable || hp.tailnet != null;
+        message = "services.snirouter.hairpin needs the MagicDNS suffix the names are under: set services.snirouter.hairpin.tailnet (e.g. \"tail1234.ts.net\"; `tailscale status --json | jq -r .MagicDNSSuffix`).";
+      }
+      {
         assertion = (api.clientIdFile == null) == (api.clientSecretFile == null);
         message = "services.snirouter.tailscaleApi: set both clientIdFile and clientSecretFile, or neither.";
       }
@@ -436,6 +491,9 @@ in
     environment.systemPackages = [ cfg.package ];
 
     networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall firewallPorts;
+    networking.hosts = mkIf hp.enable (
+      lib.listToAttrs (map (f: lib.nameValuePair f.address hairpinNames) hairpinFamilies)
+    );
 
     systemd.services.snirouter = {
       description = "snirouter: TLS SNI/path router for the tailnet";

@@ -270,3 +270,38 @@ fn passthrough_service_renders_and_checks() {
     assert!(out.status.success(), "{}\n{toml}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("15 service(s)"));
 }
+
+#[test]
+fn hairpin_sends_every_name_to_loopback_listeners() {
+    let nix = nix_or_skip!();
+    let dir = temp_dir("nix-hairpin");
+    let pages = dir.path().to_str().expect("utf-8 path");
+    let extra = "{ services.snirouter.hairpin = { enable = true; tailnet = \"bat-boa.ts.net\"; }; }";
+    let args = ["--argstr", "errorPages", pages, "--arg", "extraConfig", extra];
+    let hosts = nix.eval("hosts", &args).unwrap_or_else(|e| panic!("evaluation failed:\n{e}"));
+    for addr in ["127.0.0.1", "::1"] {
+        let names: Vec<&str> = hosts[addr].as_array().expect(addr).iter().filter_map(|v| v.as_str()).collect();
+        assert_eq!(names.len(), 14, "{addr}: {hosts}");
+        assert!(names.contains(&"grafana.bat-boa.ts.net"), "{addr}: {hosts}");
+        assert!(names.contains(&"metrics.bat-boa.ts.net"), "an fqdn override is kept: {hosts}");
+    }
+    // The example listens on 0.0.0.0:443, which already takes 127.0.0.1: only ::1 is added,
+    // and loopback listeners open no firewall port.
+    let toml = nix.eval("toml", &args).unwrap_or_else(|e| panic!("evaluation failed:\n{e}"));
+    let toml = toml.as_str().expect("toml is a string");
+    assert!(toml.contains("https = [\"0.0.0.0:443\", \"[::1]:443\"]"), "{toml}");
+    assert_eq!(nix.eval("firewall", &args).expect("firewall"), serde_json::json!([443, 80]));
+    let path = dir.path().join("snirouter.toml");
+    std::fs::write(&path, toml).expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_snirouter"))
+        .args(["check", "--config", path.to_str().expect("utf-8 path")])
+        .output()
+        .expect("run snirouter check");
+    assert!(out.status.success(), "{}\n{toml}", String::from_utf8_lossy(&out.stderr));
+
+    let no_suffix = "{ services.snirouter.hairpin.enable = true; }";
+    match nix.eval("toml", &["--argstr", "errorPages", pages, "--arg", "extraConfig", no_suffix]) {
+        Ok(v) => panic!("hairpin without a tailnet evaluated: {v}"),
+        Err(e) => assert!(e.contains("services.snirouter.hairpin.tailnet"), "{e}"),
+    }
+}

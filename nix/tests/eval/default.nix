@@ -34,6 +34,7 @@ let
     unit = config.systemd.services.snirouter;
     inherit (config.services.tailscale) permitCertUid;
     firewall = config.networking.firewall.allowedTCPPorts;
+    hosts = config.networking.hosts;
     users = config.users.users;
   };
 in

@@ -1,6 +1,7 @@
 # The NixOS options nix/module.nix sets, declared as nixpkgs declares them (the types of
 # nixos/modules/{misc/assertions,config/users-groups,system/etc/etc,config/system-path,
-# services/networking/firewall,system/boot/systemd,services/networking/tailscale}.nix),
+# services/networking/firewall,system/boot/systemd,services/networking/tailscale,
+# config/networking,tasks/network-interfaces}.nix),
 # reduced to the sub-options the module uses. A submodule without an option for a key
 # the module sets fails the evaluation, as an unknown option does in NixOS.
 { lib, ... }:
@@ -99,6 +100,14 @@ in
     networking.firewall.allowedTCPPorts = mkOption {
       type = types.listOf types.port;
       default = [ ];
+    };
+    networking.hosts = mkOption {
+      type = types.attrsOf (types.listOf types.str);
+      default = { };
+    };
+    networking.enableIPv6 = mkOption {
+      type = types.bool;
+      default = true;
     };
     systemd.services = mkOption {
       type = types.attrsOf service;
