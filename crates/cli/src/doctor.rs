@@ -809,8 +809,8 @@ async fn hairpin_checks(config: &Config, names: &[String], out: &mut Vec<Check>)
             _ => String::new(),
         });
         let detail = format!(
-            "no served name resolves to this host's loopback{example}: a Tailscale Service host cannot reach its own \
-             Services, so local clients (widgets, scrapes, webhooks) on this host cannot use the names"
+            "no served name resolves to this host's loopback{example}: Tailscale documents that a Service host \
+             cannot reach the Services it hosts, so local clients (widgets, scrapes, webhooks) may fail to use the names"
         );
         out.push(check(Level::Warn, "hairpin (local clients)", detail, Some(fix.to_owned())));
         return;
@@ -839,7 +839,7 @@ async fn hairpin_checks(config: &Config, names: &[String], out: &mut Vec<Check>)
             hairpin::Resolved::Elsewhere(how) => check(
                 Level::Warn,
                 what,
-                format!("{how}, while other names go to loopback: local clients cannot reach it"),
+                format!("{how}, while other names go to loopback: local clients may not reach it"),
                 Some(fix.to_owned()),
             ),
         });

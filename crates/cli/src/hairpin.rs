@@ -1,9 +1,11 @@
 //! Local clients on the router's own host (hairpin).
 //!
-//! A Tailscale Service host cannot reach the Services it hosts, so on `storage` a
-//! dashboard widget, a Prometheus scrape or `curl https://grafana.TAILNET.ts.net` fails
-//! when the name resolves to the service's address. The router is on the host with every
-//! certificate, so the fix is local: the names resolve to loopback (`snirouter hosts`
+//! Tailscale documents that a Service host cannot reach the Services it hosts, so on
+//! `storage` a dashboard widget, a Prometheus scrape or `curl https://grafana.TAILNET.ts.net`
+//! fails when the name resolves to the service's address (tailscaled ≥ 1.96 may route
+//! locally served service addresses itself; not verified, see the reference notes). The
+//! router is on the host with every certificate, so the fix is local and depends on
+//! neither: the names resolve to loopback (`snirouter hosts`
 //! prints the hosts-file lines; NixOS: `services.snirouter.hairpin`) and an `https`
 //! listener takes loopback connections. Requests then go through the same routes and
 //! policy with a valid certificate. `doctor` checks both halves with [`resolve`].
