@@ -17,4 +17,5 @@ mod operate;
 mod parity;
 mod proxy_protocol;
 mod services;
+mod status_page;
 mod traffic;

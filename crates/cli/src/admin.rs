@@ -3,11 +3,13 @@
 //!
 //! | Request | Answer |
 //! | --- | --- |
+//! | `GET /` | the status page: self-contained HTML that reads `GET /status` every 5 s |
 //! | `GET /status` | [`crate::model::StatusReport`] as JSON |
 //! | `GET /metrics` | Prometheus text (format 0.0.4) |
 //! | `POST /reload` | re-reads the config file; `200` with what changed, `422` with the diagnostics |
 //!
-//! `[admin] metrics_listen` adds a TCP listener that serves `GET /metrics` only.
+//! `[admin] metrics_listen` adds a TCP listener that serves the same, read-only: `GET /`,
+//! `GET /status` and `GET /metrics` (no reload).
 
 use std::convert::Infallible;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -101,8 +103,8 @@ const MAX_METRICS_CONNECTIONS: usize = 32;
 /// A request head must arrive within this, also on an idle keep-alive connection.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves `GET /metrics` on a TCP listener until `shutdown`, at most
-/// [`MAX_METRICS_CONNECTIONS`] connections at once.
+/// Serves the read-only endpoints (`GET /`, `/status`, `/metrics`) on a TCP listener
+/// until `shutdown`, at most [`MAX_METRICS_CONNECTIONS`] connections at once.
 pub(crate) async fn serve_metrics_tcp(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_METRICS_CONNECTIONS));
     loop {
@@ -147,12 +149,28 @@ where
     }
 }
 
+/// The status page (`GET /`): self-contained HTML whose script reads `GET status`.
+const STATUS_PAGE: &str = include_str!("status_page.html");
+
+/// What the page may load: nothing but its own inline script and style, and the status
+/// JSON from the same origin.
+const PAGE_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                           connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// `full`: the admin socket (everything); otherwise the TCP listener of
+/// `[admin] metrics_listen` (read-only: no reload).
 async fn route(req: Request<Incoming>, shared: &Arc<Shared>, full: bool) -> Response<Full<Bytes>> {
+    let endpoints = if full {
+        "GET / (status page), GET /status, GET /metrics, POST /reload"
+    } else {
+        "GET / (status page), GET /status, GET /metrics"
+    };
     match (req.method(), req.uri().path()) {
+        (&Method::GET, "/") => page(),
         (&Method::GET, "/metrics") => {
             reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics_text(shared).await)
         }
-        (&Method::GET, "/status") if full => {
+        (&Method::GET, "/status") => {
             let report = status_report(shared).await;
             json(StatusCode::OK, &report)
         }
@@ -160,18 +178,22 @@ async fn route(req: Request<Incoming>, shared: &Arc<Shared>, full: bool) -> Resp
             Ok(report) => json(StatusCode::OK, &serde_json::json!({"ok": true, "changes": report})),
             Err(e) => json(StatusCode::UNPROCESSABLE_ENTITY, &serde_json::json!({"ok": false, "error": e.to_string()})),
         },
-        (_, "/metrics") | (_, "/status") | (_, "/reload") if full => reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain; charset=utf-8",
-            "use GET /status, GET /metrics or POST /reload\n".into(),
-        ),
-        _ => reply(
-            StatusCode::NOT_FOUND,
-            "text/plain; charset=utf-8",
-            if full { "endpoints: GET /status, GET /metrics, POST /reload\n" } else { "endpoint: GET /metrics\n" }
-                .into(),
-        ),
+        (_, "/" | "/metrics" | "/status") => {
+            reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain; charset=utf-8", format!("use {endpoints}\n"))
+        }
+        (_, "/reload") if full => {
+            reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain; charset=utf-8", format!("use {endpoints}\n"))
+        }
+        _ => reply(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", format!("endpoints: {endpoints}\n")),
     }
+}
+
+fn page() -> Response<Full<Bytes>> {
+    let mut resp = reply(StatusCode::OK, "text/html; charset=utf-8", STATUS_PAGE.to_owned());
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, header::HeaderValue::from_static(PAGE_POLICY));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, header::HeaderValue::from_static("nosniff"));
+    resp
 }
 
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
@@ -225,6 +247,7 @@ pub(crate) async fn status_report(shared: &Shared) -> StatusReport {
                 in_cert_domains: domains.list.as_ref().map(|l| l.contains(&fqdn)),
                 requests: live.map(|r| request_counts(r.stats.snapshot())).unwrap_or_default(),
                 access_log: live.is_some_and(|r| r.access_log),
+                history: shared.history.of(&svc.name),
                 tailscale_service: tailscale_services.get(&svc.name).cloned(),
                 fqdn,
             };

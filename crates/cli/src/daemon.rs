@@ -119,6 +119,7 @@ impl Daemon {
             control: Mutex::new(None),
             live: tokio::sync::Mutex::new(Live { config: Arc::new(config), listeners: handles, draining: Vec::new() }),
             grace,
+            history: Default::default(),
         });
 
         let background = spawn_background(&shared, &admin, &shutdown_rx).await;
@@ -212,6 +213,32 @@ pub(crate) async fn run_until_signal(config: Config) -> Result<(), StartError> {
     Ok(())
 }
 
+/// Reads every service's counters into [`Shared::history`] each
+/// [`crate::history::INTERVAL`] until `shutdown`.
+async fn record_history(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(crate::history::INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let config = shared.config().await;
+                let table = shared.router.routes();
+                let readings: Vec<(String, u64, u64)> = config
+                    .services
+                    .iter()
+                    .filter_map(|svc| table.get(&svc.fqdn(&shared.suffix)).map(|live| (svc, live.stats.snapshot())))
+                    .map(|(svc, s)| (svc.name.clone(), s.requests, s.responses_5xx))
+                    .collect();
+                shared.history.record(&readings);
+            }
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// The suffix names are built from: the config's override, else the one cached from
 /// the last run (so a restart does not wait for tailscaled), else tailscaled's status —
 /// waited for, with a log line per failure naming the cause and the fix.
@@ -269,6 +296,7 @@ async fn spawn_background(
     let mut background = JoinSet::new();
     let router = Arc::clone(&shared.router);
     background.spawn(crate::health::run(Arc::clone(&shared.upstreams), router, shutdown.clone()));
+    background.spawn(record_history(Arc::clone(shared), shutdown.clone()));
     if let Some(server) = crate::admin::bind_socket(&admin.socket).await {
         let socket = admin.socket.clone();
         background.spawn(crate::admin::serve_socket(server, socket, Arc::clone(shared), shutdown.clone()));
@@ -276,7 +304,7 @@ async fn spawn_background(
     if let Some(addr) = admin.metrics_listen {
         match TcpListener::bind(addr).await {
             Ok(l) => {
-                tracing::info!(address = %addr, "serving /metrics over TCP ([admin] metrics_listen)");
+                tracing::info!(address = %addr, "serving the status page, /status and /metrics over TCP ([admin] metrics_listen)");
                 background.spawn(crate::admin::serve_metrics_tcp(l, Arc::clone(shared), shutdown.clone()));
             }
             Err(e) => {

@@ -10,6 +10,7 @@ mod demo;
 mod doctor;
 mod hairpin;
 mod health;
+mod history;
 mod import_cmd;
 mod logging;
 mod model;

@@ -80,6 +80,9 @@ pub(crate) struct ServiceStatus {
     pub requests: RequestCounts,
     /// Whether requests are access-logged.
     pub access_log: bool,
+    /// Requests and 5xx answers per interval over the last minutes (the status page).
+    #[serde(default)]
+    pub history: RateHistory,
     /// Tailscale Service state from `snirouter_services::observe`: `service` (`svc:NAME`),
     /// `defined` (control API; `null` without `[tailscale.api]`), `approval_level`,
     /// `advertised`, `handler` (`{"state": "correct"|"missing"|"outdated"|"foreign"|"unknown"}`),
@@ -172,4 +175,17 @@ pub(crate) struct LastReload {
     pub ok: bool,
     /// Why it was refused.
     pub error: Option<String>,
+}
+
+/// A service's requests and 5xx answers per interval, oldest first (`crate::history`).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct RateHistory {
+    /// Length of one interval.
+    pub interval_seconds: u64,
+    /// Intervals kept at most (the chart's width).
+    pub capacity: usize,
+    /// Requests received in each interval.
+    pub requests: Vec<u64>,
+    /// 5xx answers in each interval.
+    pub errors: Vec<u64>,
 }

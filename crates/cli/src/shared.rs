@@ -51,6 +51,8 @@ pub(crate) struct Shared {
     pub(crate) control: Mutex<Option<Arc<snirouter_services::ControlClient>>>,
     pub(crate) live: tokio::sync::Mutex<Live>,
     pub(crate) grace: Duration,
+    /// Requests and errors per service over the last minutes (the status page's charts).
+    pub(crate) history: crate::history::History,
 }
 
 impl Shared {
