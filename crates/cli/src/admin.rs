@@ -170,10 +170,11 @@ async fn route(req: Request<Incoming>, shared: &Arc<Shared>, full: bool) -> Resp
         (&Method::GET, "/metrics") => {
             reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics_text(shared).await)
         }
-        (&Method::GET, "/status") => {
+        (&Method::GET, "/status") if full => {
             let report = status_report(shared).await;
             json(StatusCode::OK, &report)
         }
+        (&Method::GET, "/status") => reply(StatusCode::OK, "application/json", tcp_status(shared).await),
         (&Method::POST, "/reload") if full => match crate::reload::reload(shared).await {
             Ok(report) => json(StatusCode::OK, &serde_json::json!({"ok": true, "changes": report})),
             Err(e) => json(StatusCode::UNPROCESSABLE_ENTITY, &serde_json::json!({"ok": false, "error": e.to_string()})),
@@ -186,6 +187,28 @@ async fn route(req: Request<Incoming>, shared: &Arc<Shared>, full: bool) -> Resp
         }
         _ => reply(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", format!("endpoints: {endpoints}\n")),
     }
+}
+
+/// How long the TCP listener reuses one status document: building it asks tailscaled
+/// (and the control API when `[tailscale.api]` is set), and every open status page reads
+/// it every 5 s. The admin socket (`snirouter status`) always builds a fresh one.
+const TCP_STATUS_TTL: Duration = Duration::from_secs(5);
+
+/// The status document for the TCP listener, at most [`TCP_STATUS_TTL`] old. Readers
+/// arriving while it is being built wait for that one.
+async fn tcp_status(shared: &Shared) -> String {
+    let mut cached = shared.tcp_status.lock().await;
+    if let Some((at, text)) = cached.as_ref()
+        && at.elapsed() < TCP_STATUS_TTL
+    {
+        return text.clone();
+    }
+    let text = match serde_json::to_string_pretty(&status_report(shared).await) {
+        Ok(s) => s + "\n",
+        Err(e) => serde_json::json!({ "error": format!("cannot encode the status: {e}") }).to_string() + "\n",
+    };
+    *cached = Some((std::time::Instant::now(), text.clone()));
+    text
 }
 
 fn page() -> Response<Full<Bytes>> {

@@ -120,6 +120,7 @@ impl Daemon {
             live: tokio::sync::Mutex::new(Live { config: Arc::new(config), listeners: handles, draining: Vec::new() }),
             grace,
             history: Default::default(),
+            tcp_status: Default::default(),
         });
 
         let background = spawn_background(&shared, &admin, &shutdown_rx).await;

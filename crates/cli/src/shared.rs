@@ -53,6 +53,9 @@ pub(crate) struct Shared {
     pub(crate) grace: Duration,
     /// Requests and errors per service over the last minutes (the status page's charts).
     pub(crate) history: crate::history::History,
+    /// The last status document served over `[admin] metrics_listen`, and when it was
+    /// built (reused for a few seconds: `admin::tcp_status`).
+    pub(crate) tcp_status: tokio::sync::Mutex<Option<(std::time::Instant, String)>>,
 }
 
 impl Shared {
