@@ -179,10 +179,7 @@ async fn route(req: Request<Incoming>, shared: &Arc<Shared>, full: bool) -> Resp
             Ok(report) => json(StatusCode::OK, &serde_json::json!({"ok": true, "changes": report})),
             Err(e) => json(StatusCode::UNPROCESSABLE_ENTITY, &serde_json::json!({"ok": false, "error": e.to_string()})),
         },
-        (_, "/" | "/metrics" | "/status") => {
-            reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain; charset=utf-8", format!("use {endpoints}\n"))
-        }
-        (_, "/reload") if full => {
+        (_, path @ ("/" | "/metrics" | "/status" | "/reload")) if full || path != "/reload" => {
             reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain; charset=utf-8", format!("use {endpoints}\n"))
         }
         _ => reply(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", format!("endpoints: {endpoints}\n")),
@@ -203,10 +200,9 @@ async fn tcp_status(shared: &Shared) -> String {
     {
         return text.clone();
     }
-    let text = match serde_json::to_string_pretty(&status_report(shared).await) {
-        Ok(s) => s + "\n",
-        Err(e) => serde_json::json!({ "error": format!("cannot encode the status: {e}") }).to_string() + "\n",
-    };
+    let text = json_text(&status_report(shared).await).unwrap_or_else(|e| {
+        serde_json::json!({ "error": format!("cannot encode the status: {e}") }).to_string() + "\n"
+    });
     *cached = Some((std::time::Instant::now(), text.clone()));
     text
 }
@@ -227,12 +223,14 @@ fn reply(status: StatusCode, content_type: &'static str, body: String) -> Respon
     resp
 }
 
+/// `value` as the admin endpoints send JSON: pretty-printed, with a final newline.
+fn json_text<T: serde::Serialize>(value: &T) -> Result<String, serde_json::Error> {
+    serde_json::to_string_pretty(value).map(|s| s + "\n")
+}
+
 fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
-    match serde_json::to_string_pretty(value) {
-        Ok(mut s) => {
-            s.push('\n');
-            reply(status, "application/json", s)
-        }
+    match json_text(value) {
+        Ok(s) => reply(status, "application/json", s),
         Err(e) => {
             reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain; charset=utf-8", format!("cannot encode: {e}\n"))
         }

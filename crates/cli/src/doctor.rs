@@ -797,13 +797,11 @@ fn yes_no(v: Option<bool>) -> &'static str {
 /// `doctor`'s hairpin checks: one line per name once any name is sent to loopback,
 /// else one line saying local clients cannot reach the services by name.
 async fn hairpin_checks(config: &Config, names: &[String], out: &mut Vec<Check>) {
-    let mut resolved = Vec::with_capacity(names.len());
-    for name in names {
-        resolved.push((name, hairpin::resolve(config, name).await));
-    }
+    let resolved: Vec<(&String, hairpin::Resolved)> =
+        names.iter().zip(hairpin::resolve_all(config, names).await).collect();
     let fix = "send the names to loopback (`snirouter hosts >> /etc/hosts`; NixOS: services.snirouter.hairpin = true) \
                and take loopback connections: \"127.0.0.1:443\" and \"[::1]:443\" in [listen] https";
-    if !resolved.iter().any(|(_, r)| !matches!(r, hairpin::Resolved::Elsewhere(_))) {
+    if resolved.iter().all(|(_, r)| matches!(r, hairpin::Resolved::Elsewhere(_))) {
         let example = resolved.first().map_or_else(String::new, |(n, r)| match r {
             hairpin::Resolved::Elsewhere(how) => format!(" ({n} {how})"),
             _ => String::new(),
@@ -818,18 +816,13 @@ async fn hairpin_checks(config: &Config, names: &[String], out: &mut Vec<Check>)
     for (name, r) in resolved {
         let what = format!("hairpin: {name}");
         out.push(match r {
-            hairpin::Resolved::Served(ip, l) if l.port() == 443 => {
-                check(Level::Pass, what, format!("resolves to {ip} here; the https listener {l} serves it"), None)
+            hairpin::Resolved::Served(ip, l) => {
+                let port = match l.port() {
+                    443 => String::new(),
+                    p => format!(" (local clients use https://{name}:{p}/)"),
+                };
+                check(Level::Pass, what, format!("resolves to {ip} here; the https listener {l} serves it{port}"), None)
             }
-            hairpin::Resolved::Served(ip, l) => check(
-                Level::Pass,
-                what,
-                format!(
-                    "resolves to {ip} here; the https listener {l} serves it (local clients use https://{name}:{}/)",
-                    l.port()
-                ),
-                None,
-            ),
             hairpin::Resolved::Unserved(ip) => check(
                 Level::Warn,
                 what,

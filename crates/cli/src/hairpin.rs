@@ -8,7 +8,7 @@
 //! neither: the names resolve to loopback (`snirouter hosts`
 //! prints the hosts-file lines; NixOS: `services.snirouter.hairpin`) and an `https`
 //! listener takes loopback connections. Requests then go through the same routes and
-//! policy with a valid certificate. `doctor` checks both halves with [`resolve`].
+//! policy with a valid certificate. `doctor` checks both halves with [`resolve_all`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -86,10 +86,31 @@ pub(crate) enum Resolved {
     Elsewhere(String),
 }
 
-/// How `fqdn` resolves on this host, and whether an `https` listener takes it there.
-pub(crate) async fn resolve(config: &Config, fqdn: &str) -> Resolved {
-    let addrs: Vec<IpAddr> = match tokio::net::lookup_host((fqdn, 443)).await {
-        Ok(a) => a.map(|a| a.ip()).collect(),
+/// How each of `names` resolves on this host, in the order given. The lookups run at
+/// once: with a broken resolver each can take its full timeout.
+pub(crate) async fn resolve_all(config: &Config, names: &[String]) -> Vec<Resolved> {
+    let mut lookups = tokio::task::JoinSet::new();
+    for (i, name) in names.iter().enumerate() {
+        let name = name.clone();
+        lookups.spawn(async move {
+            let addrs = tokio::net::lookup_host((name.as_str(), 443)).await;
+            (i, addrs.map(|a| a.map(|a| a.ip()).collect::<Vec<IpAddr>>()))
+        });
+    }
+    let mut found: Vec<Option<std::io::Result<Vec<IpAddr>>>> = names.iter().map(|_| None).collect();
+    while let Some(Ok((i, addrs))) = lookups.join_next().await {
+        found[i] = Some(addrs);
+    }
+    found
+        .into_iter()
+        .map(|addrs| classify(config, addrs.unwrap_or_else(|| Err(std::io::Error::other("the lookup did not finish")))))
+        .collect()
+}
+
+/// Where one name's addresses send local clients, and whether an `https` listener takes it.
+fn classify(config: &Config, addrs: std::io::Result<Vec<IpAddr>>) -> Resolved {
+    let addrs = match addrs {
+        Ok(a) => a,
         Err(e) => return Resolved::Elsewhere(format!("does not resolve here ({e})")),
     };
     let loopback: Vec<IpAddr> = addrs.iter().copied().filter(IpAddr::is_loopback).collect();

@@ -3,7 +3,7 @@
 //! service are read (`daemon::record_history`) and the counts since the previous reading
 //! kept, [`SAMPLES`] of them.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -53,7 +53,8 @@ impl History {
     /// `readings` are forgotten (removed by a reload).
     pub(crate) fn record(&self, readings: &[(String, u64, u64)]) {
         let mut map = self.by_service.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|name, _| readings.iter().any(|(n, ..)| n == name));
+        let served: HashSet<&str> = readings.iter().map(|(n, ..)| n.as_str()).collect();
+        map.retain(|name, _| served.contains(name.as_str()));
         for (name, requests, errors) in readings {
             map.entry(name.clone()).or_default().record(*requests, *errors);
         }
