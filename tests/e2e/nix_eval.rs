@@ -104,6 +104,25 @@ fn nix_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// Runs `snirouter check ARGS --config DIR/snirouter.toml` on `toml`, the module's
+/// rendered config, and asserts that it is accepted; returns what check printed.
+fn assert_check_accepts(dir: &Path, toml: &str, args: &[&str]) -> String {
+    let path = dir.join("snirouter.toml");
+    std::fs::write(&path, toml).expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_snirouter"))
+        .arg("check")
+        .args(args)
+        .args(["--config", path.to_str().expect("utf-8 path")])
+        .output()
+        .expect("run snirouter check");
+    assert!(
+        out.status.success(),
+        "snirouter check refused the module's config:\n{}\n--- config ---\n{toml}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn every_nix_file_parses() {
     let nix = nix_or_skip!();
@@ -132,18 +151,7 @@ fn module_renders_a_config_that_snirouter_accepts() {
     let toml =
         nix.eval("toml", &["--argstr", "errorPages", pages]).unwrap_or_else(|e| panic!("evaluation failed:\n{e}"));
     let toml = toml.as_str().expect("toml is a string");
-    let path = dir.path().join("snirouter.toml");
-    std::fs::write(&path, toml).expect("write config");
-    let out = Command::new(env!("CARGO_BIN_EXE_snirouter"))
-        .args(["check", "--print", "--config", path.to_str().expect("utf-8 path")])
-        .output()
-        .expect("run snirouter check");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "snirouter check refused the module's config:\n{}\n--- config ---\n{toml}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = assert_check_accepts(dir.path(), toml, &["--print"]);
     assert!(stdout.contains("ok — 14 service(s), 2 TLS listener(s)"), "{stdout}");
 
     // What the typed options became, as snirouter understood it.
@@ -261,14 +269,7 @@ fn passthrough_service_renders_and_checks() {
         .unwrap_or_else(|e| panic!("evaluation failed:\n{e}"));
     let toml = toml.as_str().expect("toml is a string");
     assert!(toml.contains("[services.nas]\nbypass_auth = true\npassthrough = \"127.0.0.1:5001\"\n"), "{toml}");
-    let path = dir.path().join("snirouter.toml");
-    std::fs::write(&path, toml).expect("write config");
-    let out = Command::new(env!("CARGO_BIN_EXE_snirouter"))
-        .args(["check", "--config", path.to_str().expect("utf-8 path")])
-        .output()
-        .expect("run snirouter check");
-    assert!(out.status.success(), "{}\n{toml}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("15 service(s)"));
+    assert!(assert_check_accepts(dir.path(), toml, &[]).contains("15 service(s)"));
 }
 
 #[test]
@@ -291,13 +292,7 @@ fn hairpin_sends_every_name_to_loopback_listeners() {
     let toml = toml.as_str().expect("toml is a string");
     assert!(toml.contains("https = [\"0.0.0.0:443\", \"[::1]:443\"]"), "{toml}");
     assert_eq!(nix.eval("firewall", &args).expect("firewall"), serde_json::json!([443, 80]));
-    let path = dir.path().join("snirouter.toml");
-    std::fs::write(&path, toml).expect("write config");
-    let out = Command::new(env!("CARGO_BIN_EXE_snirouter"))
-        .args(["check", "--config", path.to_str().expect("utf-8 path")])
-        .output()
-        .expect("run snirouter check");
-    assert!(out.status.success(), "{}\n{toml}", String::from_utf8_lossy(&out.stderr));
+    assert_check_accepts(dir.path(), toml, &[]);
 
     let no_suffix = "{ services.snirouter.hairpin.enable = true; }";
     match nix.eval("toml", &["--argstr", "errorPages", pages, "--arg", "extraConfig", no_suffix]) {

@@ -667,14 +667,11 @@ async fn metrics_names_and_labels_are_stable_and_move_with_traffic() {
     // page (issue 15), also `GET /` and `GET /status`, but never a reload.
     let tcp = metrics_over(&[&format!("http://127.0.0.1:{metrics_port}/metrics")]).await;
     assert!(tcp.contains("# TYPE snirouter_requests_total counter"), "{tcp}");
-    let code = |args: Vec<String>| async move {
-        let mut all = vec!["-o".to_owned(), "/dev/null".to_owned(), "-w".to_owned(), "%{http_code}".to_owned()];
-        all.extend(args);
-        metrics_over(&all.iter().map(String::as_str).collect::<Vec<_>>()).await
-    };
-    assert_eq!(code(vec![format!("http://127.0.0.1:{metrics_port}/status")]).await, "200");
-    let reload = vec!["-X".to_owned(), "POST".to_owned(), format!("http://127.0.0.1:{metrics_port}/reload")];
-    assert_eq!(code(reload).await, "404", "no reload over TCP");
+    let code = ["-o", "/dev/null", "-w", "%{http_code}"];
+    let status = metrics_over(&[&code[..], &[&format!("http://127.0.0.1:{metrics_port}/status")]].concat()).await;
+    assert_eq!(status, "200");
+    let reload = format!("http://127.0.0.1:{metrics_port}/reload");
+    assert_eq!(metrics_over(&[&code[..], &["-X", "POST", &reload]].concat()).await, "404", "no reload over TCP");
 
     // The access log: one line per request, only for the service that asked for it.
     let logs =

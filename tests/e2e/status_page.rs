@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::harness::*;
-use super::operate::{cfg, cli};
+use super::operate::{cfg, cli, metrics_over};
 
 /// `chromium --headless` on `url` with `args` (`--dump-dom`, `--screenshot=…`); stdout.
 async fn chromium(home: &Path, url: &str, args: &[&str]) -> String {
@@ -106,16 +106,8 @@ async fn the_status_page_shows_every_service_in_a_real_browser() {
 
     // The same page on the admin socket; reload stays socket-only.
     let socket = env.admin_socket.to_str().expect("path");
-    let out = tokio::process::Command::new("curl")
-        .args(["-sS", "--unix-socket", socket, "http://snirouter/"])
-        .output()
-        .await
-        .expect("run curl");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("<title>snirouter</title>"));
-    let out = tokio::process::Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", &format!("{base}/reload")])
-        .output()
-        .await
-        .expect("run curl");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "404", "no reload over TCP");
+    assert!(metrics_over(&["--unix-socket", socket, "http://snirouter/"]).await.contains("<title>snirouter</title>"));
+    let reload =
+        metrics_over(&["-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", &format!("{base}/reload")]).await;
+    assert_eq!(reload, "404", "no reload over TCP");
 }
