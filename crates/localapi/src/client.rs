@@ -188,11 +188,20 @@ impl LocalClient {
         parse_pair_pem(&reply.body)
     }
 
-    /// `GET /localapi/v0/whois?addr=<ip:port>`. `Ok(None)` when tailscaled knows no node for
-    /// the address (404 `no match for IP:port`).
-    pub async fn whois(&self, addr: SocketAddr) -> Result<Option<WhoIs>, Error> {
+    /// `GET /localapi/v0/whois?addr=<ip:port>[&svc_name=svc:NAME]`. `Ok(None)` when
+    /// tailscaled knows no node for the address (404 `no match for IP:port`).
+    ///
+    /// With `service` (`svc:NAME`), [`WhoIs::caps`] are the capabilities granted toward
+    /// that Tailscale Service on this node (tailscaled ≥ 1.100; older daemons ignore the
+    /// parameter and answer with the capabilities toward the node itself).
+    pub async fn whois(&self, addr: SocketAddr, service: Option<&str>) -> Result<Option<WhoIs>, Error> {
         let mut req = Req::get("whois");
-        req.query = Some(format!("addr={}", encode_query_value(&addr.to_string())));
+        let mut query = format!("addr={}", encode_query_value(&addr.to_string()));
+        if let Some(svc) = service {
+            query.push_str("&svc_name=");
+            query.push_str(&encode_query_value(svc));
+        }
+        req.query = Some(query);
         let reply = self.call(req, Some(self.default_timeout)).await?;
         if reply.status == StatusCode::NOT_FOUND {
             let msg = error::message_from_body(&reply.body);

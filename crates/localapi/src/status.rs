@@ -274,6 +274,12 @@ pub struct WhoIs {
     pub profile_pic_url: String,
     /// The peer's MagicDNS name (`Node.Name`, trailing dot trimmed).
     pub node_name: String,
+    /// The node's ACL tags (`Node.Tags`, e.g. `tag:monitoring`); empty for a user's node.
+    pub tags: Vec<String>,
+    /// `CapMap`: the application capabilities the tailnet policy grants the peer toward
+    /// the destination the query named (the node, or with `svc_name` one service),
+    /// capability name → the grant's values. Empty for Go's `null`.
+    pub caps: BTreeMap<String, Vec<serde_json::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -282,6 +288,15 @@ pub struct WhoIs {
 struct RawWhoIs {
     node: Option<RawNode>,
     user_profile: Option<RawUserProfile>,
+    #[serde(deserialize_with = "cap_map")]
+    cap_map: BTreeMap<String, Vec<serde_json::Value>>,
+}
+
+/// `tailcfg.PeerCapMap` (`map[Cap][]RawMessage`): `null` is empty, and so is a
+/// capability's `null` value list (a nil slice); the capability is still held.
+fn cap_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Vec<serde_json::Value>>, D::Error> {
+    let raw: BTreeMap<String, Option<Vec<serde_json::Value>>> = null_default(d)?;
+    Ok(raw.into_iter().map(|(cap, values)| (cap, values.unwrap_or_default())).collect())
 }
 
 #[derive(Deserialize, Default)]
@@ -291,6 +306,8 @@ struct RawNode {
     name: String,
     #[serde(deserialize_with = "null_default")]
     computed_name: String,
+    #[serde(deserialize_with = "null_default")]
+    tags: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -315,6 +332,8 @@ impl WhoIs {
             display_name: up.display_name,
             profile_pic_url: up.profile_pic_url,
             node_name: if node.name.is_empty() { node.computed_name } else { node.name },
+            tags: node.tags,
+            caps: raw.cap_map,
         })
     }
 }
@@ -454,8 +473,23 @@ mod tests {
                 display_name: "Alice".into(),
                 profile_pic_url: "https://x/p.png".into(),
                 node_name: "laptop.bat-boa.ts.net".into(),
+                tags: vec![],
+                caps: BTreeMap::new(),
             }
         );
+        // A tagged node, with capabilities scoped by the query.
+        let w = WhoIs::from_json(
+            br#"{"Node":{"Name":"mon.bat-boa.ts.net.","Tags":["tag:monitoring"]},
+                "UserProfile":{"LoginName":"tagged-devices"},
+                "CapMap":{"example.com/cap/grafana":[{"role":"editor"},{}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(w.tags, ["tag:monitoring"]);
+        assert_eq!(w.caps["example.com/cap/grafana"], [serde_json::json!({"role": "editor"}), serde_json::json!({})]);
+        // Odd shapes of the optional parts are nobody's capabilities, not errors.
+        let w = WhoIs::from_json(br#"{"Node":{"Tags":null},"UserProfile":null,"CapMap":{"x/y":null}}"#).unwrap();
+        assert!(w.tags.is_empty());
+        assert_eq!(w.caps["x/y"], Vec::<serde_json::Value>::new());
         let w = WhoIs::from_json(br#"{"Node":null,"UserProfile":null}"#).unwrap();
         assert_eq!(w, WhoIs::default());
     }

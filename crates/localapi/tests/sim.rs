@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use snirouter_localapi::{BackendState, Error, ErrorKind, LocalClient, notify};
-use snirouter_testkit::{SimConfig, SimTailscaled};
+use snirouter_testkit::{SimConfig, SimPeer, SimTailscaled};
 use tempfile::TempDir;
 
 const SFX: &str = "bat-boa.ts.net";
@@ -208,7 +208,7 @@ async fn outage_is_socket_missing() {
 async fn serve_config_prefs_and_whois() {
     bounded(async {
         let peer: IpAddr = "100.64.0.7".parse().unwrap();
-        let e = env(&["grafana"], |c| c.peers = vec![(peer, "alice@example.com".into(), "Alice".into())]).await;
+        let e = env(&["grafana"], |c| c.peers = vec![SimPeer::user(peer, "alice@example.com", "Alice")]).await;
 
         let (mut cfg, etag) = e.lc.serve_config().await.unwrap();
         assert!(cfg.is_object());
@@ -230,14 +230,25 @@ async fn serve_config_prefs_and_whois() {
         assert_eq!(out["AdvertiseServices"], serde_json::json!(["svc:grafana"]));
         assert_eq!(e.sim.advertised_services(), vec!["svc:grafana"]);
 
-        let w = e.lc.whois(SocketAddr::new(peer, 41641)).await.unwrap().unwrap();
+        let w = e.lc.whois(SocketAddr::new(peer, 41641), None).await.unwrap().unwrap();
         assert_eq!(w.login_name, "alice@example.com");
         assert_eq!(w.display_name, "Alice");
-        assert!(e.lc.whois("100.64.0.99:1".parse().unwrap()).await.unwrap().is_none());
+        assert!(e.lc.whois("100.64.0.99:1".parse().unwrap(), None).await.unwrap().is_none());
         // The node's own address is in nodeByAddr too (a hairpin connection): a tagged node.
         let own = SocketAddr::new(e.sim.config().tailscale_ips[0], 443);
-        let me = e.lc.whois(own).await.unwrap().expect("the node itself");
+        let me = e.lc.whois(own, None).await.unwrap().expect("the node itself");
         assert_eq!(me.login_name, "tagged-devices");
+        // Capabilities scoped to a service hosted here (svc_name, 1.100+).
+        e.sim.update(|c| {
+            c.peers[0] = SimPeer::user(peer, "alice@example.com", "Alice").with_service_cap(
+                "grafana",
+                "example.com/cap/grafana",
+                serde_json::json!({"role": "admin"}),
+            );
+        });
+        let scoped = e.lc.whois(SocketAddr::new(peer, 1), Some("svc:grafana")).await.unwrap().unwrap();
+        assert_eq!(scoped.caps["example.com/cap/grafana"], [serde_json::json!({"role": "admin"})]);
+        assert!(e.lc.whois(SocketAddr::new(peer, 1), None).await.unwrap().unwrap().caps.is_empty());
 
         // tailscaled decodes into the typed struct and checks the update: a wrong type and
         // a port changing its serve type are refused with its words, nothing is stored.

@@ -386,19 +386,21 @@ async fn whois_found_and_not_found() {
             }
         });
         let lc = mock.client();
-        let w = lc.whois("100.64.0.9:5555".parse().unwrap()).await.unwrap().unwrap();
+        let w = lc.whois("100.64.0.9:5555".parse().unwrap(), None).await.unwrap().unwrap();
         assert_eq!(w.login_name, "alice@example.com");
         assert_eq!(w.node_name, "laptop.bat-boa.ts.net");
         let v6: SocketAddr = "[fd7a:115c:a1e0::1]:443".parse().unwrap();
-        assert!(lc.whois(v6).await.unwrap().is_none());
+        assert!(lc.whois(v6, None).await.unwrap().is_none());
+        let _ = lc.whois("100.64.0.9:1".parse().unwrap(), Some("svc:grafana")).await;
         let reqs = mock.requests();
+        assert_eq!(reqs[2].request_line, "GET /localapi/v0/whois?addr=100.64.0.9%3A1&svc_name=svc%3Agrafana HTTP/1.1");
         assert_eq!(reqs[0].request_line, "GET /localapi/v0/whois?addr=100.64.0.9%3A5555 HTTP/1.1");
         assert_eq!(reqs[1].request_line, "GET /localapi/v0/whois?addr=%5Bfd7a%3A115c%3Aa1e0%3A%3A1%5D%3A443 HTTP/1.1");
         reqs.iter().for_each(assert_clean);
 
         // A 404 without "no match" is an old daemon, not "unknown peer".
         let mock = Mock::start(|_| text(404, "404 page not found\n"));
-        let e = mock.client().whois("100.64.0.9:1".parse().unwrap()).await.unwrap_err();
+        let e = mock.client().whois("100.64.0.9:1".parse().unwrap(), None).await.unwrap_err();
         assert!(matches!(e, Error::NotSupported { .. }), "{e:?}");
     })
     .await;

@@ -32,7 +32,7 @@ pub mod gojson;
 pub mod tailscaled;
 
 pub use ca::{IssuedPair, TestCa};
-pub use tailscaled::{IssuedRecord, RequestRecord, SimConfig, SimTailscaled};
+pub use tailscaled::{IssuedRecord, RequestRecord, SimConfig, SimPeer, SimTailscaled};
 
 /// The 14 sample services used by the demo and the tests (the owner's home server,
 /// roughly): each becomes `NAME.<suffix>` and `svc:NAME`.

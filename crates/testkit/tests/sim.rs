@@ -10,7 +10,7 @@ use common::{T, get, pem_labels, raw, req};
 use rustls::client::danger::ServerCertVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use snirouter_testkit::{SimConfig, SimTailscaled};
+use snirouter_testkit::{SimConfig, SimPeer, SimTailscaled};
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
@@ -753,7 +753,7 @@ async fn watch_ipn_bus_streams_updates() {
 #[tokio::test]
 async fn whois_peers() {
     let (_d, sim) = sim_with(|c| {
-        c.peers = vec![("100.64.0.7".parse().unwrap(), "alice@example.com".into(), "Alice".into())];
+        c.peers = vec![SimPeer::user("100.64.0.7".parse().unwrap(), "alice@example.com", "Alice")];
     })
     .await;
     let s = sim.socket_path();
@@ -785,6 +785,48 @@ async fn whois_peers() {
     // Peers also appear in status (with peers).
     let st: serde_json::Value = serde_json::from_str(&get(s, "/localapi/v0/status").await.body).unwrap();
     assert_eq!(st["Peer"].as_object().unwrap().len(), 1);
+    sim.shutdown().await;
+}
+
+/// `Node.Tags` for tagged peers (owned by `tagged-devices`), and `CapMap` as
+/// `serveWhoIsWithBackend` scopes it: toward the node without parameters, toward a
+/// service hosted here with `svc_name` (nothing once the service is not approved
+/// here), toward an address with `dst_ip`.
+#[tokio::test]
+async fn whois_tags_and_capabilities() {
+    let monitor: std::net::IpAddr = "100.64.0.9".parse().unwrap();
+    let carol: std::net::IpAddr = "100.64.0.10".parse().unwrap();
+    let (_d, sim) = sim_with(|c| {
+        c.approved_services = vec!["grafana".into(), "wiki".into()];
+        c.peers = vec![
+            SimPeer::tagged(monitor, &["tag:monitoring"]),
+            SimPeer::user(carol, "carol@example.com", "Carol")
+                .with_service_cap("grafana", "example.com/cap/grafana", serde_json::json!({"role": "editor"}))
+                .with_node_cap("example.com/cap/ssh", serde_json::json!({})),
+        ];
+    })
+    .await;
+    let s = sim.socket_path();
+    let doc = |body: &str| serde_json::from_str::<serde_json::Value>(body).unwrap();
+    let m = doc(&get(s, "/localapi/v0/whois?addr=100.64.0.9:1").await.body);
+    assert_eq!(m["Node"]["Tags"], serde_json::json!(["tag:monitoring"]), "{m}");
+    assert_eq!(m["UserProfile"]["LoginName"], "tagged-devices");
+    let c = doc(&get(s, "/localapi/v0/whois?addr=100.64.0.10:1").await.body);
+    assert!(c["Node"].get("Tags").is_none(), "omitempty for untagged nodes: {c}");
+    assert_eq!(c["CapMap"], serde_json::json!({"example.com/cap/ssh": [{}]}), "toward the node");
+    let g = doc(&get(s, "/localapi/v0/whois?addr=100.64.0.10:1&svc_name=svc:grafana").await.body);
+    assert_eq!(g["CapMap"], serde_json::json!({"example.com/cap/grafana": [{"role": "editor"}]}));
+    let w = doc(&get(s, "/localapi/v0/whois?addr=100.64.0.10:1&svc_name=svc:wiki").await.body);
+    assert!(w["CapMap"].is_null(), "no grant toward svc:wiki: {w}");
+    let vip = "100.100.5.2"; // grafana's VIP (the first approved service)
+    let d = doc(&get(s, &format!("/localapi/v0/whois?addr=100.64.0.10:1&dst_ip={vip}")).await.body);
+    assert_eq!(d["CapMap"], g["CapMap"], "dst_ip of the service's VIP");
+    sim.update(|c| c.approved_services = vec!["wiki".into()]);
+    let gone = doc(&get(s, "/localapi/v0/whois?addr=100.64.0.10:1&svc_name=svc:grafana").await.body);
+    assert!(gone["CapMap"].is_null(), "not in the node's service-host map any more: {gone}");
+    let st = doc(&get(s, "/localapi/v0/status").await.body);
+    let tagged = st["Peer"].as_object().unwrap().values().find(|p| p["Tags"].is_array()).expect("tagged peer");
+    assert_eq!(tagged["Tags"], serde_json::json!(["tag:monitoring"]));
     sim.shutdown().await;
 }
 

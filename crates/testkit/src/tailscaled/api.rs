@@ -19,9 +19,9 @@ use ring::rand::SecureRandom;
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, watch};
 
-use super::json::{self, state_num};
+use super::json::{self, CapMap, state_num};
 use super::serve_config::{self, ServeConfig};
-use super::{BusEvent, CachedCert, Inner, IssuedRecord, RequestRecord, SimConfig};
+use super::{BusEvent, CachedCert, Inner, IssuedRecord, RequestRecord, SimConfig, SimPeer};
 use crate::gofmt::{self, hex, quote, quote_slice};
 
 /// Response body type: either a full buffer or a channel-fed stream.
@@ -409,51 +409,23 @@ fn serve_whois(cfg: &SimConfig, p: &Perms, query: &[(String, String)]) -> Resp {
     if v.is_empty() {
         return go_error(400, "missing 'addr' parameter");
     }
-    let running = cfg.backend_state == "Running";
-    let self_key = json::ident(&cfg.hostname).node_key;
-    // `None`: no match; `Some(None)`: the node itself; `Some(Some(i))`: peer `i`.
-    let found = if let Some(hex) = v.strip_prefix("nodekey:") {
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return go_error(400, "invalid nodekey in 'addr' parameter");
-        }
-        if self_key.eq_ignore_ascii_case(v) {
-            Some(None)
-        } else {
-            cfg.peers.iter().enumerate().position(|(i, _)| json::peer_node_key(i).eq_ignore_ascii_case(v)).map(Some)
-        }
-    } else {
-        let ip = match v.parse::<std::net::IpAddr>() {
-            Ok(ip) => ip,
-            Err(_) => match v.parse::<std::net::SocketAddr>() {
-                Ok(sa) => sa.ip(),
-                Err(_) => return go_error(400, "invalid 'addr' parameter"),
-            },
-        };
-        // LocalBackend.WhoIs unmaps ::ffff:a.b.c.d first.
-        let ip = ip.to_canonical();
-        if cfg.tailscale_ips.contains(&ip) {
-            Some(None)
-        } else {
-            cfg.peers.iter().position(|(pip, _, _)| *pip == ip).map(Some)
-        }
+    let who = match whois_find(cfg, v) {
+        Ok(_) if cfg.backend_state != "Running" => Found::Nobody,
+        Ok(found) => found,
+        Err(bad) => return go_error(400, bad),
     };
-    let Some(who) = found.filter(|_| running) else {
-        return go_error(404, "no match for IP:port");
+    let peer = match who {
+        Found::Nobody => return go_error(404, "no match for IP:port"),
+        Found::SelfNode => None,
+        Found::Peer(i) => Some(i),
     };
-    let svc = gofmt::query_get(query, "svc_name");
-    if !svc.is_empty() && !valid_service_name(svc) {
-        return go_error(400, "invalid svc_name");
-    }
-    let dst = gofmt::query_get(query, "dst_ip");
-    if svc.is_empty() && !dst.is_empty() && dst.parse::<std::net::IpAddr>().is_err() {
-        return go_error(400, "invalid dst_ip");
-    }
-    let doc = match who {
+    let caps = match whois_caps(cfg, peer.map(|i| &cfg.peers[i]), query) {
+        Ok(caps) => caps,
+        Err(bad) => return go_error(400, bad),
+    };
+    let doc = match peer {
         None => json::self_whois(cfg),
-        Some(i) => {
-            let (pip, login, display) = &cfg.peers[i];
-            json::whois(cfg, i, pip, login, display)
-        }
+        Some(i) => json::whois(cfg, i, &cfg.peers[i], caps),
     };
     let mut buf = Vec::new();
     let fmt = serde_json::ser::PrettyFormatter::with_indent(b"\t");
@@ -463,6 +435,79 @@ fn serve_whois(cfg: &SimConfig, p: &Perms, query: &[(String, String)]) -> Resp {
     }
     // json.MarshalIndent: no trailing newline.
     full(200, Some("application/json"), gofmt::go_json_escape(String::from_utf8_lossy(&buf).into_owned()))
+}
+
+/// Whom a `whois` address names.
+enum Found {
+    Nobody,
+    SelfNode,
+    Peer(usize),
+}
+
+/// The node `addr` names (an IP, `IP:port` or `nodekey:HEX`).
+/// An `Err` is the message of a 400 answer.
+fn whois_find(cfg: &SimConfig, v: &str) -> Result<Found, &'static str> {
+    if let Some(hex) = v.strip_prefix("nodekey:") {
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("invalid nodekey in 'addr' parameter");
+        }
+        if json::ident(&cfg.hostname).node_key.eq_ignore_ascii_case(v) {
+            return Ok(Found::SelfNode);
+        }
+        let i = (0..cfg.peers.len()).position(|i| json::peer_node_key(i).eq_ignore_ascii_case(v));
+        return Ok(i.map_or(Found::Nobody, Found::Peer));
+    }
+    let ip = match v.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip,
+        Err(_) => match v.parse::<std::net::SocketAddr>() {
+            Ok(sa) => sa.ip(),
+            Err(_) => return Err("invalid 'addr' parameter"),
+        },
+    };
+    // LocalBackend.WhoIs unmaps ::ffff:a.b.c.d first.
+    let ip = ip.to_canonical();
+    if cfg.tailscale_ips.contains(&ip) {
+        return Ok(Found::SelfNode);
+    }
+    Ok(cfg.peers.iter().position(|p| p.ip == ip).map_or(Found::Nobody, Found::Peer))
+}
+
+/// The answer's `CapMap` (`serveWhoIsWithBackend`): with `svc_name`, what the peer may
+/// do toward that service's VIP on this node (`PeerCapsForService`: nothing unless the
+/// service is in the node's `service-host` map); with `dst_ip`, toward that address
+/// (a service VIP or the node's own); otherwise toward the node (`PeerCaps`). `None`
+/// encodes as `null`, as Go's nil map does. The node itself holds no caps toward itself.
+fn whois_caps(
+    cfg: &SimConfig,
+    peer: Option<&SimPeer>,
+    query: &[(String, String)],
+) -> Result<Option<CapMap>, &'static str> {
+    let svc = gofmt::query_get(query, "svc_name");
+    let dst = gofmt::query_get(query, "dst_ip");
+    let caps = if !svc.is_empty() {
+        if !valid_service_name(svc) {
+            return Err("invalid svc_name");
+        }
+        let approved = cfg.approved_services.iter().any(|s| json::svc_name(s) == svc);
+        peer.filter(|_| approved).and_then(|p| p.service_caps.get(svc)).cloned()
+    } else if !dst.is_empty() {
+        let Ok(dst) = dst.parse::<std::net::IpAddr>() else {
+            return Err("invalid dst_ip");
+        };
+        let vip_of = cfg
+            .approved_services
+            .iter()
+            .enumerate()
+            .find(|(i, _)| json::service_vips(*i).iter().any(|v| v.parse::<std::net::IpAddr>().ok() == Some(dst)));
+        match (peer, vip_of) {
+            (Some(p), Some((_, s))) => p.service_caps.get(&json::svc_name(s)).cloned(),
+            (Some(p), None) if cfg.tailscale_ips.contains(&dst) => Some(p.node_caps.clone()),
+            _ => None,
+        }
+    } else {
+        peer.map(|p| p.node_caps.clone())
+    };
+    Ok(caps.filter(|c| !c.is_empty()))
 }
 
 /// `tailcfg.ServiceName.Validate`: `svc:` and a DNS label (letters, digits, inner

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::SimConfig;
+use super::{SimConfig, SimPeer};
 use crate::gofmt::hex;
 
 /// Fixed creation time used for all simulated nodes.
@@ -312,12 +312,16 @@ fn tagged_user() -> UserProfile {
     }
 }
 
-/// User profile of a configured peer (`peers` entry `i`).
-pub(crate) fn peer_user(i: usize, login: &str, display: &str) -> UserProfile {
+/// User profile of a configured peer (`peers` entry `i`): tagged nodes belong to
+/// `tagged-devices`.
+pub(crate) fn peer_user(i: usize, peer: &SimPeer) -> UserProfile {
+    if peer.is_tagged() {
+        return tagged_user();
+    }
     UserProfile {
         id: 1_000_000 + i as u64,
-        login_name: login.to_string(),
-        display_name: display.to_string(),
+        login_name: peer.login.clone(),
+        display_name: peer.display_name.clone(),
         profile_pic_url: format!("https://example.com/avatars/{}.png", i + 1),
     }
 }
@@ -331,7 +335,8 @@ fn peer_hostname(i: usize) -> String {
     format!("peer-{}", i + 1)
 }
 
-fn peer_status(cfg: &SimConfig, i: usize, ip: &IpAddr) -> PeerStatus {
+fn peer_status(cfg: &SimConfig, i: usize, peer: &SimPeer) -> PeerStatus {
+    let ip = &peer.ip;
     let host = peer_hostname(i);
     let id = ident(&host);
     PeerStatus {
@@ -341,10 +346,10 @@ fn peer_status(cfg: &SimConfig, i: usize, ip: &IpAddr) -> PeerStatus {
         host_name: host.clone(),
         dns_name: format!("{host}.{}.", cfg.magic_dns_suffix),
         os: "linux".to_string(),
-        user_id: 1_000_000 + i as u64,
+        user_id: peer_user(i, peer).id,
         tailscale_ips: Some(vec![ip.to_string()]),
         allowed_ips: Some(vec![format!("{ip}/{}", prefix_len(ip))]),
-        tags: None,
+        tags: peer.is_tagged().then(|| peer.tags.clone()),
         addrs: vec![],
         cur_addr: String::new(),
         relay: "nyc".to_string(),
@@ -402,9 +407,9 @@ pub(crate) fn status(cfg: &SimConfig, with_peers: bool, pending: Option<String>)
     users.insert(TAGGED_USER_ID.to_string(), tagged_user());
     let peer = if with_peers && !cfg.peers.is_empty() {
         let mut m = BTreeMap::new();
-        for (i, (ip, login, display)) in cfg.peers.iter().enumerate() {
-            let ps = peer_status(cfg, i, ip);
-            let u = peer_user(i, login, display);
+        for (i, p) in cfg.peers.iter().enumerate() {
+            let ps = peer_status(cfg, i, p);
+            let u = peer_user(i, p);
             users.insert(u.id.to_string(), u);
             m.insert(ps.public_key.clone(), ps);
         }
@@ -619,29 +624,40 @@ pub(crate) fn self_whois(cfg: &SimConfig) -> Value {
     })
 }
 
-/// `apitype.WhoIsResponse` for peer `i`.
-pub(crate) fn whois(cfg: &SimConfig, i: usize, ip: &IpAddr, login: &str, display: &str) -> Value {
+/// `tailcfg.PeerCapMap`: capability name → its values.
+pub(crate) type CapMap = std::collections::BTreeMap<String, Vec<Value>>;
+
+/// `apitype.WhoIsResponse` for peer `i`, with `caps` as its `CapMap`.
+pub(crate) fn whois(cfg: &SimConfig, i: usize, peer: &SimPeer, caps: Option<CapMap>) -> Value {
     let host = peer_hostname(i);
     let id = ident(&host);
-    let u = peer_user(i, login, display);
+    let u = peer_user(i, peer);
+    let ip = &peer.ip;
+    let mut node = json!({
+        "ID": id.node_id,
+        "StableID": id.stable_id,
+        "Name": format!("{host}.{}.", cfg.magic_dns_suffix),
+        "User": u.id,
+        "Key": id.node_key,
+        "KeyExpiry": "2026-03-30T12:00:00Z",
+        "Addresses": [format!("{ip}/{}", prefix_len(ip))],
+        "AllowedIPs": [format!("{ip}/{}", prefix_len(ip))],
+        "Created": CREATED,
+        "Hostinfo": {"Hostname": host, "OS": "linux"},
+        "Online": true,
+        "ComputedName": host,
+        "ComputedNameWithHost": host,
+    });
+    if let Value::Object(n) = &mut node
+        && peer.is_tagged()
+    {
+        // `Tags []string json:",omitempty"`.
+        n.insert("Tags".into(), json!(peer.tags));
+    }
     json!({
-        "Node": {
-            "ID": id.node_id,
-            "StableID": id.stable_id,
-            "Name": format!("{host}.{}.", cfg.magic_dns_suffix),
-            "User": u.id,
-            "Key": id.node_key,
-            "KeyExpiry": "2026-03-30T12:00:00Z",
-            "Addresses": [format!("{ip}/{}", prefix_len(ip))],
-            "AllowedIPs": [format!("{ip}/{}", prefix_len(ip))],
-            "Created": CREATED,
-            "Hostinfo": {"Hostname": host, "OS": "linux"},
-            "Online": true,
-            "ComputedName": host,
-            "ComputedNameWithHost": host,
-        },
+        "Node": node,
         "UserProfile": serde_json::to_value(&u).unwrap_or(Value::Null),
         // Always present; nil (null) unless the tailnet policy grants capabilities.
-        "CapMap": Value::Null,
+        "CapMap": caps.map_or(Value::Null, |c| json!(c)),
     })
 }

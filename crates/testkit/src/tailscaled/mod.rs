@@ -35,7 +35,7 @@ mod api;
 mod json;
 mod serve_config;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -134,8 +134,69 @@ pub struct SimConfig {
     /// A prefs `PATCH` fails in `EditPrefsAs` with this message: 400 `{"Error": …}`
     /// (capital E, prefs' `resJSON`; serve-config errors use `error`).
     pub edit_prefs_error: Option<String>,
-    /// Peers known to `whois` (and `status` with peers): `(ip, login, display name)`.
-    pub peers: Vec<(IpAddr, String, String)>,
+    /// Peers known to `whois` (and `status` with peers).
+    pub peers: Vec<SimPeer>,
+}
+
+/// A tailnet peer the simulated tailscaled knows: `whois` answers for its address and
+/// `status` lists it. A user's node, or a tagged node (owned by `tagged-devices`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimPeer {
+    /// Its tailnet address.
+    pub ip: IpAddr,
+    /// The user's login name; `tagged-devices` for a tagged node.
+    pub login: String,
+    /// The user's display name.
+    pub display_name: String,
+    /// ACL tags (`tag:monitoring`); non-empty makes it a tagged node.
+    pub tags: Vec<String>,
+    /// Capabilities the tailnet policy grants it toward this node's own addresses:
+    /// `whois` without `svc_name` (`PeerCaps(src)`), cap name → values.
+    pub node_caps: BTreeMap<String, Vec<serde_json::Value>>,
+    /// Capabilities granted toward a Tailscale Service (`svc:NAME`) this node hosts:
+    /// `whois?svc_name=svc:NAME` or `dst_ip=<its VIP>` (`PeerCapsForService`), only while
+    /// the service is approved here (it is in the node's `service-host` VIP map).
+    pub service_caps: BTreeMap<String, BTreeMap<String, Vec<serde_json::Value>>>,
+}
+
+impl SimPeer {
+    /// A node of the user `login`.
+    pub fn user(ip: IpAddr, login: &str, display_name: &str) -> SimPeer {
+        SimPeer {
+            ip,
+            login: login.to_owned(),
+            display_name: display_name.to_owned(),
+            tags: Vec::new(),
+            node_caps: BTreeMap::new(),
+            service_caps: BTreeMap::new(),
+        }
+    }
+
+    /// A tagged node (its user is `tagged-devices`).
+    pub fn tagged(ip: IpAddr, tags: &[&str]) -> SimPeer {
+        SimPeer {
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            ..SimPeer::user(ip, "tagged-devices", "tagged-devices")
+        }
+    }
+
+    /// Grants `cap` with `value` toward the service `svc` (`svc:NAME` or `NAME`).
+    pub fn with_service_cap(mut self, svc: &str, cap: &str, value: serde_json::Value) -> SimPeer {
+        let svc = json::svc_name(svc);
+        self.service_caps.entry(svc).or_default().entry(cap.to_owned()).or_default().push(value);
+        self
+    }
+
+    /// Grants `cap` with `value` toward the node itself.
+    pub fn with_node_cap(mut self, cap: &str, value: serde_json::Value) -> SimPeer {
+        self.node_caps.entry(cap.to_owned()).or_default().push(value);
+        self
+    }
+
+    /// Whether this is a tagged node.
+    pub fn is_tagged(&self) -> bool {
+        !self.tags.is_empty()
+    }
 }
 
 impl SimConfig {
