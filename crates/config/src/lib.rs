@@ -28,6 +28,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod access;
 mod checks;
 mod diag;
 mod schema;
@@ -40,8 +41,8 @@ use std::path::Path;
 pub use diag::{Diagnostic, Diagnostics};
 pub use schema::{
     Admin, Cache, Config, Cors, DEFAULT_ADMIN_SOCKET, DEFAULT_CACHE_DIR, DEFAULT_SOCKET, Defaults, ForwardAuth, Limits,
-    Listen, Log, LogFormat, MAX_HEADER_BYTES, MIN_HEADER_BYTES, Passthrough, Route, Scheme, Service, Tailscale,
-    Timeouts, Upstream,
+    Listen, Log, LogFormat, MAX_HEADER_BYTES, MIN_HEADER_BYTES, Passthrough, Principal, Route, Scheme, Service,
+    Tailscale, Timeouts, Upstream,
 };
 pub use schema::{DEFAULT_API_BASE_URL, TailscaleApi};
 pub use units::{format_duration, parse_duration, parse_size};

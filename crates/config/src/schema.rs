@@ -395,6 +395,12 @@ pub struct Service {
     pub max_body_bytes: Option<u64>,
     /// Send `Tailscale-User-*` identity headers from LocalAPI `whois`.
     pub tailscale_identity: bool,
+    /// `allow`: only clients matching one of these may use the service (`None`: everyone
+    /// who reaches it). Never empty when set.
+    pub allow: Option<Vec<Principal>>,
+    /// `accept_app_caps`: application capabilities sent to the upstream in
+    /// `Tailscale-App-Capabilities`, like `tailscale serve --accept-app-caps`.
+    pub accept_app_caps: Vec<String>,
     /// TLS passthrough backend; when set, `routes` is empty and no certificate is needed.
     pub passthrough: Option<Passthrough>,
     /// 1-based line of the service's table header (or key) in the file; 0 if built by hand.
@@ -418,6 +424,8 @@ impl Service {
             error_pages: None,
             max_body_bytes: None,
             tailscale_identity: false,
+            allow: None,
+            accept_app_caps: Vec::new(),
             passthrough: None,
             line: 0,
         }
@@ -458,6 +466,46 @@ impl Service {
     /// (`/sonarr` matches `/sonarr` and `/sonarr/x`, not `/sonarrx`; `/` matches everything).
     pub fn route_for(&self, path: &str) -> Option<&Route> {
         self.routes.iter().find(|r| r.matches(path))
+    }
+}
+
+/// One `allow` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
+pub enum Principal {
+    /// `alice@example.com`: that user's devices (login compared without case).
+    User(String),
+    /// `*@example.com`: every user whose login is at that domain.
+    Domain(String),
+    /// `tag:monitoring`: tagged nodes carrying that tag.
+    Tag(String),
+    /// `cap:example.com/cap/grafana`: clients the tailnet policy grants that application
+    /// capability toward this service (`whois` with `svc_name=svc:NAME`).
+    Capability(String),
+    /// `*`: every node tailscaled identifies, users' and tagged.
+    AnyNode,
+    /// `local`: clients on this host itself (a loopback source address), e.g. through
+    /// the hairpin listener.
+    Local,
+}
+
+impl fmt::Display for Principal {
+    /// The entry as it is written in the file.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Principal::User(login) => f.write_str(login),
+            Principal::Domain(domain) => write!(f, "*@{domain}"),
+            Principal::Tag(tag) => f.write_str(tag),
+            Principal::Capability(cap) => write!(f, "cap:{cap}"),
+            Principal::AnyNode => f.write_str("*"),
+            Principal::Local => f.write_str("local"),
+        }
+    }
+}
+
+impl From<Principal> for String {
+    fn from(p: Principal) -> String {
+        p.to_string()
     }
 }
 

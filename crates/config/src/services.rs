@@ -22,6 +22,8 @@ const SERVICE_KEYS: &[&str] = &[
     "error_pages",
     "max_body_bytes",
     "tailscale_identity",
+    "allow",
+    "accept_app_caps",
     "passthrough",
 ];
 const ROUTE_KEYS: &[&str] = &["path", "upstream", "strip_prefix"];
@@ -39,6 +41,8 @@ const HTTP_ONLY_KEYS: &[&str] = &[
     "error_pages",
     "max_body_bytes",
     "tailscale_identity",
+    "allow",
+    "accept_app_caps",
 ];
 
 /// Keys of the old Caddy/NixOS gateway that snirouter does not implement, with what to
@@ -46,7 +50,7 @@ const HTTP_ONLY_KEYS: &[&str] = &[
 const NOT_IMPLEMENTED: &[(&str, &str)] = &[
     (
         "funnel",
-        "public exposure is configured in tailscaled, not here: `tailscale funnel --service=svc:NAME 443` (or drop the key)",
+        "Tailscale Services cannot be exposed through Funnel (`tailscale funnel` has no --service); serve the public half of the service under your own domain, through a tunnel or the LAN, and drop the key",
     ),
     ("headers", "header manipulation beyond upstream_host is not supported; remove the key"),
     (
@@ -148,6 +152,7 @@ impl Validator<'_> {
         self.passthrough_option(e, &known, defaults.forward_auth.is_some(), &mut service);
         self.auth_options(e, &known, defaults, &mut service);
         self.http_options(e, &known, defaults, &mut service);
+        self.access_options(&known, &mut service);
         Some((service, fqdn_span))
     }
 

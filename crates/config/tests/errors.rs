@@ -100,7 +100,7 @@ fn not_implemented_gateway_keys_are_explained() {
     let d = one(&with_tail(&["[services.auth]", "upstream = \"http://127.0.0.1:9091\"", "funnel = true"]));
     assert_eq!((d.key_path.as_str(), d.line), ("services.auth.funnel", 3));
     assert!(d.message.contains("does not implement funnel"), "{d}");
-    assert!(d.help.as_deref().is_some_and(|h| h.contains("tailscale funnel")), "{d}");
+    assert!(d.help.as_deref().is_some_and(|h| h.contains("has no --service") && h.contains("your own domain")), "{d}");
     let d = one(&with_tail(&["[services.nas]", "upstream = \"https://127.0.0.1:5001\"", "insecure_tls = true"]));
     assert_eq!((d.key_path.as_str(), d.line), ("services.nas.insecure_tls", 3));
     assert!(d.help.as_deref().is_some_and(|h| h.contains("insecure_skip_verify = true")), "{d}");
@@ -613,4 +613,43 @@ fn proxy_headers_are_trusted_by_peer() {
     ]));
     assert_eq!((d.key_path.as_str(), d.line), ("listen.proxy_protocol_from", 3), "{d}");
     assert!(d.message.contains("trusts no peer"), "{d}");
+}
+
+#[test]
+fn allow_entries_are_checked_where_they_are_written() {
+    let src = with_tail(&[
+        "[services.grafana]",
+        "upstream = \"http://127.0.0.1:3000\"",
+        "allow = [\"alice@example.com\", \"group:admins\", 7, \"tag:\"]",
+        "accept_app_caps = [\"cap:example.com/cap/grafana\"]",
+        "[services.wiki]",
+        "upstream = \"http://127.0.0.1:3001\"",
+        "allow = []",
+        "[services.vault]",
+        "passthrough = \"127.0.0.1:8200\"",
+        "allow = [\"*\"]",
+    ]);
+    let d = errs(&src);
+    let g = expect(&d, "services.grafana.allow[1]", 3, "groups cannot be checked");
+    assert!(g.help.as_deref().is_some_and(|h| h.contains("cap:example.com/cap/grafana")), "{g}");
+    expect(&d, "services.grafana.allow[2]", 3, "expected a string, found");
+    expect(&d, "services.grafana.allow[3]", 3, "not a valid tag name");
+    let c = expect(&d, "services.grafana.accept_app_caps[0]", 4, "without \"cap:\"");
+    assert_eq!(c.help.as_deref(), Some("write \"example.com/cap/grafana\""));
+    expect(&d, "services.wiki.allow", 7, "admits nobody");
+    expect(&d, "services.vault.allow", 10, "passthrough");
+    // A good list parses into principals, printed back as written.
+    let ok = parse(
+        &with_tail(&[
+            "[services.grafana]",
+            "upstream = \"http://127.0.0.1:3000\"",
+            "allow = [\"Alice@Example.com\", \"tag:monitoring\", \"cap:example.com/cap/grafana\", \"local\"]",
+            "accept_app_caps = [\"example.com/cap/grafana\"]",
+        ]),
+        "t.toml",
+    )
+    .expect("valid");
+    let allow: Vec<String> = ok.services[0].allow.iter().flatten().map(ToString::to_string).collect();
+    assert_eq!(allow, ["alice@example.com", "tag:monitoring", "cap:example.com/cap/grafana", "local"]);
+    assert_eq!(ok.services[0].accept_app_caps, ["example.com/cap/grafana"]);
 }
