@@ -3,6 +3,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub(crate) use tempfile::TempDir;
@@ -341,4 +342,78 @@ pub(crate) fn env_roots(env: &Env) -> std::sync::Arc<rustls::RootCertStore> {
 pub(crate) fn client_tls(env: &Env, alpn: &[&[u8]]) -> std::sync::Arc<rustls::ClientConfig> {
     let trust = snirouter_tls::Trust::Roots(env_roots(env));
     std::sync::Arc::new(snirouter_tls::client_config(trust, alpn).expect("client config"))
+}
+
+// ---------------------------------------------------------------------------------
+// Clients through the PROXY v2 listener (a chosen tailnet source address)
+
+/// `body` as JSON (panics with the body otherwise).
+pub(crate) fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// The value of header `name` in a `curl -D` dump (lowercased).
+pub(crate) fn header_line<'a>(headers: &'a str, name: &str) -> Option<&'a str> {
+    let prefix = format!("{}:", name.to_ascii_lowercase());
+    headers.lines().find(|l| l.starts_with(&prefix)).map(|l| l[prefix.len()..].trim())
+}
+
+/// The certificates in the PEM file at `path`, as trust roots.
+pub(crate) fn roots_from(path: &Path) -> Arc<rustls::RootCertStore> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(path).expect("ca") {
+        roots.add(c.expect("cert")).expect("add");
+    }
+    Arc::new(roots)
+}
+
+/// A TLS client trusting `roots`.
+pub(crate) fn client_config(roots: Arc<rustls::RootCertStore>) -> Arc<rustls::ClientConfig> {
+    Arc::new(snirouter_tls::client_config(snirouter_tls::Trust::Roots(roots), &[]).expect("client config"))
+}
+
+/// A PROXY v2 header claiming `source`.
+pub(crate) fn proxy_header(source: &str) -> Vec<u8> {
+    let source: SocketAddr = source.parse().expect("source");
+    let dest: SocketAddr = "100.64.0.1:443".parse().expect("dest");
+    ppp::v2::Builder::with_addresses(
+        ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+        ppp::v2::Protocol::Stream,
+        (source, dest),
+    )
+    .build()
+    .expect("PROXY v2 header")
+}
+
+/// TLS to `name` through the PROXY v2 listener with `source` as the client.
+pub(crate) async fn via_proxy(
+    env: &Env,
+    source: &str,
+    name: &str,
+    roots: Arc<rustls::RootCertStore>,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = tokio::net::TcpStream::connect(env.proxy.expect("proxy")).await.expect("connect");
+    tcp.write_all(&proxy_header(source)).await.expect("header");
+    let server = rustls::pki_types::ServerName::try_from(fqdn(name)).expect("name");
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_rustls::TlsConnector::from(client_config(roots)).connect(server, tcp),
+    )
+    .await
+    .expect("handshake in time")
+    .expect("TLS through the PROXY listener")
+}
+
+/// A raw HTTP/1.1 request on `io`; returns the response head and body as text.
+pub(crate) async fn raw_http<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut io: S,
+    request: &str,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    io.write_all(request.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(15), io.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
 }

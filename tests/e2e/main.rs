@@ -6,6 +6,7 @@
 
 mod harness;
 
+mod access;
 mod certs_lifecycle;
 mod check_cmd;
 mod core_routing;

@@ -327,12 +327,7 @@ async fn status_without_a_daemon_says_so_and_exits_3() {
 // ---------------------------------------------------------------------------------------
 
 pub(crate) fn roots(env: &Env) -> Arc<rustls::RootCertStore> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_file_iter(&env.ca).expect("ca") {
-        roots.add(c.expect("cert")).expect("add");
-    }
-    Arc::new(roots)
+    roots_from(&env.ca)
 }
 
 pub(crate) async fn tls(

@@ -25,16 +25,16 @@ use http::{HeaderMap, Request, Response};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use snirouter_testkit::backend::{self, Backend};
-use snirouter_testkit::tailscaled::SimConfig;
+use snirouter_testkit::tailscaled::{SimConfig, SimPeer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::harness::*;
 
 const WAIT: Duration = Duration::from_secs(60);
-const GOOD: &str = "Cookie: session=good";
+pub(crate) const GOOD: &str = "Cookie: session=good";
 /// Sent by the forward-auth server for a good session.
-const REMOTE_USER: &str = "alice";
+pub(crate) const REMOTE_USER: &str = "alice";
 
 /// Services protected by `[defaults] forward_auth`.
 const PROTECTED: [&str; 8] =
@@ -45,9 +45,9 @@ const PROTECTED: [&str; 8] =
 
 /// A forward-auth server speaking Authelia's `/api/verify` protocol: `Cookie:
 /// session=good` ⇒ 200 with `Remote-*` headers, otherwise 302 to the portal.
-struct AuthServer {
-    addr: SocketAddr,
-    seen: Arc<Mutex<Vec<HeaderMap>>>,
+pub(crate) struct AuthServer {
+    pub(crate) addr: SocketAddr,
+    pub(crate) seen: Arc<Mutex<Vec<HeaderMap>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -57,7 +57,7 @@ impl Drop for AuthServer {
     }
 }
 
-async fn auth_server() -> AuthServer {
+pub(crate) async fn auth_server() -> AuthServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind auth");
     let addr = listener.local_addr().expect("addr");
     let seen: Arc<Mutex<Vec<HeaderMap>>> = Arc::default();
@@ -300,8 +300,8 @@ async fn gateway() -> Gateway {
     names.extend(["strict", "authdown"]); // vault needs no certificate: not in CertDomains
     let mut sim = SimConfig::storage(SUFFIX, &names);
     sim.peers = vec![
-        ("127.0.0.1".parse().expect("ip"), "alice@example.com".into(), "Alice Zoë".into()),
-        ("100.64.0.7".parse().expect("ip"), "bob@example.com".into(), "Bob".into()),
+        SimPeer::user("127.0.0.1".parse().expect("ip"), "alice@example.com", "Alice Zoë"),
+        SimPeer::user("100.64.0.7".parse().expect("ip"), "bob@example.com", "Bob"),
     ];
     let env = Env::start(EnvOptions { sim, proxy_protocol: true, start_router: false, ..EnvOptions::default() }).await;
     let pages = env.dir.path().join("errors");
@@ -349,68 +349,6 @@ async fn fetch(env: &Env, name: &str, path: &str, extra: &[&str]) -> (String, u1
         env.router().logs()
     );
     (body, status, headers)
-}
-
-fn json(body: &str) -> serde_json::Value {
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
-}
-
-fn header_line<'a>(headers: &'a str, name: &str) -> Option<&'a str> {
-    let prefix = format!("{}:", name.to_ascii_lowercase());
-    headers.lines().find(|l| l.starts_with(&prefix)).map(|l| l[prefix.len()..].trim())
-}
-
-fn roots(path: &Path) -> Arc<rustls::RootCertStore> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_file_iter(path).expect("ca") {
-        roots.add(c.expect("cert")).expect("add");
-    }
-    Arc::new(roots)
-}
-
-fn client_config(roots: Arc<rustls::RootCertStore>) -> Arc<rustls::ClientConfig> {
-    Arc::new(snirouter_tls::client_config(snirouter_tls::Trust::Roots(roots), &[]).expect("client config"))
-}
-
-/// A PROXY v2 header claiming `source`.
-fn proxy_header(source: &str) -> Vec<u8> {
-    let source: SocketAddr = source.parse().expect("source");
-    let dest: SocketAddr = "100.64.0.1:443".parse().expect("dest");
-    ppp::v2::Builder::with_addresses(
-        ppp::v2::Version::Two | ppp::v2::Command::Proxy,
-        ppp::v2::Protocol::Stream,
-        (source, dest),
-    )
-    .build()
-    .expect("PROXY v2 header")
-}
-
-/// TLS to `name` through the PROXY v2 listener with `source` as the client.
-async fn via_proxy(
-    env: &Env,
-    source: &str,
-    name: &str,
-    roots: Arc<rustls::RootCertStore>,
-) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let mut tcp = TcpStream::connect(env.proxy.expect("proxy")).await.expect("connect");
-    tcp.write_all(&proxy_header(source)).await.expect("header");
-    let server = rustls::pki_types::ServerName::try_from(fqdn(name)).expect("name");
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio_rustls::TlsConnector::from(client_config(roots)).connect(server, tcp),
-    )
-    .await
-    .expect("handshake in time")
-    .expect("TLS through the PROXY listener")
-}
-
-/// A raw HTTP/1.1 request on `io`; returns the response head and body as text.
-async fn raw_http<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut io: S, request: &str) -> String {
-    io.write_all(request.as_bytes()).await.expect("write");
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(15), io.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 // ---------------------------------------------------------------------------------
@@ -573,7 +511,7 @@ async fn client_forged_identity_headers_never_reach_an_upstream() {
     }
 
     // Through the PROXY v2 listener the header's source is the identity: bob, or nobody.
-    let sim_roots = roots(&env.ca);
+    let sim_roots = roots_from(&env.ca);
     for (source, want) in [("100.64.0.7:40000", Some("bob@example.com")), ("100.64.0.99:40000", None)] {
         let tls = via_proxy(env, source, "grafana", Arc::clone(&sim_roots)).await;
         let req = format!(
@@ -731,7 +669,7 @@ async fn oversized_headers_431_and_body_limit_413() {
     env.wait_serving("jellyfin", WAIT).await;
 
     // 300 KB of header: far over hyper's 64 KiB default, under the 5 MB limit.
-    let sim_roots = roots(&env.ca);
+    let sim_roots = roots_from(&env.ca);
     let tcp = TcpStream::connect(env.https).await.expect("connect");
     let server = rustls::pki_types::ServerName::try_from(fqdn("jellyfin")).expect("name");
     let tls = tokio_rustls::TlsConnector::from(client_config(Arc::clone(&sim_roots)))
@@ -755,7 +693,7 @@ async fn oversized_headers_431_and_body_limit_413() {
     let tcp = TcpStream::connect(env.https).await.expect("connect");
     let server = rustls::pki_types::ServerName::try_from(fqdn("jellyfin")).expect("name");
     let mut tls =
-        tokio_rustls::TlsConnector::from(client_config(roots(&env.ca))).connect(server, tcp).await.expect("tls");
+        tokio_rustls::TlsConnector::from(client_config(roots_from(&env.ca))).connect(server, tcp).await.expect("tls");
     let head = format!("GET / HTTP/1.1\r\nHost: {}\r\nX-Huge: ", fqdn("jellyfin"));
     tls.write_all(head.as_bytes()).await.expect("head");
     let chunk = vec![b'a'; 64 * 1024];
@@ -847,7 +785,7 @@ async fn passthrough_keeps_the_backend_tls_session_end_to_end() {
     assert!(echo["headers"]["x-forwarded-for"].is_null(), "the router did not touch the HTTP: {echo}");
 
     // Also behind the PROXY v2 listener (tailscaled's serve-config path).
-    let tls = via_proxy(env, "100.64.0.7:1234", "vault", roots(&g.vault.root)).await;
+    let tls = via_proxy(env, "100.64.0.7:1234", "vault", roots_from(&g.vault.root)).await;
     let peer_serial = tls
         .get_ref()
         .1

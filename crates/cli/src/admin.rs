@@ -268,6 +268,7 @@ pub(crate) async fn status_report(shared: &Shared) -> StatusReport {
                 in_cert_domains: domains.list.as_ref().map(|l| l.contains(&fqdn)),
                 requests: live.map(|r| request_counts(r.stats.snapshot())).unwrap_or_default(),
                 access_log: live.is_some_and(|r| r.access_log),
+                allow: svc.allow.as_ref().map(|a| a.iter().map(ToString::to_string).collect()),
                 history: shared.history.of(&svc.name),
                 tailscale_service: tailscale_services.get(&svc.name).cloned(),
                 fqdn,

@@ -131,6 +131,7 @@ pub(crate) async fn run_checks(config_path: &Path, cert_timeout: Duration) -> Ve
     local_checks(&config, Some((&issued, &status)), &mut out).await;
     let fqdns: Vec<String> = names.into_iter().map(|(_, fqdn)| fqdn).collect();
     hairpin_checks(&config, &fqdns, &mut out).await;
+    identity_checks(&config, &client, &status, &mut out).await;
     out
 }
 
@@ -794,6 +795,77 @@ fn yes_no(v: Option<bool>) -> &'static str {
     }
 }
 
+/// Check 13, for services that decide by tailnet identity (`allow`, `tailscale_identity`,
+/// `accept_app_caps`): `whois` must answer, and capabilities scoped to a service need
+/// tailscaled 1.100 or later (older daemons ignore `svc_name` and report the
+/// capabilities granted toward the node, which would admit the wrong grants).
+async fn identity_checks(config: &Config, client: &LocalClient, status: &Status, out: &mut Vec<Check>) {
+    use snirouter_config::Principal;
+    let users: Vec<&str> = config
+        .services
+        .iter()
+        .filter(|s| {
+            s.tailscale_identity
+                || !s.accept_app_caps.is_empty()
+                || s.allow.iter().flatten().any(|p| *p != Principal::Local)
+        })
+        .map(|s| s.name.as_str())
+        .collect();
+    let Some(own) = status.tailscale_ips.first() else { return };
+    if users.is_empty() {
+        return;
+    }
+    let what = "tailnet identity (whois)";
+    let for_whom = format!("for {}", users.join(", "));
+    out.push(match client.whois(SocketAddr::new(*own, 0), None).await {
+        Ok(Some(_)) => check(Level::Pass, what, format!("tailscaled answers whois {for_whom}"), None),
+        Ok(None) => check(Level::Fail, what, format!("whois does not know this node's own address {own}"), None),
+        Err(e) => check(
+            Level::Fail,
+            what,
+            format!(
+                "whois failed: {e}; while it fails {} get no tailnet identity (services with allow answer 503)",
+                users.join(", ")
+            ),
+            e.fix().map(|f| f.to_string()),
+        ),
+    });
+    let scoped: Vec<&str> = config
+        .services
+        .iter()
+        .filter(|s| {
+            !s.accept_app_caps.is_empty() || s.allow.iter().flatten().any(|p| matches!(p, Principal::Capability(_)))
+        })
+        .map(|s| s.name.as_str())
+        .collect();
+    if scoped.is_empty() {
+        return;
+    }
+    let what = "capabilities per service";
+    out.push(match version_at_least(&status.version, 1, 100) {
+        Some(true) => check(Level::Pass, what, format!("tailscaled {} scopes capabilities to each service", status.version), None),
+        Some(false) => check(
+            Level::Fail,
+            what,
+            format!(
+                "tailscaled {} ignores whois svc_name (added in 1.100): {} would see the capabilities granted toward the node, not toward the service",
+                status.version,
+                scoped.join(", ")
+            ),
+            Some("upgrade tailscaled to 1.100 or later, or remove the cap: entries and accept_app_caps".to_owned()),
+        ),
+        None => check(Level::Warn, what, format!("cannot read tailscaled's version {:?}; capabilities per service need 1.100 or later", status.version), None),
+    });
+}
+
+/// Whether a tailscaled version string (`1.102.4-t3caf…`) is at least `major.minor`.
+fn version_at_least(version: &str, major: u32, minor: u32) -> Option<bool> {
+    let mut parts = version.split(['.', '-']);
+    let got_major: u32 = parts.next()?.parse().ok()?;
+    let got_minor: u32 = parts.next()?.parse().ok()?;
+    Some((got_major, got_minor) >= (major, minor))
+}
+
 /// `doctor`'s hairpin checks: one line per name once any name is sent to loopback,
 /// else one line saying local clients cannot reach the services by name.
 async fn hairpin_checks(config: &Config, names: &[String], out: &mut Vec<Check>) {
@@ -842,6 +914,16 @@ async fn hairpin_checks(config: &Config, names: &[String], out: &mut Vec<Check>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tailscaled_versions_compare_by_major_and_minor() {
+        assert_eq!(version_at_least("1.102.4-t3caf7d9e7-g084ee3b64", 1, 100), Some(true));
+        assert_eq!(version_at_least("1.100.0", 1, 100), Some(true));
+        assert_eq!(version_at_least("1.98.1-tabc", 1, 100), Some(false));
+        assert_eq!(version_at_least("2.0.0", 1, 100), Some(true));
+        assert_eq!(version_at_least("", 1, 100), None);
+        assert_eq!(version_at_least("unknown", 1, 100), None);
+    }
 
     #[test]
     fn budget_thresholds() {

@@ -80,6 +80,10 @@ pub(crate) struct ServiceStatus {
     pub requests: RequestCounts,
     /// Whether requests are access-logged.
     pub access_log: bool,
+    /// `allow` as written (who may use the service); `null` when everyone who reaches
+    /// it may.
+    #[serde(default)]
+    pub allow: Option<Vec<String>>,
     /// Requests and 5xx answers per interval over the last minutes (the status page).
     #[serde(default)]
     pub history: RateHistory,

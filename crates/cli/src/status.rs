@@ -266,6 +266,9 @@ pub(crate) fn render(report: &StatusReport, colour: bool, now: SystemTime) -> St
         for p in &s.problems {
             out.push_str(&format!("    {}\n", paint(colour, "31", p)));
         }
+        if let Some(allow) = &s.allow {
+            out.push_str(&format!("    allow: {}\n", allow.join(", ")));
+        }
         // What is pending on the tailnet side (definition, advertisement, approval,
         // CertDomains) matters while the service does not serve.
         let pending = s.tailscale_service.as_ref().and_then(|t| t["problems"].as_array()).filter(|_| !s.serving);

@@ -25,11 +25,12 @@ use hyper::body::Incoming;
 use thread_local::ThreadLocal;
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::access::Verdict;
 use crate::body::{ProxyBody, detach_headers};
 use crate::client_headers::{self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP};
 use crate::conn_info::ConnInfo;
 use crate::hop_by_hop::strip_hop_by_hop;
-use crate::identity::Identities;
+use crate::identity::{Identities, Lookup};
 use crate::local::{error_chain, local};
 use crate::options::ProxyOptions;
 use crate::pool::{Lease, Pool, UpstreamError};
@@ -194,8 +195,10 @@ impl Forwarder {
         Response::from_parts(parts, ProxyBody::upstream(body, lease, slot, self.body_idle, Some(Arc::clone(svc))))
     }
 
-    /// `forward_auth` (its allow headers, or its refusal as the answer) and the
-    /// `tailscale_identity` lookup: what this router adds to the upstream request.
+    /// The trust decisions, in order — `allow` (tailnet identity), then `forward_auth`
+    /// for whoever `allow` did not admit — and what this router adds to the upstream
+    /// request: the auth server's headers (or the same names filled from the tailnet
+    /// identity), the `tailscale_identity` headers, `Tailscale-App-Capabilities`.
     async fn authorize(
         &self,
         req: &Request<Incoming>,
@@ -205,23 +208,58 @@ impl Forwarder {
         svc: &ServicePolicy,
     ) -> Result<Added, Refused> {
         let mut added = Added::default();
-        if let Some(auth) = &svc.forward_auth {
-            let original = crate::auth::Original {
-                method: req.method(),
-                headers: req.headers(),
-                host: host_value,
-                uri: pq.as_str(),
-                client: conn.client,
-            };
-            match crate::auth::check(&self.pools().verified, auth, &original, &svc.name, self.response_timeout).await {
-                crate::auth::Verdict::Allow(headers) => added.auth = Some(headers),
-                crate::auth::Verdict::Deny(resp) => return Err(Box::new(resp)),
+        let mut admitted = None;
+        if let Some(access) = &svc.access {
+            match access.decide(&self.identities, &svc.name, svc.whois_scope.as_ref(), conn.client).await {
+                Verdict::Admitted(peer) => admitted = Some(peer),
+                Verdict::Refused(refusal) if svc.forward_auth.is_some() => {
+                    tracing::debug!(service = %svc.name, client = %conn.client, refusal = ?refusal, "not admitted by allow; forward_auth decides");
+                }
+                Verdict::Refused(refusal) => {
+                    tracing::info!(service = %svc.name, client = %conn.client, refusal = ?refusal, "refused by allow");
+                    return Err(Box::new(
+                        refusal.response(&svc.name, access, conn.client, req.headers()).map(ProxyBody::full),
+                    ));
+                }
             }
         }
-        if svc.tailscale_identity {
-            added.identity = self.identities.lookup(&svc.name, conn.client).await;
+        if let Some(auth) = &svc.forward_auth {
+            added.auth = Some(match &admitted {
+                Some(peer) => crate::access::auth_headers(peer.as_deref(), &auth.copy_headers),
+                None => self.forward_auth(req, pq, host_value, conn, svc, auth).await?,
+            });
+        }
+        if svc.tailscale_identity || !svc.accept_app_caps.is_empty() {
+            let lookup = self.identities.lookup(&svc.name, svc.whois_scope.as_ref(), conn.client).await;
+            if let Lookup::Peer(peer) = &lookup {
+                added.app_caps = peer.app_capabilities(&svc.accept_app_caps);
+            }
+            added.identity = Some(lookup).filter(|_| svc.tailscale_identity);
         }
         Ok(added)
+    }
+
+    /// Asks the auth server: its allow headers, or its refusal as the answer.
+    async fn forward_auth(
+        &self,
+        req: &Request<Incoming>,
+        pq: &PathAndQuery,
+        host_value: &HeaderValue,
+        conn: &ConnInfo,
+        svc: &ServicePolicy,
+        auth: &snirouter_config::ForwardAuth,
+    ) -> Result<HeaderMap, Refused> {
+        let original = crate::auth::Original {
+            method: req.method(),
+            headers: req.headers(),
+            host: host_value,
+            uri: pq.as_str(),
+            client: conn.client,
+        };
+        match crate::auth::check(&self.pools().verified, auth, &original, &svc.name, self.response_timeout).await {
+            crate::auth::Verdict::Allow(headers) => Ok(headers),
+            crate::auth::Verdict::Deny(resp) => Err(Box::new(resp)),
+        }
     }
 
     /// Sends `req` to `upstream` and waits for the response head: first for a
@@ -346,7 +384,9 @@ type Refused = Box<Response<ProxyBody>>;
 #[derive(Default)]
 struct Added {
     auth: Option<HeaderMap>,
-    identity: Option<Arc<crate::identity::Identity>>,
+    /// The `whois` answer whose identity headers are sent (`tailscale_identity`).
+    identity: Option<Lookup>,
+    app_caps: Option<HeaderValue>,
 }
 
 /// The request's Host, which must be the name its TLS connection was opened for
@@ -414,8 +454,11 @@ fn upstream_head(
     for (name, value) in added.auth.iter().flatten() {
         h.append(name.clone(), value.clone());
     }
-    if let Some(identity) = &added.identity {
+    if let Some(identity) = added.identity.as_ref().and_then(Lookup::identity) {
         identity.apply(h);
+    }
+    if let Some(caps) = added.app_caps {
+        h.insert(crate::identity::APP_CAPABILITIES, caps);
     }
 }
 
@@ -653,14 +696,7 @@ mod tests {
         let mut svc = ServicePolicy::plain("grafana", Vec::new());
         svc.upstream_host = Some("grafana.internal".to_owned());
         let host = HeaderValue::from_static("grafana.example.ts.net");
-        upstream_head(
-            &mut parts,
-            None,
-            &svc,
-            &conn("grafana.example.ts.net"),
-            host,
-            Added { auth: None, identity: None },
-        );
+        upstream_head(&mut parts, None, &svc, &conn("grafana.example.ts.net"), host, Added::default());
         let h = &parts.headers;
         assert_eq!(parts.version, Version::HTTP_11);
         assert_eq!(h[header::HOST], "grafana.internal");
@@ -673,14 +709,7 @@ mod tests {
         let (mut parts, ()) = get("/ws", &["grafana.example.ts.net"]).into_parts();
         let ws = Some(HeaderValue::from_static("websocket"));
         let host = HeaderValue::from_static("grafana.example.ts.net");
-        upstream_head(
-            &mut parts,
-            ws,
-            &svc,
-            &conn("grafana.example.ts.net"),
-            host,
-            Added { auth: None, identity: None },
-        );
+        upstream_head(&mut parts, ws, &svc, &conn("grafana.example.ts.net"), host, Added::default());
         assert_eq!(
             (&parts.headers[header::CONNECTION], &parts.headers[header::UPGRADE]),
             (&"upgrade".parse::<HeaderValue>().expect("v"), &"websocket".parse::<HeaderValue>().expect("v"))

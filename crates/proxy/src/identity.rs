@@ -6,15 +6,19 @@
 //!   printable ASCII (Go's `mime.QEncoding.Encode("utf-8", v)`), empty when not UTF-8;
 //! * `Tailscale-User-Profile-Pic`: the URL as it is;
 //! * `Tailscale-Headers-Info: https://tailscale.com/s/serve-headers`;
-//! * nothing for tagged nodes (no user identity) or addresses `whois` does not know.
+//! * nothing for tagged nodes (no user identity) or addresses `whois` does not know;
+//! * with `accept_app_caps`, `Tailscale-App-Capabilities`: the JSON object of those
+//!   capabilities the client holds, as `--accept-app-caps` sends it.
 //!
-//! The five header names ([`HEADERS`]: the three above, `Tailscale-Funnel-Request` and
-//! `Tailscale-Headers-Info`) are removed from every client request on every service, in
+//! The six header names ([`HEADERS`]: the five above and `Tailscale-Funnel-Request`)
+//! are removed from every client request on every service, in
 //! any spelling, whether or not the service asks for identity (`client_headers.rs`).
 //!
-//! Answers are cached per client IP for [`POSITIVE_TTL`] (known peers and "no such
-//! peer") and [`ERROR_TTL`] after a LocalAPI failure, in at most [`MAX_ENTRIES`]
-//! entries; a lookup waits at most [`LOOKUP_TIMEOUT`].
+//! The same lookup answers the `access` stage ([`Lookup`]: a peer with its tags and
+//! capabilities, "not a tailnet address", or a failure). Answers are cached per client
+//! IP and capability scope (the service, when its policy needs capabilities) for
+//! [`POSITIVE_TTL`] (known peers and "no such peer") and [`ERROR_TTL`] after a LocalAPI
+//! failure, in at most [`MAX_ENTRIES`] entries; a lookup waits at most [`LOOKUP_TIMEOUT`].
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -34,10 +38,14 @@ pub(crate) const USER_PROFILE_PIC: HeaderName = HeaderName::from_static("tailsca
 pub(crate) const FUNNEL_REQUEST: HeaderName = HeaderName::from_static("tailscale-funnel-request");
 /// `Tailscale-Headers-Info`.
 pub(crate) const HEADERS_INFO: HeaderName = HeaderName::from_static("tailscale-headers-info");
+/// `Tailscale-App-Capabilities`.
+pub(crate) const APP_CAPABILITIES: HeaderName = HeaderName::from_static("tailscale-app-capabilities");
 
-/// How long a `whois` answer (a peer, or "not a peer") is reused.
+/// How long a `whois` answer (a peer, or "not a peer") is reused: also how long a
+/// change of the tailnet policy (a revoked capability, a removed tag) takes to apply.
 pub(crate) const POSITIVE_TTL: Duration = Duration::from_secs(30);
-/// How long a LocalAPI failure is remembered (requests go on without identity).
+/// How long a LocalAPI failure is remembered (identity headers are left out; `allow`
+/// refuses with 503).
 pub(crate) const ERROR_TTL: Duration = Duration::from_secs(5);
 /// Most cached client addresses.
 pub(crate) const MAX_ENTRIES: usize = 4096;
@@ -45,7 +53,8 @@ pub(crate) const MAX_ENTRIES: usize = 4096;
 pub(crate) const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The identity headers only this router sets.
-pub(crate) static HEADERS: [HeaderName; 5] = [USER_LOGIN, USER_NAME, USER_PROFILE_PIC, FUNNEL_REQUEST, HEADERS_INFO];
+pub(crate) static HEADERS: [HeaderName; 6] =
+    [USER_LOGIN, USER_NAME, USER_PROFILE_PIC, FUNNEL_REQUEST, HEADERS_INFO, APP_CAPABILITIES];
 
 /// The headers for one tailnet user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,70 +86,137 @@ impl Identity {
     }
 }
 
+/// What `whois` said about a client address.
+#[derive(Debug, Clone)]
+pub(crate) enum Lookup {
+    /// A tailnet node (a user's, or a tagged one).
+    Peer(Arc<Peer>),
+    /// tailscaled knows no node with this address: not a tailnet client.
+    NotAPeer,
+    /// tailscaled could not answer (LocalAPI error or timeout; or no LocalAPI at all).
+    Failed(Arc<str>),
+}
+
+impl Lookup {
+    /// The identity headers, for a user's node.
+    pub(crate) fn identity(&self) -> Option<&Identity> {
+        match self {
+            Lookup::Peer(p) => p.headers.as_ref(),
+            Lookup::NotAPeer | Lookup::Failed(_) => None,
+        }
+    }
+}
+
+/// A tailnet node behind a client address.
+#[derive(Debug)]
+pub(crate) struct Peer {
+    /// `whois`'s answer: login, node name, tags, capabilities toward the scope asked.
+    pub(crate) who: WhoIs,
+    /// Its identity headers (`None` for tagged nodes).
+    pub(crate) headers: Option<Identity>,
+}
+
+impl Peer {
+    /// A peer from `whois`'s answer.
+    pub(crate) fn new(who: WhoIs) -> Peer {
+        Peer { headers: Identity::from_whois(&who), who }
+    }
+
+    /// Whether this is a user's node (not a tagged one).
+    pub(crate) fn is_user(&self) -> bool {
+        self.headers.is_some()
+    }
+
+    /// `Tailscale-App-Capabilities` for the capabilities in `accept` it holds (`None`
+    /// when it holds none of them): a JSON object, capability → values, Q-encoded when
+    /// not ASCII. tailscaled sends `{}` in that case; an absent header says the same and
+    /// cannot be mistaken for a grant.
+    pub(crate) fn app_capabilities(&self, accept: &[String]) -> Option<HeaderValue> {
+        let held: std::collections::BTreeMap<&str, &Vec<serde_json::Value>> = accept
+            .iter()
+            .filter_map(|c| self.who.caps.get_key_value(c.as_str()))
+            .map(|(k, v)| (k.as_str(), v))
+            .collect();
+        if held.is_empty() {
+            return None;
+        }
+        let json = serde_json::to_string(&held).ok()?;
+        HeaderValue::from_str(&q_encode(&json)).ok()
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Cached {
     at: Instant,
     ttl: Duration,
-    identity: Option<Arc<Identity>>,
+    lookup: Lookup,
 }
+
+/// The cache key: a client IP and the capability scope asked for (`svc:NAME`, or the
+/// node itself).
+type Key = (IpAddr, Option<Arc<str>>);
 
 /// `whois` with a small cache.
 #[derive(Debug)]
 pub(crate) struct Identities {
     client: Option<LocalClient>,
-    cache: Mutex<HashMap<IpAddr, Cached>>,
+    cache: Mutex<HashMap<Key, Cached>>,
 }
 
 impl Identities {
-    /// Lookups through `client`; `None` never finds anyone (tests, demo without
-    /// tailscaled).
+    /// Lookups through `client`; `None` answers every lookup with a failure (tests, demo
+    /// without tailscaled).
     pub(crate) fn new(client: Option<LocalClient>) -> Identities {
         Identities { client, cache: Mutex::new(HashMap::new()) }
     }
 
-    /// The identity of the tailnet user behind `client` (the PROXY v2 source on proxy
-    /// listeners), from the cache or LocalAPI `whois`.
-    pub(crate) async fn lookup(&self, service: &str, client: SocketAddr) -> Option<Arc<Identity>> {
-        let ip = client.ip();
-        if let Some(hit) = self.cached(ip) {
+    /// Who is behind `client` (the PROXY v2 source on proxy listeners), from the cache or
+    /// LocalAPI `whois`; `scope` (`svc:NAME`) asks for the capabilities granted toward
+    /// that Tailscale Service instead of toward the node.
+    pub(crate) async fn lookup(&self, service: &str, scope: Option<&Arc<str>>, client: SocketAddr) -> Lookup {
+        let key = (client.ip(), scope.cloned());
+        if let Some(hit) = self.cached(&key) {
             return hit;
         }
-        let lc = self.client.as_ref()?;
-        let (identity, ttl) = match tokio::time::timeout(LOOKUP_TIMEOUT, lc.whois(client)).await {
-            Ok(Ok(Some(who))) => (Identity::from_whois(&who).map(Arc::new), POSITIVE_TTL),
-            Ok(Ok(None)) => (None, POSITIVE_TTL),
+        let Some(lc) = self.client.as_ref() else {
+            return Lookup::Failed(Arc::from("no tailscaled LocalAPI client"));
+        };
+        let asked = lc.whois(client, scope.map(|s| &**s));
+        let (lookup, ttl) = match tokio::time::timeout(LOOKUP_TIMEOUT, asked).await {
+            Ok(Ok(Some(who))) => (Lookup::Peer(Arc::new(Peer::new(who))), POSITIVE_TTL),
+            Ok(Ok(None)) => (Lookup::NotAPeer, POSITIVE_TTL),
             Ok(Err(e)) => {
-                tracing::warn!(service = %service, client = %client, cause = %e, fix = e.fix().unwrap_or_default(), "whois failed; request sent without Tailscale identity headers");
-                (None, ERROR_TTL)
+                tracing::warn!(service = %service, client = %client, cause = %e, fix = e.fix().unwrap_or_default(), "whois failed; the request has no Tailscale identity");
+                (Lookup::Failed(Arc::from(format!("tailscaled's whois failed: {e}"))), ERROR_TTL)
             }
             Err(_) => {
-                tracing::warn!(service = %service, client = %client, timeout_ms = LOOKUP_TIMEOUT.as_millis() as u64, "whois timed out; request sent without Tailscale identity headers");
-                (None, ERROR_TTL)
+                tracing::warn!(service = %service, client = %client, timeout_ms = LOOKUP_TIMEOUT.as_millis() as u64, "whois timed out; the request has no Tailscale identity");
+                (Lookup::Failed(Arc::from("tailscaled's whois did not answer in time")), ERROR_TTL)
             }
         };
-        self.insert(ip, identity.clone(), ttl);
-        identity
+        self.insert(key, lookup.clone(), ttl);
+        lookup
     }
 
-    /// A fresh cached answer: `Some(None)` is a cached "nobody".
-    fn cached(&self, ip: IpAddr) -> Option<Option<Arc<Identity>>> {
+    /// A fresh cached answer.
+    fn cached(&self, key: &Key) -> Option<Lookup> {
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let hit = cache.get(&ip)?;
-        (hit.at.elapsed() < hit.ttl).then(|| hit.identity.clone())
+        let hit = cache.get(key)?;
+        (hit.at.elapsed() < hit.ttl).then(|| hit.lookup.clone())
     }
 
-    fn insert(&self, ip: IpAddr, identity: Option<Arc<Identity>>, ttl: Duration) {
+    fn insert(&self, key: Key, lookup: Lookup, ttl: Duration) {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= MAX_ENTRIES && !cache.contains_key(&ip) {
+        if cache.len() >= MAX_ENTRIES && !cache.contains_key(&key) {
             cache.retain(|_, c| c.at.elapsed() < c.ttl);
             if cache.len() >= MAX_ENTRIES {
                 cache.clear();
             }
         }
-        cache.insert(ip, Cached { at: Instant::now(), ttl, identity });
+        cache.insert(key, Cached { at: Instant::now(), ttl, lookup });
     }
 
-    /// Number of cached addresses.
+    /// Number of cached answers.
     #[cfg(test)]
     pub(crate) fn cached_len(&self) -> usize {
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).len()
@@ -189,6 +265,7 @@ mod tests {
             display_name: name.to_owned(),
             profile_pic_url: "https://pics.example/a.png".to_owned(),
             node_name: "laptop.tailnet.ts.net".to_owned(),
+            ..WhoIs::default()
         }
     }
 
@@ -221,14 +298,27 @@ mod tests {
     async fn cache_is_bounded_and_expires() {
         let ids = Identities::new(None);
         for i in 0..(MAX_ENTRIES as u32 + 10) {
-            ids.insert(IpAddr::from(i.to_be_bytes()), None, POSITIVE_TTL);
+            ids.insert((IpAddr::from(i.to_be_bytes()), None), Lookup::NotAPeer, POSITIVE_TTL);
         }
         assert!(ids.cached_len() <= MAX_ENTRIES, "{}", ids.cached_len());
         let ip: IpAddr = "100.64.0.9".parse().expect("ip");
-        ids.insert(ip, Identity::from_whois(&who("bob@example.com", "Bob")).map(Arc::new), Duration::from_millis(1));
+        let bob = Lookup::Peer(Arc::new(Peer::new(who("bob@example.com", "Bob"))));
+        ids.insert((ip, None), bob, Duration::from_millis(1));
         std::thread::sleep(Duration::from_millis(5));
-        assert!(ids.cached(ip).is_none(), "expired entries are not served");
-        // Without a LocalAPI client nobody is known.
-        assert!(ids.lookup("t", SocketAddr::new(ip, 1)).await.is_none());
+        assert!(ids.cached(&(ip, None)).is_none(), "expired entries are not served");
+        // Without a LocalAPI client nobody can be identified: a failure, never a peer.
+        assert!(matches!(ids.lookup("t", None, SocketAddr::new(ip, 1)).await, Lookup::Failed(_)));
+    }
+
+    #[test]
+    fn app_capabilities_carry_only_the_accepted_ones() {
+        let mut w = who("carol@example.com", "Carol");
+        w.caps.insert("example.com/cap/grafana".into(), vec![serde_json::json!({"role": "editor"})]);
+        w.caps.insert("example.com/cap/other".into(), vec![serde_json::json!({})]);
+        let peer = Peer::new(w);
+        let accept = ["example.com/cap/grafana".to_owned(), "example.com/cap/absent".to_owned()];
+        let v = peer.app_capabilities(&accept).expect("held");
+        assert_eq!(v, r#"{"example.com/cap/grafana":[{"role":"editor"}]}"#);
+        assert!(peer.app_capabilities(&["example.com/cap/absent".to_owned()]).is_none());
     }
 }

@@ -14,8 +14,9 @@
 //!    versions, ALPN, tickets, cipher suite order);
 //! 5. [`forward`] serves HTTP/1.1 and HTTP/2: checks Host against SNI (421 on mismatch),
 //!    picks the route by longest path prefix ([`routes`]), applies the per-service
-//!    options ([`cors`], [`auth`] for `forward_auth`, [`identity`] for
-//!    `tailscale_identity`, body limits, [`error_pages`]), and streams the request to
+//!    options ([`cors`], body limits, [`access`] for `allow` — the tailnet-identity
+//!    trust decision —, [`auth`] for `forward_auth`, [`identity`] for
+//!    `tailscale_identity` and `accept_app_caps`, [`error_pages`]), and streams the request to
 //!    the upstream ([`upstream`]: `http://` or `https://`, over the per-thread
 //!    keep-alive [`pool`]; the wait for the answer
 //!    starts when the request body has been sent) and the answer back, each body
@@ -30,6 +31,7 @@
 //! certificate store, the TLS config and the pooled upstream client.
 
 #![forbid(unsafe_code)]
+mod access;
 mod admit;
 mod auth;
 mod body;
@@ -64,6 +66,7 @@ mod tunnel;
 mod upstream;
 mod workers;
 
+pub use access::AccessPolicy;
 pub use conn_info::ConnInfo;
 pub use listener::ListenerKind;
 pub use options::ProxyOptions;

@@ -14,6 +14,7 @@ use http::uri::PathAndQuery;
 pub(crate) use snirouter_config::Route;
 use snirouter_config::{Cors, ForwardAuth, Passthrough};
 
+use crate::access::AccessPolicy;
 use crate::error_pages::ErrorPages;
 use crate::stats::ServiceStats;
 
@@ -30,6 +31,14 @@ pub(crate) fn upstream_path(route: &Route, pq: &PathAndQuery) -> PathAndQuery {
         None => path.to_owned(),
     };
     s.parse().unwrap_or_else(|_| pq.clone())
+}
+
+/// `svc:NAME` when the service is a Tailscale Service (no `fqdn` of its own) whose policy
+/// needs capabilities: those granted toward its VIP, not toward the node.
+fn whois_scope(svc: &snirouter_config::Service) -> Option<Arc<str>> {
+    let needs_caps = !svc.accept_app_caps.is_empty()
+        || svc.allow.iter().flatten().any(|p| matches!(p, snirouter_config::Principal::Capability(_)));
+    (needs_caps && svc.fqdn.is_none()).then(|| Arc::from(svc.tailscale_service()))
 }
 
 /// A service as the data path sees it: its routes and the policy its requests get
@@ -62,6 +71,13 @@ pub struct ServicePolicy {
     pub max_body_bytes: Option<u64>,
     /// Send `Tailscale-User-*` headers.
     pub tailscale_identity: bool,
+    /// `allow`: who may use the service.
+    pub access: Option<AccessPolicy>,
+    /// `accept_app_caps`: capabilities sent upstream in `Tailscale-App-Capabilities`.
+    pub accept_app_caps: Vec<String>,
+    /// What `whois` asks capabilities toward: `svc:NAME` for a Tailscale Service whose
+    /// policy needs capabilities (`cap:` entries, `accept_app_caps`), else the node.
+    pub whois_scope: Option<Arc<str>>,
     /// TLS passthrough target (no HTTP handling at all).
     pub passthrough: Option<Passthrough>,
 }
@@ -83,6 +99,9 @@ impl ServicePolicy {
             error_pages: None,
             max_body_bytes: None,
             tailscale_identity: false,
+            access: None,
+            accept_app_caps: Vec::new(),
+            whois_scope: None,
             passthrough: None,
         }
     }
@@ -142,6 +161,9 @@ impl RouteTable {
                     error_pages: svc.error_pages.as_deref().map(|dir| ErrorPages::load(&svc.name, dir)),
                     max_body_bytes: svc.max_body_bytes,
                     tailscale_identity: svc.tailscale_identity,
+                    access: svc.allow.clone().map(|allow| AccessPolicy { allow }),
+                    accept_app_caps: svc.accept_app_caps.clone(),
+                    whois_scope: whois_scope(svc),
                     passthrough: svc.passthrough.clone(),
                 }),
             );
