@@ -135,6 +135,22 @@ let
         default = false;
         description = "Send `Tailscale-User-*` headers from tailscaled's whois (`tailscale_identity`).";
       };
+      allow = mkOption {
+        type = types.nullOr (types.nonEmptyListOf types.str);
+        default = null;
+        example = [
+          "alice@example.com"
+          "tag:monitoring"
+          "cap:example.com/cap/grafana"
+        ];
+        description = "Only these tailnet clients may use the service (`allow`): logins, `*@domain`, `tag:NAME`, `cap:CAPABILITY` granted toward `svc:NAME` in the tailnet policy, `*` (any tailnet node) or `local` (loopback clients). Others get a 403 page; null admits everyone who reaches it.";
+      };
+      acceptAppCaps = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [ "example.com/cap/grafana" ];
+        description = "Application capabilities of the client sent to the backend in `Tailscale-App-Capabilities` (`accept_app_caps`, like `tailscale serve --accept-app-caps`).";
+      };
       passthrough = mkOption {
         type = types.nullOr types.str;
         default = null;
@@ -200,6 +216,8 @@ let
     // optionalAttrs s.cors { cors = true; }
     // optionalAttrs (s.corsOrigins != [ ]) { cors_origins = s.corsOrigins; }
     // optionalAttrs s.tailscaleIdentity { tailscale_identity = true; }
+    // optionalAttrs (s.allow != null) { inherit (s) allow; }
+    // optionalAttrs (s.acceptAppCaps != [ ]) { accept_app_caps = s.acceptAppCaps; }
     // optionalAttrs (s.errorPages != null) { error_pages = "${s.errorPages}"; }
     // optionalAttrs (s.maxBodySize != null) { max_body_bytes = s.maxBodySize; };
 

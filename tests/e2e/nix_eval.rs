@@ -173,6 +173,10 @@ fn module_renders_a_config_that_snirouter_accepts() {
     assert_eq!(svc("homepage")["cors"]["origins"][0], "https://grafana.bat-boa.ts.net");
     assert_eq!(svc("audiobookshelf")["routes"][0]["strip_prefix"], true);
     assert_eq!(svc("prometheus")["fqdn"], "metrics.bat-boa.ts.net");
+    let allow = serde_json::json!(["tag:monitoring", "alice@example.com", "cap:example.com/cap/sonarr"]);
+    assert_eq!(svc("sonarr")["allow"], allow);
+    assert_eq!(svc("sonarr")["accept_app_caps"], serde_json::json!(["example.com/cap/sonarr"]));
+    assert!(svc("grafana")["allow"].is_null(), "no allow: everyone who reaches it");
     assert_eq!(cfg["tailscale"]["manage_services"], true);
     assert_eq!(cfg["tailscale"]["api"]["client_id_file"], "/run/credentials/snirouter.service/tailscale-client-id");
     assert_eq!(cfg["limits"]["max_header_bytes"], 5_000_000);

@@ -45,7 +45,15 @@
         cors = true;
         maxBodySize = "50GB";
       };
-      sonarr.port = 8989;
+      sonarr = {
+        port = 8989;
+        allow = [
+          "tag:monitoring"
+          "alice@example.com"
+          "cap:example.com/cap/sonarr"
+        ];
+        acceptAppCaps = [ "example.com/cap/sonarr" ];
+      };
       radarr.port = 7878;
       prowlarr.port = 9696;
       lidarr.port = 8686;
