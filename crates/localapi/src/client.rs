@@ -127,6 +127,13 @@ impl LocalClient {
         parse_json(&reply.body, "status JSON (ipnstate.Status)")
     }
 
+    /// `GET /localapi/v0/status` with the peers ([`Status::peers`]): for naming the other
+    /// hosts of a service. Larger than [`LocalClient::status`] on a big tailnet.
+    pub async fn status_with_peers(&self) -> Result<Status, Error> {
+        let reply = self.call_ok(Req::get("status"), Some(self.default_timeout), None).await?;
+        parse_json(&reply.body, "status JSON (ipnstate.Status)")
+    }
+
     /// The names this node may get certificates for: `GET /localapi/v0/cert-domains`
     /// (tailscaled ≥ 1.98); on 404 falls back to `status().cert_domains`.
     pub async fn cert_domains(&self) -> Result<Vec<String>, Error> {

@@ -54,9 +54,18 @@ pub struct Status {
     /// Names this node may get certificates for (authoritative for `/cert/`), no trailing dot.
     #[serde(deserialize_with = "null_default")]
     pub cert_domains: Vec<String>,
+    /// `Status.Peer`: the other nodes, keyed by node key (the same `ipnstate.PeerStatus`
+    /// shape as `Self`; empty when status was asked `?peers=false`).
+    #[serde(rename = "Peer", deserialize_with = "null_default")]
+    pub peers: BTreeMap<String, SelfNode>,
 }
 
 impl Status {
+    /// The node with stable ID `id`: this node or a peer.
+    pub fn node(&self, id: &str) -> Option<&SelfNode> {
+        self.self_node.iter().chain(self.peers.values()).find(|n| n.id == id)
+    }
+
     /// The MagicDNS suffix (`TAILNET.ts.net`): `CurrentTailnet`'s, else the deprecated top-level
     /// field; `None` when both are empty.
     pub fn magic_dns_suffix(&self) -> Option<&str> {
@@ -403,6 +412,22 @@ mod tests {
         let st: Status = serde_json::from_str("{}").unwrap();
         assert!(st.self_node.is_none());
         assert_eq!(st.magic_dns_suffix(), None);
+    }
+
+    #[test]
+    fn peers_are_found_by_stable_id() {
+        let st: Status = serde_json::from_str(
+            r#"{"Self":{"ID":"nSelfCNTRL","HostName":"storage","DNSName":"storage.t.ts.net.","Online":true},
+                "Peer":{"nodekey:ab":{"ID":"nBackupCNTRL","HostName":"backup","DNSName":"backup.t.ts.net.","Online":false,"Tags":["tag:storage"]}}}"#,
+        )
+        .unwrap();
+        assert_eq!(st.node("nSelfCNTRL").map(|n| n.host_name.as_str()), Some("storage"));
+        let backup = st.node("nBackupCNTRL").expect("peer");
+        assert_eq!((backup.dns_name.as_str(), backup.online), ("backup.t.ts.net", false));
+        assert!(st.node("nOtherCNTRL").is_none());
+        assert!(
+            RUNNING.contains("\"Peer\": null") && serde_json::from_str::<Status>(RUNNING).unwrap().peers.is_empty()
+        );
     }
 
     #[test]

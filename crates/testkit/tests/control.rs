@@ -76,8 +76,22 @@ async fn token_auth_and_addrs_rule() {
     assert_eq!((status, &v["ports"]), (200, &json!(["tcp:443", "tcp:80"])));
 
     let (status, v) = call(&sim, "GET", &format!("{path}/devices"), Some(&t), None).await;
-    assert_eq!(status, 200);
-    assert_eq!(v["hosts"][0]["nodeId"], "nStorage1CNTRL");
+    assert_eq!((status, &v["hosts"]), (200, &json!([])), "nobody advertises it yet");
+    sim.update(|c| c.hosts = vec![("nStorage1CNTRL".to_owned(), "approved:manual".to_owned())]);
+    let link = sim.link();
+    link.report_services("nBackup2CNTRL", &["svc:grafana".to_owned()]);
+    link.report_services("nOther3CNTRL", &["svc:other".to_owned()]);
+    let (_, v) = call(&sim, "GET", &format!("{path}/devices"), Some(&t), None).await;
+    let hosts: Vec<(&Value, &Value)> =
+        v["hosts"].as_array().expect("hosts").iter().map(|h| (&h["nodeId"], &h["approvalLevel"])).collect();
+    assert_eq!(
+        hosts,
+        [(&json!("nStorage1CNTRL"), &json!("approved:manual")), (&json!("nBackup2CNTRL"), &json!("approved:auto"))],
+        "the configured hosts, then the nodes advertising it"
+    );
+    link.report_services("nBackup2CNTRL", &[]);
+    let (_, v) = call(&sim, "GET", &format!("{path}/devices"), Some(&t), None).await;
+    assert_eq!(v["hosts"].as_array().map(Vec::len), Some(1), "no longer advertised: no longer a host");
 
     let (status, v) = call(&sim, "GET", "/api/v2/tailnet/-/services", Some(&t), None).await;
     assert_eq!((status, v["vipServices"].as_array().map(Vec::len)), (200, Some(1)));

@@ -454,7 +454,7 @@ fn whois_find(cfg: &SimConfig, v: &str) -> Result<Found, &'static str> {
         if json::ident(&cfg.hostname).node_key.eq_ignore_ascii_case(v) {
             return Ok(Found::SelfNode);
         }
-        let i = (0..cfg.peers.len()).position(|i| json::peer_node_key(i).eq_ignore_ascii_case(v));
+        let i = (0..cfg.peers.len()).position(|i| json::peer_node_key(i, &cfg.peers[i]).eq_ignore_ascii_case(v));
         return Ok(i.map_or(Found::Nobody, Found::Peer));
     }
     let ip = match v.parse::<std::net::IpAddr>() {
@@ -1123,6 +1123,10 @@ async fn serve_prefs(inner: &Arc<Inner>, p: &Perms, req: Request<Incoming>) -> R
                 let mut st = inner.state();
                 if set {
                     st.prefs.advertise_services = services;
+                    if let Some(control) = &st.cfg.control {
+                        let advertised = st.prefs.advertise_services.clone().unwrap_or_default();
+                        control.report_services(&json::ident(&st.cfg.hostname).stable_id, &advertised);
+                    }
                 }
                 let new_netmap = set && st.refresh_cert_domains();
                 (st.prefs.view(&st.cfg), new_netmap)

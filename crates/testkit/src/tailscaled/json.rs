@@ -327,17 +327,17 @@ pub(crate) fn peer_user(i: usize, peer: &SimPeer) -> UserProfile {
 }
 
 /// Peer `i`'s node key (`nodekey:` + 64 hex digits), as its whois answer carries it.
-pub(crate) fn peer_node_key(i: usize) -> String {
-    ident(&peer_hostname(i)).node_key
+pub(crate) fn peer_node_key(i: usize, peer: &SimPeer) -> String {
+    ident(&peer_hostname(i, peer)).node_key
 }
 
-fn peer_hostname(i: usize) -> String {
-    format!("peer-{}", i + 1)
+fn peer_hostname(i: usize, peer: &SimPeer) -> String {
+    peer.hostname.clone().unwrap_or_else(|| format!("peer-{}", i + 1))
 }
 
 fn peer_status(cfg: &SimConfig, i: usize, peer: &SimPeer) -> PeerStatus {
     let ip = &peer.ip;
-    let host = peer_hostname(i);
+    let host = peer_hostname(i, peer);
     let id = ident(&host);
     PeerStatus {
         id: id.stable_id,
@@ -360,7 +360,7 @@ fn peer_status(cfg: &SimConfig, i: usize, peer: &SimPeer) -> PeerStatus {
         last_write: ZERO_TIME.to_string(),
         last_seen: ZERO_TIME.to_string(),
         last_handshake: ZERO_TIME.to_string(),
-        online: true,
+        online: peer.online,
         exit_node: false,
         exit_node_option: false,
         active: false,
@@ -629,7 +629,7 @@ pub(crate) type CapMap = std::collections::BTreeMap<String, Vec<Value>>;
 
 /// `apitype.WhoIsResponse` for peer `i`, with `caps` as its `CapMap`.
 pub(crate) fn whois(cfg: &SimConfig, i: usize, peer: &SimPeer, caps: Option<CapMap>) -> Value {
-    let host = peer_hostname(i);
+    let host = peer_hostname(i, peer);
     let id = ident(&host);
     let u = peer_user(i, peer);
     let ip = &peer.ip;
@@ -644,7 +644,7 @@ pub(crate) fn whois(cfg: &SimConfig, i: usize, peer: &SimPeer, caps: Option<CapM
         "AllowedIPs": [format!("{ip}/{}", prefix_len(ip))],
         "Created": CREATED,
         "Hostinfo": {"Hostname": host, "OS": "linux"},
-        "Online": true,
+        "Online": peer.online,
         "ComputedName": host,
         "ComputedNameWithHost": host,
     });

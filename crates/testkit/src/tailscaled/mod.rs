@@ -136,6 +136,10 @@ pub struct SimConfig {
     pub edit_prefs_error: Option<String>,
     /// Peers known to `whois` (and `status` with peers).
     pub peers: Vec<SimPeer>,
+    /// The simulated control plane this node reports its advertised services to (as
+    /// tailscaled does through its Hostinfo): a service's `/devices` then lists this
+    /// node while it advertises the service.
+    pub control: Option<crate::control::ControlLink>,
 }
 
 /// A tailnet peer the simulated tailscaled knows: `whois` answers for its address and
@@ -157,6 +161,12 @@ pub struct SimPeer {
     /// `whois?svc_name=svc:NAME` or `dst_ip=<its VIP>` (`PeerCapsForService`), only while
     /// the service is approved here (it is in the node's `service-host` VIP map).
     pub service_caps: BTreeMap<String, BTreeMap<String, Vec<serde_json::Value>>>,
+    /// Its hostname (`None`: `peer-N`); its stable node ID derives from it as the
+    /// simulator's own does, so a `SimPeer::host("backup", …)` here is the same node as
+    /// a simulated tailscaled whose `hostname` is `backup`.
+    pub hostname: Option<String>,
+    /// `Online` in `status` and `whois`.
+    pub online: bool,
 }
 
 impl SimPeer {
@@ -169,7 +179,14 @@ impl SimPeer {
             tags: Vec::new(),
             node_caps: BTreeMap::new(),
             service_caps: BTreeMap::new(),
+            hostname: None,
+            online: true,
         }
+    }
+
+    /// Another tagged node called `hostname`, e.g. a second host of the same services.
+    pub fn host(ip: IpAddr, hostname: &str, tags: &[&str]) -> SimPeer {
+        SimPeer { hostname: Some(hostname.to_owned()), ..SimPeer::tagged(ip, tags) }
     }
 
     /// A tagged node (its user is `tagged-devices`).
@@ -246,6 +263,7 @@ impl SimConfig {
             locked_config_file: false,
             edit_prefs_error: None,
             peers: vec![],
+            control: None,
         }
     }
 
