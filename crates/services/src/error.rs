@@ -72,6 +72,24 @@ pub enum Error {
         /// `message` from the JSON error body (or the OAuth `error_description`, or the raw body).
         message: String,
     },
+    /// Another node hosts the service, and its definition differs from what this host
+    /// is configured to add: hosts share one definition, so it is left as it is.
+    #[error(
+        "{service} is also hosted by {} and is defined with {defined}; this host ({this_host}) would add {wanted}, which would rewrite the definition the other host(s) use",
+        others.join(", ")
+    )]
+    SharedDefinition {
+        /// `svc:NAME`.
+        service: String,
+        /// This node's hostname.
+        this_host: String,
+        /// The other hosts, by name (or node ID).
+        others: Vec<String>,
+        /// The definition's ports and tags.
+        defined: String,
+        /// What this host would add.
+        wanted: String,
+    },
     /// The control API could not be reached or answered something unreadable.
     #[error("{what}: {detail}")]
     Transport {
@@ -132,6 +150,12 @@ impl Error {
                     .to_owned(),
                 _ => "the control API failed; retry later".to_owned(),
             },
+            Error::SharedDefinition { service, others, .. } => format!(
+                "give every host of {service} the same [tailscale.api] tags as {} (ports are always tcp:443), or change \
+                 the definition once for all hosts (admin console: Services → {service}), then run `snirouter services \
+                 sync` again",
+                others.join(", ")
+            ),
             Error::Transport { .. } => {
                 "check network access to [tailscale.api] base_url (default https://api.tailscale.com)".to_owned()
             }

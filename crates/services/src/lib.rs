@@ -21,6 +21,11 @@
 //! existing, different handler that snirouter did not add is a [`Conflict`]: reported,
 //! never overwritten.
 //!
+//! **Several hosts.** A service may be hosted by several nodes, each running snirouter:
+//! a host only ever writes its own node's serve config and prefs, and leaves the shared
+//! definition alone once another node hosts the service (`definition.rs`,
+//! [`Error::SharedDefinition`]); [`ServiceState::hosts`] lists who hosts it.
+//!
 //! Entry points: [`plan`] (what would change; touches nothing), [`sync`] (apply;
 //! idempotent), [`observe`] (per-service [`ServiceState`] for `snirouter status`) and
 //! [`spawn_startup_sync`] for `run` with `[tailscale] manage_services = true`.
@@ -29,6 +34,7 @@
 #![warn(missing_docs)]
 
 mod control;
+mod definition;
 mod error;
 mod guide;
 mod http;
@@ -39,6 +45,7 @@ mod state;
 mod sync;
 
 pub use control::{ControlClient, ServiceHost, ServiceInfo};
+pub use definition::Host;
 pub use error::Error;
 pub use guide::{manual_steps, policy_snippet};
 pub use ownership::{OWNERSHIP_FILE, Owned, Ownership};

@@ -10,6 +10,7 @@ use snirouter_config::Config;
 use snirouter_localapi::{BackendState, LocalClient, Status};
 
 use crate::control::{ControlClient, ServiceInfo};
+use crate::definition::{self, Host};
 use crate::error::Error;
 use crate::ownership::Ownership;
 use crate::serve::{self, SERVICE_PORT};
@@ -201,6 +202,9 @@ pub struct Plan {
     pub changes: Vec<Change>,
     /// Services left alone because someone else's handler is in the way.
     pub conflicts: Vec<Conflict>,
+    /// Definitions sync would not change, each with its cause and fix (another node hosts
+    /// the service and its definition differs); the rest is still applied.
+    pub errors: Vec<String>,
     /// Reasons sync would refuse to run.
     pub blockers: Vec<Blocker>,
     /// Informational lines.
@@ -233,6 +237,9 @@ impl fmt::Display for Plan {
         for c in &self.conflicts {
             writeln!(f, "  {c}")?;
         }
+        for e in &self.errors {
+            writeln!(f, "! error         {e}")?;
+        }
         for n in &self.notes {
             writeln!(f, "  · {n}")?;
         }
@@ -254,8 +261,12 @@ pub(crate) struct Observed {
     pub advertised: Vec<String>,
     pub owned: Ownership,
     /// Per desired service, its definition (`None`: not defined); `None` without an API client.
-    pub control: Option<BTreeMap<String, Option<ServiceInfo>>>,
+    pub control: Option<ControlView>,
 }
+
+/// Per desired service, its definition and — when this host would extend it — its hosts
+/// (else empty); `None`: not defined.
+pub(crate) type ControlView = BTreeMap<String, Option<(ServiceInfo, Vec<Host>)>>;
 
 pub(crate) async fn observe_all(
     config: &Config,
@@ -263,25 +274,34 @@ pub(crate) async fn observe_all(
     local: &LocalClient,
     control: Option<&ControlClient>,
 ) -> Result<Observed, Error> {
-    let status = local.status().await.map_err(Error::local("reading tailscaled's status"))?;
+    let status = match control {
+        // The peers name the other hosts of a shared definition.
+        Some(_) => local.status_with_peers().await,
+        None => local.status().await,
+    }
+    .map_err(Error::local("reading tailscaled's status"))?;
     let (serve_config, _) = local.serve_config().await.map_err(Error::local("reading the serve config"))?;
     let prefs = local.prefs().await.map_err(Error::local("reading tailscaled's prefs"))?;
     let owned = Ownership::load(&config.cache.dir)?;
     let control = match control {
-        Some(api) => {
-            let list = api.list_services().await?;
-            let mut by_name: BTreeMap<String, Option<ServiceInfo>> =
-                desired.services.iter().map(|s| (s.clone(), None)).collect();
-            for info in list {
-                if let Some(slot) = by_name.get_mut(&info.name) {
-                    *slot = Some(info);
-                }
-            }
-            Some(by_name)
-        }
+        Some(api) => Some(control_view(api, desired, &status).await?),
         None => None,
     };
     Ok(Observed { status, serve_config, advertised: advertised(&prefs), owned, control })
+}
+
+/// The definitions of the desired services; the hosts of those this host would extend.
+async fn control_view(api: &ControlClient, desired: &Desired, status: &Status) -> Result<ControlView, Error> {
+    let mut view: ControlView = desired.services.iter().map(|s| (s.clone(), None)).collect();
+    for info in api.list_services().await? {
+        let Some(slot) = view.get_mut(&info.name) else { continue };
+        let hosts = match definition::needed(&desired.tags, Some(&info)) {
+            definition::Needed::Extend { .. } => definition::hosts(api, &info.name, Some(status)).await?,
+            _ => Vec::new(),
+        };
+        *slot = Some((info, hosts));
+    }
+    Ok(view)
 }
 
 /// `AdvertiseServices` from a prefs JSON (`null` = empty).
@@ -309,26 +329,36 @@ pub(crate) fn blockers(status: &Status) -> Vec<Blocker> {
     blocking_error(status).map(|e| Blocker { message: e.to_string(), fix: e.fix() }).into_iter().collect()
 }
 
-/// The control-API changes for the desired services.
-pub(crate) fn control_changes(desired: &Desired, view: &BTreeMap<String, Option<ServiceInfo>>) -> Vec<Change> {
+/// The control-API changes for the desired services, and the definitions this host may
+/// not extend because other nodes host them too (`view` carries their hosts).
+pub(crate) fn control_changes(desired: &Desired, status: &Status, view: &ControlView) -> (Vec<Change>, Vec<Error>) {
     let mut out = Vec::new();
+    let mut refused = Vec::new();
     for service in &desired.services {
-        match view.get(service) {
-            Some(Some(info)) => {
-                let add_ports = if info.allows_tcp_443() { vec![] } else { vec!["tcp:443".to_owned()] };
-                let add_tags: Vec<String> = desired.tags.iter().filter(|t| !info.tags.contains(t)).cloned().collect();
-                if !add_ports.is_empty() || !add_tags.is_empty() {
-                    out.push(Change::UpdateDefinition { service: service.clone(), add_ports, add_tags });
-                }
-            }
-            _ => out.push(Change::DefineService {
+        let (info, hosts) = match view.get(service) {
+            Some(Some((info, hosts))) => (Some(info), hosts.as_slice()),
+            _ => (None, &[][..]),
+        };
+        match definition::needed(&desired.tags, info) {
+            definition::Needed::Nothing => {}
+            definition::Needed::Create => out.push(Change::DefineService {
                 service: service.clone(),
                 ports: vec!["tcp:443".to_owned()],
                 tags: desired.tags.clone(),
             }),
+            need @ definition::Needed::Extend { .. } => {
+                let Some(info) = info else { continue };
+                match definition::may_extend(info, &need, hosts, status) {
+                    Err(e) => refused.push(e),
+                    Ok(()) => {
+                        let definition::Needed::Extend { add_ports, add_tags } = need else { continue };
+                        out.push(Change::UpdateDefinition { service: service.clone(), add_ports, add_tags });
+                    }
+                }
+            }
         }
     }
-    out
+    (out, refused)
 }
 
 /// The serve-config changes, conflicts and notes, given the current serve config and the
@@ -439,15 +469,16 @@ pub async fn plan(config: &Config, local: &LocalClient, control: Option<&Control
     let desired = Desired::from_config(config)?;
     let seen = observe_all(config, &desired, local, control).await?;
     let blockers = blockers(&seen.status);
-    let mut changes = match &seen.control {
-        Some(view) => control_changes(&desired, view),
-        None => Vec::new(),
+    let (mut changes, refused) = match &seen.control {
+        Some(view) => control_changes(&desired, &seen.status, view),
+        None => (Vec::new(), Vec::new()),
     };
+    let errors = refused.iter().map(|e| format!("{e} (fix: {})", e.fix())).collect();
     let (serve, conflicts, notes, owned) = serve_changes(&desired, &seen.serve_config, &seen.owned);
     changes.extend(serve);
     let (prefs, _, _) = prefs_changes(&desired, &seen.advertised, &conflicts, &owned);
     changes.extend(prefs);
-    Ok(Plan { desired, changes, conflicts, blockers, notes, control_api: seen.control.is_some() })
+    Ok(Plan { desired, changes, conflicts, errors, blockers, notes, control_api: seen.control.is_some() })
 }
 
 #[cfg(test)]
@@ -514,13 +545,14 @@ mod tests {
             tags: tags.iter().map(|s| s.to_string()).collect(),
             extra: Default::default(),
         };
-        let view: BTreeMap<_, _> = [
+        let view: ControlView = [
             ("svc:a".to_owned(), None),
-            ("svc:b".to_owned(), Some(info(&["tcp:80"], &[]))),
-            ("svc:c".to_owned(), Some(info(&["tcp:443"], &["tag:svc"]))),
+            ("svc:b".to_owned(), Some((info(&["tcp:80"], &[]), vec![]))),
+            ("svc:c".to_owned(), Some((info(&["tcp:443"], &["tag:svc"]), vec![]))),
         ]
         .into();
-        let c = control_changes(&d, &view);
+        let (c, refused) = control_changes(&d, &Status::default(), &view);
+        assert!(refused.is_empty());
         assert_eq!(c.len(), 2);
         assert!(matches!(&c[0], Change::DefineService { service, .. } if service == "svc:a"));
         assert!(

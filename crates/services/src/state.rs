@@ -10,6 +10,7 @@ use snirouter_config::Config;
 use snirouter_localapi::{Error as LocalError, LocalClient, Status};
 
 use crate::control::ControlClient;
+use crate::definition::{self, Host};
 use crate::ownership::Ownership;
 use crate::plan::{self, Desired};
 use crate::serve;
@@ -49,6 +50,10 @@ pub struct ServiceState {
     pub defined: Option<bool>,
     /// This host's approval level from the API (`approved:auto`, …), when known.
     pub approval_level: Option<String>,
+    /// Every node hosting the service, this one included, as the control API lists
+    /// them (named from tailscaled's status); `None` without API credentials or when
+    /// the service is not defined.
+    pub hosts: Option<Vec<Host>>,
     /// In the node's `AdvertiseServices` pref; `None` if prefs could not be read.
     pub advertised: Option<bool>,
     /// The serve-config handler.
@@ -78,9 +83,16 @@ pub async fn observe(
     control: Option<&ControlClient>,
 ) -> Vec<ServiceState> {
     let node = Observed::read(config, local, status, control).await;
+    // The hosts of each service are named from the peers, asked for only when there
+    // are hosts to name (`status` is the caller's, without peers).
+    let with_peers = match control {
+        Some(_) => local.status_with_peers().await.ok(),
+        None => None,
+    };
+    let names = with_peers.as_ref().or(status.ok());
     let mut out = Vec::with_capacity(config.services.len());
     for svc in &config.services {
-        out.push(node.service(svc, control).await);
+        out.push(node.service(svc, control, names).await);
     }
     out
 }
@@ -95,7 +107,6 @@ struct Observed {
     /// `Self.CapMap["service-host"]`: approved services and their VIPs.
     service_host: Option<BTreeMap<String, Vec<IpAddr>>>,
     cert_domains: Option<Vec<String>>,
-    self_id: Option<String>,
     advertised: Option<Vec<String>>,
     defined: Option<BTreeSet<String>>,
     general: Vec<String>,
@@ -138,7 +149,6 @@ impl Observed {
             suffix: suffix.or_else(|| status.and_then(|s| s.magic_dns_suffix().map(str::to_owned))),
             service_host: status.map(|_| self_node.map(|n| n.service_host()).unwrap_or_default()),
             cert_domains: status.map(|s| s.cert_domains.clone()),
-            self_id: self_node.map(|n| n.id.clone()),
             owned: Ownership::load(&config.cache.dir).unwrap_or_default(),
             desired,
             serve_config,
@@ -149,7 +159,12 @@ impl Observed {
     }
 
     /// One service's state; asks the control API for the service's hosts when it is defined.
-    async fn service(&self, svc: &snirouter_config::Service, control: Option<&ControlClient>) -> ServiceState {
+    async fn service(
+        &self,
+        svc: &snirouter_config::Service,
+        control: Option<&ControlClient>,
+        status: Option<&Status>,
+    ) -> ServiceState {
         let service = svc.tailscale_service();
         let fqdn = self.suffix.as_deref().map(|s| svc.fqdn(s));
         let managed = self.owned.get(&service).handler.is_some();
@@ -164,15 +179,16 @@ impl Observed {
         };
         let defined = self.defined.as_ref().map(|d| d.contains(&service));
         let mut problems = self.general.clone();
-        let mut approval_level = None;
+        let mut hosts = None;
         if defined == Some(true)
-            && let (Some(api), Some(id)) = (control, &self.self_id)
+            && let Some(api) = control
         {
-            match api.service_hosts(&service).await {
-                Ok(hosts) => approval_level = hosts.into_iter().find(|h| &h.node_id == id).map(|h| h.approval_level),
+            match definition::hosts(api, &service, status).await {
+                Ok(found) => hosts = Some(found),
                 Err(e) => problems.push(format!("control API hosts of {service}: {e}")),
             }
         }
+        let approval_level = hosts.iter().flatten().find(|h| h.this_host).map(|h| h.approval_level.clone());
         let in_cert_domains = match (&self.cert_domains, &fqdn) {
             (Some(d), Some(f)) => Some(d.iter().any(|c| c.trim_end_matches('.').eq_ignore_ascii_case(f))),
             _ => None,
@@ -181,6 +197,7 @@ impl Observed {
             name: svc.name.clone(),
             defined,
             approval_level,
+            hosts,
             advertised: self.advertised.as_ref().map(|a| a.contains(&service)),
             handler,
             managed,

@@ -8,9 +8,10 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::json;
 use snirouter_config::Config;
-use snirouter_localapi::LocalClient;
+use snirouter_localapi::{LocalClient, Status};
 
 use crate::control::{ControlClient, ServiceInfo};
+use crate::definition;
 use crate::error::Error;
 use crate::plan::{self, Change, Conflict, Desired};
 use crate::serve;
@@ -82,14 +83,15 @@ impl fmt::Display for SyncReport {
 /// local side.
 pub async fn sync(config: &Config, local: &LocalClient, control: Option<&ControlClient>) -> Result<SyncReport, Error> {
     let desired = Desired::from_config(config)?;
-    let status = local.status().await.map_err(Error::local("reading tailscaled's status"))?;
+    // With the peers: a definition shared with other hosts names them.
+    let status = local.status_with_peers().await.map_err(Error::local("reading tailscaled's status"))?;
     if let Some(e) = plan::blocking_error(&status) {
         return Err(e);
     }
     let mut report = SyncReport { control_api: control.is_some(), ..SyncReport::default() };
     // 1. Control API: the service must exist before hosts advertise it.
     if let Some(api) = control {
-        define_all(api, &desired, &mut report).await;
+        define_all(api, &desired, &status, &mut report).await;
     }
     // 2. serve-config, under If-Match, re-read on every 412.
     let dir = &config.cache.dir;
@@ -106,9 +108,9 @@ pub async fn sync(config: &Config, local: &LocalClient, control: Option<&Control
 
 /// Defines every desired service that is missing in the tailnet; failures are reported
 /// per service.
-async fn define_all(api: &ControlClient, desired: &Desired, report: &mut SyncReport) {
+async fn define_all(api: &ControlClient, desired: &Desired, status: &Status, report: &mut SyncReport) {
     for service in &desired.services {
-        match define(api, desired, service).await {
+        match define(api, desired, service, status).await {
             Ok(Some(change)) => {
                 tracing::info!(service = %service, change = %change, "Tailscale Service definition changed");
                 report.applied.push(change);
@@ -116,7 +118,10 @@ async fn define_all(api: &ControlClient, desired: &Desired, report: &mut SyncRep
             Ok(None) => {}
             Err(e) => {
                 tracing::error!(service = %service, cause = %e, fix = %e.fix(), "cannot define the Tailscale Service");
-                report.errors.push(format!("{service}: {e} (fix: {})", e.fix()));
+                // Name the service once: some errors start with it.
+                let cause = e.to_string();
+                let cause = if cause.starts_with(service.as_str()) { cause } else { format!("{service}: {cause}") };
+                report.errors.push(format!("{cause} (fix: {})", e.fix()));
             }
         }
     }
@@ -219,9 +224,17 @@ async fn sync_prefs(
 }
 
 /// Defines `service` if it is missing, or adds `tcp:443`/tags to its definition (reading
-/// it first so its `addrs` are sent back). `None` when nothing had to change.
-async fn define(api: &ControlClient, desired: &Desired, service: &str) -> Result<Option<Change>, Error> {
-    match api.get_service(service).await? {
+/// it first so its `addrs` are sent back) while no other node hosts it. `None` when
+/// nothing had to change. Two hosts creating it at once: the second PUT is refused (it
+/// carries no addresses), so the definition is read again and compared like any other.
+async fn define(
+    api: &ControlClient,
+    desired: &Desired,
+    service: &str,
+    status: &Status,
+) -> Result<Option<Change>, Error> {
+    let info = match api.get_service(service).await? {
+        Some(info) => info,
         None => {
             let info = ServiceInfo {
                 name: service.to_owned(),
@@ -231,21 +244,37 @@ async fn define(api: &ControlClient, desired: &Desired, service: &str) -> Result
                 tags: desired.tags.clone(),
                 extra: Default::default(),
             };
-            api.put_service(&info).await?;
-            Ok(Some(Change::DefineService { service: service.to_owned(), ports: info.ports, tags: info.tags }))
-        }
-        Some(mut info) => {
-            let add_ports = if info.allows_tcp_443() { vec![] } else { vec!["tcp:443".to_owned()] };
-            let add_tags: Vec<String> = desired.tags.iter().filter(|t| !info.tags.contains(t)).cloned().collect();
-            if add_ports.is_empty() && add_tags.is_empty() {
-                return Ok(None);
+            match api.put_service(&info).await {
+                Ok(_) => {
+                    return Ok(Some(Change::DefineService {
+                        service: service.to_owned(),
+                        ports: info.ports,
+                        tags: info.tags,
+                    }));
+                }
+                Err(e) => match api.get_service(service).await? {
+                    Some(theirs) => {
+                        tracing::info!(service = %service, "another host defined the Tailscale Service at the same time; using its definition");
+                        theirs
+                    }
+                    None => return Err(e),
+                },
             }
-            info.ports.extend(add_ports.iter().cloned());
-            info.tags.extend(add_tags.iter().cloned());
-            api.put_service(&info).await?;
-            Ok(Some(Change::UpdateDefinition { service: service.to_owned(), add_ports, add_tags }))
         }
-    }
+    };
+    let need = definition::needed(&desired.tags, Some(&info));
+    let definition::Needed::Extend { add_ports, add_tags } = &need else { return Ok(None) };
+    let hosts = definition::hosts(api, service, Some(status)).await?;
+    definition::may_extend(&info, &need, &hosts, status)?;
+    let mut info = info;
+    info.ports.extend(add_ports.iter().cloned());
+    info.tags.extend(add_tags.iter().cloned());
+    api.put_service(&info).await?;
+    Ok(Some(Change::UpdateDefinition {
+        service: service.to_owned(),
+        add_ports: add_ports.clone(),
+        add_tags: add_tags.clone(),
+    }))
 }
 
 /// For `run` with `[tailscale] manage_services = true`: runs [`sync`] in a background task
