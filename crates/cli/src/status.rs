@@ -218,6 +218,49 @@ fn ago(now: u64, t: Option<u64>) -> String {
     }
 }
 
+/// The lines under a service's row: problems, access, shared hosts, what is pending on
+/// the tailnet side, the fix and the certificate schedule.
+fn details(s: &ServiceStatus, colour: bool, now: u64) -> String {
+    let mut out = String::new();
+    for p in &s.problems {
+        out.push_str(&format!("    {}\n", paint(colour, "31", p)));
+    }
+    if let Some(allow) = &s.allow {
+        out.push_str(&format!("    allow: {}\n", allow.join(", ")));
+    }
+    if let Some(hosts) = shared_hosts(s) {
+        out.push_str(&format!("    hosts: {hosts}\n"));
+    }
+    // What is pending on the tailnet side (definition, advertisement, approval,
+    // CertDomains) matters while the service does not serve.
+    let pending = s.tailscale_service.as_ref().and_then(|t| t["problems"].as_array()).filter(|_| !s.serving);
+    for p in pending.into_iter().flatten().filter_map(|p| p.as_str()) {
+        out.push_str(&format!("    {}\n", paint(colour, "33", &format!("tailnet: {p}"))));
+    }
+    if !s.serving
+        && let Some(fix) = &s.fetch.fix
+    {
+        out.push_str(&format!("    fix: {fix}\n"));
+    }
+    if s.certificate.is_none() || s.fetch.failures > 0 {
+        out.push_str(&format!(
+            "    last success {} · next attempt {}\n",
+            ago(now, s.fetch.last_success),
+            ago(now, s.fetch.next_attempt)
+        ));
+    }
+    out
+}
+
+/// The hosts of a service that other nodes host too (`storage (this host, approved:auto),
+/// backup (approved:auto, offline)`); `None` when this host is its only one or no
+/// control API tells.
+fn shared_hosts(s: &ServiceStatus) -> Option<String> {
+    let hosts = s.tailscale_service.as_ref()?.get("hosts")?.clone();
+    let hosts: Vec<snirouter_services::Host> = serde_json::from_value(hosts).ok()?;
+    hosts.iter().any(|h| !h.this_host).then(|| hosts.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
+}
+
 /// The table shown on a terminal.
 pub(crate) fn render(report: &StatusReport, colour: bool, now: SystemTime) -> String {
     let now = now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -263,30 +306,7 @@ pub(crate) fn render(report: &StatusReport, colour: bool, now: SystemTime) -> St
     for (s, r) in report.services.iter().zip(&rows) {
         let state = if s.serving { paint(colour, "32", &r[6]) } else { paint(colour, "1;31", &r[6]) };
         out.push_str(&line(r, state));
-        for p in &s.problems {
-            out.push_str(&format!("    {}\n", paint(colour, "31", p)));
-        }
-        if let Some(allow) = &s.allow {
-            out.push_str(&format!("    allow: {}\n", allow.join(", ")));
-        }
-        // What is pending on the tailnet side (definition, advertisement, approval,
-        // CertDomains) matters while the service does not serve.
-        let pending = s.tailscale_service.as_ref().and_then(|t| t["problems"].as_array()).filter(|_| !s.serving);
-        for p in pending.into_iter().flatten().filter_map(|p| p.as_str()) {
-            out.push_str(&format!("    {}\n", paint(colour, "33", &format!("tailnet: {p}"))));
-        }
-        if !s.serving
-            && let Some(fix) = &s.fetch.fix
-        {
-            out.push_str(&format!("    fix: {fix}\n"));
-        }
-        if s.certificate.is_none() || s.fetch.failures > 0 {
-            out.push_str(&format!(
-                "    last success {} · next attempt {}\n",
-                ago(now, s.fetch.last_success),
-                ago(now, s.fetch.next_attempt)
-            ));
-        }
+        out.push_str(&details(s, colour, now));
     }
     let bad = report.services.iter().filter(|s| !s.serving).count();
     out.push('\n');
