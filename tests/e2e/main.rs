@@ -18,5 +18,6 @@ mod operate;
 mod parity;
 mod proxy_protocol;
 mod services;
+mod several_hosts;
 mod status_page;
 mod traffic;
