@@ -373,10 +373,12 @@ pub(crate) fn client_config(roots: Arc<rustls::RootCertStore>) -> Arc<rustls::Cl
     Arc::new(snirouter_tls::client_config(snirouter_tls::Trust::Roots(roots), &[]).expect("client config"))
 }
 
-/// A PROXY v2 header claiming `source`.
+/// A PROXY v2 header claiming `source`, toward the node's own address of its family
+/// (tailscaled puts the node IP, not the service VIP, as the destination).
 pub(crate) fn proxy_header(source: &str) -> Vec<u8> {
     let source: SocketAddr = source.parse().expect("source");
-    let dest: SocketAddr = "100.64.0.1:443".parse().expect("dest");
+    let dest: SocketAddr =
+        if source.is_ipv4() { "100.64.0.1:443".parse() } else { "[fd7a:115c:a1e0::1]:443".parse() }.expect("dest");
     ppp::v2::Builder::with_addresses(
         ppp::v2::Version::Two | ppp::v2::Command::Proxy,
         ppp::v2::Protocol::Stream,

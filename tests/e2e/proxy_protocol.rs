@@ -16,24 +16,9 @@ use tokio::net::TcpStream;
 use crate::harness::*;
 
 const WAIT: Duration = Duration::from_secs(60);
-/// The proxy node's own address: tailscaled puts the node IP, not the VIP, as destination.
-const NODE: &str = "100.64.0.1:443";
 
 fn tls_config(env: &Env) -> Arc<rustls::ClientConfig> {
     client_tls(env, &[])
-}
-
-fn header(source: &str) -> Vec<u8> {
-    let source: SocketAddr = source.parse().expect("source");
-    let dest: SocketAddr =
-        if source.is_ipv4() { NODE.parse() } else { "[fd7a:115c:a1e0::1]:443".parse() }.expect("dest");
-    ppp::v2::Builder::with_addresses(
-        ppp::v2::Version::Two | ppp::v2::Command::Proxy,
-        ppp::v2::Protocol::Stream,
-        (source, dest),
-    )
-    .build()
-    .expect("PROXY v2 header")
 }
 
 type Tls = tokio_rustls::client::TlsStream<TcpStream>;
@@ -46,7 +31,7 @@ async fn connect(env: &Env, source: &str, name: &str) -> Result<Tls, String> {
 /// Connects to `listener`, sends a PROXY header for `source`, completes TLS for `name`.
 async fn connect_to(env: &Env, listener: SocketAddr, source: &str, name: &str) -> Result<Tls, String> {
     let mut tcp = TcpStream::connect(listener).await.map_err(|e| e.to_string())?;
-    tcp.write_all(&header(source)).await.map_err(|e| e.to_string())?;
+    tcp.write_all(&proxy_header(source)).await.map_err(|e| e.to_string())?;
     let server_name = rustls::pki_types::ServerName::try_from(fqdn(name)).map_err(|e| e.to_string())?;
     tokio::time::timeout(
         Duration::from_secs(10),
@@ -158,7 +143,7 @@ async fn bad_proxy_headers_close_only_their_connection() {
     assert!(r.is_err(), "a handshake without PROXY header must fail");
 
     // 2. A truncated header, then the client half-closes.
-    let full = header("100.101.102.103:2222");
+    let full = proxy_header("100.101.102.103:2222");
     let mut tcp = TcpStream::connect(proxy).await.expect("connect");
     tcp.write_all(&full[..20]).await.expect("write");
     tcp.shutdown().await.expect("half-close");
