@@ -9,7 +9,7 @@
 
 use crate::checks::{Problem, check_acl_tag};
 use crate::schema::{Principal, Service};
-use crate::validate::{Entry, Validator, describe, describe_value, find};
+use crate::validate::{Entry, Validator, find};
 
 const ALLOW_FORMS: &str = "write a login (\"alice@example.com\"), every user of a domain (\"*@example.com\"), a tag (\"tag:monitoring\"), a capability granted toward the service (\"cap:example.com/cap/grafana\"), \"*\" for every tailnet node, or \"local\" for clients on this host";
 
@@ -115,35 +115,6 @@ impl Validator<'_> {
             );
         }
         (!rules.is_empty()).then_some(rules)
-    }
-
-    /// An array of strings, each checked by `parse` (problems reported at the element).
-    fn strings<T>(&mut self, e: &Entry<'_>, what: &str, parse: impl Fn(&str) -> Result<T, Problem>) -> Vec<T> {
-        let Some(array) = e.item.as_array() else {
-            self.error(
-                e.value_span(),
-                &e.path,
-                format!("expected an array of {what}s, found {}", describe(e.item)),
-                Some(format!("write {} = [\"...\"]", e.name)),
-            );
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for (i, value) in array.iter().enumerate() {
-            let path = format!("{}[{i}]", e.path);
-            let span = value.span().or_else(|| e.value_span());
-            match value.as_str().map(&parse) {
-                Some(Ok(v)) => out.push(v),
-                Some(Err(p)) => self.report(span, &path, p),
-                None => self.error(
-                    span,
-                    &path,
-                    format!("expected a string, found {}", describe_value(value)),
-                    Some(format!("write each {what} as a string")),
-                ),
-            }
-        }
-        out
     }
 }
 

@@ -31,6 +31,7 @@
 mod access;
 mod checks;
 mod diag;
+mod domains;
 mod schema;
 mod services;
 mod units;
@@ -40,8 +41,8 @@ use std::path::Path;
 
 pub use diag::{Diagnostic, Diagnostics};
 pub use schema::{
-    Admin, Cache, Config, Cors, DEFAULT_ADMIN_SOCKET, DEFAULT_CACHE_DIR, DEFAULT_SOCKET, Defaults, ForwardAuth, Limits,
-    Listen, Log, LogFormat, MAX_HEADER_BYTES, MIN_HEADER_BYTES, Passthrough, Principal, Route, Scheme, Service,
+    Admin, Cache, Config, Cors, DEFAULT_ADMIN_SOCKET, DEFAULT_CACHE_DIR, DEFAULT_SOCKET, Defaults, Domain, ForwardAuth,
+    Limits, Listen, Log, LogFormat, MAX_HEADER_BYTES, MIN_HEADER_BYTES, Passthrough, Principal, Route, Scheme, Service,
     Tailscale, Timeouts, Upstream,
 };
 pub use schema::{DEFAULT_API_BASE_URL, TailscaleApi};
@@ -140,17 +141,19 @@ impl Config {
                 ));
                 continue;
             }
-            if let Some((_, first)) = seen.iter().find(|(f, _)| *f == fqdn) {
-                problems.push(diag(
-                    service,
-                    format!(
-                        "service {:?} and service {:?} (line {}) both answer to {fqdn:?}",
-                        service.name, first.name, first.line
-                    ),
-                    "a name can be routed to only one service; change the fqdn override or rename one of the services",
-                ));
-            } else {
-                seen.push((fqdn, service));
+            for name in std::iter::once(fqdn).chain(service.names.iter().cloned()) {
+                match seen.iter().find(|(f, _)| *f == name) {
+                    Some((_, first)) if first.name == service.name => {}
+                    Some((_, first)) => problems.push(diag(
+                        service,
+                        format!(
+                            "service {:?} and service {:?} (line {}) both answer to {name:?}",
+                            service.name, first.name, first.line
+                        ),
+                        "a name can be routed to only one service; change the fqdn override or names, or rename one of the services",
+                    )),
+                    None => seen.push((name, service)),
+                }
             }
         }
         if problems.is_empty() { Ok(()) } else { Err(Diagnostics(problems)) }

@@ -44,6 +44,9 @@ pub struct Config {
     /// `[defaults]`: settings every service inherits (already folded into each
     /// [`Service`]; kept here for display and reload comparison).
     pub defaults: Defaults,
+    /// `[domains."DOMAIN"]` in file order: domains whose names take their certificate from
+    /// PEM files.
+    pub domains: Vec<Domain>,
     /// `[services.NAME]` in file order (at least one).
     pub services: Vec<Service>,
     /// The file name the configuration was read from, used in diagnostics such as those of
@@ -403,6 +406,9 @@ pub struct Service {
     pub accept_app_caps: Vec<String>,
     /// TLS passthrough backend; when set, `routes` is empty and no certificate is needed.
     pub passthrough: Option<Passthrough>,
+    /// `names`: further names the service answers to (lowercase), each under one of the
+    /// [`Config::domains`], whose certificate it takes.
+    pub names: Vec<String>,
     /// 1-based line of the service's table header (or key) in the file; 0 if built by hand.
     pub line: usize,
 }
@@ -427,6 +433,7 @@ impl Service {
             allow: None,
             accept_app_caps: Vec::new(),
             passthrough: None,
+            names: Vec::new(),
             line: 0,
         }
     }
@@ -457,6 +464,11 @@ impl Service {
         self.access_log.unwrap_or(log.access)
     }
 
+    /// Every name the service answers to: [`Service::fqdn`] first, then `names`.
+    pub fn all_names(&self, magic_dns_suffix: &str) -> Vec<String> {
+        std::iter::once(self.fqdn(magic_dns_suffix)).chain(self.names.iter().cloned()).collect()
+    }
+
     /// The Tailscale Service name, `svc:NAME`.
     pub fn tailscale_service(&self) -> String {
         format!("svc:{}", self.name)
@@ -466,6 +478,47 @@ impl Service {
     /// (`/sonarr` matches `/sonarr` and `/sonarr/x`, not `/sonarrx`; `/` matches everything).
     pub fn route_for(&self, path: &str) -> Option<&Route> {
         self.routes.iter().find(|r| r.matches(path))
+    }
+}
+
+/// `[domains."DOMAIN"]`: a domain (a public one, say) whose names take their certificate
+/// from PEM files — NixOS `security.acme`, certbot, a wildcard — instead of tailscaled.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Domain {
+    /// The domain, lowercase (`example.com`); it covers itself and every name under it.
+    pub name: String,
+    /// The certificate chain, PEM, leaf first (`cert`, or `cert_dir`'s `fullchain.pem`).
+    pub cert: PathBuf,
+    /// The private key, PEM (`key`, or `cert_dir`'s `key.pem`).
+    pub key: PathBuf,
+    /// Forward authentication for the names under this domain, unless the service says
+    /// `bypass_auth = true` or has forward_auth of its own (or from `[defaults]`).
+    pub forward_auth: Option<ForwardAuth>,
+    /// 1-based line of the table header; 0 if built by hand.
+    pub line: usize,
+}
+
+impl Domain {
+    /// Whether `name` (lowercase) is this domain or under it.
+    pub fn covers(&self, name: &str) -> bool {
+        name == self.name || name.strip_suffix(self.name.as_str()).is_some_and(|head| head.ends_with('.'))
+    }
+}
+
+impl Config {
+    /// The domain whose certificate serves `name`: the longest one covering it.
+    pub fn domain_for(&self, name: &str) -> Option<&Domain> {
+        self.domains.iter().filter(|d| d.covers(name)).max_by_key(|d| d.name.len())
+    }
+
+    /// The forward authentication for requests to `service` under `name`: none with
+    /// `bypass_auth`; else the service's own (or `[defaults]`'s); else, for a name under
+    /// one of [`Config::domains`], that domain's.
+    pub fn forward_auth_for<'a>(&'a self, service: &'a Service, name: &str) -> Option<&'a ForwardAuth> {
+        if service.bypass_auth || service.passthrough.is_some() {
+            return None;
+        }
+        service.forward_auth.as_ref().or_else(|| self.domain_for(name)?.forward_auth.as_ref())
     }
 }
 

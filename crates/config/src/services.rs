@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use toml_edit::{Item, TableLike, Value};
 
 use crate::checks;
-use crate::schema::{Cors, Defaults, ForwardAuth, Passthrough, Route, Scheme, Service, Upstream};
+use crate::schema::{Cors, Defaults, Domain, ForwardAuth, Passthrough, Route, Scheme, Service, Upstream};
 use crate::validate::{Entry, Span, Validator, describe, describe_value, entries, find};
 
 const SERVICE_KEYS: &[&str] = &[
@@ -25,6 +25,7 @@ const SERVICE_KEYS: &[&str] = &[
     "allow",
     "accept_app_caps",
     "passthrough",
+    "names",
 ];
 const ROUTE_KEYS: &[&str] = &["path", "upstream", "strip_prefix"];
 const DEFAULTS_KEYS: &[&str] = &["forward_auth", "error_pages"];
@@ -43,6 +44,7 @@ const HTTP_ONLY_KEYS: &[&str] = &[
     "tailscale_identity",
     "allow",
     "accept_app_caps",
+    "names",
 ];
 
 /// Keys of the old Caddy/NixOS gateway that snirouter does not implement, with what to
@@ -79,7 +81,12 @@ struct RouteItem<'a> {
 
 impl Validator<'_> {
     /// `[services]`: at least one service, valid names, unique explicit FQDNs.
-    pub(crate) fn services(&mut self, entry: Option<&Entry<'_>>, defaults: &Defaults) -> Vec<Service> {
+    pub(crate) fn services(
+        &mut self,
+        entry: Option<&Entry<'_>>,
+        defaults: &Defaults,
+        domains: &[Domain],
+    ) -> Vec<Service> {
         let example = "add a section such as\n        [services.grafana]\n        upstream = \"http://127.0.0.1:3000\"";
         let Some(entry) = entry else {
             self.error(None, "services", "no services configured", Some(example.to_owned()));
@@ -107,7 +114,7 @@ impl Validator<'_> {
         // (fqdn, service name, line) of explicit FQDNs seen so far.
         let mut fqdns: Vec<(String, String, usize)> = Vec::new();
         for e in &fields {
-            let Some((service, fqdn_span)) = self.service(e, defaults) else { continue };
+            let Some((service, fqdn_span)) = self.service(e, defaults, domains) else { continue };
             if let Some(fqdn) = &service.fqdn {
                 if let Some((_, other, line)) = fqdns.iter().find(|(f, _, _)| f == fqdn) {
                     self.error(
@@ -138,7 +145,7 @@ impl Validator<'_> {
     }
 
     /// One service; also returns the span of its `fqdn` value for duplicate reports.
-    fn service(&mut self, e: &Entry<'_>, defaults: &Defaults) -> Option<(Service, Span)> {
+    fn service(&mut self, e: &Entry<'_>, defaults: &Defaults, domains: &[Domain]) -> Option<(Service, Span)> {
         let line = self.line(&e.key_span());
         if let Err(p) = checks::check_service_name(e.name) {
             self.report(e.key_span(), &e.path, p);
@@ -153,6 +160,9 @@ impl Validator<'_> {
         self.auth_options(e, &known, defaults, &mut service);
         self.http_options(e, &known, defaults, &mut service);
         self.access_options(&known, &mut service);
+        if let Some(n) = find(&known, "names") {
+            service.names = self.service_extra_names(n, domains);
+        }
         Some((service, fqdn_span))
     }
 
@@ -359,7 +369,7 @@ impl Validator<'_> {
     }
 
     /// `forward_auth = { url = "...", copy_headers = [...] }` (inline or a sub-table).
-    fn forward_auth(&mut self, e: &Entry<'_>) -> Option<ForwardAuth> {
+    pub(crate) fn forward_auth(&mut self, e: &Entry<'_>) -> Option<ForwardAuth> {
         let example = "forward_auth = { url = \"http://127.0.0.1:9091/api/verify?rd=https://auth.example.com/\", copy_headers = [\"Remote-User\", \"Remote-Groups\", \"Remote-Name\", \"Remote-Email\"] }";
         let Some(table) = e.item.as_table_like() else {
             self.error(

@@ -21,7 +21,7 @@ pub(crate) type Span = Option<Range<usize>>;
 
 /// Keys accepted at the top level.
 pub(crate) const TOP_KEYS: &[&str] =
-    &["tailscale", "listen", "cache", "timeouts", "limits", "log", "admin", "defaults", "services"];
+    &["tailscale", "listen", "cache", "timeouts", "limits", "log", "admin", "defaults", "domains", "services"];
 const TAILSCALE_KEYS: &[&str] = &["socket", "magic_dns_suffix", "manage_services", "api"];
 const TAILSCALE_API_KEYS: &[&str] = &["client_id_file", "client_secret_file", "tailnet", "base_url", "tags"];
 const LISTEN_KEYS: &[&str] = &["https", "proxy_protocol", "redirect_http", "proxy_protocol_from"];
@@ -199,8 +199,42 @@ impl Validator<'_> {
         }
     }
 
+    /// An array of strings, each checked by `parse` (problems reported at the element).
+    pub(crate) fn strings<T>(
+        &mut self,
+        e: &Entry<'_>,
+        what: &str,
+        parse: impl Fn(&str) -> Result<T, Problem>,
+    ) -> Vec<T> {
+        let Some(array) = e.item.as_array() else {
+            self.error(
+                e.value_span(),
+                &e.path,
+                format!("expected an array of {what}s, found {}", describe(e.item)),
+                Some(format!("write {} = [\"...\"]", e.name)),
+            );
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, value) in array.iter().enumerate() {
+            let path = format!("{}[{i}]", e.path);
+            let span = value.span().or_else(|| e.value_span());
+            match value.as_str().map(&parse) {
+                Some(Ok(v)) => out.push(v),
+                Some(Err(p)) => self.report(span, &path, p),
+                None => self.error(
+                    span,
+                    &path,
+                    format!("expected a string, found {}", describe_value(value)),
+                    Some(format!("write each {what} as a string")),
+                ),
+            }
+        }
+        out
+    }
+
     /// A non-empty path string.
-    fn path_buf(&mut self, e: &Entry<'_>, example: &str) -> Option<PathBuf> {
+    pub(crate) fn path_buf(&mut self, e: &Entry<'_>, example: &str) -> Option<PathBuf> {
         let s = self.string(e, example)?;
         if s.trim().is_empty() {
             self.error(e.value_span(), &e.path, "path is empty", Some(format!("write {} = {example}", e.name)));
@@ -214,6 +248,7 @@ impl Validator<'_> {
         let top = entries(root, "");
         self.check_keys(&top, TOP_KEYS, "at the top level");
         let defaults = self.defaults(find(&top, "defaults"));
+        let domains = self.domains(find(&top, "domains"));
         Config {
             tailscale: self.tailscale(find(&top, "tailscale")),
             listen: self.listen(find(&top, "listen")),
@@ -222,7 +257,8 @@ impl Validator<'_> {
             limits: self.limits(find(&top, "limits")),
             log: self.log(find(&top, "log")),
             admin: self.admin(find(&top, "admin")),
-            services: self.services(find(&top, "services"), &defaults),
+            services: self.services(find(&top, "services"), &defaults, &domains),
+            domains,
             defaults,
             origin: origin.to_owned(),
         }

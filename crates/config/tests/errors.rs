@@ -74,11 +74,9 @@ fn unknown_keys_everywhere() {
     let d = errs(&src);
     assert_eq!(d.len(), 6, "{}", Diagnostics(d.clone()));
     let top = expect(&d, "bogus", 1, "unknown key \"bogus\" at the top level");
-    assert!(
-        top.help
-            .as_deref()
-            .is_some_and(|h| h.contains("tailscale, listen, cache, timeouts, limits, log, admin, defaults, services"))
-    );
+    assert!(top.help.as_deref().is_some_and(|h| {
+        h.contains("tailscale, listen, cache, timeouts, limits, log, admin, defaults, domains, services")
+    }));
     let proxy = expect(&d, "listen.proxy", 4, "unknown key \"proxy\" in [listen]");
     // "proxy" starts two keys now, so no single guess (as for "up" in checks.rs).
     assert_eq!(
@@ -652,4 +650,38 @@ fn allow_entries_are_checked_where_they_are_written() {
     let allow: Vec<String> = ok.services[0].allow.iter().flatten().map(ToString::to_string).collect();
     assert_eq!(allow, ["alice@example.com", "tag:monitoring", "cap:example.com/cap/grafana", "local"]);
     assert_eq!(ok.services[0].accept_app_caps, ["example.com/cap/grafana"]);
+}
+
+#[test]
+fn domains_and_names_are_checked_where_they_are_written() {
+    let src = file(&[
+        "[listen]",
+        "https = [\"0.0.0.0:443\"]",
+        "[domains.\"example.com\"]",
+        "cert = \"/etc/c.pem\"",
+        "[domains.\"other.org\"]",
+        "cert_dir = \"/a\"",
+        "key = \"/b\"",
+        "[domains.\"x.tail-1.ts.net\"]",
+        "cert_dir = \"/c\"",
+        "[domains.\"bare.net\"]",
+        "[services.grafana]",
+        "upstream = \"http://127.0.0.1:3000\"",
+        "names = [\"grafana.example.com\", \"grafana.nowhere.io\", \"grafana.tail-1.ts.net\"]",
+        "[services.vault]",
+        "passthrough = \"127.0.0.1:8200\"",
+        "names = [\"vault.example.com\"]",
+    ]);
+    let d = errs(&src);
+    let e = expect(&d, "domains.\"example.com\"", 3, "has cert but no key");
+    assert!(e.help.as_deref().is_some_and(|h| h.contains("cert_dir")), "{e}");
+    expect(&d, "domains.\"other.org\"", 5, "has cert_dir and cert/key");
+    expect(&d, "domains.\"x.tail-1.ts.net\"", 8, "is a tailnet name");
+    expect(&d, "domains.\"bare.net\"", 10, "has no certificate files");
+    let n = expect(&d, "services.grafana.names[1]", 13, "no [domains] entry covers \"grafana.nowhere.io\"");
+    assert!(n.help.as_deref().is_some_and(|h| h.contains("[domains.\"nowhere.io\"]")), "{n}");
+    expect(&d, "services.grafana.names[2]", 13, "is a tailnet name");
+    expect(&d, "services.vault.names", 16, "passthrough");
+    // example.com's table is incomplete, so names under it are uncovered too.
+    expect(&d, "services.grafana.names[0]", 13, "no [domains] entry covers");
 }

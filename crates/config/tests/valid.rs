@@ -353,3 +353,54 @@ cors = true
     assert!(w.message.contains("any web page") && w.message.contains("tailscale_identity"), "{w}");
     assert!(w.help.as_deref().is_some_and(|h| h.contains("cors_origins")), "{w}");
 }
+
+#[test]
+fn domains_give_services_further_names_with_their_own_auth() {
+    let src = r#"
+[listen]
+https = ["0.0.0.0:443"]
+
+[domains."example.com"]
+cert_dir = "/var/lib/acme/example.com"
+forward_auth = { url = "http://127.0.0.1:9091/api/authz/forward-auth", copy_headers = ["Remote-User"] }
+
+[domains."lab.example.com"]
+cert = "/etc/lab/fullchain.pem"
+key = "/etc/lab/key.pem"
+
+[services.grafana]
+upstream = "http://127.0.0.1:3000"
+names = ["grafana.example.com", "Grafana.Example.com.", "grafana.lab.example.com"]
+
+[services.jellyfin]
+upstream = "http://127.0.0.1:8096"
+names = ["jellyfin.example.com"]
+bypass_auth = true
+"#;
+    let cfg = snirouter_config::parse(src, "t.toml").expect("valid");
+    let d = &cfg.domains[0];
+    assert_eq!((d.name.as_str(), d.line), ("example.com", 5));
+    assert_eq!(d.cert, std::path::Path::new("/var/lib/acme/example.com/fullchain.pem"));
+    assert_eq!(d.key, std::path::Path::new("/var/lib/acme/example.com/key.pem"));
+    assert_eq!(cfg.domains[1].cert, std::path::Path::new("/etc/lab/fullchain.pem"));
+    let grafana = &cfg.services[0];
+    assert_eq!(grafana.names, ["grafana.example.com", "grafana.lab.example.com"], "normalized, deduplicated");
+    assert_eq!(
+        grafana.all_names("tail-1.ts.net"),
+        ["grafana.tail-1.ts.net", "grafana.example.com", "grafana.lab.example.com"]
+    );
+    assert_eq!(cfg.domain_for("grafana.lab.example.com").map(|d| d.name.as_str()), Some("lab.example.com"));
+    assert_eq!(cfg.domain_for("example.com").map(|d| d.name.as_str()), Some("example.com"));
+    assert!(cfg.domain_for("grafana.tail-1.ts.net").is_none());
+    // The domain's forward_auth applies to names under it only, and not with bypass_auth.
+    let auth = |svc: usize, name: &str| cfg.forward_auth_for(&cfg.services[svc], name).map(|a| a.url.to_string());
+    assert_eq!(auth(0, "grafana.example.com").as_deref(), Some("http://127.0.0.1:9091/api/authz/forward-auth"));
+    assert_eq!(auth(0, "grafana.tail-1.ts.net"), None, "the tailnet name has no login");
+    assert_eq!(auth(0, "grafana.lab.example.com"), None, "lab.example.com has no forward_auth of its own");
+    assert_eq!(auth(1, "jellyfin.example.com"), None, "bypass_auth");
+    // Two services cannot share a name.
+    let dup = src.replace("names = [\"jellyfin.example.com\"]", "names = [\"grafana.example.com\"]");
+    let cfg = snirouter_config::parse(&dup, "t.toml").expect("valid syntax");
+    let e = cfg.check_fqdns("tail-1.ts.net").expect_err("duplicate");
+    assert!(e.to_string().contains("both answer to \"grafana.example.com\""), "{e}");
+}
