@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::schedule::{self, Policy, Urgency};
-use crate::{CertSource, CertStore, DiskCache, ServedCert};
+use crate::{CertSource, CertStore, DiskCache, Origin, ServedCert};
 
 /// Tuning for [`CertManager`].
 #[derive(Debug, Clone)]
@@ -120,7 +120,7 @@ impl CertManager {
         let Some(cache) = &self.cache else { return 0 };
         let now = SystemTime::now();
         let mut loaded = 0;
-        for fqdn in self.store.names() {
+        for fqdn in self.store.names_from(Some(Origin::Tailscaled)) {
             if self.store.current(&fqdn).is_some() {
                 continue;
             }
@@ -154,9 +154,10 @@ impl CertManager {
         self.sync_names();
     }
 
-    /// Starts tasks for names added to the store and stops those of removed names.
+    /// Starts tasks for names added to the store and stops those of removed names (the
+    /// names whose certificate comes from tailscaled; [`crate::FileCerts`] serves the rest).
     pub fn sync_names(self: &Arc<Self>) {
-        let names = self.store.names();
+        let names = self.store.names_from(Some(Origin::Tailscaled));
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         tasks.retain(|fqdn, task| {
             let keep = names.contains(fqdn);

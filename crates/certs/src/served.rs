@@ -16,6 +16,8 @@ pub enum CertSource {
     Tailscaled,
     /// Loaded from the disk cache at start.
     Cache,
+    /// Read from the PEM files of a `[domains]` entry.
+    File,
 }
 
 /// Why a key and chain cannot be served for a name.

@@ -68,8 +68,37 @@ pub struct FetchState {
     pub fix: Option<String>,
 }
 
+/// Where a served name's certificate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// tailscaled's LocalAPI ([`crate::CertManager`]).
+    Tailscaled,
+    /// PEM files of a `[domains]` entry ([`crate::FileCerts`]).
+    Files,
+}
+
+/// One name to serve: its FQDN, the service it belongs to, where its certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedName {
+    /// The FQDN.
+    pub fqdn: String,
+    /// The service it belongs to.
+    pub service: String,
+    /// Where its certificate comes from.
+    pub origin: Origin,
+}
+
+impl ServedName {
+    /// A name whose certificate comes from tailscaled.
+    pub fn tailscaled(fqdn: &str, service: &str) -> ServedName {
+        ServedName { fqdn: fqdn.to_owned(), service: service.to_owned(), origin: Origin::Tailscaled }
+    }
+}
+
 struct Entry {
     service: String,
+    origin: Origin,
     served: ArcSwapOption<ServedCert>,
     state: Mutex<FetchState>,
 }
@@ -81,6 +110,8 @@ pub struct EntrySnapshot {
     pub fqdn: String,
     /// The service it belongs to.
     pub service: String,
+    /// Where its certificate comes from.
+    pub origin: Origin,
     /// The certificate being served, if any.
     pub cert: Option<CertSnapshot>,
     /// Fetch state.
@@ -98,7 +129,7 @@ pub struct CertSnapshot {
     pub serial: String,
     /// Issuer DN.
     pub issuer: String,
-    /// `tailscaled` or `cache`.
+    /// `tailscaled`, `cache` or `file`.
     pub source: crate::CertSource,
 }
 
@@ -122,18 +153,19 @@ impl CertStore {
         CertStore::default()
     }
 
-    /// Makes the served set exactly `names` (`(fqdn, service)` pairs). Names that stay
+    /// Makes the served set exactly `names`. Names that stay (same service, same origin)
     /// keep their certificate and state; new names start without a certificate.
-    pub fn set_names(&self, names: &[(String, String)]) {
+    pub fn set_names(&self, names: &[ServedName]) {
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.entries.load();
         let mut next = HashMap::with_capacity(names.len());
-        for (fqdn, service) in names {
-            let fqdn = normalize(fqdn);
+        for name in names {
+            let fqdn = normalize(&name.fqdn);
             let entry = match old.get(&fqdn) {
-                Some(e) if e.service == *service => Arc::clone(e),
+                Some(e) if e.service == name.service && e.origin == name.origin => Arc::clone(e),
                 _ => Arc::new(Entry {
-                    service: service.clone(),
+                    service: name.service.clone(),
+                    origin: name.origin,
                     served: ArcSwapOption::empty(),
                     state: Mutex::new(FetchState::default()),
                 }),
@@ -145,7 +177,14 @@ impl CertStore {
 
     /// The FQDNs currently served, sorted.
     pub fn names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.entries.load().keys().cloned().collect();
+        self.names_from(None)
+    }
+
+    /// The FQDNs whose certificate comes from `origin` (every name for `None`), sorted.
+    pub fn names_from(&self, origin: Option<Origin>) -> Vec<String> {
+        let entries = self.entries.load();
+        let mut v: Vec<String> =
+            entries.iter().filter(|(_, e)| origin.is_none_or(|o| e.origin == o)).map(|(n, _)| n.clone()).collect();
         v.sort();
         v
     }
@@ -210,6 +249,7 @@ impl CertStore {
             .map(|(fqdn, e)| EntrySnapshot {
                 fqdn: fqdn.clone(),
                 service: e.service.clone(),
+                origin: e.origin,
                 cert: e.served.load().as_ref().map(|c| CertSnapshot {
                     not_before: unix(c.not_before),
                     not_after: unix(c.not_after),
@@ -261,7 +301,7 @@ mod tests {
     #[test]
     fn unknown_and_not_ready() {
         let store = CertStore::new();
-        store.set_names(&[("grafana.x.ts.net".into(), "grafana".into())]);
+        store.set_names(&[ServedName::tailscaled("grafana.x.ts.net", "grafana")]);
         assert!(matches!(store.lookup("other.x.ts.net"), Lookup::Unknown));
         match store.lookup("Grafana.X.ts.net.") {
             Lookup::NotReady { service, reason } => {
@@ -280,10 +320,13 @@ mod tests {
     #[test]
     fn set_names_keeps_state_of_kept_names() {
         let store = CertStore::new();
-        store.set_names(&[("a.x".into(), "a".into()), ("b.x".into(), "b".into())]);
+        store.set_names(&[ServedName::tailscaled("a.x", "a"), ServedName::tailscaled("b.x", "b")]);
         store.update_state("a.x", |s| s.failures = 3);
-        store.set_names(&[("a.x".into(), "a".into()), ("c.x".into(), "c".into())]);
+        let files = ServedName { origin: Origin::Files, ..ServedName::tailscaled("c.x", "c") };
+        store.set_names(&[ServedName::tailscaled("a.x", "a"), files]);
         assert_eq!(store.names(), vec!["a.x", "c.x"]);
+        assert_eq!(store.names_from(Some(Origin::Tailscaled)), vec!["a.x"]);
+        assert_eq!(store.names_from(Some(Origin::Files)), vec!["c.x"]);
         let snap = store.snapshot();
         assert_eq!(snap[0].state.failures, 3);
         assert_eq!(snap[1].state.failures, 0);
