@@ -26,7 +26,7 @@ use snirouter_config::Principal;
 use crate::identity::{Identities, Lookup, Peer};
 
 /// One service's `allow` list.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct AccessPolicy {
     /// Who may use the service (never empty).
     pub allow: Vec<Principal>,

@@ -134,7 +134,7 @@ mod tests {
     async fn a_configured_name_without_a_certificate_is_refused_too() {
         let (io, answer) = client("grafana.x.ts.net");
         let certs = Arc::new(CertStore::new());
-        certs.set_names(&[("grafana.x.ts.net".to_owned(), "grafana".to_owned())]);
+        certs.set_names(&[snirouter_certs::ServedName::tailscaled("grafana.x.ts.net", "grafana")]);
         let Err((reason, cause)) = run(&table(""), &certs, io).await else { panic!("refused") };
         assert_eq!(reason, HandshakeFailure::NoCertificate);
         assert!(cause.contains("service grafana"), "{cause}");

@@ -289,7 +289,7 @@ pub fn render_certs(entries: &[EntrySnapshot], now: SystemTime, out: &mut Exposi
     out.family(
         "snirouter_certificate_renewal_failures_total",
         "counter",
-        "Failed certificate requests to tailscaled since start, by name.",
+        "Failed certificate requests to tailscaled, and unusable certificate files, since start, by name.",
     );
     for e in entries {
         out.sample(

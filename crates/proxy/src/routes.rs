@@ -42,8 +42,10 @@ fn whois_scope(svc: &snirouter_config::Service) -> Option<Arc<str>> {
 }
 
 /// A service as the data path sees it: its routes and the policy its requests get
-/// (auth, CORS, headers, error pages, limits, identity, passthrough).
-#[derive(Debug)]
+/// (auth, CORS, headers, error pages, limits, identity, passthrough). A service with
+/// several names has one per name where they differ (forward auth by domain), sharing
+/// its counters.
+#[derive(Debug, Clone)]
 pub struct ServicePolicy {
     /// Service name (`grafana`).
     pub name: String,
@@ -116,6 +118,8 @@ impl ServicePolicy {
 #[derive(Debug, Default)]
 pub struct RouteTable {
     by_fqdn: HashMap<String, Arc<ServicePolicy>>,
+    /// One policy per service (its tailnet name's), in config order.
+    services: Vec<Arc<ServicePolicy>>,
 }
 
 impl RouteTable {
@@ -126,18 +130,8 @@ impl RouteTable {
         magic_dns_suffix: &str,
         previous: Option<&RouteTable>,
     ) -> RouteTable {
-        let mut by_fqdn = HashMap::new();
-        let mut strip: Vec<HeaderName> = Vec::new();
-        let auths =
-            config.defaults.forward_auth.iter().chain(config.services.iter().filter_map(|s| s.forward_auth.as_ref()));
-        for name in auths.flat_map(|a| a.copy_headers.iter()) {
-            if let Ok(h) = HeaderName::from_bytes(name.as_bytes())
-                && !strip.contains(&h)
-            {
-                strip.push(h);
-            }
-        }
-        let strip: Arc<[HeaderName]> = Arc::from(strip);
+        let strip = stripped_auth_headers(config);
+        let mut table = RouteTable::default();
         for svc in &config.services {
             let fqdn = svc.fqdn(magic_dns_suffix);
             let stats = previous
@@ -145,30 +139,37 @@ impl RouteTable {
                 .filter(|old| old.name == svc.name)
                 .map(|old| Arc::clone(&old.stats))
                 .unwrap_or_default();
-            let routes = svc.routes.clone();
-            by_fqdn.insert(
-                fqdn,
-                Arc::new(ServicePolicy {
-                    name: svc.name.clone(),
-                    routes,
-                    upstream_host: svc.upstream_host.clone(),
-                    stats,
-                    access_log: svc.access_logged(&config.log),
-                    insecure_skip_verify: svc.insecure_skip_verify,
-                    forward_auth: svc.forward_auth.clone(),
-                    strip_headers: Arc::clone(&strip),
-                    cors: svc.cors.clone(),
-                    error_pages: svc.error_pages.as_deref().map(|dir| ErrorPages::load(&svc.name, dir)),
-                    max_body_bytes: svc.max_body_bytes,
-                    tailscale_identity: svc.tailscale_identity,
-                    access: svc.allow.clone().map(|allow| AccessPolicy { allow }),
-                    accept_app_caps: svc.accept_app_caps.clone(),
-                    whois_scope: whois_scope(svc),
-                    passthrough: svc.passthrough.clone(),
-                }),
-            );
+            let base = Arc::new(ServicePolicy {
+                name: svc.name.clone(),
+                routes: svc.routes.clone(),
+                upstream_host: svc.upstream_host.clone(),
+                stats,
+                access_log: svc.access_logged(&config.log),
+                insecure_skip_verify: svc.insecure_skip_verify,
+                forward_auth: config.forward_auth_for(svc, &fqdn).cloned(),
+                strip_headers: Arc::clone(&strip),
+                cors: svc.cors.clone(),
+                error_pages: svc.error_pages.as_deref().map(|dir| ErrorPages::load(&svc.name, dir)),
+                max_body_bytes: svc.max_body_bytes,
+                tailscale_identity: svc.tailscale_identity,
+                access: svc.allow.clone().map(|allow| AccessPolicy { allow }),
+                accept_app_caps: svc.accept_app_caps.clone(),
+                whois_scope: whois_scope(svc),
+                passthrough: svc.passthrough.clone(),
+            });
+            for name in &svc.names {
+                let auth = config.forward_auth_for(svc, name);
+                let policy = if auth == base.forward_auth.as_ref() {
+                    Arc::clone(&base)
+                } else {
+                    Arc::new(ServicePolicy { forward_auth: auth.cloned(), ..(*base).clone() })
+                };
+                table.by_fqdn.insert(name.clone(), policy);
+            }
+            table.by_fqdn.insert(fqdn, Arc::clone(&base));
+            table.services.push(base);
         }
-        RouteTable { by_fqdn }
+        table
     }
 
     /// The service served under `fqdn` (lowercase, no trailing dot).
@@ -176,10 +177,30 @@ impl RouteTable {
         self.by_fqdn.get(fqdn)
     }
 
-    /// All services.
+    /// All services, once each (their tailnet name's policy).
     pub fn services(&self) -> impl Iterator<Item = &Arc<ServicePolicy>> {
-        self.by_fqdn.values()
+        self.services.iter()
     }
+}
+
+/// Every `copy_headers` name of the config (defaults, services, domains): removed from
+/// every client request of every service.
+fn stripped_auth_headers(config: &snirouter_config::Config) -> Arc<[HeaderName]> {
+    let mut strip: Vec<HeaderName> = Vec::new();
+    let auths = config
+        .defaults
+        .forward_auth
+        .iter()
+        .chain(config.services.iter().filter_map(|s| s.forward_auth.as_ref()))
+        .chain(config.domains.iter().filter_map(|d| d.forward_auth.as_ref()));
+    for name in auths.flat_map(|a| a.copy_headers.iter()) {
+        if let Ok(h) = HeaderName::from_bytes(name.as_bytes())
+            && !strip.contains(&h)
+        {
+            strip.push(h);
+        }
+    }
+    Arc::from(strip)
 }
 
 #[cfg(test)]

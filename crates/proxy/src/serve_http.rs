@@ -141,7 +141,7 @@ mod tests {
         let served = ServedCert::new(NAME, &key, vec![der.clone()], CertSource::Tailscaled, SystemTime::now())
             .expect("servable");
         let certs = Arc::new(CertStore::new());
-        certs.set_names(&[(NAME.to_owned(), "grafana".to_owned())]);
+        certs.set_names(&[snirouter_certs::ServedName::tailscaled(NAME, "grafana")]);
         certs.install(NAME, served);
         let table = RouteTable::from_config(&config, "x.ts.net", None);
         let server = Server::new(table, certs, ProxyOptions::from_config(&config), None).expect("server");
