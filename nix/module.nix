@@ -145,6 +145,12 @@ let
         ];
         description = "Only these tailnet clients may use the service (`allow`): logins, `*@domain`, `tag:NAME`, `cap:CAPABILITY` granted toward `svc:NAME` in the tailnet policy, `*` (any tailnet node) or `local` (loopback clients). Others get a 403 page; null admits everyone who reaches it.";
       };
+      names = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [ "grafana.example.com" ];
+        description = "Further names of the service under a `settings.domains` entry, with that domain's certificate files and forward auth (`names`).";
+      };
       acceptAppCaps = mkOption {
         type = types.listOf types.str;
         default = [ ];
@@ -218,6 +224,7 @@ let
     // optionalAttrs s.tailscaleIdentity { tailscale_identity = true; }
     // optionalAttrs (s.allow != null) { inherit (s) allow; }
     // optionalAttrs (s.acceptAppCaps != [ ]) { accept_app_caps = s.acceptAppCaps; }
+    // optionalAttrs (s.names != [ ]) { inherit (s) names; }
     // optionalAttrs (s.errorPages != null) { error_pages = "${s.errorPages}"; }
     // optionalAttrs (s.maxBodySize != null) { max_body_bytes = s.maxBodySize; };
 

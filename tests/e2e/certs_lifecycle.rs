@@ -14,7 +14,7 @@ use crate::harness::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn client_config(env: &Env) -> Arc<rustls::ClientConfig> {
+pub(crate) fn client_config(env: &Env) -> Arc<rustls::ClientConfig> {
     let trust = snirouter_tls::Trust::Roots(env_roots(env));
     let mut cfg = snirouter_tls::client_config(trust, &[]).expect("client config");
     // Full handshakes only: a resumed session reports the certificate of the session
@@ -23,10 +23,16 @@ fn client_config(env: &Env) -> Arc<rustls::ClientConfig> {
     Arc::new(cfg)
 }
 
-/// One request on a fresh TLS connection; returns the leaf certificate served.
-async fn one_request(env: &Env, cfg: Arc<rustls::ClientConfig>, name: &str) -> Result<Vec<u8>, String> {
+/// One request to `host` (with `headers`) on a fresh TLS connection; returns the leaf
+/// certificate served.
+pub(crate) async fn one_request(
+    env: &Env,
+    cfg: Arc<rustls::ClientConfig>,
+    host: &str,
+    headers: &[(&str, &str)],
+) -> Result<Vec<u8>, String> {
     let tcp = tokio::net::TcpStream::connect(env.https).await.map_err(|e| e.to_string())?;
-    let server_name = rustls::pki_types::ServerName::try_from(fqdn(name)).map_err(|e| e.to_string())?;
+    let server_name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
     let tls = tokio_rustls::TlsConnector::from(cfg).connect(server_name, tcp).await.map_err(|e| format!("tls: {e}"))?;
     let leaf = tls
         .get_ref()
@@ -38,10 +44,11 @@ async fn one_request(env: &Env, cfg: Arc<rustls::ClientConfig>, name: &str) -> R
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| format!("http: {e}"))?;
     tokio::spawn(conn);
-    let req = http::Request::get("/load")
-        .header(http::header::HOST, fqdn(name))
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
+    let mut req = http::Request::get("/load").header(http::header::HOST, host);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
     let resp = sender.send_request(req).await.map_err(|e| format!("request: {e}"))?;
     let status = resp.status();
     resp.into_body().collect().await.map_err(|e| format!("body: {e}"))?;
@@ -70,7 +77,7 @@ async fn certificate_is_renewed_under_load_without_a_failed_request() {
         let (env, cfg, ok, failed, leaves) = (env.clone(), cfg.clone(), ok.clone(), failed.clone(), leaves.clone());
         workers.push(tokio::spawn(async move {
             while Instant::now() < deadline {
-                match one_request(&env, cfg.clone(), "grafana").await {
+                match one_request(&env, cfg.clone(), &fqdn("grafana"), &[]).await {
                     Ok(leaf) => {
                         ok.fetch_add(1, Ordering::Relaxed);
                         leaves.lock().expect("lock").insert(leaf);

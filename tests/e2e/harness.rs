@@ -286,7 +286,11 @@ impl Env {
 /// router's loopback listener and trusting the simulated CA. Returns the raw output;
 /// `-w` appends `\n<status>` to stdout.
 pub(crate) async fn curl(env: &Env, name: &str, path: &str, extra: &[&str]) -> Output {
-    let host = fqdn(name);
+    curl_at(env, &fqdn(name), path, extra).await
+}
+
+/// [`curl`] for any host name (a public name under `[domains]`).
+pub(crate) async fn curl_at(env: &Env, host: &str, path: &str, extra: &[&str]) -> Output {
     let port = env.https.port();
     tokio::process::Command::new("curl")
         .args(["-sS", "--max-time", "20", "--cacert"])

@@ -10,6 +10,7 @@ mod access;
 mod certs_lifecycle;
 mod check_cmd;
 mod core_routing;
+mod domains;
 mod hairpin;
 mod import_caddyfile;
 mod localapi_failures;

@@ -177,6 +177,8 @@ fn module_renders_a_config_that_snirouter_accepts() {
     assert_eq!(svc("sonarr")["allow"], allow);
     assert_eq!(svc("sonarr")["accept_app_caps"], serde_json::json!(["example.com/cap/sonarr"]));
     assert!(svc("grafana")["allow"].is_null(), "no allow: everyone who reaches it");
+    assert_eq!(svc("sonarr")["names"], serde_json::json!(["sonarr.arsfeld.one"]));
+    assert_eq!(cfg["domains"][0]["cert"], "/var/lib/acme/arsfeld.one/fullchain.pem");
     assert_eq!(cfg["tailscale"]["manage_services"], true);
     assert_eq!(cfg["tailscale"]["api"]["client_id_file"], "/run/credentials/snirouter.service/tailscale-client-id");
     assert_eq!(cfg["limits"]["max_header_bytes"], 5_000_000);

@@ -269,6 +269,7 @@ pub(crate) async fn status_report(shared: &Shared) -> StatusReport {
                 requests: live.map(|r| request_counts(r.stats.snapshot())).unwrap_or_default(),
                 access_log: live.is_some_and(|r| r.access_log),
                 allow: svc.allow.as_ref().map(|a| a.iter().map(ToString::to_string).collect()),
+                names: name_statuses(&config, svc, &entries, now),
                 history: shared.history.of(&svc.name),
                 tailscale_service: tailscale_services.get(&svc.name).cloned(),
                 fqdn,
@@ -297,6 +298,28 @@ pub(crate) async fn status_report(shared: &Shared) -> StatusReport {
         serving: services.iter().all(|s| s.serving),
         services,
     }
+}
+
+/// The service's further names and their certificates from files.
+fn name_statuses(
+    config: &snirouter_config::Config,
+    svc: &snirouter_config::Service,
+    entries: &[snirouter_certs::EntrySnapshot],
+    now: SystemTime,
+) -> Vec<NameStatus> {
+    svc.names
+        .iter()
+        .map(|name| {
+            let entry = entries.iter().find(|e| &e.fqdn == name);
+            NameStatus {
+                fqdn: name.clone(),
+                domain: config.domain_for(name).map(|d| d.name.clone()).unwrap_or_default(),
+                certificate: entry.and_then(|e| e.cert.as_ref()).map(|c| certificate_info(c, now)),
+                error: entry.and_then(|e| e.state.last_error.clone()),
+                fix: entry.and_then(|e| e.state.fix.clone()),
+            }
+        })
+        .collect()
 }
 
 async fn listener_infos(shared: &Shared) -> Vec<ListenerInfo> {
@@ -334,6 +357,7 @@ fn certificate_info(c: &snirouter_certs::CertSnapshot, now: SystemTime) -> Certi
         source: match c.source {
             snirouter_certs::CertSource::Tailscaled => "tailscaled",
             snirouter_certs::CertSource::Cache => "cache",
+            snirouter_certs::CertSource::File => "file",
         }
         .to_owned(),
     }
@@ -381,6 +405,16 @@ fn problems(s: &ServiceStatus, passthrough: bool, pending: bool) -> Vec<String> 
         }),
         Some(c) if c.expires_in_seconds <= 0 => problems.push("the certificate has expired".to_owned()),
         _ => {}
+    }
+    for n in &s.names {
+        match (&n.certificate, &n.error) {
+            (None, Some(e)) => problems.push(format!("{}: no certificate: {e}", n.fqdn)),
+            (None, None) => problems.push(format!("{}: no certificate yet", n.fqdn)),
+            (Some(c), _) if c.expires_in_seconds <= 0 => {
+                problems.push(format!("{}: the certificate has expired", n.fqdn))
+            }
+            _ => {}
+        }
     }
     for r in s.routes.iter().filter(|r| r.reachable == Some(false)) {
         let why = r.error.as_deref().unwrap_or("connect failed");

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use snirouter_certs::{CertManager, CertStore, DiskCache, ManagerOptions};
+use snirouter_certs::{CertManager, CertStore, DiskCache, FileCerts, ManagerOptions};
 use snirouter_config::Config;
 use snirouter_localapi::LocalClient;
 use snirouter_proxy::{ListenerKind, ProxyOptions, RouteTable, Server};
@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::health::Upstreams;
-use crate::reload::{BindError, bind, log_warnings, service_names, spawn_listener, wanted_listeners};
+use crate::reload::{BindError, bind, file_sources, log_warnings, service_names, spawn_listener, wanted_listeners};
 use crate::shared::{Live, Shared};
 
 pub(crate) use crate::reload::{ReloadError, ReloadReport};
@@ -91,6 +91,8 @@ impl Daemon {
         let opts = ManagerOptions { request_timeout: config.timeouts.cert_request, ..ManagerOptions::default() };
         let manager = CertManager::new(Arc::clone(&store), client.clone(), Some(cache), opts);
         let cached = manager.load_cache();
+        let files = FileCerts::new(Arc::clone(&store));
+        files.set_sources(file_sources(&config));
 
         let table = RouteTable::from_config(&config, &suffix, None);
         let router = Server::new(table, Arc::clone(&store), ProxyOptions::from_config(&config), Some(client.clone()))?;
@@ -109,6 +111,7 @@ impl Daemon {
             router: Arc::clone(&router),
             manager: Arc::clone(&manager),
             store: Arc::clone(&store),
+            files,
             client,
             suffix: suffix.clone(),
             started: SystemTime::now(),
@@ -298,6 +301,7 @@ async fn spawn_background(
     let router = Arc::clone(&shared.router);
     background.spawn(crate::health::run(Arc::clone(&shared.upstreams), router, shutdown.clone()));
     background.spawn(record_history(Arc::clone(shared), shutdown.clone()));
+    background.spawn(Arc::clone(&shared.files).watch(shutdown.clone()));
     if let Some(server) = crate::admin::bind_socket(&admin.socket).await {
         let socket = admin.socket.clone();
         background.spawn(crate::admin::serve_socket(server, socket, Arc::clone(shared), shutdown.clone()));

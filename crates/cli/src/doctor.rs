@@ -106,6 +106,7 @@ pub(crate) fn render(checks: &[Check], colour: bool) -> String {
 pub(crate) async fn run_checks(config_path: &Path, cert_timeout: Duration) -> Vec<Check> {
     let mut out = Vec::new();
     let Some(config) = config_check(config_path, &mut out) else { return out };
+    file_checks(&config, &mut out);
     let me = snirouter_localapi::current_user();
     let Some((client, status)) = socket_check(&config, me, &mut out).await else {
         local_checks(&config, None, &mut out).await;
@@ -161,6 +162,30 @@ fn config_check(config_path: &Path, out: &mut Vec<Check>) -> Option<Config> {
             ));
             None
         }
+    }
+}
+
+/// Check 1b: each `[domains]` entry's certificate files serve every name under it.
+fn file_checks(config: &Config, out: &mut Vec<Check>) {
+    use crate::cert_files::Finding;
+    for finding in crate::cert_files::inspect(config) {
+        out.push(match finding {
+            Finding::Usable { domain, names, days_left } => check(
+                Level::Pass,
+                format!("certificate files: {domain}"),
+                format!("serve {names} name(s); the certificate expires in {days_left} days"),
+                None,
+            ),
+            Finding::Unused { domain } => check(
+                Level::Warn,
+                format!("certificate files: {domain}"),
+                "no service lists a name under this domain",
+                Some(format!("add names = [\"NAME.{domain}\"] to the services it should serve, or remove the table")),
+            ),
+            Finding::Unreadable { domain, error, fix } | Finding::Unusable { domain, error, fix } => {
+                check(Level::Fail, format!("certificate files: {domain}"), error, Some(fix))
+            }
+        });
     }
 }
 

@@ -4,6 +4,7 @@
 //! turns results into exit codes.
 
 mod admin;
+mod cert_files;
 mod daemon;
 #[cfg(feature = "demo")]
 mod demo;
@@ -177,6 +178,10 @@ fn check(path: &std::path::Path, print: bool) -> ExitCode {
             for warning in cfg.warnings() {
                 eprintln!("warning: {warning}");
             }
+            if !check_cert_files(&cfg) {
+                eprintln!("{}: the certificate files above cannot be served", path.display());
+                return ExitCode::from(1);
+            }
             let listeners = cfg.listen.https.len() + cfg.listen.proxy_protocol.len();
             println!("{}: ok — {} service(s), {} TLS listener(s)", path.display(), cfg.services.len(), listeners);
             ExitCode::SUCCESS
@@ -187,6 +192,30 @@ fn check(path: &std::path::Path, print: bool) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Prints what is wrong with the `[domains]` files; `false` when a readable pair cannot
+/// serve its names. Files that cannot be read here are warnings: `check` also runs where
+/// they do not exist yet (a NixOS build), and `doctor` checks them on the host.
+fn check_cert_files(cfg: &snirouter_config::Config) -> bool {
+    use cert_files::Finding;
+    let mut ok = true;
+    for finding in cert_files::inspect(cfg) {
+        match finding {
+            Finding::Usable { .. } => {}
+            Finding::Unused { domain } => eprintln!(
+                "warning: domains.{domain:?}: no service lists a name under it\n  help: add names = [\"NAME.{domain}\"] to the services it should serve, or remove the table"
+            ),
+            Finding::Unreadable { domain, error, fix } => {
+                eprintln!("warning: domains.{domain:?}: not checked here: {error}\n  help: {fix}")
+            }
+            Finding::Unusable { domain, error, fix } => {
+                eprintln!("error: domains.{domain:?}: {error}\n  help: {fix}");
+                ok = false;
+            }
+        }
+    }
+    ok
 }
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {

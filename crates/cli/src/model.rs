@@ -84,6 +84,10 @@ pub(crate) struct ServiceStatus {
     /// it may.
     #[serde(default)]
     pub allow: Option<Vec<String>>,
+    /// The service's further names (`names`, under a `[domains]` entry), each with the
+    /// certificate its domain's files give it.
+    #[serde(default)]
+    pub names: Vec<NameStatus>,
     /// Requests and 5xx answers per interval over the last minutes (the status page).
     #[serde(default)]
     pub history: RateHistory,
@@ -93,6 +97,22 @@ pub(crate) struct ServiceStatus {
     /// `managed`, `approved`, `vips`, `in_cert_domains`, `certificate`, `problems`.
     /// `null` when it could not be observed within 5 s.
     pub tailscale_service: Option<serde_json::Value>,
+}
+
+/// One further name of a service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct NameStatus {
+    /// `grafana.example.com`.
+    pub fqdn: String,
+    /// The domain whose files serve it.
+    pub domain: String,
+    /// The certificate being served, `null` when there is none.
+    pub certificate: Option<CertificateInfo>,
+    /// Why the files were not used the last time they were read (the last good
+    /// certificate keeps serving), with the fix.
+    pub error: Option<String>,
+    /// How to fix `error`.
+    pub fix: Option<String>,
 }
 
 /// One route and its upstream.
@@ -123,7 +143,8 @@ pub(crate) struct CertificateInfo {
     pub issuer: String,
     /// Serial, hex.
     pub serial: String,
-    /// `tailscaled` (fetched by this process) or `cache` (loaded from disk at start).
+    /// `tailscaled` (fetched by this process), `cache` (loaded from disk at start) or
+    /// `file` (a `[domains]` entry's files).
     pub source: String,
 }
 

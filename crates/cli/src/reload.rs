@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use snirouter_certs::{FileSource, Origin, ServedName};
 use snirouter_config::Config;
 use snirouter_proxy::{ListenerKind, RouteTable, Server};
 use tokio::net::TcpListener;
@@ -137,6 +138,7 @@ async fn reload_inner(shared: &Arc<Shared>) -> Result<ReloadReport, ReloadError>
     // Names first (a new name is known to the TLS stage before its routes exist, and
     // answers `unrecognized_name` until its certificate arrives), then routes.
     shared.store.set_names(&service_names(&new, &shared.suffix));
+    shared.files.set_sources(file_sources(&new)); // and re-reads every pair (SIGHUP)
     shared.manager.load_cache();
     let table = RouteTable::from_config(&new, &shared.suffix, Some(&shared.router.routes()));
     shared.router.set_routes(table);
@@ -183,9 +185,37 @@ pub(crate) fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     out
 }
 
-/// The names that need a certificate (passthrough services terminate TLS themselves).
-pub(crate) fn service_names(config: &Config, suffix: &str) -> Vec<(String, String)> {
-    config.services.iter().filter(|s| s.needs_certificate()).map(|s| (s.fqdn(suffix), s.name.clone())).collect()
+/// The names that need a certificate (passthrough services terminate TLS themselves):
+/// each service's tailnet name from tailscaled, its `names` from their domain's files.
+pub(crate) fn service_names(config: &Config, suffix: &str) -> Vec<ServedName> {
+    let mut out = Vec::new();
+    for s in config.services.iter().filter(|s| s.needs_certificate()) {
+        out.push(ServedName::tailscaled(&s.fqdn(suffix), &s.name));
+        for name in &s.names {
+            out.push(ServedName { origin: Origin::Files, ..ServedName::tailscaled(name, &s.name) });
+        }
+    }
+    out
+}
+
+/// Each `[domains]` entry with the names served under it.
+pub(crate) fn file_sources(config: &Config) -> Vec<FileSource> {
+    config
+        .domains
+        .iter()
+        .map(|d| FileSource {
+            domain: d.name.clone(),
+            cert: d.cert.clone(),
+            key: d.key.clone(),
+            names: config
+                .services
+                .iter()
+                .flat_map(|s| s.names.iter())
+                .filter(|n| config.domain_for(n).is_some_and(|owner| owner.name == d.name))
+                .cloned()
+                .collect(),
+        })
+        .collect()
 }
 
 pub(crate) fn wanted_listeners(config: &Config) -> Vec<(ListenerKind, SocketAddr)> {

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use snirouter_certs::{CertManager, CertStore};
+use snirouter_certs::{CertManager, CertStore, FileCerts};
 use snirouter_config::Config;
 use snirouter_localapi::LocalClient;
 use snirouter_proxy::{ListenerKind, Server};
@@ -38,6 +38,8 @@ pub(crate) struct Shared {
     pub(crate) router: Arc<Server>,
     pub(crate) manager: Arc<CertManager>,
     pub(crate) store: Arc<CertStore>,
+    /// The certificates of `[domains]`, from their files.
+    pub(crate) files: Arc<FileCerts>,
     /// For LocalAPI reads on behalf of the admin socket.
     pub(crate) client: LocalClient,
     pub(crate) suffix: String,

@@ -231,6 +231,20 @@ fn details(s: &ServiceStatus, colour: bool, now: u64) -> String {
     if let Some(hosts) = shared_hosts(s) {
         out.push_str(&format!("    hosts: {hosts}\n"));
     }
+    for n in &s.names {
+        let cert = match &n.certificate {
+            Some(c) => format!("expires in {}", human_duration(c.expires_in_seconds)),
+            None => "no certificate".to_owned(),
+        };
+        out.push_str(&format!("    also {} ({cert}, files of {})\n", n.fqdn, n.domain));
+        if let (Some(e), Some(_)) = (&n.error, &n.certificate) {
+            let line = format!("new files not used, the last good certificate serves: {e}");
+            out.push_str(&format!("      {}\n", paint(colour, "33", &line)));
+        }
+        if let Some(fix) = n.fix.as_ref().filter(|_| n.error.is_some()) {
+            out.push_str(&format!("      fix: {fix}\n"));
+        }
+    }
     // What is pending on the tailnet side (definition, advertisement, approval,
     // CertDomains) matters while the service does not serve.
     let pending = s.tailscale_service.as_ref().and_then(|t| t["problems"].as_array()).filter(|_| !s.serving);

@@ -27,6 +27,7 @@
       listen.https = [ "0.0.0.0:443" ];
       listen.redirect_http = [ "0.0.0.0:80" ];
       limits.max_header_bytes = "5MB";
+      domains."arsfeld.one".cert_dir = "/var/lib/acme/arsfeld.one";
     };
     services = {
       grafana = {
@@ -47,6 +48,7 @@
       };
       sonarr = {
         port = 8989;
+        names = [ "sonarr.arsfeld.one" ];
         allow = [
           "tag:monitoring"
           "alice@example.com"

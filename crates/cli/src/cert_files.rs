@@ -1,0 +1,57 @@
+//! The certificate files of `[domains]`, as `check` and `doctor` see them: every pair
+//! read and checked for every name served under its domain, as the router would.
+
+use std::time::SystemTime;
+
+use snirouter_certs::files;
+use snirouter_config::Config;
+
+/// What one domain's files are worth.
+pub(crate) enum Finding {
+    /// Every name is served: how many, and the earliest expiry in days.
+    Usable { domain: String, names: usize, days_left: u64 },
+    /// No service lists a name under the domain.
+    Unused { domain: String },
+    /// A file cannot be read here (maybe only here: `check` runs at build time too).
+    Unreadable { domain: String, error: String, fix: String },
+    /// The files are readable and cannot serve a name.
+    Unusable { domain: String, error: String, fix: String },
+}
+
+/// Inspects every `[domains]` entry.
+pub(crate) fn inspect(config: &Config) -> Vec<Finding> {
+    let now = SystemTime::now();
+    let mut out = Vec::new();
+    for source in crate::reload::file_sources(config) {
+        let domain = source.domain.clone();
+        if source.names.is_empty() {
+            out.push(Finding::Unused { domain });
+            continue;
+        }
+        let loaded = match files::load(&source, now) {
+            Ok(loaded) => loaded,
+            Err(e @ files::FileError::Read { .. }) => {
+                out.push(Finding::Unreadable { domain, error: e.to_string(), fix: e.fix() });
+                continue;
+            }
+            Err(e) => {
+                out.push(Finding::Unusable { domain, error: e.to_string(), fix: e.fix() });
+                continue;
+            }
+        };
+        out.push(match loaded.iter().find_map(|(_, r)| r.as_ref().err()) {
+            Some(e) => Finding::Unusable { domain, error: e.to_string(), fix: e.fix() },
+            None => Finding::Usable {
+                domain,
+                names: loaded.len(),
+                days_left: loaded
+                    .iter()
+                    .filter_map(|(_, r)| r.as_ref().ok())
+                    .map(|c| c.remaining(now).as_secs() / 86_400)
+                    .min()
+                    .unwrap_or(0),
+            },
+        });
+    }
+    out
+}

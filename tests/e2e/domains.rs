@@ -1,0 +1,164 @@
+//! Issue 13 (first part): the public half of each service. A `[domains]` entry serves
+//! `NAME.example.com` with a wildcard certificate from files (as NixOS `security.acme`
+//! writes them) and its own forward auth, beside the tailnet name from tailscaled; a
+//! renewal of the files under load loses no request; unusable new files keep the last
+//! good pair and say so in `status` and `doctor`; `check` names bad files.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::certs_lifecycle::{client_config, one_request};
+use crate::harness::*;
+use crate::operate::{cfg, cli, service, wait_status};
+use crate::parity::{REMOTE_USER, auth_server};
+
+const DOMAIN: &str = "example.com";
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// Writes a fresh `*.example.com` pair from the simulator's CA; returns its serial.
+fn renew(env: &Env, dir: &Path) -> String {
+    let now = SystemTime::now();
+    let pair = env.sim.ca().issue(&format!("*.{DOMAIN}"), now - DAY, now + 90 * DAY);
+    std::fs::write(dir.join("fullchain.pem"), &pair.chain_pem).expect("cert");
+    // As lego/certbot do it: the chain first, the key a moment later.
+    std::thread::sleep(Duration::from_millis(50));
+    std::fs::write(dir.join("key.pem"), &pair.key_pem).expect("key");
+    pair.serial
+}
+
+/// `curl https://HOST/who` through the router's TLS listener: (body, status).
+async fn curl_host(env: &Env, host: &str, extra: &[&str]) -> (String, u16) {
+    body_and_status(&curl_at(env, host, "/who", extra).await)
+}
+
+/// Adds `line` to `[services.NAME]` of the harness config.
+fn add_to_service(config: &Path, name: &str, line: &str) {
+    let text = std::fs::read_to_string(config).expect("config");
+    let header = format!("[services.{name}]\n");
+    std::fs::write(config, text.replacen(&header, &format!("{header}{line}\n"), 1)).expect("write");
+}
+
+async fn gateway() -> (Env, PathBuf, crate::parity::AuthServer) {
+    let auth = auth_server().await;
+    let domain = format!(
+        "[domains.\"{DOMAIN}\"]\ncert_dir = \"{{dir}}\"\nforward_auth = {{ url = \"http://{}/api/verify?rd=https://auth.{DOMAIN}/\", copy_headers = [\"Remote-User\"] }}\n",
+        auth.addr
+    );
+    let mut env = Env::start(EnvOptions { start_router: false, ..EnvOptions::default() }).await;
+    let acme = env.dir.path().join("acme");
+    std::fs::create_dir_all(&acme).expect("acme dir");
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    std::fs::write(&env.config, format!("{text}\n{}", domain.replace("{dir}", &acme.display().to_string())))
+        .expect("write");
+    add_to_service(&env.config, "grafana", &format!("names = [\"grafana.{DOMAIN}\"]"));
+    add_to_service(&env.config, "jellyfin", &format!("names = [\"jellyfin.{DOMAIN}\"]\nbypass_auth = true"));
+
+    // check: files missing here is a warning (a NixOS build has none), bad files an error.
+    let (code, _, err) = cli(&["check", "--config", cfg(&env)]).await;
+    assert!(code == 0 && err.contains("not checked here") && err.contains("fullchain.pem"), "{err}");
+    std::fs::write(acme.join("fullchain.pem"), "junk").expect("junk");
+    std::fs::write(acme.join("key.pem"), "junk").expect("junk");
+    let (code, _, err) = cli(&["check", "--config", cfg(&env)]).await;
+    assert!(code == 1 && err.contains("holds no PEM certificate"), "{err}");
+    renew(&env, &acme);
+    let (code, out, err) = cli(&["check", "--config", cfg(&env)]).await;
+    assert_eq!(code, 0, "{out}{err}");
+
+    env.start_router().await;
+    (env, acme, auth)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_names_serve_file_certificates_with_their_own_auth_and_renew_under_load() {
+    let (env, acme, auth) = gateway().await;
+    env.wait_serving("grafana", Duration::from_secs(60)).await;
+    let (public, bypassed) = (format!("grafana.{DOMAIN}"), format!("jellyfin.{DOMAIN}"));
+
+    // The tailnet name: no login. The public name: the domain's forward auth.
+    let (body, code) = curl_host(&env, &fqdn("grafana"), &[]).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(auth.seen.lock().expect("lock").is_empty(), "the tailnet name never asks the auth server");
+    let (body, code) = curl_host(&env, &public, &[]).await;
+    assert_eq!(code, 302, "no session: the portal: {body}");
+    let (body, code) = curl_host(&env, &public, &["-H", "Cookie: session=good"]).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(json(&body)["headers"]["remote-user"], REMOTE_USER, "{body}");
+    assert_eq!(json(&body)["service"], "grafana", "{body}");
+    let (body, code) = curl_host(&env, &bypassed, &[]).await;
+    assert_eq!((code, &json(&body)["service"]), (200, &serde_json::json!("jellyfin")), "bypass_auth: {body}");
+    // SNI ≠ Host is still refused across the two names of one service.
+    let (_, code) = curl_host(&env, &public, &["-H", &format!("Host: {}", fqdn("grafana"))]).await;
+    assert_eq!(code, 421);
+    let tls = s_client(&env, &public).await;
+    assert!(tls.contains("Verification: OK") && tls.contains(&format!("*.{DOMAIN}")), "{tls}");
+
+    // Renewal under load: the files change twice (key a moment after the chain) while
+    // four clients keep opening new connections; nothing fails, the new pair serves.
+    let tls_cfg = client_config(&env);
+    let env = Arc::new(env);
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let leaves = Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
+    let deadline = Instant::now() + Duration::from_secs(14);
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (env, cfg, ok, failed, leaves, host) =
+            (env.clone(), tls_cfg.clone(), ok.clone(), failed.clone(), leaves.clone(), bypassed.clone());
+        workers.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                match one_request(&env, cfg.clone(), &host, &[]).await {
+                    Ok(leaf) => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                        let mut seen = leaves.lock().expect("lock");
+                        if seen.last() != Some(&leaf) {
+                            seen.push(leaf);
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("request failed: {e}");
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    renew(&env, &acme);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let last = renew(&env, &acme);
+    for w in workers {
+        w.await.expect("worker");
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let changes = leaves.lock().expect("lock").len();
+    eprintln!("file renewal under load: {ok} requests ok, {failed} failed, {changes} certificate changes seen");
+    assert_eq!(failed, 0, "no request may fail while the files are renewed");
+    assert!(ok > 100, "the load ran ({ok} requests)");
+    assert!(changes >= 3, "both renewals were picked up ({changes}); router log:\n{}", env.router().logs());
+    let (_, st) = wait_status(&env, "the last pair served", |st| {
+        service(st, "jellyfin")["names"][0]["certificate"]["serial"]
+            .as_str()
+            .is_some_and(|s| s.eq_ignore_ascii_case(&last))
+    })
+    .await;
+    assert_eq!(service(&st, "jellyfin")["names"][0]["certificate"]["source"], "file");
+
+    // Unusable new files: the last good pair keeps serving; status and doctor say why.
+    std::fs::write(acme.join("key.pem"), "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n")
+        .expect("bad key");
+    let (code, st) =
+        wait_status(&env, "the bad key noticed", |st| !service(st, "grafana")["names"][0]["error"].is_null()).await;
+    assert_eq!(code, 0, "still serving: {st:#}");
+    let name = &service(&st, "grafana")["names"][0];
+    assert!(name["certificate"]["serial"].as_str().is_some_and(|s| s.eq_ignore_ascii_case(&last)), "{name:#}");
+    assert!(name["error"].as_str().is_some_and(|e| e.contains("key.pem")), "{name:#}");
+    let (body, code) = curl_host(&env, &bypassed, &[]).await;
+    assert_eq!(code, 200, "{body}");
+    let (_, human, _) = cli(&["status", "--config", cfg(&env)]).await;
+    assert!(human.contains(&format!("also {public}")) && human.contains("new files not used"), "{human}");
+    let (code, doctor, _) = cli(&["doctor", "--config", cfg(&env)]).await;
+    assert_eq!(code, 1, "{doctor}");
+    let line = doctor.lines().find(|l| l.contains("certificate files: example.com")).unwrap_or_default();
+    assert!(line.starts_with("FAIL") && line.contains("key.pem"), "{doctor}");
+}
