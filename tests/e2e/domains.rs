@@ -43,7 +43,7 @@ fn add_to_service(config: &Path, name: &str, line: &str) {
 async fn gateway() -> (Env, PathBuf, crate::parity::AuthServer) {
     let auth = auth_server().await;
     let domain = format!(
-        "[domains.\"{DOMAIN}\"]\ncert_dir = \"{{dir}}\"\nforward_auth = {{ url = \"http://{}/api/verify?rd=https://auth.{DOMAIN}/\", copy_headers = [\"Remote-User\"] }}\n",
+        "[domains.\"{DOMAIN}\"]\ncert_dir = \"{{dir}}\"\nforward_auth = {{ url = \"http://{}/api/authz/forward-auth?authelia_url=https://auth.{DOMAIN}/\", copy_headers = [\"Remote-User\"] }}\n",
         auth.addr
     );
     let mut env = Env::start(EnvOptions { start_router: false, ..EnvOptions::default() }).await;
@@ -80,10 +80,26 @@ async fn public_names_serve_file_certificates_with_their_own_auth_and_renew_unde
     let (body, code) = curl_host(&env, &fqdn("grafana"), &[]).await;
     assert_eq!(code, 200, "{body}");
     assert!(auth.seen.lock().expect("lock").is_empty(), "the tailnet name never asks the auth server");
-    let (body, code) = curl_host(&env, &public, &[]).await;
+    let port = env.https.port();
+    let (body, code) = curl_host(&env, &public, &["-D", "-"]).await;
     assert_eq!(code, 302, "no session: the portal: {body}");
+    let portal = format!("location: https://auth.{DOMAIN}/?rd=https://{public}:{port}/who&rm=GET");
+    assert!(body.to_ascii_lowercase().contains(&portal.to_ascii_lowercase()), "{body}");
     let (body, code) = curl_host(&env, &public, &["-H", "Cookie: session=good"]).await;
     assert_eq!(code, 200, "{body}");
+    // What Authelia reads: X-Forwarded-* (/api/verify, 4.38's /api/authz/forward-auth)
+    // and X-Original-URL/-Method (/api/authz/auth-request; /api/verify prefers it).
+    let seen = auth.seen.lock().expect("lock").last().cloned().expect("asked");
+    for (name, value) in [
+        ("x-forwarded-method", "GET".to_owned()),
+        ("x-forwarded-proto", "https".to_owned()),
+        ("x-forwarded-host", format!("{public}:{port}")),
+        ("x-forwarded-uri", "/who".to_owned()),
+        ("x-original-method", "GET".to_owned()),
+        ("x-original-url", format!("https://{public}:{port}/who")),
+    ] {
+        assert_eq!(seen.get(name).and_then(|v| v.to_str().ok()), Some(value.as_str()), "{name}: {seen:?}");
+    }
     assert_eq!(json(&body)["headers"]["remote-user"], REMOTE_USER, "{body}");
     assert_eq!(json(&body)["service"], "grafana", "{body}");
     let (body, code) = curl_host(&env, &bypassed, &[]).await;

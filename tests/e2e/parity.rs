@@ -43,8 +43,9 @@ const PROTECTED: [&str; 8] =
 // ---------------------------------------------------------------------------------
 // Test servers
 
-/// A forward-auth server speaking Authelia's `/api/verify` protocol: `Cookie:
-/// session=good` ⇒ 200 with `Remote-*` headers, otherwise 302 to the portal.
+/// A forward-auth server speaking Authelia's `/api/verify` protocol, and 4.38's
+/// `/api/authz/forward-auth?authelia_url=…`: `Cookie: session=good` ⇒ 200 with
+/// `Remote-*` headers, otherwise 302 to the portal, built from the `X-Forwarded-*`.
 pub(crate) struct AuthServer {
     pub(crate) addr: SocketAddr,
     pub(crate) seen: Arc<Mutex<Vec<HeaderMap>>>,
@@ -87,9 +88,22 @@ pub(crate) async fn auth_server() -> AuthServer {
                         let h = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
                         let target =
                             format!("{}://{}{}", h("x-forwarded-proto"), h("x-forwarded-host"), h("x-forwarded-uri"));
+                        // Authelia >= 4.38's /api/authz/forward-auth sends the portal its
+                        // authelia_url says, with the method; /api/verify its own rd.
+                        let portal = match req.uri().path() {
+                            "/api/authz/forward-auth" => req
+                                .uri()
+                                .query()
+                                .and_then(|q| q.strip_prefix("authelia_url="))
+                                .map(|portal| format!("{portal}?rd={target}&rm={}", h("x-forwarded-method"))),
+                            _ => None,
+                        };
                         Response::builder()
                             .status(302)
-                            .header("Location", format!("https://auth.example.com/?rd={target}"))
+                            .header(
+                                "Location",
+                                portal.unwrap_or_else(|| format!("https://auth.example.com/?rd={target}")),
+                            )
                             .header("Set-Cookie", "authelia_flow=1; Secure; HttpOnly")
                             .body(Full::new(Bytes::from_static(b"<a href=\"https://auth.example.com/\">Found</a>")))
                     };

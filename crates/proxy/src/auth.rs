@@ -5,7 +5,10 @@
 //! * `X-Forwarded-Method` (the original method), `X-Forwarded-Proto: https`,
 //!   `X-Forwarded-Host` (the client's Host), `X-Forwarded-Uri` (path and query as the
 //!   client sent them) and `X-Forwarded-For` (the client address — the PROXY v2 source
-//!   on proxy listeners);
+//!   on proxy listeners) — what Authelia's `/api/verify` and, from 4.38, its
+//!   `/api/authz/forward-auth` read;
+//! * `X-Original-URL` (`https://HOST/URI`) and `X-Original-Method` — what its
+//!   `/api/authz/auth-request` reads, and `/api/verify` prefers when present;
 //! * the client's `Cookie`, `Authorization`, `Accept`, `User-Agent`,
 //!   `X-Requested-With` and `Accept-Language` (Authelia answers browsers with a `302`
 //!   to its portal and API clients with `401`, based on `Accept`/`X-Requested-With`).
@@ -47,6 +50,8 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
+const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
 
 /// What the auth server decided.
 #[derive(Debug)]
@@ -95,7 +100,13 @@ pub(crate) async fn check(
         }
     }
     if let Ok(m) = HeaderValue::from_str(original.method.as_str()) {
-        h.insert(X_FORWARDED_METHOD, m);
+        h.insert(X_FORWARDED_METHOD, m.clone());
+        h.insert(X_ORIGINAL_METHOD, m);
+    }
+    if let Ok(host) = original.host.to_str()
+        && let Ok(url) = HeaderValue::from_str(&format!("https://{host}{}", original.uri))
+    {
+        h.insert(X_ORIGINAL_URL, url);
     }
     h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
     h.insert(X_FORWARDED_HOST, original.host.clone());
