@@ -33,13 +33,6 @@ async fn curl_host(env: &Env, host: &str, extra: &[&str]) -> (String, u16) {
     body_and_status(&curl_at(env, host, "/who", extra).await)
 }
 
-/// Adds `line` to `[services.NAME]` of the harness config.
-fn add_to_service(config: &Path, name: &str, line: &str) {
-    let text = std::fs::read_to_string(config).expect("config");
-    let header = format!("[services.{name}]\n");
-    std::fs::write(config, text.replacen(&header, &format!("{header}{line}\n"), 1)).expect("write");
-}
-
 async fn gateway() -> (Env, PathBuf, crate::parity::AuthServer) {
     let auth = auth_server().await;
     let domain = format!(

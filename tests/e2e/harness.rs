@@ -282,6 +282,13 @@ impl Env {
     }
 }
 
+/// Adds `line` to `[services.NAME]` of the harness config.
+pub(crate) fn add_to_service(config: &Path, name: &str, line: &str) {
+    let text = std::fs::read_to_string(config).expect("config");
+    let header = format!("[services.{name}]\n");
+    std::fs::write(config, text.replacen(&header, &format!("{header}{line}\n"), 1)).expect("write");
+}
+
 /// `curl` against the router for `https://<name>/<path>`, resolving the name to the
 /// router's loopback listener and trusting the simulated CA. Returns the raw output;
 /// `-w` appends `\n<status>` to stdout.

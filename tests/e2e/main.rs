@@ -12,6 +12,7 @@ mod check_cmd;
 mod core_routing;
 mod domains;
 mod hairpin;
+mod headers;
 mod import_caddyfile;
 mod localapi_failures;
 mod nix_eval;

@@ -52,6 +52,10 @@ pub(crate) struct Service {
     pub(crate) error_pages: Option<String>,
     pub(crate) max_body: Option<String>,
     pub(crate) access_log: bool,
+    /// `request_header` rules.
+    pub(crate) request_headers: Headers,
+    /// `header` rules (the response).
+    pub(crate) response_headers: Headers,
     /// Findings inside this service's site(s), repeated as comments in its section.
     pub(crate) untranslated: Vec<Finding>,
 }
@@ -71,6 +75,21 @@ impl Service {
             && self.error_pages == other.error_pages
             && self.max_body == other.max_body
             && self.access_log == other.access_log
+            && self.request_headers == other.request_headers
+            && self.response_headers == other.response_headers
+    }
+}
+
+/// Header names removed and headers set, in file order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Headers {
+    pub(crate) remove: Vec<String>,
+    pub(crate) set: Vec<(String, String)>,
+}
+
+impl Headers {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.set.is_empty()
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::model::{Auth, Finding, Model, Service, by_line};
+use crate::model::{Auth, Finding, Headers, Model, Service, by_line};
 
 /// Renders the whole configuration.
 pub(crate) fn render(m: &Model) -> String {
@@ -111,6 +111,25 @@ fn service(out: &mut String, s: &Service) {
     if s.access_log {
         out.push_str("access_log = true\n");
     }
+    for (key, rules) in [("request_headers", &s.request_headers), ("response_headers", &s.response_headers)] {
+        if !rules.is_empty() {
+            let _ = writeln!(out, "{key} = {}", headers(rules));
+        }
+    }
+}
+
+/// `{ remove = [...], set = { "Name" = "value" } }`.
+fn headers(h: &Headers) -> String {
+    let mut parts = Vec::new();
+    if !h.remove.is_empty() {
+        let names: Vec<String> = h.remove.iter().map(|n| string(n)).collect();
+        parts.push(format!("remove = [{}]", names.join(", ")));
+    }
+    if !h.set.is_empty() {
+        let pairs: Vec<String> = h.set.iter().map(|(n, v)| format!("{} = {}", string(n), string(v))).collect();
+        parts.push(format!("set = {{ {} }}", pairs.join(", ")));
+    }
+    format!("{{ {} }}", parts.join(", "))
 }
 
 fn auth(a: &Auth) -> String {

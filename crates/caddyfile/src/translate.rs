@@ -8,7 +8,7 @@
 
 use crate::Error;
 pub use crate::model::Finding;
-use crate::model::{Auth, Model, Route, Service};
+use crate::model::{Auth, Headers, Model, Route, Service};
 use crate::parser::{Caddyfile, Directive, Site, Snippet, parse};
 
 /// How deep snippet imports may nest (guards against import cycles).
@@ -314,7 +314,8 @@ impl Translator<'_> {
             "encode" => {
                 f.flag(d, "snirouter does not compress responses; the backend's own compression passes through")
             }
-            "header" => f.flag(d, "response header manipulation is not supported (CORS: use cors = true)"),
+            "header" => header_rules(d, &mut svc.response_headers, f),
+            "request_header" => header_rules(d, &mut svc.request_headers, f),
             _ => f.flag(d, "directive not supported by snirouter"),
         }
     }
@@ -747,6 +748,36 @@ fn proxy_block(d: &Directive, args: &[crate::lexer::Token], f: &mut SiteFindings
         }
     }
     out
+}
+
+/// `header` / `request_header`: `NAME VALUE` sets, `-NAME` removes, on one line or one
+/// per line of a block. Matchers, `+` (add), `>`/`?` (defer, default) and replacements
+/// have no equivalent.
+fn header_rules(d: &Directive, rules: &mut Headers, f: &mut SiteFindings) {
+    let mut one = |args: &[&str], at: &Directive| match args {
+        [name] if name.starts_with('-') && name.len() > 1 && !name.contains('*') => {
+            rules.remove.push(name[1..].to_owned());
+        }
+        [name, value] if plain_header(name) => rules.set.push(((*name).to_owned(), (*value).to_owned())),
+        [] => {}
+        _ => f.flag(at, "only `NAME VALUE` (set) and `-NAME` (remove) header rules are translated"),
+    };
+    let args = d.arg_texts();
+    if args.first().is_some_and(|a| a.starts_with('@') || a.starts_with('/') || *a == "*") {
+        f.flag(d, "header rules with a matcher are not translated; snirouter's apply to the whole service");
+        return;
+    }
+    one(&args, d);
+    for c in d.children() {
+        let mut line = vec![c.name.text.as_str()];
+        line.extend(c.arg_texts());
+        one(&line, c);
+    }
+}
+
+/// A header name to set as it is (no `+`, `>`, `?` operator prefix).
+fn plain_header(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]

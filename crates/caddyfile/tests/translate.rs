@@ -174,7 +174,7 @@ fn everything_outside_the_subset_is_flagged_with_its_line() {
 }
 a.example {
 \tencode zstd gzip
-\theader X-Frame-Options DENY
+\theader >Server snirouter
 \treverse_proxy 127.0.0.1:1 127.0.0.1:2 {
 \t\tlb_policy first
 \t\theader_up X-Custom yes
@@ -202,7 +202,7 @@ d.example {
     flagged(&t.notes, 2, "ACME settings");
     flagged(u, 3, "global option not supported");
     flagged(u, 9, "does not compress");
-    flagged(u, 10, "response header manipulation");
+    flagged(u, 10, "only `NAME VALUE` (set) and `-NAME` (remove)");
     flagged(u, 11, "load balancing");
     flagged(u, 12, "reverse_proxy option not supported");
     flagged(u, 13, "only header_up Host");
@@ -224,6 +224,38 @@ d.example {
     assert!(t.toml.contains("[services.a]\nupstream = \"http://127.0.0.1:1\""), "{}", t.toml);
     assert!(!t.toml.contains("\n[services.c]\n"), "{}", t.toml);
     assert!(t.toml.contains("\n[services.b]\n"), "a plain-HTTP site is flagged but keeps its name: {}", t.toml);
+}
+
+#[test]
+fn header_rules_become_request_and_response_headers() {
+    let src = "\
+(strip) {
+\trequest_header -x-middleware-subrequest
+}
+grafana.example.ts.net {
+\timport strip
+\theader X-Frame-Options DENY
+\theader {
+\t\t-Server
+\t\tReferrer-Policy no-referrer
+\t}
+\trequest_header @api X-Api 1
+\treverse_proxy 127.0.0.1:3000
+}
+";
+    let t = translate(src, "x").expect("translate");
+    assert!(t.toml.contains("request_headers = { remove = [\"x-middleware-subrequest\"] }"), "{}", t.toml);
+    assert!(
+        t.toml.contains(
+            "response_headers = { remove = [\"Server\"], set = { \"X-Frame-Options\" = \"DENY\", \"Referrer-Policy\" = \"no-referrer\" } }"
+        ),
+        "{}",
+        t.toml
+    );
+    flagged(&t.untranslated, 11, "with a matcher");
+    assert_eq!(t.untranslated.len(), 1, "{:#?}", t.untranslated);
+    let cfg = snirouter_config::parse(&t.toml, "t.toml").expect("the output is a valid config");
+    assert_eq!(cfg.services[0].response_headers.remove, ["server"]);
 }
 
 #[test]

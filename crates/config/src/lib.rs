@@ -32,6 +32,7 @@ mod access;
 mod checks;
 mod diag;
 mod domains;
+mod headers;
 mod schema;
 mod services;
 mod units;
@@ -42,8 +43,8 @@ use std::path::Path;
 pub use diag::{Diagnostic, Diagnostics};
 pub use schema::{
     Admin, Cache, Config, Cors, DEFAULT_ADMIN_SOCKET, DEFAULT_CACHE_DIR, DEFAULT_SOCKET, Defaults, Domain, ForwardAuth,
-    Limits, Listen, Log, LogFormat, MAX_HEADER_BYTES, MIN_HEADER_BYTES, Passthrough, Principal, Route, Scheme, Service,
-    Tailscale, Timeouts, Upstream,
+    HeaderRules, Limits, Listen, Log, LogFormat, MAX_HEADER_BYTES, MIN_HEADER_BYTES, Passthrough, Principal, Route,
+    Scheme, Service, Tailscale, Timeouts, Upstream,
 };
 pub use schema::{DEFAULT_API_BASE_URL, TailscaleApi};
 pub use units::{format_duration, parse_duration, parse_size};

@@ -316,6 +316,30 @@ pub struct Defaults {
     pub forward_auth: Option<ForwardAuth>,
     /// Custom error pages directory for every service without its own `error_pages`.
     pub error_pages: Option<PathBuf>,
+    /// `error_pages_upstream` for every service without its own.
+    pub error_pages_upstream: Option<Vec<u16>>,
+    /// `request_headers` every service starts from.
+    pub request_headers: HeaderRules,
+    /// `response_headers` every service starts from.
+    pub response_headers: HeaderRules,
+}
+
+/// `request_headers` / `response_headers`: header names (lowercase) removed, then
+/// headers set (replacing any of that name). Names snirouter decides itself (`Host`,
+/// framing, `Tailscale-*` identity) are refused when the file is read.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct HeaderRules {
+    /// Removed.
+    pub remove: Vec<String>,
+    /// Set, in file order: `(name, value)`.
+    pub set: Vec<(String, String)>,
+}
+
+impl HeaderRules {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.set.is_empty()
+    }
 }
 
 /// `forward_auth = { url = "...", copy_headers = [...] }`: ask an authentication server
@@ -394,6 +418,9 @@ pub struct Service {
     /// Custom error pages directory in effect (the service's own, else `[defaults]`'s);
     /// an existing directory when validated.
     pub error_pages: Option<PathBuf>,
+    /// `error_pages_upstream`: the upstream answer statuses that get the custom page
+    /// (`None`: every status with a page); answers of snirouter itself always do.
+    pub error_pages_upstream: Option<Vec<u16>>,
     /// Largest accepted request body in bytes (`None`: unlimited); larger ⇒ 413.
     pub max_body_bytes: Option<u64>,
     /// Send `Tailscale-User-*` identity headers from LocalAPI `whois`.
@@ -409,6 +436,10 @@ pub struct Service {
     /// `names`: further names the service answers to (lowercase), each under one of the
     /// [`Config::domains`], whose certificate it takes.
     pub names: Vec<String>,
+    /// Headers removed from / set on the request sent upstream (`[defaults]`' merged in).
+    pub request_headers: HeaderRules,
+    /// Headers removed from / set on every answer of the service (`[defaults]`' merged in).
+    pub response_headers: HeaderRules,
     /// 1-based line of the service's table header (or key) in the file; 0 if built by hand.
     pub line: usize,
 }
@@ -428,12 +459,15 @@ impl Service {
             bypass_auth: false,
             cors: None,
             error_pages: None,
+            error_pages_upstream: None,
             max_body_bytes: None,
             tailscale_identity: false,
             allow: None,
             accept_app_caps: Vec::new(),
             passthrough: None,
             names: Vec::new(),
+            request_headers: HeaderRules::default(),
+            response_headers: HeaderRules::default(),
             line: 0,
         }
     }

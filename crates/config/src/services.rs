@@ -26,9 +26,13 @@ const SERVICE_KEYS: &[&str] = &[
     "accept_app_caps",
     "passthrough",
     "names",
+    "request_headers",
+    "response_headers",
+    "error_pages_upstream",
 ];
 const ROUTE_KEYS: &[&str] = &["path", "upstream", "strip_prefix"];
-const DEFAULTS_KEYS: &[&str] = &["forward_auth", "error_pages"];
+const DEFAULTS_KEYS: &[&str] =
+    &["forward_auth", "error_pages", "error_pages_upstream", "request_headers", "response_headers"];
 const FORWARD_AUTH_KEYS: &[&str] = &["url", "copy_headers"];
 
 /// Keys that only make sense when the router terminates TLS and sees HTTP; a
@@ -45,6 +49,9 @@ const HTTP_ONLY_KEYS: &[&str] = &[
     "allow",
     "accept_app_caps",
     "names",
+    "request_headers",
+    "response_headers",
+    "error_pages_upstream",
 ];
 
 /// Keys of the old Caddy/NixOS gateway that snirouter does not implement, with what to
@@ -54,7 +61,7 @@ const NOT_IMPLEMENTED: &[(&str, &str)] = &[
         "funnel",
         "Tailscale Services cannot be exposed through Funnel (`tailscale funnel` has no --service); serve the public half of the service under your own domain, through a tunnel or the LAN, and drop the key",
     ),
-    ("headers", "header manipulation beyond upstream_host is not supported; remove the key"),
+    ("headers", "write request_headers = { remove = [...], set = { ... } } and response_headers = { ... } instead"),
     (
         "insecure_tls",
         "it is called insecure_skip_verify here: write insecure_skip_verify = true with an https:// upstream",
@@ -65,6 +72,9 @@ const NOT_IMPLEMENTED: &[(&str, &str)] = &[
     ),
     ("bypassAuth", "it is called bypass_auth here: write bypass_auth = true"),
 ];
+
+/// The statuses `error_pages` has pages for (`404.html`, …).
+const PAGE_STATUSES: [u16; 5] = [404, 500, 502, 503, 504];
 
 /// Header names that must never be copied from an auth answer.
 const FORBIDDEN_COPY: &[&str] =
@@ -141,6 +151,9 @@ impl Validator<'_> {
         Defaults {
             forward_auth: find(&fields, "forward_auth").and_then(|e| self.forward_auth(e)),
             error_pages: find(&fields, "error_pages").and_then(|e| self.error_pages(e)),
+            error_pages_upstream: find(&fields, "error_pages_upstream").map(|e| self.page_statuses(e)),
+            request_headers: find(&fields, "request_headers").map(|e| self.header_rules(e)).unwrap_or_default(),
+            response_headers: find(&fields, "response_headers").map(|e| self.header_rules(e)).unwrap_or_default(),
         }
     }
 
@@ -163,6 +176,7 @@ impl Validator<'_> {
         if let Some(n) = find(&known, "names") {
             service.names = self.service_extra_names(n, domains);
         }
+        self.header_options(&known, defaults, domains, &mut service);
         Some((service, fqdn_span))
     }
 
@@ -357,14 +371,31 @@ impl Validator<'_> {
             service.cors = Some(Cors { origins });
         }
         let own_pages = find(known, "error_pages").and_then(|p| self.error_pages(p));
+        let own_statuses = find(known, "error_pages_upstream").map(|p| self.page_statuses(p));
         if service.passthrough.is_none() {
             service.error_pages = own_pages.or_else(|| defaults.error_pages.clone());
+            service.error_pages_upstream = own_statuses.or_else(|| defaults.error_pages_upstream.clone());
         }
         if let Some(m) = find(known, "max_body_bytes") {
             service.max_body_bytes = self.body_limit(m);
         }
         if let Some(t) = find(known, "tailscale_identity") {
             service.tailscale_identity = self.boolean(t).unwrap_or(false) && service.passthrough.is_none();
+        }
+    }
+
+    /// `request_headers` and `response_headers` over `[defaults]`' (not for passthrough).
+    fn header_options(&mut self, known: &[Entry<'_>], defaults: &Defaults, domains: &[Domain], service: &mut Service) {
+        if service.passthrough.is_some() {
+            return;
+        }
+        let own = |v: &mut Self, key: &str| find(known, key).map(|e| v.header_rules(e)).unwrap_or_default();
+        let request = own(self, "request_headers");
+        service.request_headers = crate::headers::merged(&defaults.request_headers, request);
+        let response = own(self, "response_headers");
+        service.response_headers = crate::headers::merged(&defaults.response_headers, response);
+        if let Some(e) = find(known, "request_headers") {
+            self.check_request_rules(e, service, domains);
         }
     }
 
@@ -437,6 +468,32 @@ impl Validator<'_> {
     }
 
     /// `error_pages = "/dir"`: an absolute path to an existing directory.
+    /// `error_pages_upstream = [500, 503]`: statuses that can have a page.
+    fn page_statuses(&mut self, e: &Entry<'_>) -> Vec<u16> {
+        let Some(array) = e.item.as_array() else {
+            self.error(
+                e.value_span(),
+                &e.path,
+                format!("expected an array of statuses, found {}", describe(e.item)),
+                Some("write error_pages_upstream = [500, 503]".to_owned()),
+            );
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, v) in array.iter().enumerate() {
+            match v.as_integer().and_then(|n| u16::try_from(n).ok()).filter(|n| PAGE_STATUSES.contains(n)) {
+                Some(n) => out.push(n),
+                None => self.error(
+                    v.span().or_else(|| e.value_span()),
+                    &format!("{}[{i}]", e.path),
+                    format!("{} is not a status with an error page", describe_value(v)),
+                    Some(format!("use some of {PAGE_STATUSES:?}")),
+                ),
+            }
+        }
+        out
+    }
+
     fn error_pages(&mut self, e: &Entry<'_>) -> Option<PathBuf> {
         let raw = self.string(e, "\"/etc/snirouter/errors\"")?;
         let help = "error_pages is a directory holding 404.html, 500.html, 502.html, 503.html and/or 504.html (missing files fall back to the built-in text)";

@@ -685,3 +685,27 @@ fn domains_and_names_are_checked_where_they_are_written() {
     // example.com's table is incomplete, so names under it are uncovered too.
     expect(&d, "services.grafana.names[0]", 13, "no [domains] entry covers");
 }
+
+#[test]
+fn header_rules_and_page_statuses_are_checked() {
+    let src = file(&[
+        "[listen]",
+        "https = [\"0.0.0.0:443\"]",
+        "[defaults]",
+        "request_headers = { remove = [\"Host\"], set = { \"X-A\" = \"line\\r\\nbreak\" } }",
+        "error_pages_upstream = [418]",
+        "[services.grafana]",
+        "upstream = \"http://127.0.0.1:3000\"",
+        "forward_auth = { url = \"http://127.0.0.1:9091/api/verify\", copy_headers = [\"Remote-User\"] }",
+        "request_headers = { set = { \"Remote-User\" = \"admin\" } }",
+        "response_headers = { add = [\"x\"], remove = [\"Tailscale-User-Login\"] }",
+    ]);
+    let d = errs(&src);
+    expect(&d, "defaults.request_headers.remove[0]", 4, "set by snirouter itself");
+    expect(&d, "defaults.request_headers.set.X-A", 4, "characters a header cannot carry");
+    expect(&d, "defaults.error_pages_upstream[0]", 5, "not a status with an error page");
+    let e = expect(&d, "services.grafana.request_headers", 9, "which forward_auth's copy_headers decide");
+    assert!(e.help.as_deref().is_some_and(|h| h.contains("every client in as that user")), "{e}");
+    expect(&d, "services.grafana.response_headers.add", 10, "unknown key \"add\"");
+    expect(&d, "services.grafana.response_headers.remove[0]", 10, "set by snirouter itself");
+}

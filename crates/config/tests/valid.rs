@@ -404,3 +404,36 @@ bypass_auth = true
     let e = cfg.check_fqdns("tail-1.ts.net").expect_err("duplicate");
     assert!(e.to_string().contains("both answer to \"grafana.example.com\""), "{e}");
 }
+
+#[test]
+fn header_rules_merge_over_the_defaults() {
+    let src = r#"
+[listen]
+https = ["0.0.0.0:443"]
+
+[defaults]
+request_headers = { remove = ["X-Middleware-Subrequest"] }
+response_headers = { set = { "X-Frame-Options" = "DENY", "Referrer-Policy" = "no-referrer" } }
+error_pages_upstream = [500, 503]
+
+[services.grafana]
+upstream = "http://127.0.0.1:3000"
+response_headers = { set = { "X-Frame-Options" = "SAMEORIGIN" }, remove = ["Server"] }
+
+[services.vault]
+passthrough = "127.0.0.1:8200"
+"#;
+    let cfg = snirouter_config::parse(src, "t.toml").expect("valid");
+    let g = &cfg.services[0];
+    assert_eq!(g.request_headers.remove, ["x-middleware-subrequest"]);
+    assert_eq!(
+        g.response_headers.set,
+        [
+            ("referrer-policy".to_owned(), "no-referrer".to_owned()),
+            ("x-frame-options".to_owned(), "SAMEORIGIN".to_owned())
+        ]
+    );
+    assert_eq!(g.response_headers.remove, ["server"]);
+    assert_eq!(g.error_pages_upstream.as_deref(), Some(&[500, 503][..]));
+    assert!(cfg.services[1].request_headers.is_empty(), "passthrough services see no HTTP");
+}

@@ -2,6 +2,10 @@
 //! whether they come from an upstream or from the router itself (no route, upstream
 //! down, timeout, forward-auth server down).
 //!
+//! With `error_pages_upstream = [500, 503]` only upstream answers of those statuses get
+//! the page (an upstream's own 404 page passes through); snirouter's own answers always
+//! do. Upstream answers carry the [`FromUpstream`] mark to tell them apart.
+//!
 //! The files (`404.html`, …) are read when the route table is built — at start and on
 //! every reload — so serving a page never touches the disk. A missing or unreadable
 //! file falls back to the built-in text (logged once per load).
@@ -23,10 +27,16 @@ pub(crate) const MAX_PAGE_BYTES: u64 = 1024 * 1024;
 const KEPT: [HeaderName; 4] =
     [header::RETRY_AFTER, header::WWW_AUTHENTICATE, header::VARY, HeaderName::from_static("x-request-id")];
 
+/// Marks an answer that came from the upstream (a response extension).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FromUpstream;
+
 /// The loaded pages of one service.
 #[derive(Debug, Default, Clone)]
 pub struct ErrorPages {
     pages: HashMap<u16, Bytes>,
+    /// Upstream statuses that get a page (`None`: every status with one).
+    upstream: Option<Vec<u16>>,
 }
 
 impl ErrorPages {
@@ -54,7 +64,13 @@ impl ErrorPages {
             }
         }
         tracing::debug!(service = %service, dir = %dir.display(), pages = pages.len(), "error pages loaded");
-        ErrorPages { pages }
+        ErrorPages { pages, upstream: None }
+    }
+
+    /// Pages upstream answers only for `statuses` (`error_pages_upstream`; `None`: all).
+    pub fn for_upstream(mut self, statuses: Option<Vec<u16>>) -> ErrorPages {
+        self.upstream = statuses;
+        self
     }
 
     /// Number of custom pages loaded.
@@ -70,7 +86,14 @@ impl ErrorPages {
     /// `resp`, or the custom page for its status (same status, the original body
     /// dropped unread); `body` turns the page into the response body type.
     pub fn apply<B>(&self, resp: Response<B>, body: impl FnOnce(Bytes) -> B) -> Response<B> {
-        let Some(page) = self.pages.get(&resp.status().as_u16()) else { return resp };
+        let code = resp.status().as_u16();
+        let Some(page) = self.pages.get(&code) else { return resp };
+        if let Some(chosen) = &self.upstream
+            && resp.extensions().get::<FromUpstream>().is_some()
+            && !chosen.contains(&code)
+        {
+            return resp;
+        }
         let status: StatusCode = resp.status();
         let mut out = Response::new(body(page.clone()));
         *out.status_mut() = status;
@@ -95,6 +118,25 @@ fn copy_kept(from: &HeaderMap, to: &mut HeaderMap) {
 mod tests {
     use super::*;
     use crate::body::ProxyBody;
+
+    #[test]
+    fn chosen_upstream_statuses_only_and_always_our_own() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        for status in ["404", "500", "503"] {
+            std::fs::write(tmp.path().join(format!("{status}.html")), format!("<h1>{status}</h1>")).expect("write");
+        }
+        let pages = ErrorPages::load("t", tmp.path()).for_upstream(Some(vec![500, 503]));
+        let upstream = |status| {
+            let mut r = crate::local::local(status, "from the app".into());
+            r.extensions_mut().insert(FromUpstream);
+            r
+        };
+        let paged = |r: &Response<ProxyBody>| matches!(r.body(), ProxyBody::Full(Some(b)) if b.starts_with(b"<h1>"));
+        assert!(!paged(&pages.apply(upstream(StatusCode::NOT_FOUND), ProxyBody::full)), "the app's 404 passes");
+        assert!(paged(&pages.apply(upstream(StatusCode::SERVICE_UNAVAILABLE), ProxyBody::full)));
+        let own = crate::local::local(StatusCode::NOT_FOUND, "no route".into());
+        assert!(paged(&pages.apply(own, ProxyBody::full)), "snirouter's own 404 gets the page");
+    }
 
     #[test]
     fn pages_replace_matching_statuses_only() {

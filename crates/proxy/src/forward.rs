@@ -123,6 +123,7 @@ impl Forwarder {
         if let Some(origin) = origin {
             crate::cors::decorate(resp.headers_mut(), origin);
         }
+        svc.response_headers.apply(resp.headers_mut());
         svc.stats.response(resp.status().as_u16());
         resp
     }
@@ -173,6 +174,7 @@ impl Forwarder {
             Err(refused) => return *refused,
         };
         upstream_head(&mut parts, upgrade, svc, conn, host_value, added);
+        svc.request_headers.apply(&mut parts.headers);
         let (body, progress) = UpstreamBody::from_client(body, svc.max_body_bytes, self.body_idle);
         let (mut resp, lease, slot) =
             match self.exchange(Request::from_parts(parts, body), &route.upstream, svc, progress.as_deref()).await {
@@ -192,6 +194,7 @@ impl Forwarder {
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         detach_headers(&mut parts.headers);
+        parts.extensions.insert(crate::error_pages::FromUpstream);
         Response::from_parts(parts, ProxyBody::upstream(body, lease, slot, self.body_idle, Some(Arc::clone(svc))))
     }
 

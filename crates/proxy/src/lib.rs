@@ -16,7 +16,8 @@
 //!    picks the route by longest path prefix ([`routes`]), applies the per-service
 //!    options ([`cors`], body limits, [`access`] for `allow` — the tailnet-identity
 //!    trust decision —, [`auth`] for `forward_auth`, [`identity`] for
-//!    `tailscale_identity` and `accept_app_caps`, [`error_pages`]), and streams the request to
+//!    `tailscale_identity` and `accept_app_caps`, [`error_pages`], [`header_rules`] for
+//!    `request_headers`/`response_headers`), and streams the request to
 //!    the upstream ([`upstream`]: `http://` or `https://`, over the per-thread
 //!    keep-alive [`pool`]; the wait for the answer
 //!    starts when the request body has been sent) and the answer back, each body
@@ -43,6 +44,7 @@ mod cors;
 mod error_pages;
 mod forward;
 mod handshake;
+mod header_rules;
 pub mod hello;
 mod histogram;
 mod hop_by_hop;
@@ -68,6 +70,7 @@ mod workers;
 
 pub use access::AccessPolicy;
 pub use conn_info::ConnInfo;
+pub use header_rules::HeaderOps;
 pub use listener::ListenerKind;
 pub use options::ProxyOptions;
 pub use routes::{RouteTable, ServicePolicy};

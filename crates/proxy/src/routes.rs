@@ -16,6 +16,7 @@ use snirouter_config::{Cors, ForwardAuth, Passthrough};
 
 use crate::access::AccessPolicy;
 use crate::error_pages::ErrorPages;
+use crate::header_rules::HeaderOps;
 use crate::stats::ServiceStats;
 
 /// The path and query to send upstream for `pq` under `route` (the prefix removed
@@ -82,6 +83,10 @@ pub struct ServicePolicy {
     pub whois_scope: Option<Arc<str>>,
     /// TLS passthrough target (no HTTP handling at all).
     pub passthrough: Option<Passthrough>,
+    /// `request_headers`, applied last to the request sent upstream.
+    pub request_headers: HeaderOps,
+    /// `response_headers`, applied last to every answer.
+    pub response_headers: HeaderOps,
 }
 
 impl ServicePolicy {
@@ -105,6 +110,8 @@ impl ServicePolicy {
             accept_app_caps: Vec::new(),
             whois_scope: None,
             passthrough: None,
+            request_headers: HeaderOps::default(),
+            response_headers: HeaderOps::default(),
         }
     }
 
@@ -149,13 +156,18 @@ impl RouteTable {
                 forward_auth: config.forward_auth_for(svc, &fqdn).cloned(),
                 strip_headers: Arc::clone(&strip),
                 cors: svc.cors.clone(),
-                error_pages: svc.error_pages.as_deref().map(|dir| ErrorPages::load(&svc.name, dir)),
+                error_pages: svc
+                    .error_pages
+                    .as_deref()
+                    .map(|dir| ErrorPages::load(&svc.name, dir).for_upstream(svc.error_pages_upstream.clone())),
                 max_body_bytes: svc.max_body_bytes,
                 tailscale_identity: svc.tailscale_identity,
                 access: svc.allow.clone().map(|allow| AccessPolicy { allow }),
                 accept_app_caps: svc.accept_app_caps.clone(),
                 whois_scope: whois_scope(svc),
                 passthrough: svc.passthrough.clone(),
+                request_headers: HeaderOps::new(&svc.request_headers),
+                response_headers: HeaderOps::new(&svc.response_headers),
             });
             for name in &svc.names {
                 let auth = config.forward_auth_for(svc, name);
