@@ -36,7 +36,7 @@ async fn curl_host(env: &Env, host: &str, extra: &[&str]) -> (String, u16) {
 async fn gateway() -> (Env, PathBuf, crate::parity::AuthServer) {
     let auth = auth_server().await;
     let domain = format!(
-        "[domains.\"{DOMAIN}\"]\ncert_dir = \"{{dir}}\"\nforward_auth = {{ url = \"http://{}/api/authz/forward-auth?authelia_url=https://auth.{DOMAIN}/\", copy_headers = [\"Remote-User\"] }}\n",
+        "[domains.\"{DOMAIN}\"]\ncert_dir = \"{{dir}}\"\napex_redirect = \"https://www.{DOMAIN}\"\nforward_auth = {{ url = \"http://{}/api/authz/forward-auth?authelia_url=https://auth.{DOMAIN}/\", copy_headers = [\"Remote-User\"] }}\n",
         auth.addr
     );
     let mut env = Env::start(EnvOptions { start_router: false, ..EnvOptions::default() }).await;
@@ -102,6 +102,15 @@ async fn public_names_serve_file_certificates_with_their_own_auth_and_renew_unde
     assert_eq!(code, 421);
     let tls = s_client(&env, &public).await;
     assert!(tls.contains("Verification: OK") && tls.contains(&format!("*.{DOMAIN}")), "{tls}");
+    // Names under the domain that no service has: the wildcard, then a 404 page; the
+    // apex: a redirect to its fixed target, with the path and query, whatever the Host.
+    let (body, code) = curl_host(&env, &format!("nothing.{DOMAIN}"), &[]).await;
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains(&format!("no service is served at nothing.{DOMAIN}")), "{body}");
+    let out = curl_at(&env, DOMAIN, "/a/b?c=1", &["-D", "-", "-H", "Host: evil.example.org"]).await;
+    let (head, code) = body_and_status(&out);
+    assert_eq!(code, 302, "{head}");
+    assert!(head.to_ascii_lowercase().contains(&format!("location: https://www.{DOMAIN}/a/b?c=1")), "{head}");
 
     // Renewal under load: the files change twice (key a moment after the chain) while
     // four clients keep opening new connections; nothing fails, the new pair serves.

@@ -11,6 +11,10 @@
 //! serving; the failure goes into the name's [`crate::FetchState`] (status, doctor, the
 //! renewal-failure metric) and the log, once per change of the files.
 //!
+//! A wildcard pair (`*.example.com`) also serves names under the domain that no service
+//! has, so those get a 404 page over TLS instead of a failed handshake
+//! ([`CertStore::set_fallback`]).
+//!
 //! Keys are read, never written or copied anywhere: the disk cache holds only what
 //! tailscaled hands out.
 
@@ -174,6 +178,8 @@ impl FileCerts {
     /// Watches exactly `sources` (at start and on reload) and reads every one of them now.
     /// Returns the failures, by domain.
     pub fn set_sources(&self, sources: Vec<FileSource>) -> Vec<(String, FileError)> {
+        let domains: Vec<String> = sources.iter().map(|s| s.domain.clone()).collect();
+        self.store.retain_fallbacks(&domains);
         *self.lock() = sources.into_iter().map(|source| Watched { source, seen: None }).collect();
         self.refresh(true)
     }
@@ -220,8 +226,8 @@ impl FileCerts {
     /// keeps its last good certificate and records the failure. The first failure is
     /// returned (the others are in the names' states and the log).
     fn apply(&self, source: &FileSource, now: SystemTime) -> Result<(), FileError> {
-        let served = match load(source, now) {
-            Ok(served) => served,
+        let loaded = match load(source, now) {
+            Ok(loaded) => loaded,
             Err(e) => {
                 for name in &source.names {
                     self.failed(name, &source.domain, &e, now);
@@ -229,8 +235,9 @@ impl FileCerts {
                 return Err(e);
             }
         };
+        self.store.set_fallback(&source.domain, loaded.wildcard);
         let mut first = None;
-        for (name, result) in served {
+        for (name, result) in loaded.names {
             match result {
                 Ok(cert) => {
                     let fresh = self.store.current(&name).is_none_or(|c| c.serial != cert.serial);
@@ -272,11 +279,18 @@ impl FileCerts {
     }
 }
 
-/// Each name of a source with its certificate, or why the pair cannot serve it.
-pub type Loaded = Vec<(String, Result<ServedCert, FileError>)>;
+/// What a source's pair can serve.
+#[derive(Debug)]
+pub struct Loaded {
+    /// Each name of the source with its certificate, or why the pair cannot serve it.
+    pub names: Vec<(String, Result<ServedCert, FileError>)>,
+    /// The pair as a wildcard `*.DOMAIN`, for names under the domain that no service
+    /// has (`None`: it is not one).
+    pub wildcard: Option<ServedCert>,
+}
 
 /// Reads `source`'s pair (`Err`: it cannot be read as one) and checks it for each of its
-/// names.
+/// names, and as the domain's wildcard.
 pub fn load(source: &FileSource, now: SystemTime) -> Result<Loaded, FileError> {
     let (key, chain) = read_pair(&source.cert, &source.key)?;
     let check = |name: &String| {
@@ -287,7 +301,9 @@ pub fn load(source: &FileSource, now: SystemTime) -> Result<Loaded, FileError> {
             source: e,
         })
     };
-    Ok(source.names.iter().map(|name| (name.clone(), check(name))).collect())
+    let names = source.names.iter().map(|name| (name.clone(), check(name))).collect();
+    let wildcard = check(&format!("*.{}", source.domain)).ok();
+    Ok(Loaded { names, wildcard })
 }
 
 type Pair = (PrivateKeyDer<'static>, Vec<CertificateDer<'static>>);

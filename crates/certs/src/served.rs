@@ -63,6 +63,8 @@ pub struct ServedCert {
     pub issuer: String,
     /// Where it came from.
     pub source: CertSource,
+    /// The leaf's DNS names (subjectAltName), lowercase.
+    pub names: Vec<String>,
 }
 
 impl ServedCert {
@@ -96,7 +98,13 @@ impl ServedCert {
             serial: info.serial,
             issuer: info.issuer,
             source,
+            names: info.names,
         })
+    }
+
+    /// Whether the leaf covers `name` (lowercase): exactly, or by a one-label wildcard.
+    pub fn covers(&self, name: &str) -> bool {
+        self.names.iter().any(|san| name_matches(san, name))
     }
 
     /// Total lifetime of the leaf (`notAfter - notBefore`).

@@ -137,6 +137,10 @@ pub struct CertSnapshot {
 #[derive(Default)]
 pub struct CertStore {
     entries: ArcSwap<HashMap<String, Arc<Entry>>>,
+    /// Per `[domains]` entry with a wildcard certificate: that certificate, for names
+    /// under the domain that no service has (answered with a 404 page, not a failed
+    /// handshake).
+    fallbacks: ArcSwap<HashMap<String, Arc<ServedCert>>>,
     // Serializes writers of `entries` (readers never lock).
     write: Mutex<()>,
 }
@@ -196,7 +200,7 @@ impl CertStore {
             Some(e) => e,
             None => match entries.get(&normalize(sni)) {
                 Some(e) => e,
-                None => return Lookup::Unknown,
+                None => return self.fallback(&normalize(sni)),
             },
         };
         if let Some(served) = entry.served.load().as_ref() {
@@ -212,6 +216,37 @@ impl CertStore {
             (None, false) => "no certificate has been requested yet".to_owned(),
         };
         Lookup::NotReady { service: entry.service.clone(), reason }
+    }
+
+    /// An unknown name under (or of) a domain whose wildcard certificate covers it.
+    fn fallback(&self, name: &str) -> Lookup {
+        let fallbacks = self.fallbacks.load();
+        let under = fallbacks.iter().filter(|(domain, _)| {
+            name == domain.as_str() || name.strip_suffix(domain.as_str()).is_some_and(|h| h.ends_with('.'))
+        });
+        match under.map(|(_, c)| c).find(|c| c.covers(name)) {
+            Some(cert) => Lookup::Ready(Arc::clone(&cert.certified)),
+            None => Lookup::Unknown,
+        }
+    }
+
+    /// Serves `cert` for unknown names under `domain` (`None`: no longer).
+    pub fn set_fallback(&self, domain: &str, cert: Option<ServedCert>) {
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = HashMap::clone(&self.fallbacks.load());
+        match cert {
+            Some(c) => next.insert(domain.to_owned(), Arc::new(c)),
+            None => next.remove(domain),
+        };
+        self.fallbacks.store(Arc::new(next));
+    }
+
+    /// Keeps only the fallbacks of `domains`.
+    pub fn retain_fallbacks(&self, domains: &[String]) {
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = HashMap::clone(&self.fallbacks.load());
+        next.retain(|d, _| domains.contains(d));
+        self.fallbacks.store(Arc::new(next));
     }
 
     /// The certificate currently served for `fqdn`.

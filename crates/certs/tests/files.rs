@@ -55,6 +55,12 @@ fn a_wildcard_serves_every_name_and_renewals_swap_in() {
     assert_eq!((domain.as_str(), e.kind()), ("example.com", "file_wrong_name"));
     assert!(e.fix().contains("a.b.example.com"), "{}", e.fix());
 
+    // Names no service has, under the domain: the wildcard serves them (a 404 page
+    // follows over TLS); deeper names and other domains stay unknown.
+    assert!(matches!(store.lookup("nothing.example.com"), Lookup::Ready(_)));
+    assert!(matches!(store.lookup("x.y.example.com"), Lookup::Unknown));
+    assert!(matches!(store.lookup("grafana.other.org"), Lookup::Unknown));
+
     // Unchanged files are not read again; a renewal is.
     assert!(files.refresh(false).is_empty());
     let second = write_pair(dir.path(), &ca, "*.example.com");

@@ -39,12 +39,13 @@ pub(crate) fn inspect(config: &Config) -> Vec<Finding> {
                 continue;
             }
         };
-        out.push(match loaded.iter().find_map(|(_, r)| r.as_ref().err()) {
+        out.push(match loaded.names.iter().find_map(|(_, r)| r.as_ref().err()) {
             Some(e) => Finding::Unusable { domain, error: e.to_string(), fix: e.fix() },
             None => Finding::Usable {
                 domain,
-                names: loaded.len(),
+                names: loaded.names.len(),
                 days_left: loaded
+                    .names
                     .iter()
                     .filter_map(|(_, r)| r.as_ref().ok())
                     .map(|c| c.remaining(now).as_secs() / 86_400)

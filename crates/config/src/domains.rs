@@ -11,7 +11,7 @@ use crate::checks::{self, Problem};
 use crate::schema::Domain;
 use crate::validate::{Entry, Validator, describe, entries, find};
 
-const DOMAIN_KEYS: &[&str] = &["cert", "key", "cert_dir", "forward_auth"];
+const DOMAIN_KEYS: &[&str] = &["cert", "key", "cert_dir", "forward_auth", "apex_redirect"];
 
 /// The names tailscaled hands out certificates for; a domain there is a mistake.
 const TAILNET_SUFFIX: &str = ".ts.net";
@@ -70,7 +70,11 @@ impl Validator<'_> {
         let fields = self.section(Some(e), DOMAIN_KEYS);
         let (cert, key) = self.cert_files(e, &fields)?;
         let forward_auth = find(&fields, "forward_auth").and_then(|f| self.forward_auth(f));
-        Some(Domain { name, cert, key, forward_auth, line })
+        let apex_redirect = find(&fields, "apex_redirect").and_then(|f| {
+            let raw = self.string(f, "\"https://www.example.com\"")?;
+            redirect_target(raw).map_err(|p| self.report(f.value_span(), &f.path, p)).ok()
+        });
+        Some(Domain { name, cert, key, forward_auth, apex_redirect, line })
     }
 
     /// `cert_dir`, or `cert` and `key`.
@@ -108,6 +112,24 @@ impl Validator<'_> {
     }
 }
 
+/// `apex_redirect`: `http(s)://HOST[:PORT][/PATH]`, a fixed target (never taken from the
+/// request), returned without a trailing slash.
+fn redirect_target(raw: &str) -> Result<String, Problem> {
+    let help =
+        || Some("write the site to send visitors to, e.g. apex_redirect = \"https://www.example.com\"".to_owned());
+    let Some(rest) = raw.strip_prefix("https://").or_else(|| raw.strip_prefix("http://")) else {
+        return Err(Problem::new(format!("apex_redirect {raw:?} is not an http(s):// URL"), help()));
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority, |(h, port)| if port.parse::<u16>().is_ok() { h } else { authority });
+    if checks::normalize_dns_name(host, 1, "the host").is_err() || path.contains(['?', '#', ' ']) {
+        return Err(Problem::new(format!("apex_redirect {raw:?} needs a host name and a plain path"), help()));
+    }
+    Ok(raw.trim_end_matches('/').to_owned())
+}
+
 /// One entry of `names`.
 fn extra_name(raw: &str, domains: &[Domain]) -> Result<String, Problem> {
     let name = checks::normalize_dns_name(raw, 2, "the name")?;
@@ -132,7 +154,26 @@ mod tests {
     use super::*;
 
     fn domain(name: &str) -> Domain {
-        Domain { name: name.into(), cert: "c".into(), key: "k".into(), forward_auth: None, line: 0 }
+        Domain {
+            name: name.into(),
+            cert: "c".into(),
+            key: "k".into(),
+            forward_auth: None,
+            apex_redirect: None,
+            line: 0,
+        }
+    }
+
+    #[test]
+    fn redirect_targets_are_fixed_urls() {
+        assert_eq!(redirect_target("https://www.example.com/").expect("ok"), "https://www.example.com");
+        assert_eq!(
+            redirect_target("http://www.example.com:8080/site").expect("ok"),
+            "http://www.example.com:8080/site"
+        );
+        for bad in ["www.example.com", "https://", "https://x/a?b=1", "ftp://x", "https://bad host"] {
+            assert!(redirect_target(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

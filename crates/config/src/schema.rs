@@ -528,6 +528,10 @@ pub struct Domain {
     /// Forward authentication for the names under this domain, unless the service says
     /// `bypass_auth = true` or has forward_auth of its own (or from `[defaults]`).
     pub forward_auth: Option<ForwardAuth>,
+    /// `apex_redirect`: where requests to the domain itself go (`https://www.example.com`,
+    /// no trailing slash; the request's path and query are appended), when no service
+    /// has the domain as a name.
+    pub apex_redirect: Option<String>,
     /// 1-based line of the table header; 0 if built by hand.
     pub line: usize,
 }

@@ -38,6 +38,31 @@ use crate::routes::{RouteTable, ServicePolicy};
 use crate::tunnel::Tunnels;
 use crate::upstream::{BodyFailure, BodyProgress, Connector, Slots, UpstreamBody};
 
+/// The answer for a name no service has: under a `[domains]` entry, a redirect (the
+/// domain itself with `apex_redirect`: its fixed target plus the request's path and
+/// query — never a target taken from the request) or a 404 page; anywhere else `421`.
+fn unrouted(table: &RouteTable, sni: &str, uri: &Uri) -> Response<ProxyBody> {
+    let Some((domain, apex_redirect)) = table.domain_of(sni) else {
+        return local(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!("{sni} is no longer served by this router; reconnect to retry"),
+        );
+    };
+    if let (true, Some(target)) = (domain == sni, apex_redirect) {
+        let pq = uri.path_and_query().map_or("/", PathAndQuery::as_str);
+        let mut resp = local(StatusCode::FOUND, format!("{sni} moved to {target}"));
+        if let Ok(v) = HeaderValue::from_str(&format!("{target}{pq}")) {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        return resp;
+    }
+    let resp = local(StatusCode::NOT_FOUND, format!("no service is served at {sni}"));
+    match table.domain_pages() {
+        Some(pages) => pages.apply(resp, ProxyBody::full),
+        None => resp,
+    }
+}
+
 /// One thread's upstream clients.
 #[derive(Debug)]
 struct ThreadPools {
@@ -106,11 +131,9 @@ impl Forwarder {
         table: &RouteTable,
     ) -> Response<ProxyBody> {
         let Some(svc) = table.get(&conn.sni) else {
-            // The service was removed by a reload while this connection stayed open.
-            return local(
-                StatusCode::MISDIRECTED_REQUEST,
-                format!("{} is no longer served by this router; reconnect to retry", conn.sni),
-            );
+            // A name under a [domains] entry that no service has, or a service removed by
+            // a reload while this connection stayed open.
+            return unrouted(table, &conn.sni, req.uri());
         };
         svc.stats.request();
         let origin = svc.cors.as_ref().map(|c| crate::cors::allowed_origin(c, req.headers()));

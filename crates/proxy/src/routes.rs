@@ -127,6 +127,18 @@ pub struct RouteTable {
     by_fqdn: HashMap<String, Arc<ServicePolicy>>,
     /// One policy per service (its tailnet name's), in config order.
     services: Vec<Arc<ServicePolicy>>,
+    /// `[domains]`: what names under them that no service has get (a wildcard
+    /// certificate lets them through the handshake).
+    domains: Vec<DomainPolicy>,
+    /// `[defaults] error_pages`, for those answers.
+    domain_pages: Option<ErrorPages>,
+}
+
+/// A `[domains]` entry as the HTTP stage sees it.
+#[derive(Debug)]
+struct DomainPolicy {
+    name: String,
+    apex_redirect: Option<String>,
 }
 
 impl RouteTable {
@@ -181,7 +193,24 @@ impl RouteTable {
             table.by_fqdn.insert(fqdn, Arc::clone(&base));
             table.services.push(base);
         }
+        table.domains = config
+            .domains
+            .iter()
+            .map(|d| DomainPolicy { name: d.name.clone(), apex_redirect: d.apex_redirect.clone() })
+            .collect();
+        table.domain_pages = config.defaults.error_pages.as_deref().map(|dir| ErrorPages::load("[domains]", dir));
         table
+    }
+
+    /// The `[domains]` entry `name` is under (the longest), with its `apex_redirect`.
+    pub(crate) fn domain_of(&self, name: &str) -> Option<(&str, Option<&str>)> {
+        let d = self.domains.iter().filter(|d| covers(&d.name, name)).max_by_key(|d| d.name.len())?;
+        Some((d.name.as_str(), d.apex_redirect.as_deref()))
+    }
+
+    /// `[defaults] error_pages`, for answers to names no service has.
+    pub(crate) fn domain_pages(&self) -> Option<&ErrorPages> {
+        self.domain_pages.as_ref()
     }
 
     /// The service served under `fqdn` (lowercase, no trailing dot).
@@ -193,6 +222,11 @@ impl RouteTable {
     pub fn services(&self) -> impl Iterator<Item = &Arc<ServicePolicy>> {
         self.services.iter()
     }
+}
+
+/// Whether `name` is `domain` or under it.
+fn covers(domain: &str, name: &str) -> bool {
+    name == domain || name.strip_suffix(domain).is_some_and(|head| head.ends_with('.'))
 }
 
 /// Every `copy_headers` name of the config (defaults, services, domains): removed from
