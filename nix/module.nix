@@ -7,6 +7,7 @@
 # change; changes to sections a reload cannot apply restart the unit.
 {
   config,
+  options,
   lib,
   pkgs,
   ...
@@ -145,6 +146,13 @@ let
         ];
         description = "Only these tailnet clients may use the service (`allow`): logins, `*@domain`, `tag:NAME`, `cap:CAPABILITY` granted toward `svc:NAME` in the tailnet policy, `*` (any tailnet node) or `local` (loopback clients). Others get a 403 page; null admits everyone who reaches it.";
       };
+      acmeHost = mkOption {
+        type = types.nullOr types.str;
+        default = cfg.acmeHost;
+        defaultText = literalExpression "config.services.snirouter.acmeHost";
+        example = "example.com";
+        description = "The `security.acme.certs` entry whose (wildcard) certificate serves this service's public name `NAME.<its domain>`; null: no public name. snirouter gets read access to it, is reloaded when it renews, and starts after it.";
+      };
       names = mkOption {
         type = types.listOf types.str;
         default = [ ];
@@ -210,8 +218,36 @@ let
     strip_prefix = r.stripPrefix;
   };
 
+  # Public names (`acmeHost`): NAME.<the certificate's domain>, "*." stripped.
+  acmeDomain = h: lib.removePrefix "*." config.security.acme.certs.${h}.domain;
+  publicServices = lib.filterAttrs (_: s: s.acmeHost != null && s.passthrough == null) cfg.services;
+  acmeHosts = lib.unique (mapAttrsToList (_: s: s.acmeHost) publicServices);
+  # Whether a certificate is defined by some module besides this one (which only adds
+  # reloadServices to it); asking config would find this module's own definition.
+  acmeDefined =
+    h:
+    builtins.any (
+      d:
+      let
+        v = d.value.content or d.value;
+      in
+      v ? ${h} && builtins.attrNames (v.${h}.content or v.${h}) != [ "reloadServices" ]
+    ) options.security.acme.certs.definitionsWithLocations;
+  namesOf = n: s: lib.unique (s.names ++ optional (publicServices ? ${n}) "${n}.${acmeDomain s.acmeHost}");
+  domainsTable = lib.listToAttrs (
+    map (
+      h:
+      lib.nameValuePair (acmeDomain h) (
+        {
+          cert_dir = config.security.acme.certs.${h}.directory;
+        }
+        // optionalAttrs (cfg.publicForwardAuth != null) { forward_auth = renderAuth cfg.publicForwardAuth; }
+      )
+    ) acmeHosts
+  );
+
   renderService =
-    _: s:
+    n: s:
     optionalAttrs (upstreamOf s != null) { upstream = upstreamOf s; }
     // optionalAttrs (s.routes != [ ]) { routes = map renderRoute s.routes; }
     // optionalAttrs (s.passthrough != null) { inherit (s) passthrough; }
@@ -224,7 +260,7 @@ let
     // optionalAttrs s.tailscaleIdentity { tailscale_identity = true; }
     // optionalAttrs (s.allow != null) { inherit (s) allow; }
     // optionalAttrs (s.acceptAppCaps != [ ]) { accept_app_caps = s.acceptAppCaps; }
-    // optionalAttrs (s.names != [ ]) { inherit (s) names; }
+    // optionalAttrs (namesOf n s != [ ]) { names = namesOf n s; }
     // optionalAttrs (s.errorPages != null) { error_pages = "${s.errorPages}"; }
     // optionalAttrs (s.maxBodySize != null) { max_body_bytes = s.maxBodySize; };
 
@@ -250,7 +286,8 @@ let
     admin.socket = "/run/snirouter/admin.sock";
     services = mapAttrs renderService cfg.services;
   }
-  // optionalAttrs (defaultsTable != { }) { defaults = defaultsTable; };
+  // optionalAttrs (defaultsTable != { }) { defaults = defaultsTable; }
+  // optionalAttrs (domainsTable != { }) { domains = domainsTable; };
 
   # Hairpin (docs/operations.md "Local clients"): every served name resolves to loopback
   # on this host, and HTTPS listeners there take those connections. A wildcard listener on
@@ -427,6 +464,19 @@ in
       description = "Error pages directory for every service (`[defaults] error_pages`).";
     };
 
+    acmeHost = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "example.com";
+      description = "Default `acmeHost` of every service: the `security.acme.certs` entry (usually a wildcard `*.example.com`) whose certificate serves each service's public name `NAME.example.com` (`[domains]` with its directory, and `names`).";
+    };
+
+    publicForwardAuth = mkOption {
+      type = types.nullOr (types.submodule authOptions);
+      default = null;
+      description = "Forward authentication for the public names only (`[domains] forward_auth`), unless a service has `bypassAuth`; the tailnet names keep `forwardAuth` (none by default).";
+    };
+
     hairpin = {
       enable = mkEnableOption ''
         local clients on this host reaching every service by its real name with a valid
@@ -487,6 +537,10 @@ in
         message = "services.snirouter.hairpin needs the MagicDNS suffix the names are under: set services.snirouter.hairpin.tailnet (e.g. \"tail1234.ts.net\"; `tailscale status --json | jq -r .MagicDNSSuffix`).";
       }
       {
+        assertion = builtins.all acmeDefined acmeHosts;
+        message = "services.snirouter: acmeHost ${builtins.toJSON (builtins.filter (h: !(acmeDefined h)) acmeHosts)} is not in security.acme.certs; define the certificate there (e.g. security.acme.certs.\"example.com\".domain = \"*.example.com\";) or correct acmeHost.";
+      }
+      {
         assertion = (api.clientIdFile == null) == (api.clientSecretFile == null);
         message = "services.snirouter.tailscaleApi: set both clientIdFile and clientSecretFile, or neither.";
       }
@@ -503,13 +557,23 @@ in
 
     services.tailscale.permitCertUid = mkIf (cfg.user != "root") (mkDefault cfg.user);
 
-    users.users = mkIf (cfg.user == "snirouter") {
-      snirouter = {
-        isSystemUser = true;
-        inherit (cfg) group;
-        description = "snirouter TLS router";
-      };
-    };
+    # Public names: read access to each certificate, a reload when it renews, start after it.
+    security.acme.certs = lib.genAttrs acmeHosts (_: {
+      reloadServices = [ "snirouter.service" ];
+    });
+
+    users.users = lib.mkMerge [
+      (mkIf (cfg.user == "snirouter") {
+        snirouter = {
+          isSystemUser = true;
+          inherit (cfg) group;
+          description = "snirouter TLS router";
+        };
+      })
+      (mkIf (cfg.user != "root" && acmeHosts != [ ]) {
+        ${cfg.user}.extraGroups = map (h: config.security.acme.certs.${h}.group) acmeHosts;
+      })
+    ];
     users.groups = mkIf (cfg.group == "snirouter") { snirouter = { }; };
 
     environment.etc."snirouter/config.toml".source = checkedConfig;
@@ -526,11 +590,13 @@ in
       after = [
         "network-online.target"
         "tailscaled.service"
-      ];
+      ]
+      ++ map (h: "acme-${h}.service") acmeHosts;
       wants = [
         "network-online.target"
         "tailscaled.service"
-      ];
+      ]
+      ++ map (h: "acme-finished-${h}.target") acmeHosts;
       # A new config file is picked up with SIGHUP; what a reload cannot apply restarts.
       reloadTriggers = [ checkedConfig ];
       restartTriggers = [ (builtins.toJSON restartSections) ];

@@ -255,6 +255,10 @@ fn assertions_and_type_errors_explain_themselves() {
             "{ lib, ... }: { services.snirouter.tailscaleApi.clientSecretFile = lib.mkForce null; }",
             "set both clientIdFile and clientSecretFile",
         ),
+        (
+            "{ services.snirouter.acmeHost = \"nowhere.org\"; }",
+            "acmeHost [\"nowhere.org\"] is not in security.acme.certs",
+        ),
     ];
     for (extra, needle) in cases {
         match nix.eval("toml", &["--arg", "extraConfig", extra]) {
@@ -262,6 +266,50 @@ fn assertions_and_type_errors_explain_themselves() {
             Err(e) => assert!(e.contains(needle), "{extra}: expected {needle:?} in:\n{e}"),
         }
     }
+}
+
+#[test]
+fn acme_host_gives_every_service_its_public_name_with_read_access_and_reloads() {
+    let nix = nix_or_skip!();
+    let dir = temp_dir("nix-acme");
+    let pages = dir.path().to_str().expect("utf-8 path");
+    let extra = r#"{
+        security.acme.certs."arsfeld.one".domain = "*.arsfeld.one";
+        services.snirouter.acmeHost = "arsfeld.one";
+        services.snirouter.publicForwardAuth = { url = "http://127.0.0.1:9091/api/authz/forward-auth?authelia_url=https://auth.arsfeld.one/"; copyHeaders = [ "Remote-User" ]; };
+        services.snirouter.services.jellyfin.acmeHost = null;
+    }"#;
+    let args = ["--argstr", "errorPages", pages, "--arg", "extraConfig", extra];
+    let toml = nix.eval("toml", &args).unwrap_or_else(|e| panic!("evaluation failed:\n{e}"));
+    let toml = toml.as_str().expect("toml is a string");
+    // The build-time check passes although /var/lib/acme is not there (a warning).
+    let stdout = assert_check_accepts(dir.path(), toml, &["--print"]);
+    let cfg: serde_json::Value = serde_json::from_str(&stdout[..=stdout.rfind('}').expect("json")]).expect("json");
+    let domain = &cfg["domains"][0];
+    assert_eq!(domain["name"], "arsfeld.one");
+    assert_eq!(domain["cert"], "/var/lib/acme/arsfeld.one/fullchain.pem");
+    assert_eq!(
+        domain["forward_auth"]["url"],
+        "http://127.0.0.1:9091/api/authz/forward-auth?authelia_url=https://auth.arsfeld.one/"
+    );
+    let svc = |name: &str| {
+        cfg["services"].as_array().and_then(|a| a.iter().find(|s| s["name"] == name)).cloned().expect(name)
+    };
+    assert_eq!(svc("grafana")["names"], serde_json::json!(["grafana.arsfeld.one"]));
+    assert_eq!(svc("sonarr")["names"], serde_json::json!(["sonarr.arsfeld.one"]), "no duplicate with its own names");
+    assert_eq!(svc("jellyfin")["names"], serde_json::json!([]), "acmeHost = null: tailnet only");
+    let acme = nix.eval("acme", &args).expect("acme");
+    assert_eq!(acme["arsfeld.one"]["reloadServices"], serde_json::json!(["snirouter.service"]));
+    assert_eq!(nix.eval("users", &args).expect("users")["snirouter"]["extraGroups"], serde_json::json!(["acme"]));
+    let unit = nix.eval("unit", &args).expect("unit");
+    assert!(
+        unit["after"].as_array().is_some_and(|a| a.contains(&serde_json::json!("acme-arsfeld.one.service"))),
+        "{unit}"
+    );
+    assert!(
+        unit["wants"].as_array().is_some_and(|a| a.contains(&serde_json::json!("acme-finished-arsfeld.one.target"))),
+        "{unit}"
+    );
 }
 
 #[test]

@@ -36,6 +36,7 @@ let
     firewall = config.networking.firewall.allowedTCPPorts;
     hosts = config.networking.hosts;
     users = config.users.users;
+    acme = config.security.acme.certs;
   };
 in
 if failed != [ ] then

@@ -1,7 +1,7 @@
 # The NixOS options nix/module.nix sets, declared as nixpkgs declares them (the types of
 # nixos/modules/{misc/assertions,config/users-groups,system/etc/etc,config/system-path,
 # services/networking/firewall,system/boot/systemd,services/networking/tailscale,
-# config/networking,tasks/network-interfaces}.nix),
+# config/networking,tasks/network-interfaces,security/acme/default}.nix),
 # reduced to the sub-options the module uses. A submodule without an option for a key
 # the module sets fails the evaluation, as an unknown option does in NixOS.
 { lib, ... }:
@@ -40,8 +40,30 @@ let
         type = types.passwdEntry types.str;
         default = "";
       };
+      extraGroups = strList;
     };
   };
+  # nixos/modules/security/acme: the per-certificate options the module reads or sets.
+  acmeCert = types.submodule (
+    { name, ... }:
+    {
+      options = {
+        domain = mkOption {
+          type = types.str;
+          default = name;
+        };
+        directory = mkOption {
+          type = types.str;
+          default = "/var/lib/acme/${name}";
+        };
+        group = mkOption {
+          type = types.str;
+          default = "acme";
+        };
+        reloadServices = strList;
+      };
+    }
+  );
   group = types.submodule {
     options.gid = mkOption {
       type = types.nullOr types.int;
@@ -111,6 +133,10 @@ in
     };
     systemd.services = mkOption {
       type = types.attrsOf service;
+      default = { };
+    };
+    security.acme.certs = mkOption {
+      type = types.attrsOf acmeCert;
       default = { };
     };
     services.tailscale.permitCertUid = mkOption {
