@@ -28,6 +28,7 @@
 mod lexer;
 mod model;
 mod parser;
+mod public;
 mod render;
 mod translate;
 

@@ -56,17 +56,26 @@ pub(crate) struct Service {
     pub(crate) request_headers: Headers,
     /// `header` rules (the response).
     pub(crate) response_headers: Headers,
+    /// Public names (a site with `tls CERT KEY`), under `[domains]`.
+    pub(crate) names: Vec<String>,
+    /// `tls CERT KEY` of the site being translated.
+    pub(crate) tls_files: Option<(String, String)>,
     /// Findings inside this service's site(s), repeated as comments in its section.
     pub(crate) untranslated: Vec<Finding>,
 }
 
 impl Service {
-    /// Whether two translations of the same name say the same thing.
-    pub(crate) fn same_settings(&self, other: &Service) -> bool {
+    /// Whether two sites route the same paths to the same upstreams.
+    pub(crate) fn same_routes(&self, other: &Service) -> bool {
         let routes = |s: &Service| -> Vec<(String, String, bool)> {
             s.routes.iter().map(|r| (r.path.clone(), r.upstream.clone(), r.strip_prefix)).collect()
         };
         routes(self) == routes(other)
+    }
+
+    /// Whether two translations of the same name say the same thing.
+    pub(crate) fn same_settings(&self, other: &Service) -> bool {
+        self.same_routes(other)
             && self.fqdn == other.fqdn
             && self.upstream_host == other.upstream_host
             && self.insecure_skip_verify == other.insecure_skip_verify
@@ -78,6 +87,17 @@ impl Service {
             && self.request_headers == other.request_headers
             && self.response_headers == other.response_headers
     }
+}
+
+/// One `[domains."NAME"]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct DomainOut {
+    pub(crate) name: String,
+    pub(crate) cert: String,
+    pub(crate) key: String,
+    pub(crate) forward_auth: Option<Auth>,
+    pub(crate) apex_redirect: Option<String>,
+    pub(crate) line: usize,
 }
 
 /// Header names removed and headers set, in file order.
@@ -104,6 +124,10 @@ pub(crate) struct Model {
     pub(crate) defaults_auth: Option<Auth>,
     pub(crate) defaults_error_pages: Option<String>,
     pub(crate) services: Vec<Service>,
+    /// `[domains]`: the certificate files of public sites, by domain.
+    pub(crate) domains: Vec<DomainOut>,
+    /// Public-only sites, merged into their services once every site is read.
+    pub(crate) public_sites: Vec<Service>,
     pub(crate) notes: Vec<Finding>,
     pub(crate) untranslated: Vec<Finding>,
 }

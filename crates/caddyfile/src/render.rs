@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::model::{Auth, Finding, Headers, Model, Service, by_line};
+use crate::model::{Auth, DomainOut, Finding, Headers, Model, Service, by_line};
 
 /// Renders the whole configuration.
 pub(crate) fn render(m: &Model) -> String {
@@ -44,10 +44,26 @@ pub(crate) fn render(m: &Model) -> String {
             let _ = writeln!(out, "error_pages = {}", string(p));
         }
     }
+    for d in &m.domains {
+        domain(&mut out, d);
+    }
     for s in &m.services {
         service(&mut out, s);
     }
     out
+}
+
+fn domain(out: &mut String, d: &DomainOut) {
+    let _ = writeln!(out, "\n# line {}: the certificate of {} and the names under it", d.line, d.name);
+    let _ = writeln!(out, "[domains.{}]", string(&d.name));
+    let _ = writeln!(out, "cert = {}", string(&d.cert));
+    let _ = writeln!(out, "key = {}", string(&d.key));
+    if let Some(a) = &d.forward_auth {
+        let _ = writeln!(out, "forward_auth = {}", auth(a));
+    }
+    if let Some(r) = &d.apex_redirect {
+        let _ = writeln!(out, "apex_redirect = {}", string(r));
+    }
 }
 
 fn findings_block(out: &mut String, title: &str, findings: &[Finding]) {
@@ -86,6 +102,10 @@ fn service(out: &mut String, s: &Service) {
             }
             out.push_str("]\n");
         }
+    }
+    if !s.names.is_empty() {
+        let names: Vec<String> = s.names.iter().map(|n| string(n)).collect();
+        let _ = writeln!(out, "names = [{}]", names.join(", "));
     }
     if let Some(h) = &s.upstream_host {
         let _ = writeln!(out, "upstream_host = {}", string(h));

@@ -41,6 +41,7 @@ pub fn translate(src: &str, source_name: &str) -> Result<Translation, Error> {
     for site in &file.sites {
         t.site(site);
     }
+    crate::public::attach(&mut t.model);
     t.hoist_defaults();
     t.check_placeholders();
     let model = t.model;
@@ -175,9 +176,23 @@ impl Translator<'_> {
         let mut bind_name: Option<String> = None;
         let mut directives = Vec::new();
         self.expand(&site.directives, &mut directives, &mut svc, &mut f, 0);
+        match crate::public::kind(site, &directives) {
+            crate::public::Kind::CatchAll(domain) => {
+                crate::public::catch_all(&mut self.model, site, &domain, &directives);
+                self.model.untranslated.append(&mut f.untranslated);
+                return;
+            }
+            crate::public::Kind::Apex(host) => {
+                crate::public::apex(&mut self.model, site, &host, &directives);
+                self.model.untranslated.append(&mut f.untranslated);
+                return;
+            }
+            crate::public::Kind::Service => {}
+        }
         for d in &directives {
             self.directive(d, &mut svc, &mut bind_name, &mut f);
         }
+        let bind_is_none = bind_name.is_none();
         self.addresses(site, &mut svc, bind_name, &mut f);
         if svc.routes.is_empty() {
             f.untranslated.push(Finding {
@@ -195,6 +210,17 @@ impl Translator<'_> {
         self.model.untranslated.append(&mut f.untranslated);
         if svc.routes.is_empty() {
             return;
+        }
+        if let Some(files) = svc.tls_files.clone() {
+            let at = Directive { name: site.addresses[0].clone(), args: Vec::new(), block: None };
+            for name in &svc.names {
+                crate::public::register_domain(&mut self.model, crate::public::domain_of(name), &files, &at);
+            }
+            if bind_is_none && !svc.addresses.iter().any(|a| crate::public::is_tailnet(a)) {
+                // The public half of a service: merged with its tailnet site afterwards.
+                self.model.public_sites.push(svc);
+                return;
+            }
         }
         if let Some(prev) = self.model.services.iter_mut().find(|s| s.name == svc.name) {
             let summary = svc.addresses_summary();
@@ -281,7 +307,7 @@ impl Translator<'_> {
                     f.flag(d, "bind without an address");
                 }
             }
-            "tls" => self.tls(d, f),
+            "tls" => self.tls(d, svc, f),
             "reverse_proxy" => self.reverse_proxy(d, None, false, svc, f),
             "handle" | "handle_path" => self.handle(d, svc, f),
             "forward_auth" => match forward_auth(d, f) {
@@ -321,9 +347,15 @@ impl Translator<'_> {
     }
 
     /// `tls { get_certificate tailscale }` is what snirouter does anyway.
-    fn tls(&self, d: &Directive, f: &mut SiteFindings) {
-        if !d.args.is_empty() {
-            f.flag(d, "snirouter takes every certificate from tailscaled; other certificate sources are not supported");
+    /// `tls CERT KEY` gives the site's public names that certificate ([domains]).
+    fn tls(&self, d: &Directive, svc: &mut Service, f: &mut SiteFindings) {
+        match d.arg_texts().as_slice() {
+            [] => {}
+            [cert, key] if d.block.is_none() => svc.tls_files = Some(((*cert).to_owned(), (*key).to_owned())),
+            _ => f.flag(
+                d,
+                "other certificate sources (`tls internal`, ACME options, client auth) are not supported; `tls CERT KEY` becomes a [domains] entry",
+            ),
         }
         for c in d.children() {
             match (c.name.text.as_str(), c.arg_texts().as_slice()) {
@@ -459,6 +491,10 @@ impl Translator<'_> {
                     f.flag(&pseudo(), format!("a second tailnet name for service {:?} is not translated", svc.name));
                 }
             }
+        }
+        if svc.tls_files.is_some() {
+            svc.names.extend(other_hosts);
+            return;
         }
         for h in other_hosts {
             f.notes.push(Finding {

@@ -259,6 +259,37 @@ grafana.example.ts.net {
 }
 
 #[test]
+fn both_halves_of_a_gateway_become_names_and_domains() {
+    let src = include_str!("fixtures/gateway.Caddyfile");
+    let t = translate(src, "gateway.Caddyfile").expect("translate");
+    assert!(t.untranslated.is_empty(), "nothing may be flagged: {:#?}\n{}", t.untranslated, t.toml);
+    assert_eq!(t.services, ["grafana", "jellyfin", "sonarr"]);
+    let cfg = snirouter_config::parse(&t.toml, "gateway.toml").unwrap_or_else(|d| panic!("{d}\n{}", t.toml));
+    let [domain] = cfg.domains.as_slice() else { panic!("one domain: {:#?}", cfg.domains) };
+    assert_eq!(domain.name, "arsfeld.one");
+    assert_eq!(domain.cert, std::path::Path::new("/var/lib/acme/arsfeld.one/fullchain.pem"));
+    assert_eq!(domain.key, std::path::Path::new("/var/lib/acme/arsfeld.one/key.pem"));
+    assert_eq!(domain.apex_redirect.as_deref(), Some("https://www.arsfeld.one"));
+    let auth = domain.forward_auth.as_ref().expect("the public sites' forward_auth is the domain's");
+    assert_eq!(
+        auth.url.to_string(),
+        "http://127.0.0.1:9091/api/authz/forward-auth?authelia_url=https://auth.arsfeld.one/"
+    );
+    assert!(cfg.defaults.forward_auth.is_none(), "the tailnet names need no login");
+    let svc = |n: &str| cfg.services.iter().find(|s| s.name == n).expect(n);
+    assert_eq!(svc("grafana").names, ["grafana.arsfeld.one"]);
+    assert!(!svc("grafana").bypass_auth && svc("jellyfin").bypass_auth, "jellyfin's public site had no forward_auth");
+    assert_eq!(svc("sonarr").request_headers.remove, ["x-middleware-subrequest"]);
+    assert_eq!(
+        cfg.forward_auth_for(svc("grafana"), "grafana.arsfeld.one").map(|a| a.url.path()),
+        Some("/api/authz/forward-auth")
+    );
+    assert!(cfg.forward_auth_for(svc("grafana"), "grafana.bat-boa.ts.net").is_none());
+    assert!(cfg.forward_auth_for(svc("jellyfin"), "jellyfin.arsfeld.one").is_none());
+    assert!(t.notes.iter().any(|n| n.message.contains("404 page")), "{:#?}", t.notes);
+}
+
+#[test]
 fn conflicting_sites_for_one_name() {
     let src = "a.example {\n\tbind tailscale/app\n\treverse_proxy 127.0.0.1:1\n}\nb.example {\n\tbind tailscale/app\n\treverse_proxy 127.0.0.1:2\n}\n";
     let t = translate(src, "x").expect("translate");
