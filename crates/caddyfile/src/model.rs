@@ -50,6 +50,8 @@ pub(crate) struct Service {
     pub(crate) bypass_auth: bool,
     pub(crate) cors: bool,
     pub(crate) error_pages: Option<String>,
+    /// Upstream statuses `handle_response` turns into the error page.
+    pub(crate) error_pages_upstream: Option<Vec<u16>>,
     pub(crate) max_body: Option<String>,
     pub(crate) access_log: bool,
     /// `request_header` rules.
@@ -82,6 +84,7 @@ impl Service {
             && self.forward_auth == other.forward_auth
             && self.cors == other.cors
             && self.error_pages == other.error_pages
+            && self.error_pages_upstream == other.error_pages_upstream
             && self.max_body == other.max_body
             && self.access_log == other.access_log
             && self.request_headers == other.request_headers

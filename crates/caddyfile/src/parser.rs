@@ -25,6 +25,23 @@ impl Directive {
         self.name.line
     }
 
+    /// A copy with `{args[N]}` / `{args.N}` replaced by the snippet's `import` arguments
+    /// (`args[0]` is the first after the snippet name), in every token of the tree.
+    pub(crate) fn with_args(&self, args: &[&str]) -> Directive {
+        let sub = |t: &Token| {
+            let mut text = t.text.clone();
+            for (i, a) in args.iter().enumerate() {
+                text = text.replace(&format!("{{args[{i}]}}"), a).replace(&format!("{{args.{i}}}"), a);
+            }
+            Token { text, ..t.clone() }
+        };
+        Directive {
+            name: sub(&self.name),
+            args: self.args.iter().map(sub).collect(),
+            block: self.block.as_ref().map(|b| b.iter().map(|d| d.with_args(args)).collect()),
+        }
+    }
+
     /// Argument texts.
     pub(crate) fn arg_texts(&self) -> Vec<&str> {
         self.args.iter().map(|t| t.text.as_str()).collect()

@@ -125,6 +125,10 @@ fn service(out: &mut String, s: &Service) {
     if let Some(p) = &s.error_pages {
         let _ = writeln!(out, "error_pages = {}", string(p));
     }
+    if let Some(codes) = &s.error_pages_upstream {
+        let codes: Vec<String> = codes.iter().map(u16::to_string).collect();
+        let _ = writeln!(out, "error_pages_upstream = [{}]", codes.join(", "));
+    }
     if let Some(b) = &s.max_body {
         let _ = writeln!(out, "max_body_bytes = {}", string(b));
     }

@@ -279,10 +279,8 @@ impl Translator<'_> {
             match self.snippet(name) {
                 Some(_) if depth >= MAX_IMPORT_DEPTH => f.flag(d, "snippet imports nest too deeply (an import cycle?)"),
                 Some(s) => {
-                    if args.len() > 1 {
-                        f.flag(d, "snippet arguments ({args[N]}) are not substituted; inline the snippet by hand");
-                    }
-                    self.expand(&s.directives, out, svc, f, depth + 1);
+                    let with: Vec<Directive> = s.directives.iter().map(|d| d.with_args(&args[1..])).collect();
+                    self.expand(&with, out, svc, f, depth + 1);
                 }
                 None => f.flag(d, "import of files or unknown snippets is not supported; inline the imported text"),
             }
@@ -414,7 +412,15 @@ impl Translator<'_> {
             }
             args = &args[1..];
         }
-        let ProxyBlock { to, tls, insecure, upstream_host } = proxy_block(d, args, f);
+        let ProxyBlock { to, tls, insecure, upstream_host, page_statuses } = proxy_block(d, args, f);
+        if !page_statuses.is_empty() {
+            let chosen = svc.error_pages_upstream.get_or_insert_with(Vec::new);
+            for code in page_statuses {
+                if !chosen.contains(&code) {
+                    chosen.push(code);
+                }
+            }
+        }
         let Some(first) = to.first() else {
             f.flag(d, "reverse_proxy without an upstream");
             return;
@@ -585,6 +591,18 @@ fn imports(directives: &[Directive], name: &str) -> bool {
     })
 }
 
+/// What snirouter's forward auth sends anyway (`header_up` of these needs nothing).
+const SENT_TO_AUTH: [&str; 8] = [
+    "x-forwarded-method",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-uri",
+    "x-forwarded-for",
+    "x-original-url",
+    "x-original-method",
+    "x-real-ip",
+];
+
 /// `forward_auth UPSTREAM { uri /path?query; copy_headers A B … }`.
 fn forward_auth(d: &Directive, f: &mut SiteFindings) -> Option<Auth> {
     let args = d.arg_texts();
@@ -620,6 +638,10 @@ fn forward_auth(d: &Directive, f: &mut SiteFindings) -> Option<Auth> {
                     }
                 }
             }
+            "header_up" if c.args.first().is_some_and(|h| SENT_TO_AUTH.contains(&h.text.to_ascii_lowercase().as_str())) => f.note(
+                c,
+                "snirouter sends X-Forwarded-Method/-Proto/-Host/-Uri/-For and X-Original-URL/-Method to the auth server itself",
+            ),
             "header_up" | "trusted_proxies" | "transport" => f.flag(
                 c,
                 "forward_auth option not supported (snirouter sends the original method, URI and X-Forwarded-* itself)",
@@ -748,6 +770,8 @@ struct ProxyBlock {
     tls: bool,
     insecure: bool,
     upstream_host: Option<String>,
+    /// Upstream statuses a `handle_response` turns into error pages.
+    page_statuses: Vec<u16>,
 }
 
 fn proxy_block(d: &Directive, args: &[crate::lexer::Token], f: &mut SiteFindings) -> ProxyBlock {
@@ -756,7 +780,9 @@ fn proxy_block(d: &Directive, args: &[crate::lexer::Token], f: &mut SiteFindings
         tls: false,
         insecure: false,
         upstream_host: None,
+        page_statuses: Vec::new(),
     };
+    let mut matchers: Vec<(String, Vec<u16>)> = Vec::new();
     for c in d.children() {
         match c.name.text.as_str() {
             "to" => out.to.extend(c.args.iter().map(|a| a.text.clone())),
@@ -780,10 +806,40 @@ fn proxy_block(d: &Directive, args: &[crate::lexer::Token], f: &mut SiteFindings
                 _ => f.flag(c, "only header_up Host is supported (as upstream_host)"),
             },
             "flush_interval" => f.note(c, "snirouter streams bodies frame by frame; no buffering to configure"),
+            name if name.starts_with('@') => match c.arg_texts().as_slice() {
+                ["status", codes @ ..] if !codes.is_empty() => {
+                    matchers.push((name.to_owned(), codes.iter().filter_map(|s| s.parse().ok()).collect()))
+                }
+                _ => f.flag(c, "only `@name status CODE…` matchers are translated here (for handle_response)"),
+            },
+            "handle_response" => out.page_statuses.extend(handle_response(c, &matchers, f)),
             _ => f.flag(c, "reverse_proxy option not supported"),
         }
     }
     out
+}
+
+/// `handle_response @m { error … | respond … | rewrite …; file_server }` for a status
+/// matcher `@m`: those upstream statuses get the error page (`error_pages_upstream`).
+fn handle_response(d: &Directive, matchers: &[(String, Vec<u16>)], f: &mut SiteFindings) -> Vec<u16> {
+    let codes = match d.arg_texts().as_slice() {
+        [m] => matchers.iter().find(|(n, _)| n == m).map(|(_, c)| c.clone()),
+        _ => None,
+    };
+    let Some(codes) = codes else {
+        f.flag(d, "handle_response is translated only with a `@name status CODE…` matcher of this reverse_proxy");
+        return Vec::new();
+    };
+    let pages: Vec<u16> = codes.iter().copied().filter(|c| [404, 500, 502, 503, 504].contains(c)).collect();
+    if pages.len() != codes.len() {
+        f.flag(d, "error pages exist for 404, 500, 502, 503 and 504 only; other statuses pass through");
+    }
+    for c in d.children() {
+        if !matches!(c.name.text.as_str(), "error" | "respond" | "rewrite" | "file_server" | "root") {
+            f.flag(c, "inside handle_response only the error page is translated (error_pages_upstream)");
+        }
+    }
+    pages
 }
 
 /// `header` / `request_header`: `NAME VALUE` sets, `-NAME` removes, on one line or one

@@ -264,7 +264,9 @@ fn both_halves_of_a_gateway_become_names_and_domains() {
     let t = translate(src, "gateway.Caddyfile").expect("translate");
     assert!(t.untranslated.is_empty(), "nothing may be flagged: {:#?}\n{}", t.untranslated, t.toml);
     assert_eq!(t.services, ["grafana", "jellyfin", "sonarr"]);
-    let cfg = snirouter_config::parse(&t.toml, "gateway.toml").unwrap_or_else(|d| panic!("{d}\n{}", t.toml));
+    let pages = tempfile::tempdir().expect("temp dir");
+    let toml = t.toml.replace(PAGES, &pages.path().display().to_string());
+    let cfg = snirouter_config::parse(&toml, "gateway.toml").unwrap_or_else(|d| panic!("{d}\n{toml}"));
     let [domain] = cfg.domains.as_slice() else { panic!("one domain: {:#?}", cfg.domains) };
     assert_eq!(domain.name, "arsfeld.one");
     assert_eq!(domain.cert, std::path::Path::new("/var/lib/acme/arsfeld.one/fullchain.pem"));
@@ -280,6 +282,8 @@ fn both_halves_of_a_gateway_become_names_and_domains() {
     assert_eq!(svc("grafana").names, ["grafana.arsfeld.one"]);
     assert!(!svc("grafana").bypass_auth && svc("jellyfin").bypass_auth, "jellyfin's public site had no forward_auth");
     assert_eq!(svc("sonarr").request_headers.remove, ["x-middleware-subrequest"]);
+    assert_eq!(svc("sonarr").error_pages_upstream.as_deref(), Some(&[500, 503][..]), "handle_response @error");
+    assert_eq!(cfg.defaults.error_pages.as_deref(), Some(pages.path()), "handle_errors, shared by all");
     assert_eq!(
         cfg.forward_auth_for(svc("grafana"), "grafana.arsfeld.one").map(|a| a.url.path()),
         Some("/api/authz/forward-auth")
@@ -287,6 +291,11 @@ fn both_halves_of_a_gateway_become_names_and_domains() {
     assert!(cfg.forward_auth_for(svc("grafana"), "grafana.bat-boa.ts.net").is_none());
     assert!(cfg.forward_auth_for(svc("jellyfin"), "jellyfin.arsfeld.one").is_none());
     assert!(t.notes.iter().any(|n| n.message.contains("404 page")), "{:#?}", t.notes);
+    assert!(
+        t.notes.iter().any(|n| n.message.contains("X-Original-URL")),
+        "header_up lines need nothing: {:#?}",
+        t.notes
+    );
 }
 
 #[test]
