@@ -180,3 +180,92 @@ async fn public_names_serve_file_certificates_with_their_own_auth_and_renew_unde
     let line = doctor.lines().find(|l| l.contains("certificate files: example.com")).unwrap_or_default();
     assert!(line.starts_with("FAIL") && line.contains("key.pem"), "{doctor}");
 }
+
+/// A gateway Caddyfile for the harness: every service on the tailnet (no login) and under
+/// `example.com` (the wildcard from files, Authelia unless it bypasses), a catch-all and
+/// an apex redirect.
+fn gateway_caddyfile(env: &Env, acme: &Path, auth: std::net::SocketAddr, bypass: &[&str]) -> String {
+    let (cert, key) = (acme.join("fullchain.pem"), acme.join("key.pem"));
+    let tls = format!("\ttls {} {}\n", cert.display(), key.display());
+    let mut out = format!(
+        "(strip) {{\n\trequest_header -x-middleware-subrequest\n}}\n\n(authelia) {{\n\tforward_auth {auth} {{\n\t\turi /api/authz/forward-auth?authelia_url=https://auth.{{args[0]}}/\n\t\theader_up X-Original-URL {{scheme}}://{{host}}{{uri}}\n\t\tcopy_headers Remote-User Remote-Groups Remote-Name Remote-Email\n\t}}\n}}\n\n"
+    );
+    for (name, backend) in SERVICES.iter().zip(&env.backends) {
+        let upstream = backend.addr;
+        out.push_str(&format!(
+            "https://{} {{\n\tbind tailscale/{name}\n\timport strip\n\treverse_proxy {upstream}\n}}\n\n",
+            fqdn(name)
+        ));
+        let auth = if bypass.contains(name) { String::new() } else { format!("\timport authelia {DOMAIN}\n") };
+        out.push_str(&format!("{name}.{DOMAIN} {{\n{tls}\timport strip\n{auth}\treverse_proxy {upstream}\n}}\n\n"));
+    }
+    out.push_str(&format!(
+        "*.{DOMAIN} {{\n{tls}\trespond 404\n}}\n\n{DOMAIN} {{\n{tls}\tredir https://www.{DOMAIN}{{uri}}\n}}\n"
+    ));
+    out
+}
+
+/// Issue 13's "done when": a gateway Caddyfile with every service on both domains imports
+/// with nothing untranslated, and the result serves every name with the right
+/// certificate and policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_caddyfile_imports_and_serves_both_halves_of_every_service() {
+    let auth = auth_server().await;
+    let mut env = Env::start(EnvOptions { start_router: false, ..EnvOptions::default() }).await;
+    let acme = env.dir.path().join("acme");
+    std::fs::create_dir_all(&acme).expect("acme dir");
+    renew(&env, &acme);
+    let bypass = ["jellyfin", "immich"];
+    let caddyfile = env.dir.path().join("Caddyfile");
+    std::fs::write(&caddyfile, gateway_caddyfile(&env, &acme, auth.addr, &bypass)).expect("write");
+
+    let imported = env.dir.path().join("imported.toml");
+    let (code, _, err) =
+        cli(&["import-caddyfile", caddyfile.to_str().expect("utf-8"), "--output", imported.to_str().expect("utf-8")])
+            .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("14 service(s) translated, nothing left out"), "{err}");
+    // The harness's own [tailscale], [listen], [cache], [admin] with the imported rest.
+    let harness = std::fs::read_to_string(&env.config).expect("config");
+    let head = &harness[..harness.find("[services.").expect("services")];
+    let body = std::fs::read_to_string(&imported).expect("imported");
+    let listen = body.find("\n[listen]").expect("[listen]");
+    let line = "proxy_protocol = [\"127.0.0.1:8443\"]\n";
+    let after = listen + body[listen..].find(line).expect("proxy_protocol") + line.len();
+    std::fs::write(&env.config, format!("{head}\n{}{}", &body[..listen], &body[after..])).expect("write config");
+    let (code, out, err) = cli(&["check", "--config", cfg(&env)]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    env.start_router().await;
+    env.wait_serving("grafana", Duration::from_secs(60)).await;
+
+    for name in SERVICES {
+        let (body, code) = curl_host(&env, &fqdn(name), &[]).await;
+        assert_eq!((code, &json(&body)["service"]), (200, &serde_json::json!(name)), "tailnet {name}: {body}");
+        let public = format!("{name}.{DOMAIN}");
+        let (body, code) = curl_host(&env, &public, &[]).await;
+        if bypass.contains(&name) {
+            assert_eq!(code, 200, "{public} bypasses the auth server: {body}");
+            continue;
+        }
+        assert_eq!(code, 302, "{public} without a session: {body}");
+        let (body, code) = curl_host(&env, &public, &["-H", "Cookie: session=good"]).await;
+        assert_eq!(code, 200, "{public}: {body}");
+        let echo = json(&body);
+        assert_eq!(
+            (&echo["service"], &echo["headers"]["remote-user"]),
+            (&serde_json::json!(name), &serde_json::json!(REMOTE_USER))
+        );
+        assert!(echo["headers"]["x-middleware-subrequest"].is_null(), "{echo}");
+    }
+    let tls = s_client(&env, &format!("sonarr.{DOMAIN}")).await;
+    assert!(tls.contains("Verification: OK") && tls.contains(&format!("*.{DOMAIN}")), "{tls}");
+    let tls = s_client(&env, &fqdn("sonarr")).await;
+    assert!(
+        tls.contains("Verification: OK") && tls.contains(&fqdn("sonarr")),
+        "the tailnet name keeps tailscaled's: {tls}"
+    );
+    let (_, code) = curl_host(&env, &format!("nothing.{DOMAIN}"), &[]).await;
+    assert_eq!(code, 404);
+    let (head, code) = body_and_status(&curl_at(&env, DOMAIN, "/x", &["-D", "-"]).await);
+    assert!(code == 302 && head.to_ascii_lowercase().contains(&format!("location: https://www.{DOMAIN}/x")), "{head}");
+}
