@@ -58,6 +58,13 @@ async fn gateway() -> (Env, PathBuf, crate::parity::AuthServer) {
     renew(&env, &acme);
     let (code, out, err) = cli(&["check", "--config", cfg(&env)]).await;
     assert_eq!(code, 0, "{out}{err}");
+    // A domain no service name is under, without a redirect, serves nothing: an error.
+    let unused = env.dir.path().join("unused.toml");
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    std::fs::write(&unused, format!("{text}\n[domains.\"other.org\"]\ncert_dir = \"{}\"\n", acme.display()))
+        .expect("write");
+    let (code, _, err) = cli(&["check", "--config", unused.to_str().expect("utf-8")]).await;
+    assert!(code == 1 && err.contains("domains.\"other.org\": serves nothing"), "{err}");
 
     env.start_router().await;
     (env, acme, auth)

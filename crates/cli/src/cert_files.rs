@@ -10,8 +10,12 @@ use snirouter_config::Config;
 pub(crate) enum Finding {
     /// Every name is served: how many, and the earliest expiry in days.
     Usable { domain: String, names: usize, days_left: u64 },
-    /// No service lists a name under the domain.
+    /// No service lists a name under the domain, and it has no `apex_redirect`: it would
+    /// only ever answer 404.
     Unused { domain: String },
+    /// No service lists a name under the domain; it only redirects its apex (and answers
+    /// 404 under it).
+    RedirectOnly { domain: String },
     /// A file cannot be read here (maybe only here: `check` runs at build time too).
     Unreadable { domain: String, error: String, fix: String },
     /// The files are readable and cannot serve a name.
@@ -24,7 +28,8 @@ pub(crate) fn inspect(config: &Config) -> Vec<Finding> {
     let mut out = Vec::new();
     for source in crate::reload::file_sources(config) {
         let domain = source.domain.clone();
-        if source.names.is_empty() {
+        let redirects = config.domains.iter().any(|d| d.name == domain && d.apex_redirect.is_some());
+        if source.names.is_empty() && !redirects {
             out.push(Finding::Unused { domain });
             continue;
         }
@@ -41,6 +46,7 @@ pub(crate) fn inspect(config: &Config) -> Vec<Finding> {
         };
         out.push(match loaded.names.iter().find_map(|(_, r)| r.as_ref().err()) {
             Some(e) => Finding::Unusable { domain, error: e.to_string(), fix: e.fix() },
+            None if loaded.names.is_empty() => Finding::RedirectOnly { domain },
             None => Finding::Usable {
                 domain,
                 names: loaded.names.len(),

@@ -177,10 +177,16 @@ fn file_checks(config: &Config, out: &mut Vec<Check>) {
                 None,
             ),
             Finding::Unused { domain } => check(
-                Level::Warn,
+                Level::Fail,
                 format!("certificate files: {domain}"),
-                "no service lists a name under this domain",
+                "serves nothing: no service lists a name under this domain and it has no apex_redirect",
                 Some(format!("add names = [\"NAME.{domain}\"] to the services it should serve, or remove the table")),
+            ),
+            Finding::RedirectOnly { domain } => check(
+                Level::Pass,
+                format!("certificate files: {domain}"),
+                "no service name under it; its apex redirects (apex_redirect) and other names get 404",
+                None,
             ),
             Finding::Unreadable { domain, error, fix } | Finding::Unusable { domain, error, fix } => {
                 check(Level::Fail, format!("certificate files: {domain}"), error, Some(fix))

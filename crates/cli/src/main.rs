@@ -202,10 +202,13 @@ fn check_cert_files(cfg: &snirouter_config::Config) -> bool {
     let mut ok = true;
     for finding in cert_files::inspect(cfg) {
         match finding {
-            Finding::Usable { .. } => {}
-            Finding::Unused { domain } => eprintln!(
-                "warning: domains.{domain:?}: no service lists a name under it\n  help: add names = [\"NAME.{domain}\"] to the services it should serve, or remove the table"
-            ),
+            Finding::Usable { .. } | Finding::RedirectOnly { .. } => {}
+            Finding::Unused { domain } => {
+                eprintln!(
+                    "error: domains.{domain:?}: serves nothing: no service lists a name under it and it has no apex_redirect\n  help: add names = [\"NAME.{domain}\"] to the services it should serve, or remove the table"
+                );
+                ok = false;
+            }
             Finding::Unreadable { domain, error, fix } => {
                 eprintln!("warning: domains.{domain:?}: not checked here: {error}\n  help: {fix}")
             }
