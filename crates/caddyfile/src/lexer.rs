@@ -32,6 +32,11 @@ pub(crate) struct Token {
 }
 
 impl Token {
+    /// An unquoted token made up for a finding (a host name seen at `line`).
+    pub(crate) fn plain(text: &str, line: usize) -> Token {
+        Token { text: text.to_owned(), line, logical_line: 0, quoted: false }
+    }
+
     /// True for an unquoted `{`.
     pub(crate) fn is_open(&self) -> bool {
         !self.quoted && self.text == "{"

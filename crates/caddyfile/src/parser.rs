@@ -7,6 +7,7 @@
 
 use crate::Error;
 use crate::lexer::{Token, tokenize};
+use crate::model::Finding;
 
 /// One directive (or sub-directive) with its arguments and optional block.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +21,16 @@ pub(crate) struct Directive {
 }
 
 impl Directive {
+    /// A directive with only a name: a stand-in for a site address in findings.
+    pub(crate) fn bare(name: Token) -> Directive {
+        Directive { name, args: Vec::new(), block: None }
+    }
+
+    /// A finding about this directive, at its line.
+    pub(crate) fn finding(&self, message: impl Into<String>) -> Finding {
+        Finding { line: self.line(), directive: self.summary(), message: message.into() }
+    }
+
     /// The line the directive starts on.
     pub(crate) fn line(&self) -> usize {
         self.name.line
@@ -83,6 +94,11 @@ impl Site {
     /// The line of the first address.
     pub(crate) fn line(&self) -> usize {
         self.addresses.first().map_or(0, |t| t.line)
+    }
+
+    /// A stand-in directive for the site line itself (for findings about the site).
+    pub(crate) fn as_directive(&self) -> Directive {
+        Directive::bare(self.addresses.first().cloned().unwrap_or_else(|| Token::plain("", self.line())))
     }
 }
 
@@ -271,6 +287,40 @@ fn split_addresses(tokens: Vec<Token>) -> Vec<Token> {
         }
     }
     out
+}
+
+/// A site address: `[scheme://]host[:port][/path]`.
+pub(crate) struct Address {
+    pub(crate) scheme: Option<String>,
+    pub(crate) host: String,
+    pub(crate) port: Option<u16>,
+    pub(crate) path: Option<String>,
+}
+
+impl Address {
+    pub(crate) fn parse(raw: &str) -> Option<Address> {
+        let (scheme, rest) = match raw.split_once("://") {
+            Some((s, r)) => (Some(s.to_ascii_lowercase()), r),
+            None => (None, raw),
+        };
+        if scheme.as_deref().is_some_and(|s| s != "http" && s != "https") {
+            return None;
+        }
+        let (hostport, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], Some(rest[i..].to_owned())),
+            None => (rest, None),
+        };
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, Some(p.parse::<u16>().ok()?)),
+            _ => (hostport, None),
+        };
+        Some(Address { scheme, host: host.trim_end_matches('.').to_ascii_lowercase(), port, path })
+    }
+
+    /// Whether it names a tailnet host (`*.ts.net`).
+    pub(crate) fn is_tailnet(&self) -> bool {
+        self.host.ends_with(".ts.net")
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 //! * `DOMAIN { redir https://www.DOMAIN{uri} }` becomes the domain's `apex_redirect`.
 
 use crate::model::{Auth, DomainOut, Finding, Model, Service};
-use crate::parser::{Directive, Site};
+use crate::parser::{Address, Directive, Site};
 
 /// What kind of site this is, judged by its addresses and directives.
 pub(crate) enum Kind {
@@ -25,34 +25,18 @@ pub(crate) enum Kind {
 
 /// Classifies `site` (its directives after snippet expansion).
 pub(crate) fn kind(site: &Site, directives: &[Directive]) -> Kind {
-    let hosts: Vec<String> = site.addresses.iter().map(|a| host_of(&a.text)).collect();
-    if let Some(domain) = hosts.iter().find_map(|h| h.strip_prefix("*.")) {
+    let addresses: Vec<Address> = site.addresses.iter().filter_map(|a| Address::parse(&a.text)).collect();
+    if let Some(domain) = addresses.iter().find_map(|a| a.host.strip_prefix("*.")) {
         return Kind::CatchAll(domain.to_owned());
     }
     let proxies = |ds: &[Directive]| {
         ds.iter().any(|d| matches!(d.name.text.as_str(), "reverse_proxy" | "handle" | "handle_path"))
     };
     let redirects = directives.iter().any(|d| d.name.text == "redir");
-    match hosts.as_slice() {
-        [host] if redirects && !proxies(directives) && !host.ends_with(".ts.net") => Kind::Apex(host.clone()),
+    match addresses.as_slice() {
+        [a] if redirects && !proxies(directives) && !a.is_tailnet() => Kind::Apex(a.host.clone()),
         _ => Kind::Service,
     }
-}
-
-/// Whether a site address names a tailnet host.
-pub(crate) fn is_tailnet(address: &str) -> bool {
-    host_of(address).ends_with(".ts.net")
-}
-
-/// `https://a.b:443/x` → `a.b`.
-fn host_of(address: &str) -> String {
-    let rest = address.split_once("://").map_or(address, |(_, r)| r);
-    let hostport = rest.split('/').next().unwrap_or(rest);
-    let host = match hostport.rsplit_once(':') {
-        Some((h, p)) if p.parse::<u16>().is_ok() => h,
-        _ => hostport,
-    };
-    host.trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// The domain a public service name is under: the name minus its first label.
@@ -60,16 +44,17 @@ pub(crate) fn domain_of(name: &str) -> &str {
     name.split_once('.').map_or(name, |(_, rest)| rest)
 }
 
-fn finding(d: &Directive, message: impl Into<String>) -> Finding {
-    Finding { line: d.line(), directive: d.summary(), message: message.into() }
+/// The files of `tls CERT KEY` (no block), if that is what `d` says.
+pub(crate) fn cert_key(d: &Directive) -> Option<(String, String)> {
+    match d.arg_texts().as_slice() {
+        [cert, key] if d.block.is_none() => Some(((*cert).to_owned(), (*key).to_owned())),
+        _ => None,
+    }
 }
 
 /// `tls CERT KEY`, if that is what the site says.
 fn tls_files(directives: &[Directive]) -> Option<(String, String)> {
-    directives.iter().find(|d| d.name.text == "tls").and_then(|d| match d.arg_texts().as_slice() {
-        [cert, key] if d.block.is_none() => Some(((*cert).to_owned(), (*key).to_owned())),
-        _ => None,
-    })
+    directives.iter().find(|d| d.name.text == "tls").and_then(cert_key)
 }
 
 /// Records `domain`'s certificate files (a second, different pair is flagged).
@@ -81,7 +66,7 @@ pub(crate) fn register_domain(model: &mut Model, domain: &str, files: &(String, 
                 "domain {domain} already has the certificate {} (line {}); one pair per domain is translated",
                 d.cert, d.line
             );
-            model.untranslated.push(finding(at, message));
+            model.untranslated.push(at.finding(message));
         }
         None => model.domains.push(DomainOut {
             name: domain.to_owned(),
@@ -95,66 +80,55 @@ pub(crate) fn register_domain(model: &mut Model, domain: &str, files: &(String, 
 
 /// `*.DOMAIN { tls CERT KEY; respond|error|abort …; handle_errors … }`.
 pub(crate) fn catch_all(model: &mut Model, site: &Site, domain: &str, directives: &[Directive]) {
-    let at = site_directive(site);
+    let at = site.as_directive();
     match tls_files(directives) {
         Some(files) => register_domain(model, domain, &files, &at),
-        None => model.untranslated.push(finding(
-            &at,
+        None => model.untranslated.push(at.finding(
             format!("catch-all for {domain} without `tls CERT KEY`: write [domains.\"{domain}\"] with its wildcard certificate by hand"),
         )),
     }
     for d in directives {
         match d.name.text.as_str() {
             "tls" => {}
-            "respond" | "error" | "abort" | "handle_errors" | "handle" => model.notes.push(finding(
-                d,
+            "respond" | "error" | "abort" | "handle_errors" | "handle" => model.notes.push(d.finding(
                 format!("names under {domain} that no service has get snirouter's 404 page (with the wildcard certificate; [defaults] error_pages 404.html if set)"),
             )),
-            _ => model.untranslated.push(finding(d, "not translated in the catch-all site; it answers 404")),
+            _ => model.untranslated.push(d.finding("not translated in the catch-all site; it answers 404")),
         }
     }
 }
 
 /// `DOMAIN { tls CERT KEY; redir https://www.DOMAIN{uri} [code] }`.
 pub(crate) fn apex(model: &mut Model, site: &Site, host: &str, directives: &[Directive]) {
-    let at = site_directive(site);
+    let at = site.as_directive();
     if let Some(files) = tls_files(directives) {
         register_domain(model, host, &files, &at);
     }
     for d in directives {
         match (d.name.text.as_str(), d.arg_texts().as_slice()) {
             ("tls", _) => {}
-            ("redir", [target, ..]) if d.args.len() <= 2 => match target.strip_suffix("{uri}") {
-                Some(base) if !base.contains('{') && base.starts_with("http") => {
-                    if !model.domains.iter().any(|x| x.name == host) {
-                        model.untranslated.push(finding(d, format!("the redirect needs [domains.\"{host}\"] with a certificate for {host}: add `tls CERT KEY`")));
-                        continue;
+            ("redir", [target, ..]) if d.args.len() <= 2 => {
+                match target.strip_suffix("{uri}") {
+                    Some(base) if !base.contains('{') && base.starts_with("http") => {
+                        if !model.domains.iter().any(|x| x.name == host) {
+                            model.untranslated.push(d.finding(format!("the redirect needs [domains.\"{host}\"] with a certificate for {host}: add `tls CERT KEY`")));
+                            continue;
+                        }
+                        if let Some(dom) = model.domains.iter_mut().find(|x| x.name == host) {
+                            dom.apex_redirect = Some(base.trim_end_matches('/').to_owned());
+                        }
+                        if d.args.len() == 2 {
+                            model.notes.push(d.finding("snirouter's apex_redirect answers 302"));
+                        }
                     }
-                    if let Some(dom) = model.domains.iter_mut().find(|x| x.name == host) {
-                        dom.apex_redirect = Some(base.trim_end_matches('/').to_owned());
-                    }
-                    if d.args.len() == 2 {
-                        model.notes.push(finding(d, "snirouter's apex_redirect answers 302"));
-                    }
+                    _ => model
+                        .untranslated
+                        .push(d.finding("only `redir https://HOST{uri}` (a fixed target) becomes apex_redirect")),
                 }
-                _ => model
-                    .untranslated
-                    .push(finding(d, "only `redir https://HOST{uri}` (a fixed target) becomes apex_redirect")),
-            },
-            _ => model.untranslated.push(finding(d, "not translated in a redirect-only site")),
+            }
+            _ => model.untranslated.push(d.finding("not translated in a redirect-only site")),
         }
     }
-}
-
-/// A stand-in directive for the site line itself (for findings).
-fn site_directive(site: &Site) -> Directive {
-    let name = site.addresses.first().cloned().unwrap_or_else(|| crate::lexer::Token {
-        text: String::new(),
-        line: site.line(),
-        logical_line: 0,
-        quoted: false,
-    });
-    Directive { name, args: Vec::new(), block: None }
 }
 
 /// Merges the public-only sites into their services (or makes them services).

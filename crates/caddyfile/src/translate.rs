@@ -9,7 +9,7 @@
 use crate::Error;
 pub use crate::model::Finding;
 use crate::model::{Auth, Headers, Model, Route, Service};
-use crate::parser::{Caddyfile, Directive, Site, Snippet, parse};
+use crate::parser::{Address, Caddyfile, Directive, Site, Snippet, parse};
 
 /// How deep snippet imports may nest (guards against import cycles).
 const MAX_IMPORT_DEPTH: usize = 8;
@@ -67,25 +67,21 @@ struct SiteFindings {
 
 impl SiteFindings {
     fn note(&mut self, d: &Directive, message: impl Into<String>) {
-        self.notes.push(finding(d, message));
+        self.notes.push(d.finding(message));
     }
 
     fn flag(&mut self, d: &Directive, message: impl Into<String>) {
-        self.untranslated.push(finding(d, message));
+        self.untranslated.push(d.finding(message));
     }
-}
-
-fn finding(d: &Directive, message: impl Into<String>) -> Finding {
-    Finding { line: d.line(), directive: d.summary(), message: message.into() }
 }
 
 impl Translator<'_> {
     fn note(&mut self, d: &Directive, message: impl Into<String>) {
-        self.model.notes.push(finding(d, message));
+        self.model.notes.push(d.finding(message));
     }
 
     fn flag(&mut self, d: &Directive, message: impl Into<String>) {
-        self.model.untranslated.push(finding(d, message));
+        self.model.untranslated.push(d.finding(message));
     }
 
     /// The global options block.
@@ -212,11 +208,11 @@ impl Translator<'_> {
             return;
         }
         if let Some(files) = svc.tls_files.clone() {
-            let at = Directive { name: site.addresses[0].clone(), args: Vec::new(), block: None };
+            let at = site.as_directive();
             for name in &svc.names {
                 crate::public::register_domain(&mut self.model, crate::public::domain_of(name), &files, &at);
             }
-            if bind_is_none && !svc.addresses.iter().any(|a| crate::public::is_tailnet(a)) {
+            if bind_is_none && !svc.addresses.iter().any(|a| Address::parse(a).is_some_and(|a| a.is_tailnet())) {
                 // The public half of a service: merged with its tailnet site afterwards.
                 self.model.public_sites.push(svc);
                 return;
@@ -347,10 +343,10 @@ impl Translator<'_> {
     /// `tls { get_certificate tailscale }` is what snirouter does anyway.
     /// `tls CERT KEY` gives the site's public names that certificate ([domains]).
     fn tls(&self, d: &Directive, svc: &mut Service, f: &mut SiteFindings) {
-        match d.arg_texts().as_slice() {
-            [] => {}
-            [cert, key] if d.block.is_none() => svc.tls_files = Some(((*cert).to_owned(), (*key).to_owned())),
-            _ => f.flag(
+        match crate::public::cert_key(d) {
+            Some(files) => svc.tls_files = Some(files),
+            None if d.args.is_empty() => {}
+            None => f.flag(
                 d,
                 "other certificate sources (`tls internal`, ACME options, client auth) are not supported; `tls CERT KEY` becomes a [domains] entry",
             ),
@@ -456,7 +452,7 @@ impl Translator<'_> {
         let mut ts_hosts: Vec<String> = Vec::new();
         let mut other_hosts: Vec<String> = Vec::new();
         for a in &site.addresses {
-            let pseudo = Directive { name: a.clone(), args: Vec::new(), block: None };
+            let pseudo = Directive::bare(a.clone());
             let Some(addr) = Address::parse(&a.text) else {
                 f.flag(&pseudo, "site address not understood");
                 continue;
@@ -473,7 +469,7 @@ impl Translator<'_> {
             }
             if addr.host.is_empty() || addr.host.contains('*') {
                 f.flag(&pseudo, "catch-all and wildcard sites are not supported; every service has one name");
-            } else if addr.host.ends_with(".ts.net") {
+            } else if addr.is_tailnet() {
                 ts_hosts.push(addr.host);
             } else {
                 other_hosts.push(addr.host);
@@ -485,11 +481,7 @@ impl Translator<'_> {
             .or_else(|| other_hosts.first().map(|h| first_label(h)))
             .unwrap_or_else(|| format!("site-line-{}", site.line()));
         for (i, h) in ts_hosts.iter().enumerate() {
-            let pseudo = || Directive {
-                name: crate::lexer::Token { text: h.clone(), line: site.line(), logical_line: 0, quoted: false },
-                args: Vec::new(),
-                block: None,
-            };
+            let pseudo = || Directive::bare(crate::lexer::Token::plain(h, site.line()));
             if first_label(h) != svc.name {
                 if i == 0 && svc.fqdn.is_none() {
                     svc.fqdn = Some(h.clone());
@@ -725,35 +717,6 @@ fn upstream_url(raw: &str, tls: bool) -> Option<String> {
     }
     let hostport = if let Some(port) = rest.strip_prefix(':') { format!("localhost:{port}") } else { rest.to_owned() };
     Some(format!("{scheme}://{hostport}"))
-}
-
-/// A site address: `[scheme://]host[:port][/path]`.
-struct Address {
-    scheme: Option<String>,
-    host: String,
-    port: Option<u16>,
-    path: Option<String>,
-}
-
-impl Address {
-    fn parse(raw: &str) -> Option<Address> {
-        let (scheme, rest) = match raw.split_once("://") {
-            Some((s, r)) => (Some(s.to_ascii_lowercase()), r),
-            None => (None, raw),
-        };
-        if scheme.as_deref().is_some_and(|s| s != "http" && s != "https") {
-            return None;
-        }
-        let (hostport, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], Some(rest[i..].to_owned())),
-            None => (rest, None),
-        };
-        let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, Some(p.parse::<u16>().ok()?)),
-            _ => (hostport, None),
-        };
-        Some(Address { scheme, host: host.trim_end_matches('.').to_ascii_lowercase(), port, path })
-    }
 }
 
 /// Caddy's sizes (`5MB`, `10MiB`, `1048576`): decimal and binary units, as go-humanize
