@@ -541,12 +541,17 @@ impl Domain {
     pub fn covers(&self, name: &str) -> bool {
         name == self.name || name.strip_suffix(self.name.as_str()).is_some_and(|head| head.ends_with('.'))
     }
+
+    /// The longest of `domains` covering `name`.
+    pub fn longest_for<'a>(domains: &'a [Domain], name: &str) -> Option<&'a Domain> {
+        domains.iter().filter(|d| d.covers(name)).max_by_key(|d| d.name.len())
+    }
 }
 
 impl Config {
     /// The domain whose certificate serves `name`: the longest one covering it.
     pub fn domain_for(&self, name: &str) -> Option<&Domain> {
-        self.domains.iter().filter(|d| d.covers(name)).max_by_key(|d| d.name.len())
+        Domain::longest_for(&self.domains, name)
     }
 
     /// The forward authentication for requests to `service` under `name`: none with

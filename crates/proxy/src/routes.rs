@@ -12,7 +12,7 @@ use std::sync::Arc;
 use http::HeaderName;
 use http::uri::PathAndQuery;
 pub(crate) use snirouter_config::Route;
-use snirouter_config::{Cors, ForwardAuth, Passthrough};
+use snirouter_config::{Cors, Domain, ForwardAuth, Passthrough};
 
 use crate::access::AccessPolicy;
 use crate::error_pages::ErrorPages;
@@ -129,16 +129,9 @@ pub struct RouteTable {
     services: Vec<Arc<ServicePolicy>>,
     /// `[domains]`: what names under them that no service has get (a wildcard
     /// certificate lets them through the handshake).
-    domains: Vec<DomainPolicy>,
+    domains: Vec<Domain>,
     /// `[defaults] error_pages`, for those answers.
     domain_pages: Option<ErrorPages>,
-}
-
-/// A `[domains]` entry as the HTTP stage sees it.
-#[derive(Debug)]
-struct DomainPolicy {
-    name: String,
-    apex_redirect: Option<String>,
 }
 
 impl RouteTable {
@@ -193,18 +186,14 @@ impl RouteTable {
             table.by_fqdn.insert(fqdn, Arc::clone(&base));
             table.services.push(base);
         }
-        table.domains = config
-            .domains
-            .iter()
-            .map(|d| DomainPolicy { name: d.name.clone(), apex_redirect: d.apex_redirect.clone() })
-            .collect();
+        table.domains.clone_from(&config.domains);
         table.domain_pages = config.defaults.error_pages.as_deref().map(|dir| ErrorPages::load("[domains]", dir));
         table
     }
 
     /// The `[domains]` entry `name` is under (the longest), with its `apex_redirect`.
     pub(crate) fn domain_of(&self, name: &str) -> Option<(&str, Option<&str>)> {
-        let d = self.domains.iter().filter(|d| covers(&d.name, name)).max_by_key(|d| d.name.len())?;
+        let d = Domain::longest_for(&self.domains, name)?;
         Some((d.name.as_str(), d.apex_redirect.as_deref()))
     }
 
@@ -222,11 +211,6 @@ impl RouteTable {
     pub fn services(&self) -> impl Iterator<Item = &Arc<ServicePolicy>> {
         self.services.iter()
     }
-}
-
-/// Whether `name` is `domain` or under it.
-fn covers(domain: &str, name: &str) -> bool {
-    name == domain || name.strip_suffix(domain).is_some_and(|head| head.ends_with('.'))
 }
 
 /// Every `copy_headers` name of the config (defaults, services, domains): removed from
