@@ -252,11 +252,24 @@ impl Forwarder {
         if let Some(auth) = &svc.forward_auth {
             added.auth = Some(match &admitted {
                 Some(peer) => crate::access::auth_headers(peer.as_deref(), &auth.copy_headers),
-                None => self.forward_auth(req, pq, host_value, conn, svc, auth).await?,
+                None => {
+                    let original = crate::auth::Original {
+                        method: req.method(),
+                        headers: req.headers(),
+                        host: host_value,
+                        uri: pq.as_str(),
+                        client: conn.client,
+                    };
+                    self.forward_auth(&original, svc, auth).await?
+                }
             });
         }
         if svc.tailscale_identity || !svc.accept_app_caps.is_empty() {
-            let lookup = self.identities.lookup(&svc.name, svc.whois_scope.as_ref(), conn.client).await;
+            // The peer `allow` admitted is this same lookup's answer.
+            let lookup = match admitted {
+                Some(Some(peer)) => Lookup::Peer(peer),
+                _ => self.identities.lookup(&svc.name, svc.whois_scope.as_ref(), conn.client).await,
+            };
             if let Lookup::Peer(peer) = &lookup {
                 added.app_caps = peer.app_capabilities(&svc.accept_app_caps);
             }
@@ -268,21 +281,11 @@ impl Forwarder {
     /// Asks the auth server: its allow headers, or its refusal as the answer.
     async fn forward_auth(
         &self,
-        req: &Request<Incoming>,
-        pq: &PathAndQuery,
-        host_value: &HeaderValue,
-        conn: &ConnInfo,
+        original: &crate::auth::Original<'_>,
         svc: &ServicePolicy,
         auth: &snirouter_config::ForwardAuth,
     ) -> Result<HeaderMap, Refused> {
-        let original = crate::auth::Original {
-            method: req.method(),
-            headers: req.headers(),
-            host: host_value,
-            uri: pq.as_str(),
-            client: conn.client,
-        };
-        match crate::auth::check(&self.pools().verified, auth, &original, &svc.name, self.response_timeout).await {
+        match crate::auth::check(&self.pools().verified, auth, original, &svc.name, self.response_timeout).await {
             crate::auth::Verdict::Allow(headers) => Ok(headers),
             crate::auth::Verdict::Deny(resp) => Err(Box::new(resp)),
         }
