@@ -11,7 +11,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use snirouter_localapi::Status;
+use snirouter_localapi::{LocalClient, Status};
 
 use crate::control::{ControlClient, ServiceHost, ServiceInfo};
 use crate::error::Error;
@@ -107,6 +107,16 @@ impl fmt::Display for Host {
         }
         Ok(())
     }
+}
+
+/// tailscaled's status for a plan or a sync: with the peers when there is a control API
+/// (they name the other hosts of a shared definition), else without (smaller).
+pub(crate) async fn read_status(local: &LocalClient, control: Option<&ControlClient>) -> Result<Status, Error> {
+    match control {
+        Some(_) => local.status_with_peers().await,
+        None => local.status().await,
+    }
+    .map_err(Error::local("reading tailscaled's status"))
 }
 
 /// The service's hosts, named.

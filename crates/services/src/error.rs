@@ -108,6 +108,15 @@ impl Error {
         }
     }
 
+    /// The report line for a failure about `service`: `svc:NAME: cause (fix: …)`,
+    /// naming the service once (a shared-definition conflict names it itself).
+    pub(crate) fn report_line(&self, service: &str) -> String {
+        match self {
+            Error::SharedDefinition { .. } => format!("{self} (fix: {})", self.fix()),
+            _ => format!("{service}: {self} (fix: {})", self.fix()),
+        }
+    }
+
     /// What the operator should do about it.
     pub fn fix(&self) -> String {
         match self {

@@ -274,12 +274,7 @@ pub(crate) async fn observe_all(
     local: &LocalClient,
     control: Option<&ControlClient>,
 ) -> Result<Observed, Error> {
-    let status = match control {
-        // The peers name the other hosts of a shared definition.
-        Some(_) => local.status_with_peers().await,
-        None => local.status().await,
-    }
-    .map_err(Error::local("reading tailscaled's status"))?;
+    let status = definition::read_status(local, control).await?;
     let (serve_config, _) = local.serve_config().await.map_err(Error::local("reading the serve config"))?;
     let prefs = local.prefs().await.map_err(Error::local("reading tailscaled's prefs"))?;
     let owned = Ownership::load(&config.cache.dir)?;
@@ -331,7 +326,11 @@ pub(crate) fn blockers(status: &Status) -> Vec<Blocker> {
 
 /// The control-API changes for the desired services, and the definitions this host may
 /// not extend because other nodes host them too (`view` carries their hosts).
-pub(crate) fn control_changes(desired: &Desired, status: &Status, view: &ControlView) -> (Vec<Change>, Vec<Error>) {
+pub(crate) fn control_changes(
+    desired: &Desired,
+    status: &Status,
+    view: &ControlView,
+) -> (Vec<Change>, Vec<(String, Error)>) {
     let mut out = Vec::new();
     let mut refused = Vec::new();
     for service in &desired.services {
@@ -349,7 +348,7 @@ pub(crate) fn control_changes(desired: &Desired, status: &Status, view: &Control
             need @ definition::Needed::Extend { .. } => {
                 let Some(info) = info else { continue };
                 match definition::may_extend(info, &need, hosts, status) {
-                    Err(e) => refused.push(e),
+                    Err(e) => refused.push((service.clone(), e)),
                     Ok(()) => {
                         let definition::Needed::Extend { add_ports, add_tags } = need else { continue };
                         out.push(Change::UpdateDefinition { service: service.clone(), add_ports, add_tags });
@@ -473,7 +472,7 @@ pub async fn plan(config: &Config, local: &LocalClient, control: Option<&Control
         Some(view) => control_changes(&desired, &seen.status, view),
         None => (Vec::new(), Vec::new()),
     };
-    let errors = refused.iter().map(|e| format!("{e} (fix: {})", e.fix())).collect();
+    let errors = refused.iter().map(|(service, e)| e.report_line(service)).collect();
     let (serve, conflicts, notes, owned) = serve_changes(&desired, &seen.serve_config, &seen.owned);
     changes.extend(serve);
     let (prefs, _, _) = prefs_changes(&desired, &seen.advertised, &conflicts, &owned);

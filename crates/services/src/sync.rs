@@ -83,8 +83,7 @@ impl fmt::Display for SyncReport {
 /// local side.
 pub async fn sync(config: &Config, local: &LocalClient, control: Option<&ControlClient>) -> Result<SyncReport, Error> {
     let desired = Desired::from_config(config)?;
-    // With the peers: a definition shared with other hosts names them.
-    let status = local.status_with_peers().await.map_err(Error::local("reading tailscaled's status"))?;
+    let status = definition::read_status(local, control).await?;
     if let Some(e) = plan::blocking_error(&status) {
         return Err(e);
     }
@@ -118,10 +117,7 @@ async fn define_all(api: &ControlClient, desired: &Desired, status: &Status, rep
             Ok(None) => {}
             Err(e) => {
                 tracing::error!(service = %service, cause = %e, fix = %e.fix(), "cannot define the Tailscale Service");
-                // Name the service once: some errors start with it.
-                let cause = e.to_string();
-                let cause = if cause.starts_with(service.as_str()) { cause } else { format!("{service}: {cause}") };
-                report.errors.push(format!("{cause} (fix: {})", e.fix()));
+                report.errors.push(e.report_line(service));
             }
         }
     }
