@@ -94,6 +94,11 @@ impl ServedName {
     pub fn tailscaled(fqdn: &str, service: &str) -> ServedName {
         ServedName { fqdn: fqdn.to_owned(), service: service.to_owned(), origin: Origin::Tailscaled }
     }
+
+    /// A name whose certificate comes from its domain's files.
+    pub fn from_files(fqdn: &str, service: &str) -> ServedName {
+        ServedName { fqdn: fqdn.to_owned(), service: service.to_owned(), origin: Origin::Files }
+    }
 }
 
 struct Entry {
@@ -357,7 +362,7 @@ mod tests {
         let store = CertStore::new();
         store.set_names(&[ServedName::tailscaled("a.x", "a"), ServedName::tailscaled("b.x", "b")]);
         store.update_state("a.x", |s| s.failures = 3);
-        let files = ServedName { origin: Origin::Files, ..ServedName::tailscaled("c.x", "c") };
+        let files = ServedName::from_files("c.x", "c");
         store.set_names(&[ServedName::tailscaled("a.x", "a"), files]);
         assert_eq!(store.names(), vec!["a.x", "c.x"]);
         assert_eq!(store.names_from(Some(Origin::Tailscaled)), vec!["a.x"]);

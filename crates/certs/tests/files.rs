@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use snirouter_certs::{CertSource, CertStore, FileCerts, FileSource, Lookup, Origin, ServedName};
+use snirouter_certs::{CertSource, CertStore, FileCerts, FileSource, Lookup, ServedName};
 use snirouter_testkit::TestCa;
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -21,10 +21,8 @@ fn write_pair(dir: &std::path::Path, ca: &TestCa, domain: &str) -> String {
 fn setup(names: &[&str]) -> (tempfile::TempDir, Arc<CertStore>, Arc<FileCerts>, FileSource) {
     let dir = tempfile::tempdir().expect("dir");
     let store = Arc::new(CertStore::new());
-    let served: Vec<ServedName> = names
-        .iter()
-        .map(|n| ServedName { origin: Origin::Files, ..ServedName::tailscaled(n, n.split('.').next().unwrap_or(n)) })
-        .collect();
+    let served: Vec<ServedName> =
+        names.iter().map(|n| ServedName::from_files(n, n.split('.').next().unwrap_or(n))).collect();
     store.set_names(&served);
     let source = FileSource {
         domain: "example.com".into(),

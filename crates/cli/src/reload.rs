@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use snirouter_certs::{FileSource, Origin, ServedName};
+use snirouter_certs::{FileSource, ServedName};
 use snirouter_config::Config;
 use snirouter_proxy::{ListenerKind, RouteTable, Server};
 use tokio::net::TcpListener;
@@ -192,7 +192,7 @@ pub(crate) fn service_names(config: &Config, suffix: &str) -> Vec<ServedName> {
     for s in config.services.iter().filter(|s| s.needs_certificate()) {
         out.push(ServedName::tailscaled(&s.fqdn(suffix), &s.name));
         for name in &s.names {
-            out.push(ServedName { origin: Origin::Files, ..ServedName::tailscaled(name, &s.name) });
+            out.push(ServedName::from_files(name, &s.name));
         }
     }
     out
