@@ -246,10 +246,13 @@ pub(crate) async fn status_report(shared: &Shared) -> StatusReport {
     let now = SystemTime::now();
     let config = shared.config().await;
     let domains = shared.manager.domains().borrow().clone();
+    // The certificates before tailscaled's health: a certificate that arrives while the
+    // LocalAPI and control API are asked then shows up next time, instead of a name
+    // counted as serving beside tailscaled's stale "fetching it" warning.
+    let entries = shared.store.snapshot();
     let status = tailscaled_status(shared).await;
     let tailscaled_health = status.as_ref().map(|s| s.health.clone()).unwrap_or_default();
     let tailscale_services = observe_services(shared, &config, status.as_ref()).await;
-    let entries = shared.store.snapshot();
     let table = shared.router.routes();
     let services: Vec<ServiceStatus> = config
         .services
