@@ -126,13 +126,13 @@ async fn prometheus_ui_renders_in_chromium_over_http2() {
     ] {
         let line = lines
             .lines()
-            .find(|l| l.contains("snirouter::access") && l.contains(&format!(" path={path}")))
+            .find(|l| l.contains("\"http.log.access\"") && l.contains(&format!("\"uri\":\"{path}")))
             .unwrap_or_else(|| panic!("no access-log line for {path}:\n{lines}"));
         eprintln!("{line}");
-        assert!(line.contains("version=HTTP/2.0"), "{path} did not come over HTTP/2: {line}");
+        assert!(line.contains("\"proto\":\"HTTP/2.0\""), "{path} did not come over HTTP/2: {line}");
         // Prometheus sends chunked bodies: their end is seen, not assumed.
-        if line.contains("status=200") {
-            assert!(line.contains("complete=true"), "{path} arrived whole: {line}");
+        if line.contains("\"status\":200") {
+            assert!(line.contains("\"complete\":true"), "{path} arrived whole: {line}");
         }
     }
 

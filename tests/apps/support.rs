@@ -211,8 +211,9 @@ pub(crate) async fn env_with(apps: &[&str], services: String, timeouts: &str) ->
 
 /// The router's log lines that mention `service=NAME` (warnings, access log).
 pub(crate) fn router_lines(env: &Env, service: &str) -> String {
-    let key = format!("service={service} ");
-    env.router().logs().lines().filter(|l| l.contains(&key)).collect::<Vec<_>>().join("\n")
+    // Log lines say `service=NAME`; JSON access lines `"service":"NAME"`.
+    let (key, json) = (format!("service={service} "), format!("\"service\":\"{service}\""));
+    env.router().logs().lines().filter(|l| l.contains(&key) || l.contains(&json)).collect::<Vec<_>>().join("\n")
 }
 
 /// `https://NAME.<suffix>:PORT` of the router.

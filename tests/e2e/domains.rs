@@ -18,7 +18,7 @@ const DOMAIN: &str = "example.com";
 const DAY: Duration = Duration::from_secs(86_400);
 
 /// Writes a fresh `*.example.com` pair from the simulator's CA; returns its serial.
-fn renew(env: &Env, dir: &Path) -> String {
+pub(crate) fn renew(env: &Env, dir: &Path) -> String {
     let now = SystemTime::now();
     let pair = env.sim.ca().issue(&format!("*.{DOMAIN}"), now - DAY, now + 90 * DAY);
     std::fs::write(dir.join("fullchain.pem"), &pair.chain_pem).expect("cert");

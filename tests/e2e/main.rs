@@ -23,3 +23,4 @@ mod services;
 mod several_hosts;
 mod status_page;
 mod traffic;
+mod tunnel;

@@ -610,6 +610,7 @@ async fn metrics_names_and_labels_are_stable_and_move_with_traffic() {
             "# TYPE snirouter_upstream_errors_total counter",
             "# TYPE snirouter_tunnels gauge",
             "# TYPE snirouter_request_duration_seconds histogram",
+            "# TYPE snirouter_access_log_lines_total counter",
             "# TYPE snirouter_certificate_present gauge",
             "# TYPE snirouter_certificate_expiry_seconds gauge",
             "# TYPE snirouter_certificate_renewal_failures_total counter",
@@ -669,16 +670,19 @@ async fn metrics_names_and_labels_are_stable_and_move_with_traffic() {
     assert_eq!(metrics_over(&[&code[..], &["-X", "POST", &reload]].concat()).await, "404", "no reload over TCP");
 
     // The access log: one line per request, only for the service that asked for it.
-    let logs =
-        env.router().wait_log("six access-log lines", WAIT, |l| l.matches("snirouter::access").count() >= 6).await;
+    // JSON by default, Caddy's `http.log.access` fields.
+    const ACCESS: &str = "\"logger\":\"http.log.access\"";
+    let logs = env.router().wait_log("six access-log lines", WAIT, |l| l.matches(ACCESS).count() >= 6).await;
     // wait_serving's first successful request, then the five of the sequence.
-    let lines: Vec<&str> = logs.lines().filter(|l| l.contains("snirouter::access")).collect();
+    let lines: Vec<serde_json::Value> = logs.lines().filter(|l| l.contains(ACCESS)).map(json).collect();
     assert_eq!(lines.len(), 6, "{lines:#?}");
-    let first = lines.iter().find(|l| l.contains("path=/c?x=1")).expect("the /c?x=1 line");
-    for needle in ["service=logged", "method=GET", "status=200", "bytes=", "duration_ms=", "client=127.0.0.1"] {
-        assert!(first.contains(needle), "{needle} in {first}");
-    }
-    assert!(lines.iter().any(|l| l.contains("status=503")), "{lines:#?}");
-    assert!(!logs.lines().any(|l| l.contains("snirouter::access") && l.contains("service=grafana")));
+    let first = lines.iter().find(|l| l["request"]["uri"] == "/c?x=1").expect("the /c?x=1 line");
+    assert_eq!(first["service"], "logged");
+    assert_eq!(first["request"]["method"], "GET");
+    assert_eq!(first["request"]["client_ip"], "127.0.0.1");
+    assert_eq!(first["status"], 200);
+    assert!(first["size"].is_u64() && first["duration"].is_f64(), "{first}");
+    assert!(lines.iter().any(|l| l["status"] == 503), "{lines:#?}");
+    assert!(!lines.iter().any(|l| l["service"] == "grafana"));
     logged.shutdown().await;
 }

@@ -44,8 +44,10 @@ const PROTECTED: [&str; 8] =
 // Test servers
 
 /// A forward-auth server speaking Authelia's `/api/verify` protocol, and 4.38's
-/// `/api/authz/forward-auth?authelia_url=…`: `Cookie: session=good` ⇒ 200 with
-/// `Remote-*` headers, otherwise 302 to the portal, built from the `X-Forwarded-*`.
+/// `/api/authz/forward-auth?authelia_url=…`: `Cookie: session=good` (a browser's session)
+/// or `Authorization: Basic Z29vZA==` (an API client's) ⇒ 200 with `Remote-*` headers; other
+/// credentials ⇒ 401, as Authelia answers API clients; none ⇒ 302 to the portal, built from
+/// the `X-Forwarded-*`.
 pub(crate) struct AuthServer {
     pub(crate) addr: SocketAddr,
     pub(crate) seen: Arc<Mutex<Vec<HeaderMap>>>,
@@ -74,7 +76,8 @@ pub(crate) async fn auth_server() -> AuthServer {
                         .get_all(http::header::COOKIE)
                         .iter()
                         .filter_map(|v| v.to_str().ok())
-                        .any(|v| v.split(';').any(|c| c.trim() == "session=good"));
+                        .any(|v| v.split(';').any(|c| c.trim() == "session=good"))
+                        || req.headers().get(http::header::AUTHORIZATION).is_some_and(|v| v == "Basic Z29vZA==");
                     let resp = if good {
                         Response::builder()
                             .status(200)
@@ -84,6 +87,8 @@ pub(crate) async fn auth_server() -> AuthServer {
                             .header("Remote-Email", "alice@example.com")
                             .header("X-Not-Copied", "1")
                             .body(Full::new(Bytes::new()))
+                    } else if req.headers().contains_key(http::header::AUTHORIZATION) {
+                        Response::builder().status(401).body(Full::new(Bytes::from_static(b"who are you?")))
                     } else {
                         let h = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
                         let target =

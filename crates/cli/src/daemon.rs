@@ -49,9 +49,9 @@ pub(crate) enum StartError {
     /// A listener could not be bound.
     #[error("{0}")]
     Bind(#[from] BindError),
-    /// The TLS configuration could not be built.
-    #[error("TLS setup: {0}")]
-    Tls(#[from] rustls::Error),
+    /// The data path could not be set up (TLS, the access log file).
+    #[error("{0}")]
+    Server(#[from] snirouter_proxy::ServerError),
     /// Signal handling could not be installed.
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
@@ -177,11 +177,13 @@ impl Daemon {
     }
 }
 
-/// `run`: start, then serve until SIGINT or SIGTERM; SIGHUP reloads the config file.
+/// `run`: start, then serve until SIGINT or SIGTERM; SIGHUP reloads the config file,
+/// SIGUSR1 reopens the access log file (logrotate).
 pub(crate) async fn run_until_signal(config: Config) -> Result<(), StartError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(StartError::Signal)?;
     let mut hup = signal(SignalKind::hangup()).map_err(StartError::Signal)?;
+    let mut usr1 = signal(SignalKind::user_defined1()).map_err(StartError::Signal)?;
     // Starting can wait for tailscaled for a long time (no MagicDNS suffix yet):
     // SIGTERM and Ctrl-C must still stop it.
     let daemon = tokio::select! {
@@ -209,6 +211,10 @@ pub(crate) async fn run_until_signal(config: Config) -> Result<(), StartError> {
                 tracing::info!("SIGHUP; reloading the configuration");
                 // The outcome is logged by reload().
                 let _ = daemon.reload().await;
+            }
+            _ = usr1.recv() => {
+                tracing::info!("SIGUSR1; reopening the access log");
+                daemon.shared.router.access_log().reopen();
             }
         }
     }

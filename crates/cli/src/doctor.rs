@@ -147,6 +147,10 @@ fn config_check(config_path: &Path, out: &mut Vec<Check>) -> Option<Config> {
                 format!("{}: {} service(s), {listeners} TLS listener(s)", config_path.display(), c.services.len()),
                 None,
             ));
+            // What `check` warns about (a tunnel that would pass as local, …) is at risk here.
+            for w in c.warnings() {
+                out.push(check(Level::Warn, format!("config {}", w.key_path), w.message, w.help));
+            }
             Some(c)
         }
         Err(d) => {

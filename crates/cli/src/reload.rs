@@ -143,6 +143,8 @@ async fn reload_inner(shared: &Arc<Shared>) -> Result<ReloadReport, ReloadError>
     let table = RouteTable::from_config(&new, &shared.suffix, Some(&shared.router.routes()));
     shared.router.set_routes(table);
     shared.manager.sync_names();
+    // Reopened whether or not it changed: `snirouter reload` after logrotate.
+    shared.router.access_log().configure(new.log.access_format, new.log.access_file.clone());
 
     for (kind, addr, listener) in bound {
         let handle = spawn_listener(&shared.router, listener, kind, addr, shared.grace);

@@ -11,7 +11,7 @@ use crate::checks::{Problem, check_acl_tag};
 use crate::schema::{Principal, Service};
 use crate::validate::{Entry, Validator, find};
 
-const ALLOW_FORMS: &str = "write a login (\"alice@example.com\"), every user of a domain (\"*@example.com\"), a tag (\"tag:monitoring\"), a capability granted toward the service (\"cap:example.com/cap/grafana\"), \"*\" for every tailnet node, or \"local\" for clients on this host";
+const ALLOW_FORMS: &str = "write a login (\"alice@example.com\"), every user of a domain (\"*@example.com\"), a tag (\"tag:monitoring\"), a capability granted toward the service (\"cap:example.com/cap/grafana\"), \"*\" for every tailnet node, \"local\" for clients on this host, or a network (\"192.168.1.0/24\", \"fd00::/8\")";
 
 /// Parses one `allow` entry; `service` names the service in the help texts.
 pub(crate) fn parse_principal(raw: &str, service: &str) -> Result<Principal, Problem> {
@@ -33,6 +33,10 @@ pub(crate) fn parse_principal(raw: &str, service: &str) -> Result<Principal, Pro
     if entry.starts_with("group:") || entry.starts_with("autogroup:") {
         return Err(group_problem(entry, service));
     }
+    let network_like = entry.chars().all(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '/'));
+    if network_like && entry.contains(['.', ':']) {
+        return crate::checks::parse_ip_net(entry).map(Principal::Network);
+    }
     if let Some(domain) = entry.strip_prefix("*@") {
         if domain.is_empty() || domain.contains(['@', '*']) || domain.contains(char::is_whitespace) {
             return Err(Problem::new(format!("allow entry {raw:?} is not a domain"), Some(ALLOW_FORMS.to_owned())));
@@ -46,7 +50,7 @@ pub(crate) fn parse_principal(raw: &str, service: &str) -> Result<Principal, Pro
             Ok(Principal::User(entry.to_ascii_lowercase()))
         }
         _ => Err(Problem::new(
-            format!("allow entry {raw:?} is not a login, tag, capability, \"*\" or \"local\""),
+            format!("allow entry {raw:?} is not a login, tag, capability, network, \"*\" or \"local\""),
             Some(ALLOW_FORMS.to_owned()),
         )),
     }
@@ -83,14 +87,25 @@ pub(crate) fn check_capability(cap: &str) -> Result<(), Problem> {
 }
 
 impl Validator<'_> {
-    /// `allow` and `accept_app_caps` of one service (neither applies to passthrough,
-    /// which `HTTP_ONLY_KEYS` reports).
+    /// `allow`, `deny` and `accept_app_caps` of one service (none applies to
+    /// passthrough, which `HTTP_ONLY_KEYS` reports).
     pub(crate) fn access_options(&mut self, known: &[Entry<'_>], service: &mut Service) {
         if service.passthrough.is_some() {
             return;
         }
         if let Some(a) = find(known, "allow") {
             service.allow = self.allow(a, &service.name);
+        }
+        if let Some(d) = find(known, "deny") {
+            service.deny = self.strings(d, "deny entry", |raw| parse_principal(raw, &service.name));
+            if d.item.as_array().is_some_and(|a| a.is_empty()) {
+                self.error(
+                    d.value_span(),
+                    &d.path,
+                    "deny = [] refuses nobody",
+                    Some("remove deny, or list the networks and identities to refuse".to_owned()),
+                );
+            }
         }
         if let Some(c) = find(known, "accept_app_caps") {
             service.accept_app_caps = self.strings(c, "capability", |cap| match cap.strip_prefix("cap:") {
@@ -140,6 +155,9 @@ mod tests {
             ("cap:example.com/cap/grafana", Principal::Capability("example.com/cap/grafana".into())),
             ("*", Principal::AnyNode),
             (" local ", Principal::Local),
+            ("192.168.1.0/24", Principal::Network("192.168.1.0/24".parse().expect("net"))),
+            ("203.0.113.7", Principal::Network("203.0.113.7/32".parse().expect("net"))),
+            ("fd00::/8", Principal::Network("fd00::/8".parse().expect("net"))),
         ] {
             let p = ok(raw);
             assert_eq!(p, want, "{raw}");
@@ -154,7 +172,20 @@ mod tests {
         let help = g.help.unwrap_or_default();
         assert!(help.contains("\"dst\": [\"svc:grafana\"]") && help.contains("cap:example.com/cap/grafana"), "{help}");
         assert!(err("autogroup:member").help.unwrap_or_default().contains("*@yourdomain"));
-        for bad in ["", "alice", "tag:", "tag:a b", "cap:grafana", "cap:example.com/", "cap:/x", "*@", "a@b@c", "*x"] {
+        for bad in [
+            "",
+            "alice",
+            "tag:",
+            "tag:a b",
+            "cap:grafana",
+            "cap:example.com/",
+            "cap:/x",
+            "*@",
+            "a@b@c",
+            "*x",
+            "10.0.0.1/8",
+            "300.1.2.3",
+        ] {
             let p = err(bad);
             assert!(p.help.is_some(), "{bad:?}: {}", p.message);
         }

@@ -30,6 +30,7 @@
 
 mod access;
 mod checks;
+mod clients;
 mod diag;
 mod domains;
 mod headers;
@@ -42,9 +43,9 @@ use std::path::Path;
 
 pub use diag::{Diagnostic, Diagnostics};
 pub use schema::{
-    Admin, Cache, Config, Cors, DEFAULT_ADMIN_SOCKET, DEFAULT_CACHE_DIR, DEFAULT_SOCKET, Defaults, Domain, ForwardAuth,
-    HeaderRules, Limits, Listen, Log, LogFormat, MAX_HEADER_BYTES, MIN_HEADER_BYTES, Passthrough, Principal, Route,
-    Scheme, Service, Tailscale, Timeouts, Upstream,
+    AccessFormat, Admin, Cache, Config, Cors, DEFAULT_ADMIN_SOCKET, DEFAULT_CACHE_DIR, DEFAULT_SOCKET, Defaults,
+    Domain, ForwardAuth, HeaderRules, Limits, Listen, Log, LogFormat, MAX_HEADER_BYTES, MIN_HEADER_BYTES, Passthrough,
+    Principal, Route, Scheme, Service, Tailscale, Timeouts, Upstream,
 };
 pub use schema::{DEFAULT_API_BASE_URL, TailscaleApi};
 pub use units::{format_duration, parse_duration, parse_size};
@@ -160,35 +161,78 @@ impl Config {
         if problems.is_empty() { Ok(()) } else { Err(Diagnostics(problems)) }
     }
 
-    /// What is valid but probably not meant: today, `cors = true` without `cors_origins`
+    /// What is valid but probably not meant: `cors = true` without `cors_origins`
     /// (any web page may make credentialed requests, Caddy-compatible) on a service whose
-    /// requests carry an identity (`tailscale_identity` or `forward_auth`).
+    /// requests carry an identity (`tailscale_identity` or `forward_auth`); public names
+    /// that a tunnel on this host would reach as a local client.
     pub fn warnings(&self) -> Vec<Diagnostic> {
-        let any_origin_with_identity = |s: &&Service| {
-            s.cors.as_ref().is_some_and(|c| c.origins.is_empty()) && (s.tailscale_identity || s.forward_auth.is_some())
-        };
-        self.services
-            .iter()
-            .filter(any_origin_with_identity)
-            .map(|s| {
-                let who = if s.tailscale_identity { "tailscale_identity" } else { "forward_auth" };
-                Diagnostic {
-                    origin: self.origin.clone(),
-                    line: s.line,
-                    column: usize::from(s.line > 0),
-                    key_path: validate::join(&validate::join("services", &s.name), "cors"),
-                    message: format!(
-                        "cors = true without cors_origins answers every Origin with credentials allowed, so any web page a visitor opens can call service {:?} as that visitor ({who})",
-                        s.name
-                    ),
-                    help: Some(
-                        "list the origins that may call it: cors_origins = [\"https://app.example.com\"]".to_owned(),
-                    ),
-                }
-            })
-            .collect()
+        let mut out: Vec<Diagnostic> = self.services.iter().filter_map(|s| self.any_origin_warning(s)).collect();
+        out.extend(self.services.iter().filter_map(|s| self.tunnel_warning(s)));
+        out
     }
 
+    fn warning(&self, s: &Service, key: &str, message: String, help: String) -> Diagnostic {
+        Diagnostic {
+            origin: self.origin.clone(),
+            line: s.line,
+            column: usize::from(s.line > 0),
+            key_path: validate::join(&validate::join("services", &s.name), key),
+            message,
+            help: Some(help),
+        }
+    }
+
+    fn any_origin_warning(&self, s: &Service) -> Option<Diagnostic> {
+        let any_origin = s.cors.as_ref().is_some_and(|c| c.origins.is_empty());
+        if !any_origin || !(s.tailscale_identity || s.forward_auth.is_some()) {
+            return None;
+        }
+        let who = if s.tailscale_identity { "tailscale_identity" } else { "forward_auth" };
+        Some(self.warning(
+            s,
+            "cors",
+            format!(
+                "cors = true without cors_origins answers every Origin with credentials allowed, so any web page a visitor opens can call service {:?} as that visitor ({who})",
+                s.name
+            ),
+            "list the origins that may call it: cors_origins = [\"https://app.example.com\"]".to_owned(),
+        ))
+    }
+
+    /// Public names with no `trusted_proxies`: a tunnel on this host (cloudflared, an
+    /// SSH or frp TCP tunnel) relays every visitor from loopback, so `local` would admit
+    /// the whole internet, and an open service would see one client for everyone.
+    fn tunnel_warning(&self, s: &Service) -> Option<Diagnostic> {
+        if s.names.is_empty() || !self.listen.trusted_proxies.is_empty() {
+            return None;
+        }
+        let local = s.allow.as_ref().is_some_and(|a| a.contains(&Principal::Local));
+        let open = s.allow.is_none() && s.names.iter().all(|n| self.forward_auth_for(s, n).is_none());
+        let fix = "if a tunnel or proxy on this host relays visitors to snirouter, list it under [listen]: trusted_proxies = [\"127.0.0.1/32\", \"::1/128\"] (and client_ip_headers = [\"CF-Connecting-IP\"] for cloudflared)";
+        let names = s.names.join(", ");
+        if local {
+            return Some(self.warning(
+                s,
+                "allow",
+                format!(
+                    "service {:?} admits \"local\" clients and has public names ({names}); a tunnel on this host that relays visitors without a forwarding header would pass as local and skip every check, and no visitor's real address is known",
+                    s.name
+                ),
+                fix.to_owned(),
+            ));
+        }
+        open.then(|| {
+            self.warning(
+                s,
+                "names",
+                format!(
+                    "service {:?} has public names ({names}) and neither allow nor forward_auth; through a tunnel on this host every visitor would arrive as 127.0.0.1, so logs, the upstream and fail2ban could not tell visitors apart",
+                    s.name
+                ),
+                fix.to_owned(),
+            )
+        })
+    }
     /// The service answering to `fqdn` (case-insensitive, trailing dot ignored).
     pub fn service_for(&self, fqdn: &str, magic_dns_suffix: &str) -> Option<&Service> {
         let wanted = fqdn.trim_end_matches('.').to_ascii_lowercase();

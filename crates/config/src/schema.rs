@@ -100,7 +100,7 @@ pub struct TailscaleApi {
 /// `[listen]`. No address appears twice and no wildcard overlaps a specific address on the
 /// same port (port 0 excepted). `https` and `proxy_protocol` are not both empty in a
 /// validated config.
-#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Listen {
     /// Plain TLS listeners.
     pub https: Vec<SocketAddr>,
@@ -112,9 +112,44 @@ pub struct Listen {
     /// ranges); `None`: loopback only ([`Listen::LOOPBACK`]). A validated config never
     /// has `Some` of an empty list, nor a non-loopback `proxy_protocol` address with `None`.
     pub proxy_protocol_from: Option<Vec<IpNet>>,
+    /// `trusted_proxies`: peers (the TCP peer, or the PROXY header's source) whose
+    /// [`Listen::client_ip_headers`] name the real client, e.g. a tunnel on this host
+    /// (`127.0.0.1/32`). Empty (the default): no header is ever believed. Never holds a
+    /// range that trusts every address (`0.0.0.0/0`, `::/0`).
+    pub trusted_proxies: Vec<IpNet>,
+    /// `client_ip_headers`: the headers, in order, that a trusted proxy names the client
+    /// in (lowercase; default `x-forwarded-for`). `forwarded` is read as RFC 7239 `for=`.
+    pub client_ip_headers: Vec<String>,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            https: Vec::new(),
+            proxy_protocol: Vec::new(),
+            redirect_http: Vec::new(),
+            proxy_protocol_from: None,
+            trusted_proxies: Vec::new(),
+            client_ip_headers: vec![Listen::DEFAULT_CLIENT_IP_HEADER.to_owned()],
+        }
+    }
 }
 
 impl Listen {
+    /// The header a trusted proxy names the client in unless `client_ip_headers` says
+    /// otherwise.
+    pub const DEFAULT_CLIENT_IP_HEADER: &'static str = "x-forwarded-for";
+
+    /// Caddy's `private_ranges`: the networks that shorthand stands for.
+    pub const PRIVATE_RANGES: [IpNet; 6] = [
+        IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(192, 168, 0, 0), 16)),
+        IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(172, 16, 0, 0), 12)),
+        IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(10, 0, 0, 0), 8)),
+        IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8)),
+        IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0), 8)),
+        IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::LOCALHOST, 128)),
+    ];
+
     /// The default senders of PROXY headers: tailscaled's serve forwards from loopback.
     pub const LOOPBACK: [IpNet; 2] = [
         IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8)),
@@ -234,14 +269,50 @@ pub struct Log {
     pub format: LogFormat,
     /// Level or `tracing` filter directive (default `"info"`; never empty).
     pub level: String,
-    /// Access log for every service (one line per request, tracing target
-    /// `snirouter::access`); a service's `access_log` overrides it (default `false`).
+    /// Access log for every service (one line per request); a service's `access_log`
+    /// overrides it (default `false`).
     pub access: bool,
+    /// `access_format`: how access lines are written (default [`AccessFormat::Json`]).
+    pub access_format: AccessFormat,
+    /// `access_file`: the file access lines are appended to (reopened on SIGUSR1 and
+    /// reload, for logrotate); `None` (the default): standard error.
+    pub access_file: Option<PathBuf>,
 }
 
 impl Default for Log {
     fn default() -> Self {
-        Log { format: LogFormat::Auto, level: "info".to_owned(), access: false }
+        Log {
+            format: LogFormat::Auto,
+            level: "info".to_owned(),
+            access: false,
+            access_format: AccessFormat::Json,
+            access_file: None,
+        }
+    }
+}
+
+/// `log.access_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessFormat {
+    /// One JSON object per request, with Caddy's field names where one exists.
+    #[default]
+    Json,
+    /// The combined log format of Apache and nginx (what log tools and fail2ban read).
+    Combined,
+}
+
+impl AccessFormat {
+    /// The names accepted in the config file.
+    pub const NAMES: [&'static str; 2] = ["json", "combined"];
+
+    /// Parses a config-file name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "json" => Some(AccessFormat::Json),
+            "combined" => Some(AccessFormat::Combined),
+            _ => None,
+        }
     }
 }
 
@@ -428,6 +499,9 @@ pub struct Service {
     /// `allow`: only clients matching one of these may use the service (`None`: everyone
     /// who reaches it). Never empty when set.
     pub allow: Option<Vec<Principal>>,
+    /// `deny`: clients matching one of these are refused before anything else, whatever
+    /// `allow` and `forward_auth` say (default empty).
+    pub deny: Vec<Principal>,
     /// `accept_app_caps`: application capabilities sent to the upstream in
     /// `Tailscale-App-Capabilities`, like `tailscale serve --accept-app-caps`.
     pub accept_app_caps: Vec<String>,
@@ -463,6 +537,7 @@ impl Service {
             max_body_bytes: None,
             tailscale_identity: false,
             allow: None,
+            deny: Vec::new(),
             accept_app_caps: Vec::new(),
             passthrough: None,
             names: Vec::new(),
@@ -580,9 +655,13 @@ pub enum Principal {
     Capability(String),
     /// `*`: every node tailscaled identifies, users' and tagged.
     AnyNode,
-    /// `local`: clients on this host itself (a loopback source address), e.g. through
-    /// the hairpin listener.
+    /// `local`: a client on this host acting for itself — a loopback source address,
+    /// e.g. through the hairpin listener — never a request relayed by a proxy (one that
+    /// carries a forwarding header such as `X-Forwarded-For`).
     Local,
+    /// `192.168.1.0/24`, `fd00::/8`, `203.0.113.7`: clients whose real address (after
+    /// `trusted_proxies`) is in that network.
+    Network(IpNet),
 }
 
 impl fmt::Display for Principal {
@@ -595,6 +674,7 @@ impl fmt::Display for Principal {
             Principal::Capability(cap) => write!(f, "cap:{cap}"),
             Principal::AnyNode => f.write_str("*"),
             Principal::Local => f.write_str("local"),
+            Principal::Network(net) => write!(f, "{net}"),
         }
     }
 }

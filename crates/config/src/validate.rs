@@ -12,8 +12,8 @@ use toml_edit::{Item, Key, TableLike, Value};
 use crate::checks::{self, Problem};
 use crate::diag::Sink;
 use crate::schema::{
-    Admin, Cache, Config, Limits, Listen, Log, LogFormat, MAX_HEADER_BYTES, MIN_HEADER_BYTES, Tailscale, TailscaleApi,
-    Timeouts,
+    AccessFormat, Admin, Cache, Config, Limits, Listen, Log, LogFormat, MAX_HEADER_BYTES, MIN_HEADER_BYTES, Tailscale,
+    TailscaleApi, Timeouts,
 };
 use crate::units;
 
@@ -24,7 +24,8 @@ pub(crate) const TOP_KEYS: &[&str] =
     &["tailscale", "listen", "cache", "timeouts", "limits", "log", "admin", "defaults", "domains", "services"];
 const TAILSCALE_KEYS: &[&str] = &["socket", "magic_dns_suffix", "manage_services", "api"];
 const TAILSCALE_API_KEYS: &[&str] = &["client_id_file", "client_secret_file", "tailnet", "base_url", "tags"];
-const LISTEN_KEYS: &[&str] = &["https", "proxy_protocol", "redirect_http", "proxy_protocol_from"];
+const LISTEN_KEYS: &[&str] =
+    &["https", "proxy_protocol", "redirect_http", "proxy_protocol_from", "trusted_proxies", "client_ip_headers"];
 /// The `[listen]` keys that hold socket addresses.
 const LISTEN_ADDR_KEYS: &[&str] = &["https", "proxy_protocol", "redirect_http"];
 const CACHE_KEYS: &[&str] = &["dir"];
@@ -40,7 +41,7 @@ const TIMEOUT_KEYS: &[&str] = &[
 ];
 const LIMIT_KEYS: &[&str] =
     &["max_header_bytes", "max_connections", "max_connections_per_client", "max_upstream_connections"];
-const LOG_KEYS: &[&str] = &["format", "level", "access"];
+const LOG_KEYS: &[&str] = &["format", "level", "access", "access_format", "access_file"];
 const ADMIN_KEYS: &[&str] = &["socket", "metrics_listen"];
 
 /// A key/value pair of a table together with its full key path.
@@ -426,6 +427,7 @@ impl Validator<'_> {
                 }
             }
         }
+        self.client_trust(&fields, &mut listen);
         if tls_entries == 0 {
             let (span, path) = match entry {
                 Some(e) => (e.key_span(), e.path.clone()),
@@ -782,6 +784,34 @@ impl Validator<'_> {
             && let Some(b) = self.boolean(e)
         {
             log.access = b;
+        }
+        if let Some(e) = find(&fields, "access_format")
+            && let Some(s) = self.string(e, "\"json\"")
+        {
+            match AccessFormat::from_name(s) {
+                Some(f) => log.access_format = f,
+                None => self.error(
+                    e.value_span(),
+                    &e.path,
+                    format!("unknown access log format {s:?}"),
+                    Some(format!(
+                        "use one of {} (combined is what fail2ban and log analysers read)",
+                        AccessFormat::NAMES.join(", ")
+                    )),
+                ),
+            }
+        }
+        if let Some(e) = find(&fields, "access_file") {
+            log.access_file = self.path_buf(e, "\"/var/log/snirouter/access.log\"");
+            if log.access_file.as_ref().is_some_and(|p| p.is_relative()) {
+                self.error(
+                    e.value_span(),
+                    &e.path,
+                    "access_file must be an absolute path",
+                    Some("write e.g. access_file = \"/var/log/snirouter/access.log\"".to_owned()),
+                );
+                log.access_file = None;
+            }
         }
         log
     }

@@ -81,7 +81,9 @@ fn unknown_keys_everywhere() {
     // "proxy" starts two keys now, so no single guess (as for "up" in checks.rs).
     assert_eq!(
         proxy.help.as_deref(),
-        Some("valid keys in [listen]: https, proxy_protocol, redirect_http, proxy_protocol_from")
+        Some(
+            "valid keys in [listen]: https, proxy_protocol, redirect_http, proxy_protocol_from, trusted_proxies, client_ip_headers"
+        )
     );
     expect(&d, "timeouts.idle_timeout", 6, "unknown key");
     let hots = expect(&d, "services.a.upstream_hots", 9, "unknown key");

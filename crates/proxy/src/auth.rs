@@ -4,9 +4,10 @@
 //!
 //! * `X-Forwarded-Method` (the original method), `X-Forwarded-Proto: https`,
 //!   `X-Forwarded-Host` (the client's Host), `X-Forwarded-Uri` (path and query as the
-//!   client sent them) and `X-Forwarded-For` (the client address — the PROXY v2 source
-//!   on proxy listeners) — what Authelia's `/api/verify` and, from 4.38, its
-//!   `/api/authz/forward-auth` read;
+//!   client sent them), and `X-Forwarded-For` and `X-Real-IP` (the real client address:
+//!   the PROXY v2 source on proxy listeners, the address a trusted proxy named) — what
+//!   Authelia's `/api/verify` and, from 4.38, its `/api/authz/forward-auth` read (its
+//!   login regulation bans by that address);
 //! * `X-Original-URL` (`https://HOST/URI`) and `X-Original-Method` — what its
 //!   `/api/authz/auth-request` reads, and `/api/verify` prefers when present;
 //! * the client's `Cookie`, `Authorization`, `Accept`, `User-Agent`,
@@ -23,7 +24,6 @@
 //! * auth server unreachable, failing or too slow (`timeouts.upstream_response`) ⇒
 //!   `502` — never the upstream.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +32,7 @@ use http::{Method, Request, Response, StatusCode};
 use snirouter_config::ForwardAuth;
 
 use crate::body::ProxyBody;
+use crate::client_addr::Client;
 use crate::pool::Pool;
 use crate::upstream::UpstreamBody;
 
@@ -50,6 +51,7 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
 const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
 
@@ -73,8 +75,8 @@ pub(crate) struct Original<'a> {
     pub host: &'a HeaderValue,
     /// Path and query as the client sent them.
     pub uri: &'a str,
-    /// The client's address.
-    pub client: SocketAddr,
+    /// The client (after `trusted_proxies`).
+    pub client: &'a Client,
 }
 
 /// Asks the auth server about one request.
@@ -113,9 +115,8 @@ pub(crate) async fn check(
     if let Ok(u) = HeaderValue::from_str(original.uri) {
         h.insert(X_FORWARDED_URI, u);
     }
-    if let Ok(ip) = HeaderValue::from_str(&original.client.ip().to_string()) {
-        h.insert(X_FORWARDED_FOR, ip);
-    }
+    h.insert(X_FORWARDED_FOR, original.client.ip_value.clone());
+    h.insert(X_REAL_IP, original.client.ip_value.clone());
 
     let url = auth.url.to_string();
     let (resp, lease) = match tokio::time::timeout(timeout, client.request(req)).await {

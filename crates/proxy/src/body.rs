@@ -18,7 +18,7 @@ use crate::upstream::BoxError;
 /// Either an upstream body, streamed frame by frame (never buffered whole), or a
 /// complete local answer.
 #[derive(Debug)]
-pub enum ProxyBody {
+pub(crate) enum ProxyBody {
     /// Streamed from the upstream.
     Upstream(UpstreamResponse),
     /// A local page (error pages, redirects); `None` once sent.
@@ -31,7 +31,7 @@ pub enum ProxyBody {
 /// (back to the pool once the body has ended; closed if the body is cut or dropped
 /// early) and the `limits.max_upstream_connections` slot, if one is configured.
 #[derive(Debug)]
-pub struct UpstreamResponse {
+pub(crate) struct UpstreamResponse {
     inner: Incoming,
     lease: Option<Lease>,
     slot: Option<OwnedSemaphorePermit>,
@@ -42,19 +42,19 @@ pub struct UpstreamResponse {
 
 impl ProxyBody {
     /// An empty body.
-    pub fn empty() -> ProxyBody {
+    pub(crate) fn empty() -> ProxyBody {
         ProxyBody::Full(None)
     }
 
     /// A local body.
-    pub fn full(data: impl Into<Bytes>) -> ProxyBody {
+    pub(crate) fn full(data: impl Into<Bytes>) -> ProxyBody {
         let data = data.into();
         ProxyBody::Full(if data.is_empty() { None } else { Some(data) })
     }
 
     /// An upstream's body for `service` over the connection `lease`, ended when
     /// nothing arrives for `idle`; `slot` is released when it ends or is dropped.
-    pub fn upstream(
+    pub(crate) fn upstream(
         inner: Incoming,
         lease: Lease,
         slot: Option<OwnedSemaphorePermit>,

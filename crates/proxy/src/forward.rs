@@ -25,8 +25,10 @@ use hyper::body::Incoming;
 use thread_local::ThreadLocal;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::access::Verdict;
+use crate::access::{Refusal, Verdict};
+use crate::access_log::Outcome;
 use crate::body::{ProxyBody, detach_headers};
+use crate::client_addr::Client;
 use crate::client_headers::{self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP};
 use crate::conn_info::ConnInfo;
 use crate::hop_by_hop::strip_hop_by_hop;
@@ -137,7 +139,11 @@ impl Forwarder {
         };
         svc.stats.request();
         let origin = svc.cors.as_ref().map(|c| crate::cors::allowed_origin(c, req.headers()));
-        let mut resp = self.handle_service(req, conn, svc).await;
+        let mut req = req;
+        let client = table.trusted().resolve(conn.client, &conn.client_ip, req.headers());
+        table.trusted().strip_untrusted(&client, req.headers_mut());
+        let mut outcome = Outcome { client: client.ip, user: None, upstream: None };
+        let mut resp = self.handle_service(req, conn, &client, svc, &mut outcome).await;
         if let Some(pages) = &svc.error_pages
             && resp.status() != StatusCode::SWITCHING_PROTOCOLS
         {
@@ -148,6 +154,7 @@ impl Forwarder {
         }
         svc.response_headers.apply(resp.headers_mut());
         svc.stats.response(resp.status().as_u16());
+        resp.extensions_mut().insert(outcome);
         resp
     }
 
@@ -159,13 +166,16 @@ impl Forwarder {
         &self,
         mut req: Request<Incoming>,
         conn: &Arc<ConnInfo>,
+        client: &Client,
         svc: &Arc<ServicePolicy>,
+        outcome: &mut Outcome,
     ) -> Response<ProxyBody> {
         let host_value = match host_matches_sni(&req, conn, svc) {
             Ok(v) => v,
             Err(refused) => return *refused,
         };
-        // Identity, auth and forwarding headers are only ever set by this router.
+        // Identity, auth and forwarding headers are only ever set by this router (what a
+        // trusted proxy said of the client is in `client`).
         client_headers::strip(req.headers_mut(), &svc.strip_headers);
         if let Some(cors) = &svc.cors
             && crate::cors::is_preflight(req.method(), req.headers())
@@ -180,15 +190,19 @@ impl Forwarder {
             && let Some(declared) = content_length(req.headers())
             && declared > limit
         {
-            tracing::info!(service = %svc.name, client = %conn.client, declared, limit, "413: request body larger than max_body_bytes");
+            tracing::info!(service = %svc.name, client = %client.ip, declared, limit, "413: request body larger than max_body_bytes");
             drain_in_background(req.into_body());
             return too_large(&svc.name, limit);
         }
         let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let added = match self.authorize(&req, &pq, &host_value, conn, svc).await {
+        let added = match self.authorize(&req, &pq, &host_value, client, svc).await {
             Ok(added) => added,
             Err(denied) => return *denied,
         };
+        if svc.access_log {
+            outcome.user = added.user();
+            outcome.upstream = Some(route.upstream.to_string());
+        }
         let upgrade = upgrade_protocol(req.version(), req.headers());
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
@@ -196,7 +210,7 @@ impl Forwarder {
             Ok(uri) => uri,
             Err(refused) => return *refused,
         };
-        upstream_head(&mut parts, upgrade, svc, conn, host_value, added);
+        upstream_head(&mut parts, upgrade, svc, client, host_value, added);
         svc.request_headers.apply(&mut parts.headers);
         let (body, progress) = UpstreamBody::from_client(body, svc.max_body_bytes, self.body_idle);
         let (mut resp, lease, slot) =
@@ -230,23 +244,24 @@ impl Forwarder {
         req: &Request<Incoming>,
         pq: &PathAndQuery,
         host_value: &HeaderValue,
-        conn: &ConnInfo,
+        client: &Client,
         svc: &ServicePolicy,
     ) -> Result<Added, Refused> {
         let mut added = Added::default();
         let mut admitted = None;
         if let Some(access) = &svc.access {
-            match access.decide(&self.identities, &svc.name, svc.whois_scope.as_ref(), conn.client).await {
+            let refuse = |refusal: Refusal, why: &str| {
+                tracing::info!(service = %svc.name, client = %client.ip, reason = %refusal.reason(), "{why}");
+                Box::new(refusal.response(&svc.name, access, client, req.headers()).map(ProxyBody::full))
+            };
+            match access.decide(&self.identities, &svc.name, svc.whois_scope.as_ref(), client).await {
                 Verdict::Admitted(peer) => admitted = Some(peer),
+                Verdict::Pass => {}
                 Verdict::Refused(refusal) if svc.forward_auth.is_some() => {
-                    tracing::debug!(service = %svc.name, client = %conn.client, refusal = ?refusal, "not admitted by allow; forward_auth decides");
+                    tracing::debug!(service = %svc.name, client = %client.ip, reason = %refusal.reason(), "not admitted by allow; forward_auth decides");
                 }
-                Verdict::Refused(refusal) => {
-                    tracing::info!(service = %svc.name, client = %conn.client, refusal = ?refusal, "refused by allow");
-                    return Err(Box::new(
-                        refusal.response(&svc.name, access, conn.client, req.headers()).map(ProxyBody::full),
-                    ));
-                }
+                Verdict::Refused(refusal) => return Err(refuse(refusal, "refused by allow")),
+                Verdict::Denied(refusal) => return Err(refuse(refusal, "refused by deny")),
             }
         }
         if let Some(auth) = &svc.forward_auth {
@@ -258,20 +273,23 @@ impl Forwarder {
                         headers: req.headers(),
                         host: host_value,
                         uri: pq.as_str(),
-                        client: conn.client,
+                        client,
                     };
                     self.forward_auth(&original, svc, auth).await?
                 }
             });
         }
+        added.peer = admitted.flatten();
         if svc.tailscale_identity || !svc.accept_app_caps.is_empty() {
             // The peer `allow` admitted is this same lookup's answer.
-            let lookup = match admitted {
-                Some(Some(peer)) => Lookup::Peer(peer),
-                _ => self.identities.lookup(&svc.name, svc.whois_scope.as_ref(), conn.client).await,
+            let lookup = match (&added.peer, client.whois_addr()) {
+                (Some(peer), _) => Lookup::Peer(Arc::clone(peer)),
+                (None, Some(addr)) => self.identities.lookup(&svc.name, svc.whois_scope.as_ref(), addr).await,
+                (None, None) => Lookup::NotAPeer,
             };
             if let Lookup::Peer(peer) = &lookup {
                 added.app_caps = peer.app_capabilities(&svc.accept_app_caps);
+                added.peer = Some(Arc::clone(peer));
             }
             added.identity = Some(lookup).filter(|_| svc.tailscale_identity);
         }
@@ -416,6 +434,21 @@ struct Added {
     /// The `whois` answer whose identity headers are sent (`tailscale_identity`).
     identity: Option<Lookup>,
     app_caps: Option<HeaderValue>,
+    /// The tailnet node `allow` admitted or `whois` named.
+    peer: Option<Arc<crate::identity::Peer>>,
+}
+
+impl Added {
+    /// Who the request is from, for the access log: the auth server's `Remote-User`,
+    /// else the tailnet login (a tagged node's name).
+    fn user(&self) -> Option<String> {
+        let from_auth = self.auth.as_ref().and_then(|h| h.get("remote-user")).and_then(|v| v.to_str().ok());
+        if let Some(user) = from_auth.filter(|u| !u.is_empty()) {
+            return Some(user.to_owned());
+        }
+        let peer = self.peer.as_ref()?;
+        Some(if peer.is_user() { peer.who.login_name.clone() } else { peer.who.node_name.clone() })
+    }
 }
 
 /// The request's Host, which must be the name its TLS connection was opened for
@@ -460,7 +493,7 @@ fn upstream_head(
     parts: &mut http::request::Parts,
     upgrade: Option<HeaderValue>,
     svc: &ServicePolicy,
-    conn: &ConnInfo,
+    client: &Client,
     host_value: HeaderValue,
     added: Added,
 ) {
@@ -476,10 +509,12 @@ fn upstream_head(
     };
     let h = &mut parts.headers;
     h.insert(header::HOST, upstream_host);
-    h.insert(X_FORWARDED_FOR, conn.client_ip.clone());
-    h.insert(X_REAL_IP, conn.client_ip.clone());
-    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-    h.insert(X_FORWARDED_HOST, host_value);
+    // What a trusted proxy said of the original request is kept, as Caddy does.
+    let said = client.via_proxy.as_ref();
+    h.insert(X_FORWARDED_FOR, client.forwarded_for());
+    h.insert(X_REAL_IP, client.ip_value.clone());
+    h.insert(X_FORWARDED_PROTO, said.and_then(|f| f.proto.clone()).unwrap_or(HeaderValue::from_static("https")));
+    h.insert(X_FORWARDED_HOST, said.and_then(|f| f.host.clone()).unwrap_or(host_value));
     for (name, value) in added.auth.iter().flatten() {
         h.append(name.clone(), value.clone());
     }
@@ -725,7 +760,7 @@ mod tests {
         let mut svc = ServicePolicy::plain("grafana", Vec::new());
         svc.upstream_host = Some("grafana.internal".to_owned());
         let host = HeaderValue::from_static("grafana.example.ts.net");
-        upstream_head(&mut parts, None, &svc, &conn("grafana.example.ts.net"), host, Added::default());
+        upstream_head(&mut parts, None, &svc, &direct("100.64.0.7:50000"), host, Added::default());
         let h = &parts.headers;
         assert_eq!(parts.version, Version::HTTP_11);
         assert_eq!(h[header::HOST], "grafana.internal");
@@ -738,11 +773,38 @@ mod tests {
         let (mut parts, ()) = get("/ws", &["grafana.example.ts.net"]).into_parts();
         let ws = Some(HeaderValue::from_static("websocket"));
         let host = HeaderValue::from_static("grafana.example.ts.net");
-        upstream_head(&mut parts, ws, &svc, &conn("grafana.example.ts.net"), host, Added::default());
+        upstream_head(&mut parts, ws, &svc, &direct("100.64.0.7:50000"), host, Added::default());
         assert_eq!(
             (&parts.headers[header::CONNECTION], &parts.headers[header::UPGRADE]),
             (&"upgrade".parse::<HeaderValue>().expect("v"), &"websocket".parse::<HeaderValue>().expect("v"))
         );
+    }
+
+    /// A client connected from `peer` that sent no forwarding header.
+    fn direct(peer: &str) -> Client {
+        let peer: SocketAddr = peer.parse().expect("addr");
+        let value = HeaderValue::from_str(&peer.ip().to_string()).expect("ip");
+        crate::client_addr::TrustedProxies::default().resolve(peer, &value, &HeaderMap::new())
+    }
+
+    #[test]
+    fn a_trusted_proxys_chain_is_appended_to_and_its_proto_and_host_kept() {
+        let src = "[listen]\nhttps=[\"127.0.0.1:1\"]\ntrusted_proxies=[\"127.0.0.1\"]\n[services.a]\nupstream=\"http://127.0.0.1:9\"\n";
+        let cfg = snirouter_config::parse(src, "test").expect("config");
+        let trusted = crate::client_addr::TrustedProxies::from_config(&cfg.listen);
+        let mut sent = HeaderMap::new();
+        sent.insert(X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6, 203.0.113.7"));
+        sent.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        let peer: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
+        let client = trusted.resolve(peer, &HeaderValue::from_static("127.0.0.1"), &sent);
+        let (mut parts, ()) = get("/", &["a.example.com"]).into_parts();
+        let svc = ServicePolicy::plain("a", Vec::new());
+        upstream_head(&mut parts, None, &svc, &client, HeaderValue::from_static("a.example.com"), Added::default());
+        let h = &parts.headers;
+        assert_eq!(h[X_FORWARDED_FOR], "6.6.6.6, 203.0.113.7, 127.0.0.1");
+        assert_eq!(h[X_REAL_IP], "203.0.113.7");
+        assert_eq!(h[X_FORWARDED_PROTO], "http");
+        assert_eq!(h[X_FORWARDED_HOST], "a.example.com");
     }
 
     #[test]

@@ -33,9 +33,11 @@
 
 #![forbid(unsafe_code)]
 mod access;
+pub mod access_log;
 mod admit;
 mod auth;
 mod body;
+mod client_addr;
 mod client_headers;
 mod client_limit;
 mod coalesce;
@@ -74,5 +76,5 @@ pub use header_rules::HeaderOps;
 pub use listener::ListenerKind;
 pub use options::ProxyOptions;
 pub use routes::{RouteTable, ServicePolicy};
-pub use server::Server;
+pub use server::{Server, ServerError};
 pub use stats::{ServiceStats, StatsSnapshot};

@@ -25,6 +25,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use snirouter_certs::EntrySnapshot;
 
+use crate::access_log::{AccessLog, AccessLogCounters, Entry, Outcome};
 use crate::body::ProxyBody;
 pub use crate::histogram::{Histogram, HistogramSnapshot, LATENCY_BUCKETS};
 use crate::routes::{RouteTable, ServicePolicy};
@@ -212,6 +213,20 @@ pub fn render_router(metrics: &Metrics, active: usize, table: &RouteTable, out: 
     render_services(&services, out);
 }
 
+/// The access log's lines: written, dropped (the writer was behind: a slow or full
+/// disk), failed (the file refused them).
+pub(crate) fn render_access_log(c: &AccessLogCounters, out: &mut Exposition) {
+    let name = "snirouter_access_log_lines_total";
+    out.family(
+        name,
+        "counter",
+        "Access log lines, by result: written, dropped (the disk was too slow), failed (write errors).",
+    );
+    for (result, n) in [("written", &c.written), ("dropped", &c.dropped), ("failed", &c.failed)] {
+        out.sample(name, &[("result", result)], n.load(Ordering::Relaxed) as f64);
+    }
+}
+
 /// The per-service families: requests by class, upstream errors, tunnels, latency.
 fn render_services(services: &[Arc<ServicePolicy>], out: &mut Exposition) {
     out.family("snirouter_requests_total", "counter", "HTTP requests answered, by service and status class.");
@@ -300,28 +315,77 @@ pub fn render_certs(entries: &[EntrySnapshot], now: SystemTime, out: &mut Exposi
     }
 }
 
-/// What an access-log line needs besides the answer.
+/// What an access line needs that is known when the request arrives; the rest comes
+/// with the answer ([`crate::access_log::Outcome`]) and when its body ends.
 #[derive(Debug)]
-pub struct AccessRecord {
+pub(crate) struct AccessRecord {
+    /// Where the line goes.
+    pub log: Arc<AccessLog>,
     /// Service name.
     pub service: String,
-    /// Client address (PROXY header source or TCP peer).
-    pub client: std::net::SocketAddr,
+    /// The connection's peer (PROXY header source or TCP peer).
+    pub peer: std::net::SocketAddr,
+    /// The request's host.
+    pub host: String,
     /// Request method.
     pub method: http::Method,
     /// Request path and query.
-    pub path: String,
+    pub uri: String,
     /// HTTP version.
     pub version: http::Version,
     /// When the request head arrived.
     pub started: Instant,
+    /// The same moment on the wall clock.
+    pub at: SystemTime,
+    /// `User-Agent` and `Referer` as sent.
+    pub user_agent: Option<http::HeaderValue>,
+    pub referer: Option<http::HeaderValue>,
+    /// What the HTTP stage learnt (real client, user, upstream).
+    pub outcome: Option<Outcome>,
+}
+
+impl AccessRecord {
+    /// Writes the line for an answer with `status` whose body sent `bytes`.
+    fn write(&self, status: u16, bytes: u64, complete: bool) {
+        let text = |v: &Option<http::HeaderValue>| v.as_ref().and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let (ua, referer) = (text(&self.user_agent), text(&self.referer));
+        let outcome = self.outcome.as_ref();
+        self.log.record(&Entry {
+            at: self.at,
+            service: &self.service,
+            client: outcome.map_or(self.peer.ip(), |o| o.client),
+            peer: self.peer,
+            user: outcome.and_then(|o| o.user.as_deref()),
+            host: &self.host,
+            method: self.method.as_str(),
+            uri: &self.uri,
+            proto: version_name(self.version),
+            status,
+            bytes,
+            duration: self.started.elapsed(),
+            upstream: outcome.and_then(|o| o.upstream.as_deref()),
+            user_agent: ua.as_deref(),
+            referer: referer.as_deref(),
+            complete,
+        });
+    }
+}
+
+/// `HTTP/1.1`, as Caddy's `proto` field and the combined format's request line say it.
+fn version_name(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
 }
 
 /// A response body that counts the bytes sent and, when the body is done (or the
-/// client went away), writes one access-log line with tracing target
-/// `snirouter::access`.
+/// client went away), writes one access-log line.
 #[derive(Debug)]
-pub struct MeteredBody {
+pub(crate) struct MeteredBody {
     inner: ProxyBody,
     access: Option<(AccessRecord, u16)>,
     bytes: u64,
@@ -332,7 +396,7 @@ pub struct MeteredBody {
 
 impl MeteredBody {
     /// Wraps `inner`; `access` is `None` when the service's access log is off.
-    pub fn new(inner: ProxyBody, access: Option<(AccessRecord, u16)>) -> MeteredBody {
+    pub(crate) fn new(inner: ProxyBody, access: Option<(AccessRecord, u16)>) -> MeteredBody {
         MeteredBody { inner, access, bytes: 0, ended: false }
     }
 }
@@ -368,19 +432,7 @@ impl Drop for MeteredBody {
     fn drop(&mut self) {
         let Some((rec, status)) = self.access.take() else { return };
         let complete = self.ended || self.inner.is_end_stream();
-        tracing::info!(
-            target: "snirouter::access",
-            service = %rec.service,
-            client = %rec.client,
-            method = %rec.method,
-            path = %rec.path,
-            version = ?rec.version,
-            status,
-            bytes = self.bytes,
-            duration_ms = rec.started.elapsed().as_secs_f64() * 1000.0,
-            complete,
-            "request"
-        );
+        rec.write(status, self.bytes, complete);
     }
 }
 

@@ -31,6 +31,10 @@ pub struct ProxyOptions {
     pub max_upstream_connections: Option<usize>,
     /// Peers whose PROXY headers `proxy_protocol` listeners accept.
     pub proxy_senders: proxy_header::Senders,
+    /// `[log] access_format`.
+    pub access_format: snirouter_config::AccessFormat,
+    /// `[log] access_file` (`None`: standard error).
+    pub access_file: Option<std::path::PathBuf>,
 }
 
 impl ProxyOptions {
@@ -49,6 +53,8 @@ impl ProxyOptions {
             max_connections_per_client: cfg.limits.max_connections_per_client,
             max_upstream_connections: cfg.limits.max_upstream_connections,
             proxy_senders: proxy_header::Senders::new(cfg.listen.proxy_senders()),
+            access_format: cfg.log.access_format,
+            access_file: cfg.log.access_file.clone(),
         }
     }
 }

@@ -139,7 +139,7 @@ pub(crate) struct Pool {
 /// A connection in use by one exchange; [`Lease::finish`] returns it once the
 /// response body has ended. Dropped instead, the connection closes.
 #[derive(Debug)]
-pub struct Lease {
+pub(crate) struct Lease {
     pool: Arc<Pool>,
     key: Key,
     sender: Sender,
@@ -147,7 +147,7 @@ pub struct Lease {
 
 impl Lease {
     /// The response body ended: the connection may carry the next request.
-    pub fn finish(self) {
+    pub(crate) fn finish(self) {
         let Lease { pool, key, sender } = self;
         pool.put(&key, sender);
     }

@@ -15,6 +15,7 @@ pub(crate) use snirouter_config::Route;
 use snirouter_config::{Cors, Domain, ForwardAuth, Passthrough};
 
 use crate::access::AccessPolicy;
+use crate::client_addr::TrustedProxies;
 use crate::error_pages::ErrorPages;
 use crate::header_rules::HeaderOps;
 use crate::stats::ServiceStats;
@@ -38,7 +39,7 @@ pub(crate) fn upstream_path(route: &Route, pq: &PathAndQuery) -> PathAndQuery {
 /// needs capabilities: those granted toward its VIP, not toward the node.
 fn whois_scope(svc: &snirouter_config::Service) -> Option<Arc<str>> {
     let needs_caps = !svc.accept_app_caps.is_empty()
-        || svc.allow.iter().flatten().any(|p| matches!(p, snirouter_config::Principal::Capability(_)));
+        || svc.allow.iter().flatten().chain(&svc.deny).any(|p| matches!(p, snirouter_config::Principal::Capability(_)));
     (needs_caps && svc.fqdn.is_none()).then(|| Arc::from(svc.tailscale_service()))
 }
 
@@ -56,7 +57,7 @@ pub struct ServicePolicy {
     pub upstream_host: Option<String>,
     /// Request counters.
     pub stats: Arc<ServiceStats>,
-    /// Write one `snirouter::access` log line per request.
+    /// Write one access log line per request.
     pub access_log: bool,
     /// Skip certificate checks of `https://` upstreams.
     pub insecure_skip_verify: bool,
@@ -132,6 +133,8 @@ pub struct RouteTable {
     domains: Vec<Domain>,
     /// `[defaults] error_pages`, for those answers.
     domain_pages: Option<ErrorPages>,
+    /// `[listen] trusted_proxies` and `client_ip_headers` (reloadable).
+    trusted: TrustedProxies,
 }
 
 impl RouteTable {
@@ -167,7 +170,8 @@ impl RouteTable {
                     .map(|dir| ErrorPages::load(&svc.name, dir).for_upstream(svc.error_pages_upstream.clone())),
                 max_body_bytes: svc.max_body_bytes,
                 tailscale_identity: svc.tailscale_identity,
-                access: svc.allow.clone().map(|allow| AccessPolicy { allow }),
+                access: (svc.allow.is_some() || !svc.deny.is_empty())
+                    .then(|| AccessPolicy { allow: svc.allow.clone(), deny: svc.deny.clone() }),
                 accept_app_caps: svc.accept_app_caps.clone(),
                 whois_scope: whois_scope(svc),
                 passthrough: svc.passthrough.clone(),
@@ -187,6 +191,7 @@ impl RouteTable {
             table.services.push(base);
         }
         table.domains.clone_from(&config.domains);
+        table.trusted = TrustedProxies::from_config(&config.listen);
         table.domain_pages = config.defaults.error_pages.as_deref().map(|dir| ErrorPages::load("[domains]", dir));
         table
     }
@@ -195,6 +200,11 @@ impl RouteTable {
     pub(crate) fn domain_of(&self, name: &str) -> Option<(&str, Option<&str>)> {
         let d = Domain::longest_for(&self.domains, name)?;
         Some((d.name.as_str(), d.apex_redirect.as_deref()))
+    }
+
+    /// The proxies whose client-address headers are believed.
+    pub(crate) fn trusted(&self) -> &TrustedProxies {
+        &self.trusted
     }
 
     /// `[defaults] error_pages`, for answers to names no service has.

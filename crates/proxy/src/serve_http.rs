@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -15,6 +15,9 @@ use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::server::TlsStream;
 
+use http::header;
+
+use crate::access_log::Outcome;
 use crate::conn_info::ConnInfo;
 use crate::metrics::{AccessRecord, MeteredBody};
 use crate::options::ProxyOptions;
@@ -65,19 +68,34 @@ async fn exchange(
     let table = router.routes();
     let svc = table.get(&info.sni).cloned();
     let access = svc.as_ref().filter(|s| s.access_log).map(|s| AccessRecord {
+        log: Arc::clone(&router.access_log),
         service: s.name.clone(),
-        client: info.client,
+        peer: info.client,
+        host: req
+            .uri()
+            .host()
+            .or_else(|| req.headers().get(header::HOST)?.to_str().ok())
+            .unwrap_or(&info.sni)
+            .to_owned(),
         method: req.method().clone(),
-        path: req.uri().path_and_query().map_or_else(|| req.uri().path().to_owned(), |pq| pq.to_string()),
+        uri: req.uri().path_and_query().map_or_else(|| req.uri().path().to_owned(), |pq| pq.to_string()),
         version: req.version(),
         started,
+        at: SystemTime::now(),
+        user_agent: req.headers().get(header::USER_AGENT).cloned(),
+        referer: req.headers().get(header::REFERER).cloned(),
+        outcome: None,
     });
     let resp = router.forwarder().handle(req, info, &table).await;
     if let Some(svc) = &svc {
         svc.stats.observe_latency(started.elapsed());
     }
     let status = resp.status().as_u16();
-    resp.map(|b| MeteredBody::new(b, access.map(|a| (a, status))))
+    let access = access.map(|mut a| {
+        a.outcome = resp.extensions().get::<Outcome>().cloned();
+        (a, status)
+    });
+    resp.map(|b| MeteredBody::new(b, access))
 }
 
 /// hyper's server for one protocol, with the limits of `opts`.

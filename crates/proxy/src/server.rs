@@ -9,6 +9,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use snirouter_certs::CertStore;
 
+use crate::access_log::{AccessLog, OpenError};
 use crate::admit::Admission;
 use crate::forward::Forwarder;
 use crate::metrics::Metrics;
@@ -16,6 +17,17 @@ use crate::options::ProxyOptions;
 use crate::routes::RouteTable;
 use crate::tls::ServerTls;
 use crate::workers::Workers;
+
+/// The data path could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The TLS configuration could not be built.
+    #[error("TLS setup: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The access log file could not be opened.
+    #[error("{0}")]
+    AccessLog(#[from] OpenError),
+}
 
 /// The shared state of the data path.
 pub struct Server {
@@ -26,6 +38,8 @@ pub struct Server {
     pub(crate) opts: ProxyOptions,
     pub(crate) admission: Admission,
     pub(crate) metrics: Metrics,
+    /// The access log (`[log] access`, per service `access_log`).
+    pub(crate) access_log: Arc<AccessLog>,
     /// Thread-per-core connection workers; `None` runs connections on the caller's
     /// runtime (used when the worker threads cannot be started).
     pub(crate) workers: Option<Workers>,
@@ -45,8 +59,9 @@ impl Server {
         certs: Arc<CertStore>,
         opts: ProxyOptions,
         whois: Option<snirouter_localapi::LocalClient>,
-    ) -> Result<Arc<Server>, rustls::Error> {
+    ) -> Result<Arc<Server>, ServerError> {
         let tls = ServerTls::new(Arc::clone(&certs))?;
+        let access_log = AccessLog::new(opts.access_format, opts.access_file.clone())?;
         let workers = match Workers::per_core() {
             Ok(w) => Some(w),
             Err(e) => {
@@ -62,8 +77,14 @@ impl Server {
             admission: Admission::new(opts.max_connections, opts.max_connections_per_client),
             opts,
             metrics: Metrics::default(),
+            access_log,
             workers,
         }))
+    }
+
+    /// The access log, to reopen (SIGUSR1) or reconfigure (reload).
+    pub fn access_log(&self) -> &AccessLog {
+        &self.access_log
     }
 
     /// Replaces the route table; requests already routed are unaffected.
@@ -80,6 +101,7 @@ impl Server {
     /// requests, errors and latency) to `out`.
     pub fn render_metrics(&self, out: &mut crate::metrics::Exposition) {
         crate::metrics::render_router(&self.metrics, self.active_connections(), &self.routes.load(), out);
+        crate::metrics::render_access_log(self.access_log.counters(), out);
     }
 
     /// Server-wide counters (handshake failures).
