@@ -269,6 +269,10 @@ let
     // optionalAttrs (cfg.errorPages != null) { error_pages = "${cfg.errorPages}"; };
 
   api = cfg.tailscaleApi;
+  al = cfg.accessLog;
+  # The access log file as the service writes it (whichever way it was configured).
+  accessFile = finalSettings.log.access_file or null;
+  inLogsDirectory = accessFile != null && lib.hasPrefix "/var/log/snirouter/" accessFile;
 
   generated = {
     tailscale = {
@@ -281,10 +285,23 @@ let
       }
       // optionalAttrs (api.tags != [ ]) { inherit (api) tags; };
     };
-    listen.proxy_protocol = [ "127.0.0.1:8443" ];
+    listen = {
+      proxy_protocol = [ "127.0.0.1:8443" ];
+    }
+    // optionalAttrs (cfg.trustedProxies != [ ]) {
+      trusted_proxies = cfg.trustedProxies;
+      client_ip_headers = cfg.clientIpHeaders;
+    };
     cache.dir = "/var/lib/snirouter";
     admin.socket = "/run/snirouter/admin.sock";
     services = mapAttrs renderService cfg.services;
+  }
+  // optionalAttrs al.enable {
+    log = {
+      access = true;
+      access_format = al.format;
+    }
+    // optionalAttrs (al.file != null) { access_file = al.file; };
   }
   // optionalAttrs (defaultsTable != { }) { defaults = defaultsTable; }
   // optionalAttrs (domainsTable != { }) { domains = domainsTable; };
@@ -497,6 +514,57 @@ in
       };
     };
 
+    trustedProxies = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [
+        "127.0.0.1/32"
+        "::1/128"
+      ];
+      description = ''
+        Proxies in front of snirouter whose client-address headers are believed
+        (`[listen] trusted_proxies`; `"private_ranges"` for every private network): a tunnel
+        on this host (cloudflared) relays every visitor from loopback. With it, `allow`,
+        forward auth, the upstream and the access log see the visitor's address, and a
+        relayed request is never `local`.
+      '';
+    };
+
+    clientIpHeaders = mkOption {
+      type = types.listOf types.str;
+      default = [ "X-Forwarded-For" ];
+      example = [ "CF-Connecting-IP" ];
+      description = "Headers a trusted proxy names the client in, in order (`[listen] client_ip_headers`).";
+    };
+
+    accessLog = {
+      enable = mkEnableOption "the access log: one line per request of every service (`[log] access`)";
+      format = mkOption {
+        type = types.enum [
+          "json"
+          "combined"
+        ];
+        default = "combined";
+        description = "`json` (Caddy's fields) or `combined` (what fail2ban and log analysers read).";
+      };
+      file = mkOption {
+        type = types.nullOr types.str;
+        default = "/var/log/snirouter/access.log";
+        description = "File the lines are appended to (the journal when null); rotated weekly by logrotate, which signals snirouter to reopen it.";
+      };
+    };
+
+    fail2ban = {
+      enable = mkEnableOption ''
+        a fail2ban jail over the access log: clients refused (401/403) `maxretry` times within
+        `findtime` are banned (needs accessLog with a file)'';
+      maxretry = mkOption {
+        type = types.ints.positive;
+        default = 10;
+        description = "Refused requests before a ban.";
+      };
+    };
+
     openFirewall = mkOption {
       type = types.bool;
       default = false;
@@ -541,6 +609,10 @@ in
         message = "services.snirouter: acmeHost ${builtins.toJSON (builtins.filter (h: !(acmeDefined h)) acmeHosts)} is not in security.acme.certs; define the certificate there (e.g. security.acme.certs.\"example.com\".domain = \"*.example.com\";) or correct acmeHost.";
       }
       {
+        assertion = !cfg.fail2ban.enable || accessFile != null;
+        message = "services.snirouter.fail2ban reads the access log file: set services.snirouter.accessLog.enable = true (with accessLog.file, default /var/log/snirouter/access.log).";
+      }
+      {
         assertion = (api.clientIdFile == null) == (api.clientSecretFile == null);
         message = "services.snirouter.tailscaleApi: set both clientIdFile and clientSecretFile, or neither.";
       }
@@ -580,6 +652,32 @@ in
     environment.systemPackages = [ cfg.package ];
 
     networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall firewallPorts;
+
+    # The access log: rotated by logrotate, which has snirouter reopen it (SIGUSR1).
+    services.logrotate.settings.snirouter = mkIf (accessFile != null) {
+      files = accessFile;
+      frequency = "weekly";
+      rotate = 8;
+      compress = true;
+      delaycompress = true;
+      missingok = true;
+      notifempty = true;
+      postrotate = "${pkgs.systemd}/bin/systemctl kill --signal=USR1 snirouter.service";
+    };
+    environment.etc."fail2ban/filter.d/snirouter.conf" = mkIf cfg.fail2ban.enable {
+      source = ../docs/fail2ban/filter.d/snirouter.conf;
+    };
+    services.fail2ban = mkIf cfg.fail2ban.enable {
+      enable = true;
+      jails.snirouter.settings = {
+        filter = "snirouter";
+        logpath = accessFile;
+        backend = "auto";
+        port = "http,https";
+        inherit (cfg.fail2ban) maxretry;
+        findtime = "10m";
+      };
+    };
     networking.hosts = mkIf hp.enable (
       lib.listToAttrs (map (f: lib.nameValuePair f.address hairpinNames) hairpinFamilies)
     );
@@ -616,6 +714,8 @@ in
           ++ optional (api.clientSecretFile != null) "tailscale-client-secret:${api.clientSecretFile}";
 
         StateDirectory = "snirouter";
+        LogsDirectory = mkIf inLogsDirectory "snirouter";
+        LogsDirectoryMode = mkIf inLogsDirectory "0750";
         StateDirectoryMode = "0700";
         RuntimeDirectory = "snirouter";
         RuntimeDirectoryMode = "0750";

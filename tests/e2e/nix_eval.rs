@@ -313,6 +313,50 @@ fn acme_host_gives_every_service_its_public_name_with_read_access_and_reloads() 
 }
 
 #[test]
+fn a_tunnel_on_this_host_gets_trusted_proxies_an_access_log_logrotate_and_fail2ban() {
+    let nix = nix_or_skip!();
+    let dir = temp_dir("nix-tunnel");
+    let pages = dir.path().to_str().expect("utf-8 path");
+    let extra = r#"{
+        services.snirouter.trustedProxies = [ "127.0.0.1/32" "::1/128" ];
+        services.snirouter.clientIpHeaders = [ "CF-Connecting-IP" ];
+        services.snirouter.accessLog.enable = true;
+        services.snirouter.fail2ban.enable = true;
+    }"#;
+    let args = ["--argstr", "errorPages", pages, "--arg", "extraConfig", extra];
+    let toml = nix.eval("toml", &args).unwrap_or_else(|e| panic!("evaluation failed:\n{e}"));
+    let toml = toml.as_str().expect("toml is a string");
+    assert!(toml.contains("client_ip_headers = [\"CF-Connecting-IP\"]"), "{toml}");
+    assert!(toml.contains("trusted_proxies = [\"127.0.0.1/32\", \"::1/128\"]"), "{toml}");
+    assert!(
+        toml.contains(
+            "[log]\naccess = true\naccess_file = \"/var/log/snirouter/access.log\"\naccess_format = \"combined\""
+        ),
+        "{toml}"
+    );
+    assert_check_accepts(dir.path(), toml, &[]);
+    let unit = nix.eval("unit", &args).expect("unit");
+    assert_eq!(unit["serviceConfig"]["LogsDirectory"], "snirouter", "{unit}");
+    let rotate = nix.eval("logrotate", &args).expect("logrotate");
+    assert_eq!(rotate["snirouter"]["files"], "/var/log/snirouter/access.log");
+    assert!(
+        rotate["snirouter"]["postrotate"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("systemctl kill --signal=USR1 snirouter.service"))
+    );
+    let f2b = nix.eval("fail2ban", &args).expect("fail2ban");
+    assert_eq!(f2b["enable"], true);
+    assert_eq!(f2b["jails"]["snirouter"]["settings"]["logpath"], "/var/log/snirouter/access.log");
+    let etc = nix.eval("etc", &args).expect("etc");
+    assert!(etc.as_array().is_some_and(|a| a.contains(&"fail2ban/filter.d/snirouter.conf".into())), "{etc}");
+    // fail2ban without a file to read is refused with the fix.
+    let journal = "{ services.snirouter.fail2ban.enable = true; }";
+    let err =
+        nix.eval("toml", &["--argstr", "errorPages", pages, "--arg", "extraConfig", journal]).expect_err("assertion");
+    assert!(err.contains("services.snirouter.fail2ban reads the access log file"), "{err}");
+}
+
+#[test]
 fn passthrough_service_renders_and_checks() {
     let nix = nix_or_skip!();
     let dir = temp_dir("nix-pass");

@@ -37,6 +37,9 @@ let
     hosts = config.networking.hosts;
     users = config.users.users;
     acme = config.security.acme.certs;
+    logrotate = config.services.logrotate.settings;
+    inherit (config.services) fail2ban;
+    etc = builtins.attrNames config.environment.etc;
   };
 in
 if failed != [ ] then

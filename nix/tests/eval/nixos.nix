@@ -1,7 +1,8 @@
 # The NixOS options nix/module.nix sets, declared as nixpkgs declares them (the types of
 # nixos/modules/{misc/assertions,config/users-groups,system/etc/etc,config/system-path,
 # services/networking/firewall,system/boot/systemd,services/networking/tailscale,
-# config/networking,tasks/network-interfaces,security/acme/default}.nix),
+# config/networking,tasks/network-interfaces,security/acme/default,
+# services/logging/logrotate,services/security/fail2ban}.nix),
 # reduced to the sub-options the module uses. A submodule without an option for a key
 # the module sets fails the evaluation, as an unknown option does in NixOS.
 { lib, ... }:
@@ -137,6 +138,44 @@ in
     };
     security.acme.certs = mkOption {
       type = types.attrsOf acmeCert;
+      default = { };
+    };
+    # nixos/modules/services/logging/logrotate.nix (the freeform value type).
+    services.logrotate.settings = mkOption {
+      type = types.attrsOf (
+        types.attrsOf (
+          types.nullOr (
+            types.oneOf [
+              types.int
+              types.bool
+              types.str
+              (types.listOf types.str)
+            ]
+          )
+        )
+      );
+      default = { };
+    };
+    # nixos/modules/services/security/fail2ban.nix: enable, and a jail's settings.
+    services.fail2ban.enable = mkOption {
+      type = types.bool;
+      default = false;
+    };
+    services.fail2ban.jails = mkOption {
+      type = types.attrsOf (
+        types.submodule {
+          options.settings = mkOption {
+            type = types.attrsOf (
+              types.oneOf [
+                types.int
+                types.str
+                types.bool
+              ]
+            );
+            default = { };
+          };
+        }
+      );
       default = { };
     };
     services.tailscale.permitCertUid = mkOption {

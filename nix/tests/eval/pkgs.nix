@@ -80,5 +80,6 @@ in
     };
 
   coreutils = fakePackage "coreutils";
+  systemd = fakePackage "systemd";
   snirouter = fakePackage "snirouter";
 }
