@@ -711,3 +711,39 @@ fn header_rules_and_page_statuses_are_checked() {
     expect(&d, "services.grafana.response_headers.add", 10, "unknown key \"add\"");
     expect(&d, "services.grafana.response_headers.remove[0]", 10, "set by snirouter itself");
 }
+
+#[test]
+fn trusted_proxies_client_ip_headers_access_log_and_deny_say_what_is_wrong() {
+    let src = file(&[
+        "[listen]",
+        "https = [\"0.0.0.0:443\"]",
+        "trusted_proxies = [\"127.0.0.1/32\", \"0.0.0.0/0\", \"10.0.0.1/8\", \"nonsense\"]",
+        "client_ip_headers = [\"CF-Connecting-IP\", \"X Forwarded\"]",
+        "[log]",
+        "access_format = \"clf\"",
+        "access_file = \"access.log\"",
+        "[services.ok]",
+        "upstream = \"http://127.0.0.1:1\"",
+        "allow = [\"192.168.1.300/24\"]",
+        "deny = []",
+    ]);
+    let d = errs(&src);
+    let everyone = expect(&d, "listen.trusted_proxies[1]", 3, "trusts every address");
+    assert!(everyone.help.as_deref().is_some_and(|h| h.contains("127.0.0.1/32")), "{everyone:?}");
+    expect(&d, "listen.trusted_proxies[2]", 3, "host bits set");
+    expect(&d, "listen.trusted_proxies[3]", 3, "invalid address or CIDR range");
+    expect(&d, "listen.client_ip_headers[1]", 4, "cannot be a header name");
+    expect(&d, "log.access_format", 6, "unknown access log format");
+    expect(&d, "log.access_file", 7, "absolute path");
+    expect(&d, "services.ok.allow[0]", 10, "invalid address or CIDR range");
+    expect(&d, "services.ok.deny", 11, "refuses nobody");
+    // Headers without anyone to believe them.
+    let alone = one(&file(&[
+        "[listen]",
+        "https = [\"0.0.0.0:443\"]",
+        "client_ip_headers = [\"CF-Connecting-IP\"]",
+        "[services.ok]",
+        "upstream = \"http://127.0.0.1:1\"",
+    ]));
+    assert!(alone.message.contains("none are configured") && alone.line == 3, "{alone:?}");
+}
