@@ -328,7 +328,7 @@ impl Translator<'_> {
             "log" => {
                 svc.access_log = true;
                 if !d.args.is_empty() || d.block.is_some() {
-                    f.note(d, "access_log = true; snirouter writes access lines to its own log (journald), format per [log] format");
+                    f.note(d, "access_log = true; lines go to the journal, or to [log] access_file, as JSON with Caddy's fields or [log] access_format = \"combined\"");
                 }
             }
             "encode" => {
