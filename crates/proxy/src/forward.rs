@@ -128,7 +128,7 @@ impl Forwarder {
     /// Answers one request that arrived on `conn`.
     pub(crate) async fn handle(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         conn: &Arc<ConnInfo>,
         table: &RouteTable,
     ) -> Response<ProxyBody> {
@@ -139,7 +139,6 @@ impl Forwarder {
         };
         svc.stats.request();
         let origin = svc.cors.as_ref().map(|c| crate::cors::allowed_origin(c, req.headers()));
-        let mut req = req;
         let client = table.trusted().resolve(conn.client, &conn.client_ip, req.headers());
         table.trusted().strip_untrusted(&client, req.headers_mut());
         let mut outcome = Outcome { client: client.ip, user: None, upstream: None };
