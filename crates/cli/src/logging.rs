@@ -8,9 +8,14 @@ use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber for `run`.
 pub(crate) fn init(log: &Log) {
-    let filter = EnvFilter::try_from_env("SNIROUTER_LOG")
-        .or_else(|_| EnvFilter::try_new(&log.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let wanted = std::env::var("SNIROUTER_LOG").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| log.level.clone());
+    let filter = EnvFilter::try_new(&wanted).unwrap_or_else(|_| EnvFilter::new("info"));
+    // h2 warns once per hostile connection; the router sums those up itself
+    // (snirouter_proxy::refusals), so h2's own lines show only when asked for by name.
+    let filter = match "h2=error".parse() {
+        Ok(quiet_h2) if !wanted.contains("h2") => filter.add_directive(quiet_h2),
+        _ => filter,
+    };
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let tty = std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);

@@ -244,7 +244,26 @@ pub struct Limits {
     /// when set (at least 1), more requests wait for a free connection for at most
     /// `timeouts.upstream_response`, then get a `504` naming this key.
     pub max_upstream_connections: Option<usize>,
+    /// HTTP/2 streams one connection may have open at once (default 250, as Caddy
+    /// and Go; 1 ..= 1000). Clients queue more until one ends.
+    pub max_streams_per_connection: u32,
+    /// Answer bytes one connection may hold that its client has not read yet (default
+    /// 1 MiB): the connection's bodies wait for the client beyond it.
+    pub buffer_per_connection: usize,
+    /// The same across all connections of one client address, plus 128 KiB per request
+    /// in flight (default 32 MiB; `trusted_proxies` peers have no limit of their own).
+    pub buffer_per_client: usize,
+    /// The same across the process (default 256 MiB); beyond it, connections holding
+    /// more than 256 KiB wait, the others go on.
+    pub buffer_total: usize,
 }
+
+/// Smallest accepted `limits.buffer_*` value.
+pub(crate) const MIN_BUFFER_BYTES: usize = 64 * 1024;
+/// Largest accepted `limits.buffer_*` value.
+pub(crate) const MAX_BUFFER_BYTES: usize = 64 * 1024 * 1024 * 1024;
+/// Largest accepted `limits.max_streams_per_connection`.
+pub(crate) const MAX_STREAMS_PER_CONNECTION: u32 = 1000;
 
 /// Smallest accepted `limits.max_header_bytes`.
 pub const MIN_HEADER_BYTES: usize = 1024;
@@ -258,6 +277,10 @@ impl Default for Limits {
             max_connections: 20_000,
             max_connections_per_client: 1024,
             max_upstream_connections: None,
+            max_streams_per_connection: 250,
+            buffer_per_connection: 1024 * 1024,
+            buffer_per_client: 32 * 1024 * 1024,
+            buffer_total: 256 * 1024 * 1024,
         }
     }
 }

@@ -12,8 +12,8 @@ use toml_edit::{Item, Key, TableLike, Value};
 use crate::checks::{self, Problem};
 use crate::diag::Sink;
 use crate::schema::{
-    AccessFormat, Admin, Cache, Config, Limits, Listen, Log, LogFormat, MAX_HEADER_BYTES, MIN_HEADER_BYTES, Tailscale,
-    TailscaleApi, Timeouts,
+    AccessFormat, Admin, Cache, Config, Limits, Listen, Log, LogFormat, MAX_BUFFER_BYTES, MAX_HEADER_BYTES,
+    MAX_STREAMS_PER_CONNECTION, MIN_BUFFER_BYTES, MIN_HEADER_BYTES, Tailscale, TailscaleApi, Timeouts,
 };
 use crate::units;
 
@@ -39,8 +39,16 @@ const TIMEOUT_KEYS: &[&str] = &[
     "tunnel_idle",
     "cert_request",
 ];
-const LIMIT_KEYS: &[&str] =
-    &["max_header_bytes", "max_connections", "max_connections_per_client", "max_upstream_connections"];
+const LIMIT_KEYS: &[&str] = &[
+    "max_header_bytes",
+    "max_connections",
+    "max_connections_per_client",
+    "max_upstream_connections",
+    "max_streams_per_connection",
+    "buffer_per_connection",
+    "buffer_per_client",
+    "buffer_total",
+];
 const LOG_KEYS: &[&str] = &["format", "level", "access", "access_format", "access_file"];
 const ADMIN_KEYS: &[&str] = &["socket", "metrics_listen"];
 
@@ -670,7 +678,49 @@ impl Validator<'_> {
             limits.max_upstream_connections =
                 self.connection_count(e, "max_upstream_connections = 32, or remove the key for no limit (the default)");
         }
+        if let Some(e) = find(&fields, "max_streams_per_connection")
+            && let Some(n) = self.connection_count(e, "max_streams_per_connection = 250 (the default)")
+        {
+            match u32::try_from(n) {
+                Ok(n) if n <= MAX_STREAMS_PER_CONNECTION => limits.max_streams_per_connection = n,
+                _ => self.error(
+                    e.value_span(),
+                    &e.path,
+                    format!("max_streams_per_connection = {n} is out of range: it must be between 1 and {MAX_STREAMS_PER_CONNECTION}"),
+                    Some("write e.g. max_streams_per_connection = 250 (the default, as in Caddy; nginx uses 128)".to_owned()),
+                ),
+            }
+        }
+        for (key, default, slot) in [
+            ("buffer_per_connection", "\"1MiB\"", &mut limits.buffer_per_connection),
+            ("buffer_per_client", "\"32MiB\"", &mut limits.buffer_per_client),
+            ("buffer_total", "\"256MiB\"", &mut limits.buffer_total),
+        ] {
+            if let Some(e) = find(&fields, key)
+                && let Some(n) = self.buffer_size(e, key, default)
+            {
+                *slot = n;
+            }
+        }
         limits
+    }
+
+    /// A `limits.buffer_*` size, within [`MIN_BUFFER_BYTES`] ..= [`MAX_BUFFER_BYTES`].
+    fn buffer_size(&mut self, e: &Entry<'_>, key: &str, default: &str) -> Option<usize> {
+        let help = format!("write a byte count or a size, e.g. {key} = {default} (the default)");
+        let (bytes, shown) = self.size(e, &help, default)?;
+        match bytes.and_then(|n| usize::try_from(n).ok()) {
+            Some(n) if (MIN_BUFFER_BYTES..=MAX_BUFFER_BYTES).contains(&n) => Some(n),
+            _ => {
+                self.error(
+                    e.value_span(),
+                    &e.path,
+                    format!("{key} = {shown} is out of range: it must be between 64 KiB and 64 GiB"),
+                    Some(help),
+                );
+                None
+            }
+        }
     }
 
     /// A connection count: an integer of at least 1 (`example` is the help text).

@@ -55,3 +55,33 @@ fn tunnel_idle_is_optional_and_positive() {
         "{err}"
     );
 }
+
+#[test]
+fn buffer_budgets_and_streams_defaults_overrides_and_errors() {
+    let cfg = parse(BASE, "t.toml").expect("valid");
+    assert_eq!(cfg.limits.max_streams_per_connection, 250);
+    assert_eq!(cfg.limits.buffer_per_connection, 1 << 20);
+    assert_eq!(cfg.limits.buffer_per_client, 32 << 20);
+    assert_eq!(cfg.limits.buffer_total, 256 << 20);
+    let text = format!(
+        "{BASE}[limits]\nmax_streams_per_connection = 128\nbuffer_per_connection = \"256KiB\"\nbuffer_per_client = 8388608\nbuffer_total = \"1GiB\"\n"
+    );
+    let cfg = parse(&text, "t.toml").expect("valid");
+    assert_eq!(cfg.limits.max_streams_per_connection, 128);
+    assert_eq!(cfg.limits.buffer_per_connection, 256 << 10);
+    assert_eq!(cfg.limits.buffer_per_client, 8 << 20);
+    assert_eq!(cfg.limits.buffer_total, 1 << 30);
+    let text = format!(
+        "{BASE}[limits]\nmax_streams_per_connection = 5000\nbuffer_per_connection = \"1KiB\"\nbuffer_per_client = \"lots\"\nbuffer_total = true\n"
+    );
+    let err = parse(&text, "t.toml").expect_err("invalid").to_string();
+    for (line, key, why) in [
+        (6, "limits.max_streams_per_connection", "between 1 and 1000"),
+        (7, "limits.buffer_per_connection", "between 64 KiB and 64 GiB"),
+        (8, "limits.buffer_per_client", "invalid size"),
+        (9, "limits.buffer_total", "expected a size"),
+    ] {
+        assert!(err.contains(&format!("t.toml:{line}:")) && err.contains(key) && err.contains(why), "{key}: {err}");
+    }
+    assert!(err.contains("buffer_per_client = \"32MiB\" (the default)"), "the fix names the default: {err}");
+}

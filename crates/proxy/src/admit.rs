@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::budget::Level;
 use crate::client_limit::{ClientSlots, Slot};
 
 /// The connection limits and the count of open connections.
@@ -31,11 +32,11 @@ pub struct Admitted {
 
 impl Admission {
     /// At most `max_connections` in all and `per_client` from one address.
-    pub(crate) fn new(max_connections: usize, per_client: usize) -> Admission {
+    pub(crate) fn new(max_connections: usize, per_client: usize, buffer_per_client: usize) -> Admission {
         Admission {
             active: Arc::new(AtomicUsize::new(0)),
             max_connections,
-            per_client: Arc::new(ClientSlots::new(per_client)),
+            per_client: Arc::new(ClientSlots::new(per_client, buffer_per_client)),
         }
     }
 
@@ -47,9 +48,9 @@ impl Admission {
     }
 
     /// Admits a counted connection from `client`, or `None` when that address already
-    /// holds `max_connections_per_client` connections.
-    pub(crate) fn client(&self, counted: Counted, client: IpAddr) -> Option<Admitted> {
-        let slot = ClientSlots::admit(&self.per_client, client)?;
+    /// holds `max_connections_per_client` connections and is not a `trusted` proxy.
+    pub(crate) fn client(&self, counted: Counted, client: IpAddr, trusted: bool) -> Option<Admitted> {
+        let slot = ClientSlots::admit(&self.per_client, client, trusted)?;
         Some(Admitted { _counted: counted, _client: slot })
     }
 
@@ -69,6 +70,13 @@ impl Admission {
     }
 }
 
+impl Admitted {
+    /// The client's share of the memory budget.
+    pub(crate) fn client_budget(&self) -> &Arc<Level> {
+        self._client.budget()
+    }
+}
+
 impl Drop for Counted {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
@@ -81,16 +89,19 @@ mod tests {
 
     #[test]
     fn both_limits_hold_until_the_hold_is_dropped() {
-        let admission = Admission::new(2, 1);
+        let admission = Admission::new(2, 1, 1 << 20);
         let ip: IpAddr = "100.64.0.1".parse().expect("ip");
-        let first = admission.client(admission.accept().expect("first"), ip).expect("first client");
+        let first = admission.client(admission.accept().expect("first"), ip, false).expect("first client");
         let second = admission.accept().expect("second connection");
         assert!(admission.accept().is_none(), "a third is over max_connections");
         assert_eq!(admission.active(), 2, "the refused one is not counted");
-        assert!(admission.client(second, ip).is_none(), "a second from one address is over the per-client limit");
+        assert!(
+            admission.client(second, ip, false).is_none(),
+            "a second from one address is over the per-client limit"
+        );
         assert_eq!(admission.active(), 1, "a connection refused per client is uncounted");
         drop(first);
         assert_eq!(admission.active(), 0);
-        assert!(admission.client(admission.accept().expect("again"), ip).is_some(), "freed by the drop");
+        assert!(admission.client(admission.accept().expect("again"), ip, false).is_some(), "freed by the drop");
     }
 }

@@ -70,7 +70,7 @@ impl TrustedProxies {
     }
 
     /// Whether `ip` is a trusted proxy.
-    fn trusts(&self, ip: IpAddr) -> bool {
+    pub(crate) fn trusts(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.nets.iter().any(|n| n.contains(&ip))
     }

@@ -16,6 +16,11 @@
 //! Back-pressure is kept: a buffer over [`HIGH_WATER`] is written out before more is
 //! accepted, and a full socket makes both halves wait (the connection task is woken
 //! when the socket is writable again). `poll_shutdown` writes everything first.
+//!
+//! The buffer is also where the router can speak HTTP/2 itself: it follows the frame
+//! boundaries of what h2 writes, and when the connection's [`ResetDebt`] trips it
+//! appends `GOAWAY ENHANCE_YOUR_CALM` after h2's last complete frame, sends it, and
+//! fails every later read and write so that hyper ends the connection.
 
 use std::future::Future;
 use std::io;
@@ -24,6 +29,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::calm::ResetDebt;
 
 /// Buffered bytes above which a write first sends what is buffered.
 pub(crate) const HIGH_WATER: usize = 64 * 1024;
@@ -44,6 +51,81 @@ struct Shared<S> {
     owed: bool,
     /// A write error met by [`Batched`], reported on hyper's next write or flush.
     failed: Option<io::Error>,
+    /// Where h2's frames begin and end in what it wrote.
+    frames: Frames,
+    /// When to send `GOAWAY ENHANCE_YOUR_CALM`.
+    debt: Arc<ResetDebt>,
+    calm: Calm,
+}
+
+/// How far the `GOAWAY ENHANCE_YOUR_CALM` of a tripped connection got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Calm {
+    /// Not tripped.
+    No,
+    /// In the buffer: h2 may write no more.
+    Queued,
+    /// Sent: every read and write fails.
+    Sent,
+}
+
+/// Follows the frames h2 writes (a 9-byte header, then the payload it announces).
+#[derive(Debug, Default)]
+struct Frames {
+    head: [u8; 9],
+    head_len: usize,
+    /// Payload bytes of the current frame still to come.
+    left: usize,
+    /// The highest stream a HEADERS frame was sent on: the last stream processed.
+    last_stream: u32,
+}
+
+impl Frames {
+    const HEADERS: u8 = 0x1;
+
+    fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.left > 0 {
+                let n = self.left.min(data.len());
+                self.left -= n;
+                data = &data[n..];
+                continue;
+            }
+            let n = (9 - self.head_len).min(data.len());
+            self.head[self.head_len..self.head_len + n].copy_from_slice(&data[..n]);
+            self.head_len += n;
+            data = &data[n..];
+            if self.head_len == 9 {
+                let h = self.head;
+                self.left = usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
+                let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+                if h[3] == Self::HEADERS {
+                    self.last_stream = self.last_stream.max(stream);
+                }
+                self.head_len = 0;
+            }
+        }
+    }
+
+    fn at_boundary(&self) -> bool {
+        self.left == 0 && self.head_len == 0
+    }
+
+    /// `GOAWAY` (RFC 9113 §6.8) with `ENHANCE_YOUR_CALM` and a reason for the client's logs.
+    fn goaway(&self) -> Vec<u8> {
+        const DEBUG: &[u8] = b"too_many_resets";
+        const ENHANCE_YOUR_CALM: u32 = 0xb;
+        let len = 8 + DEBUG.len();
+        let mut frame = vec![0, 0, len as u8, 0x7, 0, 0, 0, 0, 0];
+        frame.extend_from_slice(&self.last_stream.to_be_bytes());
+        frame.extend_from_slice(&ENHANCE_YOUR_CALM.to_be_bytes());
+        frame.extend_from_slice(DEBUG);
+        frame
+    }
+}
+
+fn calmed() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, "sent GOAWAY ENHANCE_YOUR_CALM: too many streams reset")
 }
 
 impl<S: AsyncWrite + Unpin> Shared<S> {
@@ -77,6 +159,9 @@ impl<S: AsyncWrite + Unpin> Shared<S> {
         if let Some(e) = self.failed.take() {
             return Poll::Ready(Err(e));
         }
+        if self.calm != Calm::No {
+            return Poll::Ready(Err(calmed()));
+        }
         if self.buf.len() >= HIGH_WATER {
             ready!(self.poll_send(cx))?;
         }
@@ -85,9 +170,18 @@ impl<S: AsyncWrite + Unpin> Shared<S> {
 }
 
 /// Creates the two halves over `inner`: the stream to give hyper, and the wrapper for
-/// the connection future that hyper returns for it.
-pub(crate) fn wrap<S>(inner: S) -> (Coalesced<S>, Flusher<S>) {
-    let shared = Arc::new(Mutex::new(Shared { inner, buf: Vec::new(), sent: 0, owed: false, failed: None }));
+/// the connection future that hyper returns for it; `debt` says when to send GOAWAY.
+pub(crate) fn wrap<S>(inner: S, debt: Arc<ResetDebt>) -> (Coalesced<S>, Flusher<S>) {
+    let shared = Arc::new(Mutex::new(Shared {
+        inner,
+        buf: Vec::new(),
+        sent: 0,
+        owed: false,
+        failed: None,
+        frames: Frames::default(),
+        debt,
+        calm: Calm::No,
+    }));
     (Coalesced { shared: Arc::clone(&shared) }, Flusher { shared })
 }
 
@@ -116,7 +210,11 @@ impl<S> Flusher<S> {
 
 impl<S: AsyncRead + Unpin> AsyncRead for Coalesced<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut lock(&self.shared).inner).poll_read(cx, buf)
+        let mut shared = lock(&self.shared);
+        if shared.calm == Calm::Sent {
+            return Poll::Ready(Err(calmed()));
+        }
+        Pin::new(&mut shared.inner).poll_read(cx, buf)
     }
 }
 
@@ -125,6 +223,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesced<S> {
         let mut shared = lock(&self.shared);
         ready!(shared.poll_room(cx))?;
         shared.buf.extend_from_slice(data);
+        shared.frames.feed(data);
         Poll::Ready(Ok(data.len()))
     }
 
@@ -138,6 +237,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesced<S> {
         let mut n = 0;
         for b in bufs {
             shared.buf.extend_from_slice(b);
+            shared.frames.feed(b);
             n += b.len();
         }
         Poll::Ready(Ok(n))
@@ -182,6 +282,13 @@ impl<F: Future, S: AsyncWrite + Unpin> Future for Batched<F, S> {
         let this = self.project();
         let out = this.inner.poll(cx);
         let mut shared = lock(this.shared);
+        shared.debt.register(cx);
+        if shared.calm == Calm::No && shared.debt.tripped() && shared.frames.at_boundary() {
+            let goaway = shared.frames.goaway();
+            shared.buf.extend_from_slice(&goaway);
+            shared.calm = Calm::Queued;
+            shared.owed = true;
+        }
         if shared.owed {
             // Pending: the socket wakes this task when it can take more.
             if let Poll::Ready(Err(e)) = shared.poll_send_and_flush(cx) {
@@ -191,6 +298,11 @@ impl<F: Future, S: AsyncWrite + Unpin> Future for Batched<F, S> {
                     cx.waker().wake_by_ref();
                 }
             }
+        }
+        if shared.calm == Calm::Queued && !shared.owed {
+            // The GOAWAY is out: hyper ends on its next read or write.
+            shared.calm = Calm::Sent;
+            cx.waker().wake_by_ref();
         }
         out
     }
@@ -223,7 +335,7 @@ mod tests {
 
     #[tokio::test]
     async fn writes_and_flushes_of_one_poll_leave_as_one_write_at_its_end() {
-        let (mut io, flusher) = wrap(Counting { writes: 0, data: Vec::new() });
+        let (mut io, flusher) = wrap(Counting { writes: 0, data: Vec::new() }, ResetDebt::new());
         let mut polls = 0;
         // One "connection poll" that writes and flushes three frames, as h2 does.
         let conn = std::future::poll_fn(|cx| {
@@ -262,7 +374,7 @@ mod tests {
                 Poll::Ready(Ok(()))
             }
         }
-        let (mut io, flusher) = wrap(Broken);
+        let (mut io, flusher) = wrap(Broken, ResetDebt::new());
         let mut first = true;
         let conn = std::future::poll_fn(move |cx| {
             let mut io = Pin::new(&mut io);
@@ -282,9 +394,51 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_tripped_connection_gets_goaway_after_h2s_last_whole_frame() {
+        use std::task::Waker;
+        let debt = ResetDebt::new();
+        let (mut io, flusher) = wrap(Counting { writes: 0, data: Vec::new() }, Arc::clone(&debt));
+        // HEADERS on stream 5 (3 bytes of payload), then the first half of a DATA frame.
+        let headers = [0, 0, 3, 0x1, 0x4, 0, 0, 0, 5, 1, 2, 3];
+        let data_head = [0, 0, 4, 0x0, 0x0, 0, 0, 0, 5, 9, 9];
+        let mut step = 0;
+        let conn = std::future::poll_fn(|cx| {
+            let mut io = Pin::new(&mut io);
+            let chunk: &[u8] = match step {
+                0 => &headers,
+                1 => &data_head,
+                2 => &[9, 9],
+                _ => return io.as_mut().poll_write(cx, b"more").map(|r| r.map(|_| ())),
+            };
+            step += 1;
+            assert!(io.as_mut().poll_write(cx, chunk).is_ready());
+            assert!(io.as_mut().poll_flush(cx).is_ready());
+            Poll::Pending
+        });
+        let mut batched = std::pin::pin!(flusher.drive(conn));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(batched.as_mut().poll(&mut cx).is_pending());
+        for _ in 0..=crate::calm::CALM_AFTER {
+            drop(crate::calm::Answering::new(Arc::clone(&debt)));
+        }
+        assert!(debt.tripped());
+        assert!(batched.as_mut().poll(&mut cx).is_pending(), "mid-frame: no GOAWAY yet");
+        let shared = Arc::clone(&batched.shared);
+        assert_eq!(lock(&shared).inner.data.len(), headers.len() + data_head.len());
+        assert!(batched.as_mut().poll(&mut cx).is_pending(), "the frame completes, then GOAWAY");
+        let sent = lock(&shared).inner.data.clone();
+        let goaway = &sent[headers.len() + data_head.len() + 2..];
+        assert_eq!(&goaway[3..5], &[0x7, 0], "a GOAWAY frame");
+        assert_eq!(&goaway[9..13], &5u32.to_be_bytes(), "last stream: the last one answered");
+        assert_eq!(&goaway[13..17], &0xbu32.to_be_bytes(), "ENHANCE_YOUR_CALM");
+        let end = batched.as_mut().poll(&mut cx);
+        assert!(matches!(end, Poll::Ready(Err(ref e)) if e.kind() == io::ErrorKind::ConnectionAborted), "{end:?}");
+    }
+
+    #[tokio::test]
     async fn shutdown_writes_what_is_buffered_and_big_buffers_are_written_early() {
         let (a, mut b) = tokio::io::duplex(1 << 20);
-        let (mut io, _flusher) = wrap(a);
+        let (mut io, _flusher) = wrap(a, ResetDebt::new());
         let big = vec![7u8; HIGH_WATER + 10];
         io.write_all(&big).await.expect("write");
         io.write_all(b"tail").await.expect("write");

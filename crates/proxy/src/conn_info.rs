@@ -31,4 +31,9 @@ impl ConnInfo {
         let client_ip = HeaderValue::from_str(&client.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"));
         ConnInfo { client, sni, local, client_ip, _hold: hold }
     }
+
+    /// The client's share of the memory budget.
+    pub(crate) fn client_budget(&self) -> std::sync::Arc<crate::budget::Level> {
+        std::sync::Arc::clone(self._hold.client_budget())
+    }
 }

@@ -690,10 +690,10 @@ mod tests {
         assert_eq!(upgrade_protocol(Version::HTTP_11, &h), None);
     }
     fn conn(sni: &str) -> ConnInfo {
-        let admission = crate::admit::Admission::new(10, 10);
+        let admission = crate::admit::Admission::new(10, 10, 1 << 20);
         let counted = admission.accept().expect("admitted");
         let client: SocketAddr = "100.64.0.7:50000".parse().expect("addr");
-        let hold = admission.client(counted, client.ip()).expect("client slot");
+        let hold = admission.client(counted, client.ip(), false).expect("client slot");
         ConnInfo::new(client, sni.to_owned(), None, hold)
     }
 

@@ -13,6 +13,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+use crate::budget::ConnBudget;
+
 /// When bytes last moved, shared between the stream and its watchdog.
 #[derive(Debug)]
 pub(crate) struct Activity {
@@ -38,17 +40,36 @@ impl Activity {
     }
 }
 
-/// A stream that records activity on every successful read or write.
+/// A stream that records activity on every successful read or write, and credits
+/// what it writes to the connection's memory budget.
 #[derive(Debug)]
 pub(crate) struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
+    budget: Option<Arc<ConnBudget>>,
 }
 
 impl<S> Tracked<S> {
     /// Wraps `inner`.
     pub(crate) fn new(inner: S, activity: Arc<Activity>) -> Tracked<S> {
-        Tracked { inner, activity }
+        Tracked { inner, activity, budget: None }
+    }
+
+    /// Credits every write to `budget` (the HTTP stage's answers).
+    pub(crate) fn crediting(mut self, budget: Arc<ConnBudget>) -> Tracked<S> {
+        self.budget = Some(budget);
+        self
+    }
+
+    fn wrote(&self, res: &Poll<io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = res
+            && *n > 0
+        {
+            self.activity.touch();
+            if let Some(budget) = &self.budget {
+                budget.written(*n);
+            }
+        }
     }
 }
 
@@ -66,9 +87,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
 impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let res = Pin::new(&mut self.inner).poll_write(cx, data);
-        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
+        self.wrote(&res);
         res
     }
 
@@ -78,9 +97,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
+        self.wrote(&res);
         res
     }
 

@@ -25,6 +25,12 @@
 //! 6. after a `101`, [`tunnel`] joins the client and the upstream (WebSocket and other
 //!    upgrades) as a counted, drained connection of its own.
 //!
+//! Beside the stages: [`budget`] bounds the answers clients have asked for but not read
+//! (per connection, per client, per process) and the requests in flight; [`calm`] sends
+//! `GOAWAY ENHANCE_YOUR_CALM` to an HTTP/2 client that resets streams faster than they
+//! are answered; [`refusals`] logs every refused or closed connection once per kind and
+//! window in full and sums up the rest.
+//!
 //! `[listen] redirect_http` listeners answer plain HTTP with a `308` to `https://`
 //! ([`redirect`]).
 //!
@@ -37,6 +43,8 @@ pub mod access_log;
 mod admit;
 mod auth;
 mod body;
+mod budget;
+mod calm;
 mod client_addr;
 mod client_headers;
 mod client_limit;
@@ -60,6 +68,7 @@ mod passthrough;
 mod pool;
 pub mod proxy_header;
 mod redirect;
+mod refusals;
 mod routes;
 mod serve_http;
 mod server;

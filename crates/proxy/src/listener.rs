@@ -14,6 +14,7 @@ use crate::conn_info::ConnInfo;
 use crate::handshake::{Handshake, Outcome};
 use crate::metrics::{ConnectionLimit, HandshakeFailure as Hf};
 use crate::proxy_header::{self, Rejected};
+use crate::refusals::Kind;
 use crate::serve_http;
 use crate::server::Server;
 
@@ -54,14 +55,18 @@ impl Server {
                         Ok((stream, peer)) => (stream, canonical(peer)),
                         Err(e) => {
                             // EMFILE and friends: back off briefly instead of spinning.
-                            tracing::warn!(listener = ?local, error = %e, "accept failed");
+                            if self.refusals.note(Kind::AcceptFailed, std::net::Ipv4Addr::UNSPECIFIED.into()) {
+                                tracing::warn!(listener = ?local, error = %e, "accept failed");
+                            }
                             tokio::time::sleep(Duration::from_millis(50)).await;
                             continue;
                         }
                     };
                     let Some(counted) = self.admission.accept() else {
                         self.metrics.connection_refused(ConnectionLimit::MaxConnections);
-                        tracing::warn!(client = %peer, limit = self.admission.max_connections(), "connection refused: limits.max_connections reached");
+                        if self.refusals.note(Kind::MaxConnections, peer.ip()) {
+                            tracing::warn!(client = %peer, limit = self.admission.max_connections(), "connection refused: limits.max_connections reached");
+                        }
                         drop(stream);
                         continue;
                     };
@@ -177,11 +182,15 @@ impl Server {
             }
             Ok(Err((reason, cause))) => {
                 self.metrics.handshake_failed(reason);
-                tracing::info!(client = %client, cause = %cause, "TLS handshake refused");
+                if self.refusals.note(Kind::HandshakeRefused, client.ip()) {
+                    tracing::info!(client = %client, cause = %cause, "TLS handshake refused");
+                }
             }
             Err(_) => {
                 self.metrics.handshake_failed(Hf::Timeout);
-                tracing::info!(client = %client, "TLS handshake not completed within timeouts.tls_handshake");
+                if self.refusals.note(Kind::HandshakeTimeout, client.ip()) {
+                    tracing::info!(client = %client, "TLS handshake not completed within timeouts.tls_handshake");
+                }
             }
         }
     }
@@ -197,14 +206,23 @@ impl Server {
             Ok(client) => return Some(client),
             Err(Rejected::Untrusted) => {
                 self.metrics.handshake_failed(Hf::UntrustedProxy);
+                if !self.refusals.note(Kind::UntrustedProxy, peer.ip()) {
+                    return None;
+                }
                 tracing::warn!(peer = %peer, "closing connection: PROXY headers are taken only from listen.proxy_protocol_from (default: loopback). fix: add this peer there if it is your proxy");
             }
             Err(Rejected::Bad(e)) => {
                 self.metrics.handshake_failed(Hf::ProxyHeader);
+                if !self.refusals.note(Kind::BadProxyHeader, peer.ip()) {
+                    return None;
+                }
                 tracing::warn!(peer = %peer, cause = %e, "closing connection: bad PROXY header");
             }
             Err(Rejected::Timeout) => {
                 self.metrics.handshake_failed(Hf::ProxyHeader);
+                if !self.refusals.note(Kind::ProxyHeaderTimeout, peer.ip()) {
+                    return None;
+                }
                 tracing::warn!(peer = %peer, timeout_ms = timeout.as_millis() as u64, "closing connection: no PROXY header within timeouts.proxy_header");
             }
         }
@@ -213,9 +231,12 @@ impl Server {
 
     /// `limits.max_connections_per_client` for `client` (`None`: refused, counted, logged).
     fn admit_client(&self, counted: Counted, client: SocketAddr) -> Option<crate::admit::Admitted> {
-        let admitted = self.admission.client(counted, client.ip());
+        let trusted = self.routes.load().trusted().trusts(client.ip());
+        let admitted = self.admission.client(counted, client.ip(), trusted);
         if admitted.is_none() {
             self.metrics.connection_refused(ConnectionLimit::MaxConnectionsPerClient);
+        }
+        if admitted.is_none() && self.refusals.note(Kind::MaxConnectionsPerClient, client.ip()) {
             tracing::warn!(
                 client = %client,
                 limit = self.admission.max_per_client(),

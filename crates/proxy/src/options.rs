@@ -29,6 +29,14 @@ pub struct ProxyOptions {
     pub max_connections_per_client: usize,
     /// Requests in flight to one upstream address (`None`: no cap).
     pub max_upstream_connections: Option<usize>,
+    /// HTTP/2 streams open at once on one connection.
+    pub max_streams_per_connection: u32,
+    /// Unread answer bytes one connection may hold (`budget.rs`).
+    pub buffer_per_connection: usize,
+    /// The same for all connections of one client address.
+    pub buffer_per_client: usize,
+    /// The same across the process.
+    pub buffer_total: usize,
     /// Peers whose PROXY headers `proxy_protocol` listeners accept.
     pub proxy_senders: proxy_header::Senders,
     /// `[log] access_format`.
@@ -52,6 +60,10 @@ impl ProxyOptions {
             max_connections: cfg.limits.max_connections,
             max_connections_per_client: cfg.limits.max_connections_per_client,
             max_upstream_connections: cfg.limits.max_upstream_connections,
+            max_streams_per_connection: cfg.limits.max_streams_per_connection,
+            buffer_per_connection: cfg.limits.buffer_per_connection,
+            buffer_per_client: cfg.limits.buffer_per_client,
+            buffer_total: cfg.limits.buffer_total,
             proxy_senders: proxy_header::Senders::new(cfg.listen.proxy_senders()),
             access_format: cfg.log.access_format,
             access_file: cfg.log.access_file.clone(),

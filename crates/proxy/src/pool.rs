@@ -13,7 +13,13 @@
 //!   fast enough to serve it within [`PATIENCE`], and never longer than that. While it
 //!   connects it still takes a released connection that comes first (and drops the
 //!   half-open one). At most [`MAX_CONNECTING`] requests per upstream and thread
-//!   connect at once;
+//!   connect at once. A connect runs as a task of its own: a request that goes away
+//!   meanwhile (a client that reset its stream) leaves the new connection to the next
+//!   request instead of throwing it away;
+//! * a request that goes away after it was sent leaves its exchange to finish in the
+//!   background — an answer of up to [`DRAIN_LIMIT`] within [`DRAIN_TIME`] is read and
+//!   dropped, and the connection stays in the pool — so a client resetting its streams
+//!   cannot make the router open an upstream connection per stream;
 //! * a connection whose response has ended goes to the oldest waiting request, else to
 //!   the idle list: at most [`MAX_IDLE_PER_UPSTREAM`] per upstream and thread, closed
 //!   after [`IDLE_TIMEOUT`] unused. This bounds pooling, never a request.
@@ -26,8 +32,14 @@
 //! at the connections that keep it busy (docs/benchmarks.md).
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
@@ -52,6 +64,10 @@ pub(crate) const MAX_CONNECTING: usize = 4;
 pub(crate) const MAX_IDLE_PER_UPSTREAM: usize = 32;
 /// An idle connection unused for this long is closed.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// The most of an abandoned answer read to keep its connection.
+pub(crate) const DRAIN_LIMIT: usize = 64 * 1024;
+/// The longest an abandoned answer is waited for to keep its connection.
+pub(crate) const DRAIN_TIME: Duration = Duration::from_secs(1);
 
 type Sender = http1::SendRequest<UpstreamBody>;
 
@@ -159,15 +175,61 @@ enum Found {
     Queued(oneshot::Receiver<Sender>),
 }
 
-/// Counts one request connecting to an upstream while it lives.
-struct Connecting<'a> {
-    pool: &'a Pool,
-    key: &'a Key,
+/// Counts one connect to an upstream while it lives.
+struct Connecting {
+    pool: Arc<Pool>,
+    key: Key,
 }
 
-impl Drop for Connecting<'_> {
+impl Drop for Connecting {
     fn drop(&mut self) {
-        self.pool.with_entry(self.key, |e| e.connecting -= 1);
+        self.pool.with_entry(&self.key, |e| e.connecting -= 1);
+    }
+}
+
+/// A request sent upstream whose answer has not arrived yet, with its connection.
+/// Dropped before the answer (the client went away), the exchange finishes in the
+/// background so that the connection can be used again (see the module docs).
+struct Answer<F: Future<Output = hyper::Result<Response<Incoming>>> + Send + 'static> {
+    pending: Option<(Pin<Box<F>>, Lease)>,
+}
+
+impl<F: Future<Output = hyper::Result<Response<Incoming>>> + Send + 'static> Future for Answer<F> {
+    type Output = Result<(Response<Incoming>, Lease), UpstreamError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some((fut, _)) = self.pending.as_mut() else { return Poll::Pending };
+        let result = ready!(fut.as_mut().poll(cx));
+        let Some((_, lease)) = self.pending.take() else { return Poll::Pending };
+        Poll::Ready(result.map(|r| (r, lease)).map_err(UpstreamError::Http))
+    }
+}
+
+impl<F: Future<Output = hyper::Result<Response<Incoming>>> + Send + 'static> Drop for Answer<F> {
+    fn drop(&mut self) {
+        let Some((fut, lease)) = self.pending.take() else { return };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(drain(fut, lease));
+        }
+    }
+}
+
+/// Reads an abandoned answer to its end (at most [`DRAIN_LIMIT`] within
+/// [`DRAIN_TIME`]) and returns its connection to the pool; else the connection closes.
+async fn drain(answer: impl Future<Output = hyper::Result<Response<Incoming>>>, lease: Lease) {
+    let read = async {
+        let mut body = answer.await.ok()?.into_body();
+        let mut seen = 0;
+        while let Some(frame) = body.frame().await {
+            seen += frame.ok()?.data_ref().map_or(0, Bytes::len);
+            if seen > DRAIN_LIMIT {
+                return None;
+            }
+        }
+        Some(())
+    };
+    if let Ok(Some(())) = tokio::time::timeout(DRAIN_TIME, read).await {
+        lease.finish();
     }
 }
 
@@ -191,12 +253,12 @@ impl Pool {
         let mut sender = self.acquire(&key, &uri).await?;
         // Origin servers get the origin form (RFC 9112 §3.2.1), not the absolute URI.
         *req.uri_mut() = uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")).into();
-        let response = sender.send_request(req).await?;
-        Ok((response, Lease { pool: Arc::clone(self), key, sender }))
+        let answer = Box::pin(sender.send_request(req));
+        Answer { pending: Some((answer, Lease { pool: Arc::clone(self), key, sender })) }.await
     }
 
     /// A ready connection to `key`: idle, released by another request, or new.
-    async fn acquire(&self, key: &Key, uri: &Uri) -> Result<Sender, UpstreamError> {
+    async fn acquire(self: &Arc<Self>, key: &Key, uri: &Uri) -> Result<Sender, UpstreamError> {
         loop {
             let mut released = match self.idle_or_queue(key) {
                 Found::Idle(sender) => sender,
@@ -215,7 +277,7 @@ impl Pool {
     /// Waits in the queue, connecting when releases would not serve it within
     /// [`PATIENCE`]; `None` when the queue entry was lost (try again).
     async fn wait_or_connect(
-        &self,
+        self: &Arc<Self>,
         key: &Key,
         uri: &Uri,
         mut rx: oneshot::Receiver<Sender>,
@@ -223,17 +285,23 @@ impl Pool {
         let mut impatient = false;
         loop {
             let pause = match self.start_connecting(key, impatient) {
-                Ok(_connecting) => {
+                Ok(connecting) => {
+                    let (connect, mut connected) = self.spawn_connect(connecting, uri.clone());
                     tokio::select! {
                         biased;
-                        released = &mut rx => return Ok(released.ok()),
-                        connected = self.connect(uri) => {
+                        released = &mut rx => {
+                            // The half-open connection is not needed.
+                            connect.abort();
+                            return Ok(released.ok());
+                        }
+                        result = &mut connected => {
                             // A connection released to us meanwhile goes to the next request.
                             rx.close();
                             if let Ok(extra) = rx.try_recv() {
                                 self.put(key, extra);
                             }
-                            return connected.map(Some);
+                            let result = result.unwrap_or_else(|_| Err(UpstreamError::Connect("the connect task ended".into())));
+                            return result.map(Some);
                         }
                     }
                 }
@@ -276,7 +344,7 @@ impl Pool {
     /// request within [`PATIENCE`] (and it is not `impatient`, having waited that long)
     /// or [`MAX_CONNECTING`] requests are connecting; then how long to wait before
     /// asking again.
-    fn start_connecting<'a>(&'a self, key: &'a Key, impatient: bool) -> Result<Connecting<'a>, Duration> {
+    fn start_connecting(self: &Arc<Self>, key: &Key, impatient: bool) -> Result<Connecting, Duration> {
         self.with_entry(key, |e| {
             let soon = e.releases.expected_wait(e.waiters.len()).is_some_and(|w| w <= PATIENCE);
             if soon && !impatient {
@@ -288,7 +356,25 @@ impl Pool {
             e.connecting += 1;
             Ok(())
         })?;
-        Ok(Connecting { pool: self, key })
+        Ok(Connecting { pool: Arc::clone(self), key: key.clone() })
+    }
+
+    /// Connects to `uri` in a task of its own, which ends with sending the result.
+    /// If nobody waits for it any more (the request went away, not aborting it), the
+    /// new connection goes to the pool.
+    fn spawn_connect(
+        self: &Arc<Self>,
+        connecting: Connecting,
+        uri: Uri,
+    ) -> (tokio::task::JoinHandle<()>, oneshot::Receiver<Result<Sender, UpstreamError>>) {
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            let result = connecting.pool.connect(&uri).await;
+            if let Err(Ok(sender)) = tx.send(result) {
+                connecting.pool.put(&connecting.key, sender);
+            }
+        });
+        (task, rx)
     }
 
     async fn connect(&self, uri: &Uri) -> Result<Sender, UpstreamError> {
@@ -381,6 +467,29 @@ mod tests {
         let body = resp.into_body().collect().await.expect("body").to_bytes();
         lease.finish();
         body
+    }
+
+    #[tokio::test]
+    async fn requests_that_go_away_leave_their_connections_to_the_next() {
+        let release = Arc::new(Notify::new());
+        let (base, connections) = backend(Arc::clone(&release)).await;
+        let pool = pool();
+        // Cancelled while connecting (a reset stream): the connect goes on, into the pool.
+        for _ in 0..50 {
+            let mut request = std::pin::pin!(pool.request(get(&base, "/")));
+            let waker = std::task::Waker::noop();
+            let _ = request.as_mut().poll(&mut Context::from_waker(waker));
+        }
+        // Cancelled after it was sent: the answer is read in the background.
+        for _ in 0..50 {
+            let sent = tokio::time::timeout(Duration::from_millis(1), pool.request(get(&base, "/hold")));
+            let _ = sent.await;
+            release.notify_waiters();
+        }
+        release.notify_waiters();
+        assert_eq!(exchange(&pool, &base, "/").await, "ok");
+        let opened = connections.load(Ordering::SeqCst);
+        assert!(opened <= 2 * MAX_CONNECTING, "100 abandoned requests opened {opened} connections");
     }
 
     #[tokio::test]

@@ -18,10 +18,14 @@ use tokio_rustls::server::TlsStream;
 use http::header;
 
 use crate::access_log::Outcome;
+use crate::budget::{Budgeted, ConnBudget};
+use crate::calm::{Answering, ResetDebt};
 use crate::conn_info::ConnInfo;
 use crate::metrics::{AccessRecord, MeteredBody};
 use crate::options::ProxyOptions;
+use crate::refusals::Kind;
 use crate::server::Server;
+use crate::upstream::BoxError;
 use crate::{coalesce, idle};
 
 /// Serves HTTP on `tls` until the client closes, the server shuts down (`graceful`) or
@@ -34,26 +38,80 @@ where
     let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let client = info.client;
     let opts = router.options();
+    let budget = ConnBudget::new(opts.buffer_per_connection, info.client_budget(), Arc::clone(&router.budget));
+    let debt = is_h2.then(ResetDebt::new);
     let service = {
         let router = Arc::clone(router);
+        let budget = Arc::clone(&budget);
+        let debt = debt.clone();
         hyper::service::service_fn(move |req| {
             let router = Arc::clone(&router);
             let info = Arc::clone(&info);
+            let budget = Arc::clone(&budget);
+            let answering = debt.clone().map(Answering::new);
             // Boxed: the exchange's state machine is large, and hyper and tokio move the
             // service future several times while spawning a stream; a box moves as a pointer.
-            Box::pin(async move { Ok::<_, std::convert::Infallible>(exchange(&router, req, &info).await) })
+            Box::pin(async move {
+                if answering.is_some() {
+                    // hyper drops a stream reset meanwhile here, before any work (calm.rs).
+                    tokio::task::yield_now().await;
+                }
+                let hold = budget.request().await;
+                let resp = exchange(&router, req, &info).await;
+                if let Some(answering) = answering {
+                    answering.answered();
+                }
+                Ok::<_, std::convert::Infallible>(resp.map(|b| Budgeted::new(b, hold)))
+            })
         })
     };
     let builder = builder(opts, is_h2);
     let activity = idle::Activity::new();
-    let tracked = idle::Tracked::new(tls, Arc::clone(&activity));
-    if is_h2 {
-        let (io, flusher) = coalesce::wrap(tracked);
-        let conn = graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned());
-        drive(flusher.drive(conn), &activity, opts.idle_timeout, client).await;
-    } else {
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tracked), service);
-        drive(graceful.watch(conn.into_owned()), &activity, opts.idle_timeout, client).await;
+    let tracked = idle::Tracked::new(tls, Arc::clone(&activity)).crediting(Arc::clone(&budget));
+    let end = match debt {
+        Some(debt) => {
+            let (io, flusher) = coalesce::wrap(tracked, Arc::clone(&debt));
+            let conn = graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned());
+            let end = drive(flusher.drive(conn), &activity, opts.idle_timeout, client).await;
+            if debt.tripped() { End::Calmed } else { end }
+        }
+        None => {
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tracked), service);
+            drive(graceful.watch(conn.into_owned()), &activity, opts.idle_timeout, client).await
+        }
+    };
+    report(router, end, client, budget.unwritten());
+}
+
+/// How a client connection ended, as far as the log and the metrics care.
+enum End {
+    /// Closed by either side, or after an error that is not the client's doing.
+    Closed,
+    /// `timeouts.idle` passed without a byte moving.
+    Idle,
+    /// The router sent `GOAWAY ENHANCE_YOUR_CALM` for streams reset faster than answered.
+    Calmed,
+    /// h2 refused the client's frames with a connection error (`GOAWAY`): the reason
+    /// sent, and h2's words.
+    Refused(h2::Reason, String),
+}
+
+/// Logs and counts a connection's end: client abuse through the summarizing log.
+fn report(router: &Server, end: End, client: SocketAddr, unwritten: usize) {
+    let (kind, cause) = match end {
+        End::Closed => return,
+        End::Idle => {
+            if unwritten > 0 {
+                router.budget.closed_holding.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            return;
+        }
+        End::Calmed => (Kind::ResetFlood, "too many streams reset before they were answered".to_owned()),
+        End::Refused(h2::Reason::ENHANCE_YOUR_CALM, cause) => (Kind::ResetFlood, cause),
+        End::Refused(_, cause) => (Kind::Protocol, cause),
+    };
+    if router.refusals.note(kind, client.ip()) {
+        tracing::warn!(client = %client, kind = kind.label(), cause = %cause, "hostile HTTP/2 client: sent GOAWAY and closed the connection");
     }
 }
 
@@ -98,6 +156,10 @@ async fn exchange(
     resp.map(|b| MeteredBody::new(b, access))
 }
 
+/// The most h2 queues for one stream before it stops taking its body (hyper's default
+/// is 400 KiB); what a connection queues in all is bounded by its budget (`budget.rs`).
+const H2_SEND_BUFFER: usize = 64 * 1024;
+
 /// hyper's server for one protocol, with the limits of `opts`.
 fn builder(opts: &ProxyOptions, is_h2: bool) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -111,23 +173,47 @@ fn builder(opts: &ProxyOptions, is_h2: bool) -> auto::Builder<TokioExecutor> {
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(opts.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(opts.max_streams_per_connection)
+        .max_send_buf_size(H2_SEND_BUFFER)
         .keep_alive_interval(Some(Duration::from_secs(30)));
     if is_h2 { builder.http2_only() } else { builder.http1_only() }
 }
 
+/// The h2 error in an error's chain, if there is one.
+fn h2_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a h2::Error> {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return Some(h2);
+        }
+        source = err.source();
+    }
+    None
+}
+
 /// Runs a client connection until it ends or `idle_timeout` passes without a byte moving.
-pub(crate) async fn drive<E: std::fmt::Display>(
-    conn: impl Future<Output = Result<(), E>>,
+async fn drive(
+    conn: impl Future<Output = Result<(), BoxError>>,
     activity: &idle::Activity,
     idle_timeout: Duration,
     client: SocketAddr,
-) {
+) -> End {
     tokio::select! {
-        result = conn => if let Err(e) = result {
-            tracing::debug!(client = %client, error = %e, "connection ended with an error");
+        result = conn => match result {
+            Ok(()) => End::Closed,
+            Err(e) => {
+                tracing::debug!(client = %client, error = %e, "connection ended with an error");
+                match h2_cause(&*e) {
+                    Some(h2) if h2.is_go_away() && h2.is_library() => {
+                        End::Refused(h2.reason().unwrap_or(h2::Reason::PROTOCOL_ERROR), h2.to_string())
+                    }
+                    _ => End::Closed,
+                }
+            }
         },
         _ = idle::expired(activity, idle_timeout) => {
             tracing::debug!(client = %client, idle_secs = idle_timeout.as_secs(), "closing idle connection (timeouts.idle)");
+            End::Idle
         }
     }
 }
@@ -179,7 +265,8 @@ mod tests {
                 let tls = ServerTls::new(Arc::clone(&server.certs)).expect("tls");
                 let outcome = Handshake { routes: &routes, certs: &server.certs, tls: &tls }.run(server_io).await;
                 let Ok(Outcome::Terminated(stream, sni)) = outcome else { panic!("terminated") };
-                let hold = server.admission.client(server.admission.accept().expect("slot"), [127, 0, 0, 1].into());
+                let hold =
+                    server.admission.client(server.admission.accept().expect("slot"), [127, 0, 0, 1].into(), false);
                 let client = "100.64.0.9:40000".parse().expect("addr");
                 let info = Arc::new(ConnInfo::new(client, sni, None, hold.expect("admitted")));
                 let shutdown = GracefulShutdown::new();

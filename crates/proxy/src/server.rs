@@ -11,9 +11,11 @@ use snirouter_certs::CertStore;
 
 use crate::access_log::{AccessLog, OpenError};
 use crate::admit::Admission;
+use crate::budget::ProcessBudget;
 use crate::forward::Forwarder;
 use crate::metrics::Metrics;
 use crate::options::ProxyOptions;
+use crate::refusals::Refusals;
 use crate::routes::RouteTable;
 use crate::tls::ServerTls;
 use crate::workers::Workers;
@@ -37,6 +39,10 @@ pub struct Server {
     pub(crate) forwarder: Forwarder,
     pub(crate) opts: ProxyOptions,
     pub(crate) admission: Admission,
+    /// The process-wide memory budget for unread answers.
+    pub(crate) budget: Arc<ProcessBudget>,
+    /// Refused and closed connections, for the summarizing log and the metrics.
+    pub(crate) refusals: Arc<Refusals>,
     pub(crate) metrics: Metrics,
     /// The access log (`[log] access`, per service `access_log`).
     pub(crate) access_log: Arc<AccessLog>,
@@ -74,7 +80,9 @@ impl Server {
             certs,
             tls,
             forwarder: Forwarder::new(&opts, whois)?,
-            admission: Admission::new(opts.max_connections, opts.max_connections_per_client),
+            admission: Admission::new(opts.max_connections, opts.max_connections_per_client, opts.buffer_per_client),
+            budget: ProcessBudget::new(opts.buffer_total),
+            refusals: Refusals::new(),
             opts,
             metrics: Metrics::default(),
             access_log,
@@ -102,6 +110,8 @@ impl Server {
     pub fn render_metrics(&self, out: &mut crate::metrics::Exposition) {
         crate::metrics::render_router(&self.metrics, self.active_connections(), &self.routes.load(), out);
         crate::metrics::render_access_log(self.access_log.counters(), out);
+        self.budget.render(out);
+        self.refusals.render(out);
     }
 
     /// Server-wide counters (handshake failures).
