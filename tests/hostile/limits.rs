@@ -11,7 +11,7 @@ use crate::{raw_exchange, status_of, tls_config};
 const WAIT: Duration = Duration::from_secs(60);
 
 /// Prometheus text from the router's admin socket.
-async fn admin_metrics(env: &Env) -> String {
+pub(crate) async fn admin_metrics(env: &Env) -> String {
     let out = tokio::process::Command::new("curl")
         .args(["-sS", "--max-time", "10", "--unix-socket"])
         .arg(&env.admin_socket)

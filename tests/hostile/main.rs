@@ -10,6 +10,7 @@
 mod harness;
 
 mod faults;
+mod h2;
 mod limits;
 mod smuggling;
 
