@@ -17,6 +17,11 @@ lint:
 bench:
     bash bench/run.sh
 
+# Hostile HTTP/2 (slow readers, Rapid Reset paced and not, floods, HPACK bomb, slow
+# ClientHellos) against nginx, HAProxy, Caddy 2.11 and snirouter; see docs/reliability.md.
+hostile-h2:
+    bash bench/hostile.sh
+
 # Validate a config file.
 check config:
     cargo run -p snirouter -- check --config {{config}}

@@ -981,4 +981,7 @@ main() {
     log "report written to $OUT"
 }
 
-main "$@"
+# bench/hostile.sh sources this file for its helpers; only a direct run benchmarks.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+    main "$@"
+fi

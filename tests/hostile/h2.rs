@@ -113,10 +113,14 @@ async fn a_client_that_never_reads_cannot_grow_the_router_past_its_budget() {
 
 /// Streams opened and cancelled in batches of 10, each batch only once the last was
 /// read (under h2's limit of 20 pending resets), for 10 s on 2 connections at a time,
-/// while an ordinary client asks the same upstream every 250 ms.
+/// while an ordinary client asks the same upstream every 250 ms — with the upstream
+/// capped at 64 requests in flight (`limits.max_upstream_connections`), where every
+/// slot an abandoned request kept would be one an ordinary request waits for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paced_rapid_reset_neither_floods_the_upstream_nor_starves_others() {
-    let env = Env::start(EnvOptions::default()).await;
+    let mut opts = EnvOptions::default();
+    opts.extra_services = "[limits]\nmax_upstream_connections = 64\n".into();
+    let env = Env::start(opts).await;
     env.wait_serving("grafana", WAIT).await;
     let upstream = &env.backends[0];
     let connections_before = upstream.connections();
