@@ -274,9 +274,36 @@ let
   accessFile = finalSettings.log.access_file or null;
   inLogsDirectory = accessFile != null && lib.hasPrefix "/var/log/snirouter/" accessFile;
 
+  # tailscaled lets only root (and its operator) write the serve config and prefs: a
+  # non-root router leaves the sync to a privileged ExecStartPre (below).
+  syncAsRoot = cfg.manageServices && cfg.user != "root";
+
+  # [listen] keys a reload cannot apply (beside the sections in restartSections).
+  restartListen = {
+    proxy_protocol_from = finalSettings.listen.proxy_protocol_from or null;
+  };
+
+  # [domains] certificates under /var/lib/acme/NAME of a security.acme certificate, however
+  # the domain was written (acmeHost, or cert_dir/cert in `settings`): the router reads them.
+  acmeNameOf =
+    d:
+    let
+      dir = d.cert_dir or (if d ? cert then dirOf d.cert else null);
+    in
+    if dir != null && lib.hasPrefix "/var/lib/acme/" dir then baseNameOf dir else null;
+  readableAcmeHosts = lib.unique (
+    acmeHosts
+    ++ builtins.filter (h: h != null && config.security.acme.certs ? ${h}) (
+      map acmeNameOf (lib.attrValues (finalSettings.domains or { }))
+    )
+  );
+
+  # Names under [domains], whichever way they were written: they need an https listener.
+  publicNames = lib.concatMap (s: s.names or [ ]) (lib.attrValues (finalSettings.services or { }));
+
   generated = {
     tailscale = {
-      manage_services = cfg.manageServices;
+      manage_services = cfg.manageServices && !syncAsRoot;
     }
     // optionalAttrs (api.clientIdFile != null) {
       api = {
@@ -310,7 +337,9 @@ let
   # on this host, and HTTPS listeners there take those connections. A wildcard listener on
   # the same port already does for its family (binding both would fail).
   hp = cfg.hairpin;
-  hairpinNames = mapAttrsToList (n: s: if s.fqdn != null then s.fqdn else "${n}.${hp.tailnet}") cfg.services;
+  # Every service of the final settings, typed or written as TOML in `settings`.
+  settingsServices = (lib.recursiveUpdate generated cfg.settings).services or { };
+  hairpinNames = mapAttrsToList (n: s: s.fqdn or "${n}.${hp.tailnet}") settingsServices;
   hairpinFamilies = [
     {
       address = "127.0.0.1";
@@ -574,7 +603,7 @@ in
     manageServices = mkOption {
       type = types.bool;
       default = false;
-      description = "Sync the Tailscale Services (advertise, serve-config handlers) at start (`[tailscale] manage_services`).";
+      description = "Sync the Tailscale Services (advertise, serve-config handlers) at every start. tailscaled lets only root and its operator write them, so for a non-root `user` the module runs `snirouter services sync` as root in the unit's ExecStartPre (the router itself keeps `[tailscale] manage_services` off); as root the router syncs itself.";
     };
 
     tailscaleApi = {
@@ -613,6 +642,10 @@ in
         message = "services.snirouter.fail2ban reads the access log file: set services.snirouter.accessLog.enable = true (with accessLog.file, default /var/log/snirouter/access.log).";
       }
       {
+        assertion = publicNames == [ ] || (finalSettings.listen.https or [ ]) != [ ];
+        message = "services.snirouter: public names (${builtins.concatStringsSep ", " publicNames}) need a TLS listener, and there is none: tailscaled forwards only Tailscale Service names. Set services.snirouter.settings.listen.https = [ \"0.0.0.0:443\" ]; (with openFirewall = true; for the LAN) or [ \"127.0.0.1:443\" ] for a tunnel on this host.";
+      }
+      {
         assertion = (api.clientIdFile == null) == (api.clientSecretFile == null);
         message = "services.snirouter.tailscaleApi: set both clientIdFile and clientSecretFile, or neither.";
       }
@@ -642,8 +675,8 @@ in
           description = "snirouter TLS router";
         };
       })
-      (mkIf (cfg.user != "root" && acmeHosts != [ ]) {
-        ${cfg.user}.extraGroups = map (h: config.security.acme.certs.${h}.group) acmeHosts;
+      (mkIf (cfg.user != "root" && readableAcmeHosts != [ ]) {
+        ${cfg.user}.extraGroups = lib.unique (map (h: config.security.acme.certs.${h}.group) readableAcmeHosts);
       })
     ];
     users.groups = mkIf (cfg.group == "snirouter") { snirouter = { }; };
@@ -697,10 +730,15 @@ in
       ++ map (h: "acme-finished-${h}.target") acmeHosts;
       # A new config file is picked up with SIGHUP; what a reload cannot apply restarts.
       reloadTriggers = [ checkedConfig ];
-      restartTriggers = [ (builtins.toJSON restartSections) ];
+      restartTriggers = [ (builtins.toJSON (restartSections // { listen = restartListen; })) ];
       serviceConfig = {
         Type = "notify";
         NotifyAccess = "main";
+        # `+`: this line alone runs as root (tailscaled's write access); `-`: a tailscaled
+        # that is not up yet does not keep the router from serving.
+        ExecStartPre = mkIf syncAsRoot [
+          "-+${lib.getExe cfg.package} services sync --config /etc/snirouter/config.toml"
+        ];
         ExecStart = "${lib.getExe cfg.package} run --config /etc/snirouter/config.toml";
         ExecReload = "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
         WatchdogSec = "30s";

@@ -103,3 +103,45 @@ fn demo_runs_end_to_end_and_cleans_up() {
     assert!(stdout.contains("curl --cacert"), "{stdout}");
     assert!(!work.join("tailscaled.sock").exists(), "the simulated socket is removed");
 }
+
+const SMALL: &str =
+    "[listen]\nhttps = [\"127.0.0.1:8443\"]\n[services.grafana]\nupstream = \"http://127.0.0.1:3000\"\n";
+
+/// `check --print` writes the JSON alone to stdout (so `| jq` works); the "ok" line goes
+/// to standard error.
+#[test]
+fn check_print_is_json_alone_on_stdout() {
+    let dir = temp_dir("check-print");
+    let path = dir.path().join("ok.toml");
+    std::fs::write(&path, SMALL).expect("write");
+    let out = snirouter(&["check", "--print", "--config", path.to_str().expect("utf8")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is JSON: {e}\n{}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(json["services"][0]["name"], "grafana");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ok — 1 service(s)"));
+}
+
+/// Output into a pipe whose reader has gone (`| head -1`, a pager quit early) ends the
+/// command quietly: no panic, no backtrace, exit status 0.
+#[test]
+fn a_closed_pipe_ends_output_quietly() {
+    let dir = temp_dir("check-pipe");
+    let path = dir.path().join("ok.toml");
+    std::fs::write(&path, SMALL).expect("write");
+    let (err, rc) = (dir.path().join("stderr"), dir.path().join("rc"));
+    // `true` exits at once; the router writes only after it has (the sleep), into a pipe
+    // without a reader.
+    let script = format!(
+        "(sleep 0.3; RUST_BACKTRACE=1 {} check --print --config {} 2>{}; echo $? >{}) | true",
+        env!("CARGO_BIN_EXE_snirouter"),
+        path.display(),
+        err.display(),
+        rc.display()
+    );
+    let status = Command::new("sh").arg("-c").arg(&script).status().expect("sh");
+    assert!(status.success());
+    let stderr = std::fs::read_to_string(&err).expect("stderr");
+    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&rc).expect("rc").trim(), "0");
+}

@@ -151,12 +151,11 @@ fn module_renders_a_config_that_snirouter_accepts() {
     let toml =
         nix.eval("toml", &["--argstr", "errorPages", pages]).unwrap_or_else(|e| panic!("evaluation failed:\n{e}"));
     let toml = toml.as_str().expect("toml is a string");
-    let stdout = assert_check_accepts(dir.path(), toml, &["--print"]);
-    assert!(stdout.contains("ok — 14 service(s), 2 TLS listener(s)"), "{stdout}");
+    assert!(assert_check_accepts(dir.path(), toml, &[]).contains("ok — 14 service(s), 2 TLS listener(s)"));
 
-    // What the typed options became, as snirouter understood it.
-    let json_end = stdout.rfind('}').expect("--print JSON");
-    let cfg: serde_json::Value = serde_json::from_str(&stdout[..=json_end]).expect("check --print JSON");
+    // What the typed options became, as snirouter understood it (`--print`: JSON alone).
+    let stdout = assert_check_accepts(dir.path(), toml, &["--print"]);
+    let cfg: serde_json::Value = serde_json::from_str(&stdout).expect("check --print JSON");
     let svc = |name: &str| -> &serde_json::Value {
         cfg["services"]
             .as_array()
@@ -179,7 +178,7 @@ fn module_renders_a_config_that_snirouter_accepts() {
     assert!(svc("grafana")["allow"].is_null(), "no allow: everyone who reaches it");
     assert_eq!(svc("sonarr")["names"], serde_json::json!(["sonarr.arsfeld.one"]));
     assert_eq!(cfg["domains"][0]["cert"], "/var/lib/acme/arsfeld.one/fullchain.pem");
-    assert_eq!(cfg["tailscale"]["manage_services"], true);
+    assert_eq!(cfg["tailscale"]["manage_services"], false, "the router runs as snirouter: root syncs before it");
     assert_eq!(cfg["tailscale"]["api"]["client_id_file"], "/run/credentials/snirouter.service/tailscale-client-id");
     assert_eq!(cfg["limits"]["max_header_bytes"], 5_000_000);
     assert_eq!(cfg["cache"]["dir"], "/var/lib/snirouter");
@@ -239,6 +238,50 @@ fn unit_is_hardened_and_tailscaled_may_hand_out_certificates() {
     assert_eq!(nix.eval("users", &[]).expect("users")["snirouter"]["isSystemUser"], true);
 }
 
+/// tailscaled lets only root and its operator write the serve config: the module runs the
+/// sync as root before the unprivileged router starts, and the router does not try.
+#[test]
+fn a_non_root_router_gets_its_services_synced_by_root_and_restarts_for_listener_trust() {
+    let nix = nix_or_skip!();
+    let unit = nix.eval("unit", &[]).unwrap_or_else(|e| panic!("evaluation failed:\n{e}"));
+    let pre = unit["serviceConfig"]["ExecStartPre"].as_array().cloned().unwrap_or_default();
+    assert!(
+        pre.iter()
+            .any(|c| c.as_str().is_some_and(|c| c.starts_with("-+")
+                && c.ends_with("/bin/snirouter services sync --config /etc/snirouter/config.toml"))),
+        "ExecStartPre: {pre:?}"
+    );
+    let toml = nix.eval("toml", &[]).expect("toml");
+    assert!(toml.as_str().is_some_and(|t| t.contains("manage_services = false")), "{toml}");
+    let triggers = unit["restartTriggers"].to_string();
+    assert!(triggers.contains("proxy_protocol_from"), "a changed proxy_protocol_from restarts: {triggers}");
+    let as_root = r#"{ services.snirouter.user = "root"; }"#;
+    let unit = nix.eval("unit", &["--arg", "extraConfig", as_root]).expect("unit as root");
+    assert!(unit["serviceConfig"].get("ExecStartPre").is_none_or(|p| p.is_null()), "{unit}");
+    let toml = nix.eval("toml", &["--arg", "extraConfig", as_root]).expect("toml as root");
+    assert!(toml.as_str().is_some_and(|t| t.contains("manage_services = true")), "{toml}");
+}
+
+/// The migration guide's "take it as is" route: services and domains written as TOML in
+/// `settings` get the same hairpin names and certificate access as typed ones.
+#[test]
+fn services_and_domains_written_as_settings_get_hairpin_names_and_certificate_access() {
+    let nix = nix_or_skip!();
+    let extra = r#"{
+        security.acme.certs."example.org" = { domain = "*.example.org"; group = "acme-example"; };
+        services.snirouter.settings.domains."example.org".cert_dir = "/var/lib/acme/example.org";
+        services.snirouter.settings.services.wiki = { upstream = "http://127.0.0.1:8080"; names = [ "wiki.example.org" ]; };
+        services.snirouter.hairpin = { enable = true; tailnet = "bat-boa.ts.net"; };
+    }"#;
+    let args = ["--arg", "extraConfig", extra];
+    let hosts = nix.eval("hosts", &args).unwrap_or_else(|e| panic!("evaluation failed:\n{e}"));
+    let loopback = hosts["127.0.0.1"].as_array().cloned().unwrap_or_default();
+    assert!(loopback.contains(&"wiki.bat-boa.ts.net".into()), "the TOML service is sent to loopback: {hosts}");
+    assert!(loopback.contains(&"grafana.bat-boa.ts.net".into()), "{hosts}");
+    let groups = &nix.eval("users", &args).expect("users")["snirouter"]["extraGroups"];
+    assert!(groups.as_array().is_some_and(|g| g.contains(&"acme-example".into())), "read access: {groups}");
+}
+
 #[test]
 fn assertions_and_type_errors_explain_themselves() {
     let nix = nix_or_skip!();
@@ -258,6 +301,10 @@ fn assertions_and_type_errors_explain_themselves() {
         (
             "{ services.snirouter.acmeHost = \"nowhere.org\"; }",
             "acmeHost [\"nowhere.org\"] is not in security.acme.certs",
+        ),
+        (
+            "{ lib, ... }: { services.snirouter.settings.listen.https = lib.mkForce [ ]; }",
+            "public names (sonarr.arsfeld.one) need a TLS listener",
         ),
     ];
     for (extra, needle) in cases {
@@ -284,7 +331,7 @@ fn acme_host_gives_every_service_its_public_name_with_read_access_and_reloads() 
     let toml = toml.as_str().expect("toml is a string");
     // The build-time check passes although /var/lib/acme is not there (a warning).
     let stdout = assert_check_accepts(dir.path(), toml, &["--print"]);
-    let cfg: serde_json::Value = serde_json::from_str(&stdout[..=stdout.rfind('}').expect("json")]).expect("json");
+    let cfg: serde_json::Value = serde_json::from_str(&stdout).expect("json");
     let domain = &cfg["domains"][0];
     assert_eq!(domain["name"], "arsfeld.one");
     assert_eq!(domain["cert"], "/var/lib/acme/arsfeld.one/fullchain.pem");

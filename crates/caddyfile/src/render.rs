@@ -16,6 +16,11 @@ pub(crate) fn render(m: &Model) -> String {
     out.push_str("# tailscaled's serve handler of every Tailscale Service forwards TCP 443 here with a PROXY v2\n");
     out.push_str("# header (docs/tailnet-setup.md; `snirouter services plan` shows the steps).\n");
     out.push_str("proxy_protocol = [\"127.0.0.1:8443\"]\n");
+    if !m.domains.is_empty() {
+        out.push_str("# The public names under [domains] come in as Caddy's sites did: on port 443 (the LAN, a\n");
+        out.push_str("# port forward, or a tunnel on this host); tailscaled forwards only Service names above.\n");
+        out.push_str("https = [\"0.0.0.0:443\"]\n");
+    }
 
     if let Some((size, _)) = &m.max_header_size {
         out.push_str("\n[limits]\n");

@@ -280,6 +280,8 @@ fn both_halves_of_a_gateway_become_names_and_domains() {
     assert!(cfg.defaults.forward_auth.is_none(), "the tailnet names need no login");
     let svc = |n: &str| cfg.services.iter().find(|s| s.name == n).expect(n);
     assert_eq!(svc("grafana").names, ["grafana.arsfeld.one"]);
+    assert_eq!(cfg.listen.https, ["0.0.0.0:443".parse().expect("addr")], "the public sites keep a way in");
+    assert!(cfg.warnings().iter().all(|w| !w.message.contains("no listener")), "{:#?}", cfg.warnings());
     assert!(!svc("grafana").bypass_auth && svc("jellyfin").bypass_auth, "jellyfin's public site had no forward_auth");
     assert_eq!(svc("sonarr").request_headers.remove, ["x-middleware-subrequest"]);
     assert_eq!(svc("sonarr").error_pages_upstream.as_deref(), Some(&[500, 503][..]), "handle_response @error");

@@ -901,13 +901,17 @@ fn version_at_least(version: &str, major: u32, minor: u32) -> Option<bool> {
     Some((got_major, got_minor) >= (major, minor))
 }
 
+/// How local clients reach the services by name (the NixOS option is `hairpin.enable`).
+const HAIRPIN_FIX: &str = "send the names to loopback (`snirouter hosts >> /etc/hosts`; NixOS: \
+    services.snirouter.hairpin.enable = true) and take loopback connections: \"127.0.0.1:443\" and \"[::1]:443\" \
+    in [listen] https";
+
 /// `doctor`'s hairpin checks: one line per name once any name is sent to loopback,
 /// else one line saying local clients cannot reach the services by name.
 async fn hairpin_checks(config: &Config, names: &[String], out: &mut Vec<Check>) {
     let resolved: Vec<(&String, hairpin::Resolved)> =
         names.iter().zip(hairpin::resolve_all(config, names).await).collect();
-    let fix = "send the names to loopback (`snirouter hosts >> /etc/hosts`; NixOS: services.snirouter.hairpin = true) \
-               and take loopback connections: \"127.0.0.1:443\" and \"[::1]:443\" in [listen] https";
+    let fix = HAIRPIN_FIX;
     if resolved.iter().all(|(_, r)| matches!(r, hairpin::Resolved::Elsewhere(_))) {
         let example = resolved.first().map_or_else(String::new, |(n, r)| match r {
             hairpin::Resolved::Elsewhere(how) => format!(" ({n} {how})"),
@@ -949,6 +953,14 @@ async fn hairpin_checks(config: &Config, names: &[String], out: &mut Vec<Check>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hairpin_fix_names_the_module_option_that_exists() {
+        assert!(HAIRPIN_FIX.contains("services.snirouter.hairpin.enable = true"), "{HAIRPIN_FIX}");
+        let module = include_str!("../../../nix/module.nix");
+        let block = module.split("    hairpin = {").nth(1).expect("the module has a hairpin option set");
+        assert!(block.trim_start().starts_with("enable = "), "hairpin.enable is the option");
+    }
 
     #[test]
     fn tailscaled_versions_compare_by_major_and_minor() {

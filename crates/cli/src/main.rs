@@ -16,6 +16,7 @@ mod import_cmd;
 mod logging;
 mod model;
 #[cfg(feature = "demo")]
+mod pipe;
 mod probe;
 mod reload;
 mod rlimit;
@@ -112,6 +113,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    pipe::quiet_when_closed();
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config, print } => check(&config, print),
@@ -183,7 +185,14 @@ fn check(path: &std::path::Path, print: bool) -> ExitCode {
                 return ExitCode::from(1);
             }
             let listeners = cfg.listen.https.len() + cfg.listen.proxy_protocol.len();
-            println!("{}: ok — {} service(s), {} TLS listener(s)", path.display(), cfg.services.len(), listeners);
+            let ok =
+                format!("{}: ok — {} service(s), {} TLS listener(s)", path.display(), cfg.services.len(), listeners);
+            // With --print, stdout is the JSON alone (`check --print | jq`).
+            if print {
+                eprintln!("{ok}");
+            } else {
+                println!("{ok}");
+            }
             ExitCode::SUCCESS
         }
         Err(diags) => {

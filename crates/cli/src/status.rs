@@ -3,7 +3,7 @@
 //! Exit codes of `status`: 0 every service is serving; 1 at least one is not (no
 //! certificate, or an upstream down); 2 the config given with `--config` is invalid or
 //! the answer could not be read; 3 snirouter is not running (nothing answers on the
-//! admin socket).
+//! admin socket); 4 the admin socket exists but this user may not use it.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -20,7 +20,9 @@ use crate::model::{ServiceStatus, StatusReport};
 pub(crate) const DEFAULT_CONFIG: &str = "/etc/snirouter/config.toml";
 
 /// Exit code when the daemon is not running.
-pub(crate) const EXIT_NOT_RUNNING: u8 = 3;
+const EXIT_NOT_RUNNING: u8 = 3;
+/// Exit code when this user may not use the admin socket.
+const EXIT_NO_PERMISSION: u8 = 4;
 
 /// Why the admin socket could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -57,9 +59,14 @@ pub(crate) enum AdminError {
 impl AdminError {
     /// The process exit code for this error.
     pub(crate) fn exit_code(&self) -> ExitCode {
+        ExitCode::from(self.code())
+    }
+
+    fn code(&self) -> u8 {
         match self {
-            AdminError::NotRunning { .. } | AdminError::Permission { .. } => ExitCode::from(EXIT_NOT_RUNNING),
-            AdminError::Protocol { .. } => ExitCode::from(2),
+            AdminError::NotRunning { .. } => EXIT_NOT_RUNNING,
+            AdminError::Permission { .. } => EXIT_NO_PERMISSION,
+            AdminError::Protocol { .. } => 2,
         }
     }
 }
@@ -378,4 +385,22 @@ fn row(s: &ServiceStatus, _now: u64) -> [String; 7] {
         },
         if s.serving { "serving".to_owned() } else { "NOT SERVING".to_owned() },
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_running_and_not_permitted_have_their_own_exit_codes() {
+        let path = PathBuf::from("/run/snirouter/admin.sock");
+        let refused = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let not_running = AdminError::NotRunning { path: path.clone(), source: refused };
+        assert_eq!(not_running.code(), 3);
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let permission = AdminError::Permission { path, source: denied };
+        assert_eq!(permission.code(), 4);
+        let text = permission.to_string();
+        assert!(!text.contains("not running") && text.contains("run as root or as a member of the group"), "{text}");
+    }
 }

@@ -60,12 +60,15 @@ pub fn parse(source: &str, origin: &str) -> Result<Config, Diagnostics> {
     let doc = match toml_edit::Document::parse(source) {
         Ok(doc) => doc,
         Err(e) => {
-            sink.error(
-                e.span().as_ref(),
-                "",
-                format!("TOML syntax error: {}", e.message().trim_end()),
-                Some("fix the TOML syntax at this position; see https://toml.io".to_owned()),
-            );
+            let span = e.span();
+            let (message, help) = match span.as_ref().and_then(|s| duplicate_table(source, s.start)) {
+                Some(found) => found,
+                None => (
+                    format!("TOML syntax error: {}", e.message().trim_end()),
+                    "fix the TOML syntax at this position; see https://toml.io".to_owned(),
+                ),
+            };
+            sink.error(span.as_ref(), "", message, Some(help));
             return Err(Diagnostics(sink.finish()));
         }
     };
@@ -79,6 +82,29 @@ pub fn parse(source: &str, origin: &str) -> Result<Config, Diagnostics> {
         problems.sort_by_key(|d| (d.line == 0, d.line, d.column));
     }
     if problems.is_empty() { Ok(config) } else { Err(Diagnostics(problems)) }
+}
+
+/// A table header at `at` that an earlier line already opened (`[services.grafana]`
+/// twice): the message naming the table and its first line, and the fix.
+fn duplicate_table(source: &str, at: usize) -> Option<(String, String)> {
+    let header = |line: &str| {
+        let t = line.trim();
+        let inner = t.strip_prefix('[')?.split(']').next()?;
+        (!inner.starts_with('['))
+            .then(|| inner.split('.').map(|p| p.trim().trim_matches('"')).collect::<Vec<_>>().join("."))
+    };
+    let start = source[..at.min(source.len())].rfind('\n').map_or(0, |i| i + 1);
+    let line = source[start..].lines().next()?;
+    let table = header(line)?;
+    let first = source[..start].lines().position(|l| header(l).as_deref() == Some(table.as_str()))? + 1;
+    let what = match table.strip_prefix("services.") {
+        Some(name) => format!("service {name:?} is defined twice"),
+        None => format!("table [{table}] is defined twice"),
+    };
+    Some((
+        format!("{what}: [{table}] was already opened at line {first}"),
+        format!("merge the two [{table}] tables into one, or give one of them another name"),
+    ))
 }
 
 /// Reads and validates a configuration file; an I/O error becomes a single [`Diagnostic`]
@@ -168,7 +194,27 @@ impl Config {
     pub fn warnings(&self) -> Vec<Diagnostic> {
         let mut out: Vec<Diagnostic> = self.services.iter().filter_map(|s| self.any_origin_warning(s)).collect();
         out.extend(self.services.iter().filter_map(|s| self.tunnel_warning(s)));
+        out.extend(self.unreachable_names_warning());
         out
+    }
+
+    /// Public names (`names` under `[domains]`) with no `[listen] https` listener: tailscaled
+    /// forwards only Tailscale Service names to the PROXY listener, so nobody could reach them.
+    fn unreachable_names_warning(&self) -> Option<Diagnostic> {
+        if !self.listen.https.is_empty() {
+            return None;
+        }
+        let first = self.services.iter().find(|s| !s.names.is_empty())?;
+        let names: Vec<&str> = self.services.iter().flat_map(|s| s.names.iter().map(String::as_str)).collect();
+        Some(self.warning(
+            first,
+            "names",
+            format!(
+                "no listener can reach the public names ({}): [listen] has no https listener, and tailscaled forwards only Tailscale Service names to the PROXY listener",
+                names.join(", ")
+            ),
+            "add a TLS listener under [listen]: https = [\"0.0.0.0:443\"] for the LAN and a port forward, or https = [\"127.0.0.1:443\"] for a tunnel on this host (NixOS: services.snirouter.settings.listen.https)".to_owned(),
+        ))
     }
 
     fn warning(&self, s: &Service, key: &str, message: String, help: String) -> Diagnostic {

@@ -345,7 +345,8 @@ impl AccessFormat {
 pub struct Admin {
     /// Unix socket path (default [`DEFAULT_ADMIN_SOCKET`]); created mode 0660.
     pub socket: PathBuf,
-    /// TCP address serving `GET /metrics` only (default none: no TCP admin port).
+    /// TCP address serving the read-only endpoints — `GET /metrics`, the status page
+    /// `GET /` and `GET /status` — never reload (default none: no TCP admin port).
     pub metrics_listen: Option<SocketAddr>,
 }
 

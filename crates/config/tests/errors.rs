@@ -747,3 +747,15 @@ fn trusted_proxies_client_ip_headers_access_log_and_deny_say_what_is_wrong() {
     ]));
     assert!(alone.message.contains("none are configured") && alone.line == 3, "{alone:?}");
 }
+
+#[test]
+fn a_service_defined_twice_names_the_service_and_its_first_line() {
+    let src = "[listen]\nhttps = [\"127.0.0.1:8443\"]\n\n[services.grafana]\nupstream = \"http://127.0.0.1:3000\"\n\n[services.jellyfin]\nupstream = \"http://127.0.0.1:8096\"\n\n[services.grafana]\nupstream = \"http://127.0.0.1:3001\"\n";
+    let err = snirouter_config::parse(src, "t.toml").expect_err("duplicate").to_string();
+    assert!(
+        err.starts_with("t.toml:10:")
+            && err.contains("service \"grafana\" is defined twice: [services.grafana] was already opened at line 4"),
+        "{err}"
+    );
+    assert!(err.contains("merge the two [services.grafana] tables"), "{err}");
+}

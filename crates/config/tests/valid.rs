@@ -437,3 +437,25 @@ passthrough = "127.0.0.1:8200"
     assert_eq!(g.error_pages_upstream.as_deref(), Some(&[500, 503][..]));
     assert!(cfg.services[1].request_headers.is_empty(), "passthrough services see no HTTP");
 }
+
+#[test]
+fn public_names_without_a_tls_listener_are_a_warning_that_names_the_fix() {
+    let src = r#"
+[listen]
+proxy_protocol = ["127.0.0.1:8444"]
+
+[domains."example.com"]
+cert_dir = "/var/lib/acme/example.com"
+
+[services.grafana]
+upstream = "http://127.0.0.1:3000"
+names = ["grafana.example.com"]
+allow = ["100.64.0.0/10"]
+"#;
+    let warnings = ok(src).warnings();
+    let w = warnings.iter().find(|w| w.message.contains("no listener can reach")).expect("the warning");
+    assert!(w.message.contains("grafana.example.com") && w.key_path == "services.grafana.names", "{w}");
+    assert!(w.help.as_deref().is_some_and(|h| h.contains("https = [\"0.0.0.0:443\"")), "{w}");
+    let with_listener = src.replace("[listen]\n", "[listen]\nhttps = [\"0.0.0.0:443\"]\n");
+    assert!(ok(&with_listener).warnings().iter().all(|w| !w.message.contains("no listener")));
+}

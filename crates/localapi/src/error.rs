@@ -29,14 +29,14 @@ pub enum Error {
         path: PathBuf,
     },
 
-    /// The socket file exists but nobody listens on it (`ECONNREFUSED`): a stale socket.
-    #[error(
-        "connection refused on tailscaled socket {} (the file exists but nothing listens: stale socket or tailscaled restarting)",
-        path.display()
-    )]
+    /// The path exists but nobody listens on it (`ECONNREFUSED`): a stale socket, or a
+    /// path that is not a socket at all.
+    #[error("{}", refused_text(path, *not_a_socket))]
     SocketRefused {
         /// The socket path that was tried.
         path: PathBuf,
+        /// What the path is instead of a socket ("a directory", "a regular file"), if so.
+        not_a_socket: Option<&'static str>,
     },
 
     /// This process may not connect to the socket (`EACCES`/`EPERM`).
@@ -356,7 +356,12 @@ impl Error {
                  or set [tailscale] socket = \"/path/to/tailscaled.sock\" in the snirouter config",
                 path.display()
             ),
-            Error::SocketRefused { path } => format!(
+            Error::SocketRefused { path, not_a_socket: Some(_) } => format!(
+                "set [tailscale] socket to tailscaled's socket instead of {} (by default \
+                 /run/tailscale/tailscaled.sock; tailscaled's --socket flag says where it is)",
+                path.display()
+            ),
+            Error::SocketRefused { path, not_a_socket: None } => format!(
                 "{} is a stale socket (tailscaled crashed or is restarting); restart tailscaled \
                  (systemctl restart tailscaled) or point [tailscale] socket at the live socket",
                 path.display()
@@ -383,8 +388,12 @@ impl Error {
                         .to_owned()
                 } else {
                     format!(
-                        "this call needs write access to tailscaled: run snirouter as root, or make {user} the \
-                         operator (tailscale set --operator={user})"
+                        "this call needs write access to tailscaled, which only root and tailscaled's operator have: \
+                         run `snirouter services sync` as root and leave [tailscale] manage_services off (the NixOS \
+                         module does this before every start with manageServices = true; a systemd unit can with \
+                         ExecStartPre=-+/usr/local/bin/snirouter services sync --config /etc/snirouter/config.toml), \
+                         or make {user} the operator (tailscale set --operator={user}; it may then change every \
+                         tailscaled setting)"
                     )
                 }
             }
@@ -612,12 +621,38 @@ pub(crate) fn from_transport(err: reqwest::Error, socket: &Path, what: &str, tim
     }
 }
 
+/// `connect(2)` to a path that is not a socket also answers `ECONNREFUSED`: what it is
+/// instead, when it exists and is not a socket.
+fn not_a_socket(path: &Path) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = std::fs::metadata(path).ok()?.file_type();
+    match () {
+        () if kind.is_socket() => None,
+        () if kind.is_dir() => Some("a directory"),
+        () if kind.is_file() => Some("a regular file"),
+        () => Some("not a socket"),
+    }
+}
+
+fn refused_text(path: &Path, not_a_socket: Option<&str>) -> String {
+    match not_a_socket {
+        Some(what) => format!("tailscaled socket {} is {what}, not a socket", path.display()),
+        None => format!(
+            "connection refused on tailscaled socket {} (the file exists but nothing listens: stale socket or tailscaled restarting)",
+            path.display()
+        ),
+    }
+}
+
 /// Maps the connect-time io error kinds that have a dedicated variant.
 pub(crate) fn socket_error_for_kind(kind: io::ErrorKind, socket: &Path) -> Option<Error> {
     let path = socket.to_path_buf();
     match kind {
         io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => Some(Error::SocketMissing { path }),
-        io::ErrorKind::ConnectionRefused => Some(Error::SocketRefused { path }),
+        io::ErrorKind::ConnectionRefused => {
+            let not_a_socket = not_a_socket(&path);
+            Some(Error::SocketRefused { path, not_a_socket })
+        }
         io::ErrorKind::PermissionDenied => Some(Error::SocketPermission { path }),
         _ => None,
     }
@@ -759,7 +794,9 @@ mod tests {
         assert!(
             matches!(&e, Error::AccessDenied { endpoint, body } if endpoint == "serve-config" && body == "serve config denied")
         );
-        assert!(e.fix().unwrap().contains("operator"));
+        let fix = e.fix().unwrap();
+        assert!(fix.contains("run `snirouter services sync` as root") && fix.contains("ExecStartPre=-+"), "{fix}");
+        assert!(fix.contains("tailscale set --operator="), "{fix}");
 
         let body = b"must be root, or be an operator and able to run 'sudo tailscale' to serve a path or Unix socket\n";
         let e = classify("serve-config", None, 401, None, body);
@@ -800,6 +837,16 @@ mod tests {
             b"invalid validity parameter: time: invalid duration \"x\"\n",
         );
         assert!(matches!(&e, Error::Daemon { status: 400, body } if body.starts_with("invalid validity parameter")));
+    }
+
+    #[test]
+    fn a_socket_path_that_is_a_directory_is_called_one() {
+        let dir = std::env::temp_dir();
+        let e = socket_error_for_kind(io::ErrorKind::ConnectionRefused, &dir).expect("mapped");
+        let text = e.to_string();
+        assert!(text.ends_with("is a directory, not a socket") && !text.contains("stale"), "{text}");
+        let fix = e.fix().expect("a fix");
+        assert!(fix.contains("set [tailscale] socket") && !fix.contains("restart tailscaled"), "{fix}");
     }
 
     #[test]

@@ -561,7 +561,7 @@ async fn socket_refused_stale_file() {
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap()); // leaves the file behind
         assert!(path.exists());
         let e = LocalClient::new(&path).unwrap().status().await.unwrap_err();
-        assert!(matches!(&e, Error::SocketRefused { path: p } if *p == path), "{e:?}");
+        assert!(matches!(&e, Error::SocketRefused { path: p, not_a_socket: None } if *p == path), "{e:?}");
         assert!(e.fix().unwrap().contains("restart tailscaled"));
         assert!(e.kind().is_transient());
     })
