@@ -145,3 +145,27 @@ fn a_closed_pipe_ends_output_quietly() {
     assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
     assert_eq!(std::fs::read_to_string(&rc).expect("rc").trim(), "0");
 }
+
+/// `error_pages` that is not there is a warning (the same file is checked at a NixOS build
+/// on another machine); one that is a file is an error.
+#[test]
+fn error_pages_are_checked_on_the_host_not_when_parsing() {
+    let dir = temp_dir("check-pages");
+    let page = dir.path().join("404.html");
+    std::fs::write(&page, "x").expect("write");
+    let path = dir.path().join("c.toml");
+    let config = |pages: &str| format!("{SMALL}error_pages = \"{pages}\"\n");
+    std::fs::write(&path, config("/nonexistent/snirouter-errors")).expect("write");
+    let out = snirouter(&["check", "--config", path.to_str().expect("utf8")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning: services.grafana.error_pages: /nonexistent/snirouter-errors not checked here"),
+        "{err}"
+    );
+    std::fs::write(&path, config(&page.display().to_string())).expect("write");
+    let out = snirouter(&["check", "--config", path.to_str().expect("utf8")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is a file, not a directory"), "{err}");
+}

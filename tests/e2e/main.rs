@@ -10,6 +10,7 @@ mod access;
 mod certs_lifecycle;
 mod check_cmd;
 mod core_routing;
+mod doc_examples;
 mod domains;
 mod hairpin;
 mod headers;

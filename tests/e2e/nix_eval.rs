@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 
 use crate::harness::{TempDir, temp_dir};
 
-fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
@@ -29,12 +29,12 @@ fn nixpkgs_lib() -> PathBuf {
 }
 
 /// `nix-instantiate` with a private state dir, or `None` when it is not installed.
-struct Nix {
+pub(crate) struct Nix {
     state: TempDir,
 }
 
 impl Nix {
-    fn find() -> Option<Nix> {
+    pub(crate) fn find() -> Option<Nix> {
         match Command::new("nix-instantiate").arg("--version").output() {
             Ok(o) if o.status.success() => Some(Nix { state: temp_dir("nix-state") }),
             Ok(o) => panic!("nix-instantiate --version failed: {}", String::from_utf8_lossy(&o.stderr)),
@@ -43,7 +43,7 @@ impl Nix {
         }
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         let conf = self.state.path().join("conf");
         std::fs::create_dir_all(&conf).expect("mkdir nix conf dir");
         Command::new("nix-instantiate")
@@ -61,7 +61,7 @@ impl Nix {
 
     /// `--eval --strict --json` of `nix/tests/eval` with `args`, attribute `attr`, under
     /// the vendored nixpkgs lib.
-    fn eval(&self, attr: &str, args: &[&str]) -> Result<serde_json::Value, String> {
+    pub(crate) fn eval(&self, attr: &str, args: &[&str]) -> Result<serde_json::Value, String> {
         let lib = nixpkgs_lib();
         let lib = lib.to_str().expect("utf-8 path");
         let mut all = vec!["--eval", "--strict", "--json", "--readonly-mode", "nix/tests/eval", "-A", attr];

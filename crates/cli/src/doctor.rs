@@ -197,6 +197,19 @@ fn file_checks(config: &Config, out: &mut Vec<Check>) {
             }
         });
     }
+    for (key, dir) in config.error_page_dirs() {
+        let problem = match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => None,
+            Ok(_) => Some("is a file, not a directory".to_owned()),
+            Err(e) => Some(format!("cannot be read: {e}")),
+        };
+        if let Some(problem) = problem {
+            let detail = format!("{} {problem}: every page falls back to the built-in text", dir.display());
+            let fix = "create the directory with 404.html, 500.html, 502.html, 503.html and/or 504.html, readable by \
+                       the user snirouter runs as, or fix the path";
+            out.push(check(Level::Warn, key, detail, Some(fix.to_owned())));
+        }
+    }
 }
 
 /// Check 2: the socket answers. Certificate permission is decided later, by the first

@@ -184,6 +184,10 @@ fn check(path: &std::path::Path, print: bool) -> ExitCode {
                 eprintln!("{}: the certificate files above cannot be served", path.display());
                 return ExitCode::from(1);
             }
+            if !check_error_pages(&cfg) {
+                eprintln!("{}: the error_pages above cannot be used", path.display());
+                return ExitCode::from(1);
+            }
             let listeners = cfg.listen.https.len() + cfg.listen.proxy_protocol.len();
             let ok =
                 format!("{}: ok — {} service(s), {} TLS listener(s)", path.display(), cfg.services.len(), listeners);
@@ -225,6 +229,29 @@ fn check_cert_files(cfg: &snirouter_config::Config) -> bool {
                 eprintln!("error: domains.{domain:?}: {error}\n  help: {fix}");
                 ok = false;
             }
+        }
+    }
+    ok
+}
+
+/// Prints what is wrong with the `error_pages` directories; `false` when one is a file.
+/// A directory that is not there is a warning, for the same reason as certificate files.
+fn check_error_pages(cfg: &snirouter_config::Config) -> bool {
+    let mut ok = true;
+    for (key, dir) in cfg.error_page_dirs() {
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                eprintln!(
+                    "error: {key}: {} is a file, not a directory\n  help: point it at the directory holding 404.html, 502.html, …",
+                    dir.display()
+                );
+                ok = false;
+            }
+            Err(e) => eprintln!(
+                "warning: {key}: {} not checked here: {e}\n  help: create it on the host (404.html, 500.html, 502.html, 503.html, 504.html; missing pages fall back to the built-in text); `snirouter doctor` checks it there",
+                dir.display()
+            ),
         }
     }
     ok

@@ -198,6 +198,21 @@ impl Config {
         out
     }
 
+    /// Every `error_pages` directory with the key that names it (`defaults.error_pages`,
+    /// `services.NAME.error_pages`), for the checks that look at the host's files.
+    pub fn error_page_dirs(&self) -> Vec<(String, &std::path::Path)> {
+        let mut out: Vec<(String, &std::path::Path)> =
+            self.defaults.error_pages.iter().map(|p| ("defaults.error_pages".to_owned(), p.as_path())).collect();
+        for s in &self.services {
+            if let Some(p) = &s.error_pages
+                && Some(p) != self.defaults.error_pages.as_ref()
+            {
+                out.push((format!("services.{}.error_pages", s.name), p.as_path()));
+            }
+        }
+        out
+    }
+
     /// Public names (`names` under `[domains]`) with no `[listen] https` listener: tailscaled
     /// forwards only Tailscale Service names to the PROXY listener, so nobody could reach them.
     fn unreachable_names_warning(&self) -> Option<Diagnostic> {

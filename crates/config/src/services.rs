@@ -509,29 +509,9 @@ impl Validator<'_> {
             );
             return None;
         }
-        match std::fs::metadata(&path) {
-            Ok(m) if m.is_dir() => Some(path),
-            Ok(_) => {
-                self.error(
-                    e.value_span(),
-                    &e.path,
-                    format!("error_pages {raw:?} is a file, not a directory"),
-                    Some(format!("{help}; point it at the directory containing the file")),
-                );
-                None
-            }
-            Err(err) => {
-                self.error(
-                    e.value_span(),
-                    &e.path,
-                    format!("error_pages directory {raw:?} cannot be used: {err}"),
-                    Some(format!(
-                        "{help}; it must exist and be a directory readable by the user snirouter runs as (create it, or fix the path)"
-                    )),
-                );
-                None
-            }
-        }
+        // Whether it exists is a question for the host it runs on (`check` and `doctor`
+        // look), not for parsing: the same file is checked at a NixOS build elsewhere.
+        Some(path)
     }
 
     /// `cors_origins = ["https://app.example.com"]`.

@@ -4,11 +4,14 @@
 #
 #   nix-instantiate --eval --strict --json nix/tests/eval --argstr errorPages /some/dir -A toml
 #
-# `extraConfig` is one more module (the tests use it to provoke assertions). Failing
-# assertions abort the evaluation with their messages, as nixos-rebuild would.
+# `extraConfig` is one more module (the tests use it to provoke assertions); with
+# `withExample = false` it is the only configuration (the documentation's examples are
+# evaluated that way). Failing assertions abort the evaluation with their messages, as
+# nixos-rebuild would.
 {
   errorPages ? "/var/lib/snirouter-error-pages",
   extraConfig ? { },
+  withExample ? true,
   nixpkgsLib ? ../../../../shared/vendor/nixpkgs-lib/lib,
 }:
 let
@@ -18,9 +21,9 @@ let
     modules = [
       ../../module.nix
       ./nixos.nix
-      (import ./example.nix { inherit errorPages; })
       extraConfig
-    ];
+    ]
+    ++ lib.optional withExample (import ./example.nix { inherit errorPages; });
     specialArgs = { inherit pkgs; };
   };
   inherit (eval) config;

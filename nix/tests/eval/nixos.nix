@@ -61,6 +61,10 @@ let
           type = types.str;
           default = "acme";
         };
+        dnsProvider = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+        };
         reloadServices = strList;
       };
     }
@@ -177,6 +181,20 @@ in
         }
       );
       default = { };
+    };
+    # Options the documentation's examples set beside the module: Caddy (nixpkgs) and
+    # tsnsrv (its own flake's module), both turned off when migrating.
+    services.caddy.enable = mkOption {
+      type = types.bool;
+      default = false;
+    };
+    services.tsnsrv.enable = mkOption {
+      type = types.bool;
+      default = false;
+    };
+    services.tailscale.enable = mkOption {
+      type = types.bool;
+      default = false;
     };
     services.tailscale.permitCertUid = mkOption {
       type = types.nullOr types.nonEmptyStr;
