@@ -306,3 +306,75 @@ async fn a_fresh_install_serves_once_the_host_is_approved_without_a_restart() {
     let (_, human, _) = cli(&["status", "--config", cfg(&env)]).await;
     assert!(!human.contains("tailscaled:"), "{human}");
 }
+
+/// The router as the NixOS module installs it, run for real as an unprivileged user
+/// (`nobody`) against a simulated tailscaled that decides by the caller's uid, as the real
+/// one does: certificates through `TS_PERMIT_CERT_UID`, writes only for root. The router's
+/// own sync is refused with the ways in named; root's `services sync` (the unit's
+/// `ExecStartPre=-+`) writes; the router, with `manage_services` off, serves every name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_root_router_serves_while_root_syncs_the_services() {
+    const NOBODY: u32 = 65534;
+    if !nix::unistd::Uid::effective().is_root() || !Path::new("/usr/bin/setpriv").exists() {
+        eprintln!("SKIPPED: needs root and setpriv to run the router as another user");
+        return;
+    }
+    let mut opts = EnvOptions {
+        proxy_protocol: true,
+        start_router: false,
+        tailscale: "manage_services = true\n".into(),
+        ..EnvOptions::default()
+    };
+    opts.sim.permit_cert_uid = Some(NOBODY);
+    let mut env = Env::start(opts).await;
+    // What the unit gives the service user: a state and a runtime directory of its own.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let own = env.dir.path().join("nobody");
+    std::fs::create_dir(&own).expect("mkdir");
+    std::os::unix::fs::chown(&own, Some(NOBODY), Some(NOBODY)).expect("chown");
+    let config = std::fs::read_to_string(&env.config).expect("config");
+    let cache = env.dir.path().join("cache").display().to_string();
+    let config = config
+        .replace(&cache, &own.join("cache").display().to_string())
+        .replace(&env.admin_socket.display().to_string(), &own.join("admin.sock").display().to_string());
+    std::fs::write(&env.config, &config).expect("config");
+
+    let start_as_nobody = |env: &Env, tag: &str| {
+        let log = env.dir.path().join(format!("router-nobody-{tag}.log"));
+        let child = std::process::Command::new("/usr/bin/setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_snirouter"))
+            .args(["run", "--config"])
+            .arg(&env.config)
+            .env("SNIROUTER_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("setpriv snirouter");
+        RouterProcess { child, log }
+    };
+
+    // 1. manage_services = true as nobody: certificates yes, writes no — and it says how.
+    env.router = Some(start_as_nobody(&env, "1"));
+    env.wait_serving("grafana", Duration::from_secs(60)).await;
+    let logs = env
+        .router()
+        .wait_log("the refused sync", Duration::from_secs(30), |l| l.contains("Tailscale Services sync"))
+        .await;
+    assert!(logs.contains("denied"), "tailscaled refuses nobody's writes:\n{logs}");
+    assert!(logs.contains("run `snirouter services sync` as root"), "the fix names the root sync:\n{logs}");
+    assert!(env.sim.advertised_services().is_empty(), "nothing was written");
+    env.router.take();
+
+    // 2. The module's shape: root syncs (ExecStartPre=-+), the router leaves it off.
+    let sync = services("sync", &env.config).await;
+    assert!(sync.status.success(), "root's sync: {:?}", text(&sync));
+    assert!(env.sim.advertised_services().contains(&"svc:grafana".to_owned()), "{:?}", env.sim.advertised_services());
+    std::fs::write(&env.config, config.replace("manage_services = true", "manage_services = false")).expect("config");
+    env.router = Some(start_as_nobody(&env, "2"));
+    env.wait_serving("grafana", Duration::from_secs(60)).await;
+    env.wait_serving("jellyfin", Duration::from_secs(60)).await;
+    assert!(!env.router().logs().contains("denied"), "{}", env.router().logs());
+}
