@@ -169,3 +169,17 @@ fn error_pages_are_checked_on_the_host_not_when_parsing() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("is a file, not a directory"), "{err}");
 }
+
+/// Warnings are shown with the errors, not only once every error is fixed.
+#[test]
+fn warnings_are_shown_beside_errors() {
+    let dir = temp_dir("check-both");
+    let path = dir.path().join("c.toml");
+    let text = "[listen]\nproxy_protocol = [\"127.0.0.1:8443\"]\n[domains.\"example.com\"]\ncert_dir = \"/var/lib/acme/example.com\"\n[services.grafana]\nupstream = \"http://127.0.0.1:3000\"\nnames = [\"grafana.example.com\"]\nallow = [\"100.64.0.0/10\"]\nupstreem = \"x\"\n";
+    std::fs::write(&path, text).expect("write");
+    let out = snirouter(&["check", "--config", path.to_str().expect("utf8")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("services.grafana.upstreem"), "the error: {err}");
+    assert!(err.contains("warning: ") && err.contains("no listener can reach the public names"), "the warning: {err}");
+}

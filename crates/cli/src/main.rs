@@ -169,16 +169,17 @@ fn main() -> ExitCode {
 }
 
 fn check(path: &std::path::Path, print: bool) -> ExitCode {
-    match snirouter_config::load(path) {
+    let (loaded, warnings) = snirouter_config::load_with_warnings(path);
+    for warning in &warnings {
+        eprintln!("warning: {warning}");
+    }
+    match loaded {
         Ok(cfg) => {
             if print {
                 match serde_json::to_string_pretty(&cfg) {
                     Ok(json) => println!("{json}"),
                     Err(e) => eprintln!("cannot print the config: {e}"),
                 }
-            }
-            for warning in cfg.warnings() {
-                eprintln!("warning: {warning}");
             }
             if !check_cert_files(&cfg) {
                 eprintln!("{}: the certificate files above cannot be served", path.display());

@@ -56,6 +56,13 @@ pub use units::{format_duration, parse_duration, parse_size};
 /// found is returned, sorted by position; the list is never empty. When
 /// `tailscale.magic_dns_suffix` is set, [`Config::check_fqdns`] runs as part of validation.
 pub fn parse(source: &str, origin: &str) -> Result<Config, Diagnostics> {
+    parse_with_warnings(source, origin).0
+}
+
+/// [`parse`], plus the warnings of whatever could be read of the file — also when it has
+/// errors, so that `check` shows both at once instead of the warnings only after every
+/// error is fixed.
+pub fn parse_with_warnings(source: &str, origin: &str) -> (Result<Config, Diagnostics>, Vec<Diagnostic>) {
     let mut sink = diag::Sink::new(origin, source);
     let doc = match toml_edit::Document::parse(source) {
         Ok(doc) => doc,
@@ -69,7 +76,7 @@ pub fn parse(source: &str, origin: &str) -> Result<Config, Diagnostics> {
                 ),
             };
             sink.error(span.as_ref(), "", message, Some(help));
-            return Err(Diagnostics(sink.finish()));
+            return (Err(Diagnostics(sink.finish())), Vec::new());
         }
     };
     let mut validator = validate::Validator { sink };
@@ -81,7 +88,50 @@ pub fn parse(source: &str, origin: &str) -> Result<Config, Diagnostics> {
         problems.extend(more.0);
         problems.sort_by_key(|d| (d.line == 0, d.line, d.column));
     }
-    if problems.is_empty() { Ok(config) } else { Err(Diagnostics(problems)) }
+    let mut warnings = trailing_dots(doc.as_table(), source, origin);
+    warnings.extend(config.warnings());
+    (if problems.is_empty() { Ok(config) } else { Err(Diagnostics(problems)) }, warnings)
+}
+
+/// A name written with the trailing dot of a fully qualified name (`grafana.example.com.`)
+/// is served without it; said, not done silently.
+fn trailing_dots(root: &toml_edit::Table, source: &str, origin: &str) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let mut note = |span: Option<std::ops::Range<usize>>, key_path: String, raw: &str| {
+        let at = span.map_or(0, |s| s.start).min(source.len());
+        let line_start = source[..at].rfind('\n').map_or(0, |i| i + 1);
+        out.push(Diagnostic {
+            origin: origin.to_owned(),
+            line: source[..at].matches('\n').count() + 1,
+            column: source[line_start..at].chars().count() + 1,
+            key_path,
+            message: format!("{raw:?} is served as {:?}: the trailing dot is dropped", raw.trim_end_matches('.')),
+            help: Some("write the name without the dot".to_owned()),
+        });
+    };
+    if let Some(domains) = root.get("domains").and_then(toml_edit::Item::as_table_like) {
+        for (name, _) in domains.iter().filter(|(name, _)| name.ends_with('.')) {
+            let span = domains.key(name).and_then(toml_edit::Key::span);
+            note(span, validate::join("domains", name), name);
+        }
+    }
+    let Some(services) = root.get("services").and_then(toml_edit::Item::as_table_like) else { return out };
+    for (service, item) in services.iter() {
+        let Some(table) = item.as_table_like() else { continue };
+        let path = validate::join("services", service);
+        if let Some(fqdn) = table.get("fqdn").and_then(toml_edit::Item::as_value)
+            && let Some(raw) = fqdn.as_str().filter(|s| s.ends_with('.'))
+        {
+            note(fqdn.span(), validate::join(&path, "fqdn"), raw);
+        }
+        let names = table.get("names").and_then(toml_edit::Item::as_array);
+        for (i, v) in names.into_iter().flat_map(|a| a.iter().enumerate()) {
+            if let Some(raw) = v.as_str().filter(|s| s.ends_with('.')) {
+                note(v.span(), format!("{path}.names[{i}]"), raw);
+            }
+        }
+    }
+    out
 }
 
 /// A table header at `at` that an earlier line already opened (`[services.grafana]`
@@ -110,23 +160,31 @@ fn duplicate_table(source: &str, at: usize) -> Option<(String, String)> {
 /// Reads and validates a configuration file; an I/O error becomes a single [`Diagnostic`]
 /// without position.
 pub fn load(path: &Path) -> Result<Config, Diagnostics> {
+    load_with_warnings(path).0
+}
+
+/// [`load`] with the warnings of [`parse_with_warnings`].
+pub fn load_with_warnings(path: &Path) -> (Result<Config, Diagnostics>, Vec<Diagnostic>) {
     let origin = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(source) => parse(&source, &origin),
-        Err(e) => Err(Diagnostics(vec![Diagnostic {
-            origin,
-            line: 0,
-            column: 0,
-            key_path: String::new(),
-            message: format!("cannot read the configuration file: {e}"),
-            help: Some(match e.kind() {
-                std::io::ErrorKind::NotFound => "check the path given to --config".to_owned(),
-                std::io::ErrorKind::PermissionDenied => {
-                    "make the file readable by the user snirouter runs as".to_owned()
-                }
-                _ => "check that the path is a readable UTF-8 text file".to_owned(),
-            }),
-        }])),
+        Ok(source) => parse_with_warnings(&source, &origin),
+        Err(e) => (
+            Err(Diagnostics(vec![Diagnostic {
+                origin,
+                line: 0,
+                column: 0,
+                key_path: String::new(),
+                message: format!("cannot read the configuration file: {e}"),
+                help: Some(match e.kind() {
+                    std::io::ErrorKind::NotFound => "check the path given to --config".to_owned(),
+                    std::io::ErrorKind::PermissionDenied => {
+                        "make the file readable by the user snirouter runs as".to_owned()
+                    }
+                    _ => "check that the path is a readable UTF-8 text file".to_owned(),
+                }),
+            }])),
+            Vec::new(),
+        ),
     }
 }
 

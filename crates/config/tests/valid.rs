@@ -459,3 +459,22 @@ allow = ["100.64.0.0/10"]
     let with_listener = src.replace("[listen]\n", "[listen]\nhttps = [\"0.0.0.0:443\"]\n");
     assert!(ok(&with_listener).warnings().iter().all(|w| !w.message.contains("no listener")));
 }
+
+#[test]
+fn a_trailing_dot_is_dropped_with_a_word_where_it_was_written() {
+    let src = "[listen]\nhttps = [\"0.0.0.0:443\"]\n\n[domains.\"example.com.\"]\ncert_dir = \"/var/lib/acme/example.com\"\n\n[services.grafana]\nupstream = \"http://127.0.0.1:3000\"\nfqdn = \"grafana.bat-boa.ts.net.\"\nnames = [\"grafana.example.com\", \"Grafana.Example.com.\"]\n";
+    let (cfg, warnings) = snirouter_config::parse_with_warnings(src, "t.toml");
+    let cfg = cfg.expect("valid");
+    assert_eq!(cfg.domains[0].name, "example.com");
+    let dots: Vec<String> =
+        warnings.iter().filter(|w| w.message.contains("trailing dot")).map(|w| w.to_string()).collect();
+    assert_eq!(dots.len(), 3, "{dots:#?}");
+    assert!(dots[0].starts_with("t.toml:4:10: domains.\"example.com.\""), "{dots:#?}");
+    assert!(
+        dots[1].starts_with(
+            "t.toml:9:8: services.grafana.fqdn: \"grafana.bat-boa.ts.net.\" is served as \"grafana.bat-boa.ts.net\""
+        ),
+        "{dots:#?}"
+    );
+    assert!(dots[2].starts_with("t.toml:10:33: services.grafana.names[1]"), "{dots:#?}");
+}
