@@ -61,7 +61,8 @@ enum Command {
     /// directive not translated is listed with its line (exit code 2).
     ImportCaddyfile(import_cmd::ImportArgs),
     /// Show the running router: per service its certificate, upstreams and traffic.
-    /// Exit code 1 when a service is not serving, 3 when snirouter is not running.
+    /// Exit code 1 when a service is not serving, 3 when snirouter is not running, 4 when
+    /// this user may not use the admin socket.
     Status {
         /// Print the admin socket's JSON document (schema in docs/operations.md).
         #[arg(long)]
