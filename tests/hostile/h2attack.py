@@ -286,32 +286,27 @@ def hpack_bomb(args):
     return tally([c], {"streams": streams})
 
 
-def settings_flood(args):
-    """SETTINGS frames as fast as the socket takes them, never reading the ACKs."""
+def flood(args, one):
+    """`one` frame, sent as fast as the socket takes it, never reading the answers."""
     c = Conn(args)
     c.start()
     end = time.monotonic() + args.seconds
     sent = 0
-    one = frame(0x4, 0x0, 0, b"\x00\x03\x00\x00\x00\x64")
     while time.monotonic() < end and not c.closed:
         c.send_raw(one * 1000)
         sent += 1000
     c.close()
     return tally([c], {"frames": sent})
+
+
+def settings_flood(args):
+    """SETTINGS frames (MAX_CONCURRENT_STREAMS = 100), never reading the ACKs."""
+    return flood(args, frame(0x4, 0x0, 0, b"\x00\x03\x00\x00\x00\x64"))
 
 
 def ping_flood(args):
-    """PING frames as fast as the socket takes them, never reading the ACKs."""
-    c = Conn(args)
-    c.start()
-    end = time.monotonic() + args.seconds
-    sent = 0
-    one = frame(0x6, 0x0, 0, b"12345678")
-    while time.monotonic() < end and not c.closed:
-        c.send_raw(one * 1000)
-        sent += 1000
-    c.close()
-    return tally([c], {"frames": sent})
+    """PING frames, never reading the ACKs."""
+    return flood(args, frame(0x6, 0x0, 0, b"12345678"))
 
 
 def slow_hellos(args):

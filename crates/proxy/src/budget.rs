@@ -166,7 +166,14 @@ impl ConnBudget {
 
     /// `Ready` when a body on this connection may take another chunk.
     fn poll_room(&self, cx: &Context<'_>) -> Poll<()> {
-        let level = if self.conn.full() {
+        self.poll_levels(cx, true)
+    }
+
+    /// `Ready` when the levels have room: the connection's (if `own`), the client's, and
+    /// under process-wide pressure the process's for a connection over its fair share.
+    /// Otherwise the wait is registered with the full level and counted.
+    fn poll_levels(&self, cx: &Context<'_>, own: bool) -> Poll<()> {
+        let level = if own && self.conn.full() {
             (0, &self.conn)
         } else if self.client.full() {
             (1, &*self.client)
@@ -185,21 +192,9 @@ impl ConnBudget {
     /// Waits until the client (and, under pressure, the process) has room for one more
     /// request, and holds [`REQUEST_COST`] of it until the returned hold is dropped.
     pub(crate) async fn request(self: &Arc<Self>) -> RequestHold {
-        std::future::poll_fn(|cx| {
-            let level = if self.client.full() {
-                (1, &*self.client)
-            } else if self.process.level.full() && self.conn.used() > FAIR_SHARE {
-                (2, &self.process.level)
-            } else {
-                return Poll::Ready(());
-            };
-            let poll = level.1.wait(cx);
-            if poll.is_pending() {
-                self.process.waits[level.0].fetch_add(1, Ordering::Relaxed);
-            }
-            poll
-        })
-        .await;
+        // Not the connection's own level: that counts answer bytes, and a request waiting
+        // for them to drain would wait for its own connection.
+        std::future::poll_fn(|cx| self.poll_levels(cx, false)).await;
         self.client.add(REQUEST_COST);
         self.process.level.add(REQUEST_COST);
         self.process.requests.fetch_add(1, Ordering::Relaxed);
