@@ -147,3 +147,44 @@ async fn sigterm_stops_a_router_still_waiting_for_tailscaled() {
     let status = exited.unwrap_or_else(|| panic!("SIGTERM did not stop the router:\n{}", router.logs()));
     assert!(status.success(), "{status:?}");
 }
+
+/// tailscaled is not up at boot and there is no cache yet: the public names (certificate
+/// files) serve as soon as the router is ready, and the tailnet names join within seconds
+/// of tailscaled appearing — nothing waits for the MagicDNS suffix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_tailscaled_at_boot_the_public_names_serve_at_once_and_the_tailnet_names_join_later() {
+    let mut env = Env::start(EnvOptions { start_router: false, ..EnvOptions::default() }).await;
+    let acme = env.dir.path().join("acme");
+    std::fs::create_dir_all(&acme).expect("acme dir");
+    crate::domains::renew(&env, &acme);
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    std::fs::write(&env.config, format!("{text}\n[domains.\"example.com\"]\ncert_dir = \"{}\"\n", acme.display()))
+        .expect("config");
+    add_to_service(&env.config, "grafana", "names = [\"grafana.example.com\"]");
+    // tailscaled "not running": its socket is somewhere else for now.
+    let socket = env.dir.path().join("ts.sock");
+    let hidden = env.dir.path().join("ts.sock.later");
+    std::fs::rename(&socket, &hidden).expect("hide the socket");
+
+    let started = std::time::Instant::now();
+    env.start_router().await;
+    let (_, status) = body_and_status(&curl_at(&env, "grafana.example.com", "/", &[]).await);
+    let public_after = started.elapsed();
+    assert_eq!(status, 200, "the public name serves without tailscaled:\n{}", env.router().logs());
+    assert!(public_after < Duration::from_secs(5), "public name after {public_after:?}");
+    let out = curl(&env, "grafana", "/", &[]).await;
+    assert!(!out.status.success(), "no tailnet name before tailscaled answers");
+    let logs = env.router().logs();
+    assert!(logs.contains("the tailnet names join once tailscaled"), "{logs}");
+    let (code, stdout, _) = crate::operate::cli(&["status", "--config", crate::operate::cfg(&env)]).await;
+    assert!(stdout.contains("tailnet names waiting for tailscaled"), "status says what waits ({code}):\n{stdout}");
+
+    std::fs::rename(&hidden, &socket).expect("tailscaled appears");
+    let appeared = std::time::Instant::now();
+    env.wait_serving("grafana", Duration::from_secs(30)).await;
+    env.wait_serving("jellyfin", Duration::from_secs(30)).await;
+    assert!(appeared.elapsed() < Duration::from_secs(15), "tailnet names after {:?}", appeared.elapsed());
+    assert!(env.router().logs().contains("tailscaled answered: the tailnet names join"));
+    let (_, status) = body_and_status(&curl_at(&env, "grafana.example.com", "/", &[]).await);
+    assert_eq!(status, 200, "the public name still serves");
+}

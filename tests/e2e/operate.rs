@@ -621,6 +621,7 @@ async fn metrics_names_and_labels_are_stable_and_move_with_traffic() {
             "# TYPE snirouter_certificate_renewal_failures_total counter",
             "# TYPE snirouter_upstream_up gauge",
             "# TYPE snirouter_config_reloads_total counter",
+            "# TYPE snirouter_services_healed_total counter",
         ]
     );
     let svc = "service=\"logged\"";

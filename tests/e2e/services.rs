@@ -378,3 +378,69 @@ async fn a_non_root_router_serves_while_root_syncs_the_services() {
     env.wait_serving("jellyfin", Duration::from_secs(60)).await;
     assert!(!env.router().logs().contains("denied"), "{}", env.router().logs());
 }
+
+/// tailscaled is not up when the router starts (boot order), then comes up: the sync is
+/// retried until it answers. Later something else wipes what the router owns — the shape
+/// of `tailscale serve set-config --all` (only another client's entries left, the
+/// advertisement reset), then of `tailscale serve reset` (nothing left) — and within one
+/// check the handlers and the advertisement are back, everything else kept, logged and
+/// counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_services_are_retried_at_boot_and_healed_after_someone_else_wipes_them() {
+    let opts = EnvOptions {
+        proxy_protocol: true,
+        start_router: false,
+        tailscale: "manage_services = true\nmagic_dns_suffix = \"tailnet-e2e.ts.net\"\n".to_owned(),
+        ..EnvOptions::default()
+    };
+    let mut env = Env::start(opts).await;
+    let socket = env.dir.path().join("ts.sock");
+    let hidden = env.dir.path().join("ts.sock.later");
+    std::fs::rename(&socket, &hidden).expect("tailscaled not up yet");
+    env.start_router().await;
+    env.router()
+        .wait_log("the failed sync", Duration::from_secs(30), |l| l.contains("sync failed; serving anyway, retrying"))
+        .await;
+    std::fs::rename(&hidden, &socket).expect("tailscaled comes up");
+    let owned = |env: &Env| {
+        let cfg = env.sim.serve_config();
+        let advertised = env.sim.advertised_services();
+        SERVICES.iter().all(|n| {
+            cfg["Services"][format!("svc:{n}")]["TCP"]["443"]["TCPForward"] == target(env).as_str()
+                && advertised.contains(&format!("svc:{n}"))
+        })
+    };
+    let wait_owned = |what: &'static str| {
+        let env = &env;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while !owned(env) {
+                assert!(std::time::Instant::now() < deadline, "{what}: not back in 60 s\n{}", env.router().logs());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    wait_owned("after tailscaled came up").await;
+
+    // `tailscale serve set-config --all`: another client's config replaces everything.
+    env.sim.set_serve_config(foreign());
+    env.sim.set_advertised_services(&["svc:other"]);
+    wait_owned("after set-config --all").await;
+    let cfg = env.sim.serve_config();
+    assert_eq!(cfg["Services"]["svc:other"], foreign()["Services"]["svc:other"], "the other entries are kept");
+    assert!(env.sim.advertised_services().contains(&"svc:other".to_owned()));
+    // `tailscale serve reset`: nothing left.
+    env.sim.set_serve_config(json!({}));
+    wait_owned("after serve reset").await;
+
+    let logs = env.router().logs();
+    assert!(logs.contains("Tailscale Services drifted"), "{logs}");
+    let metrics = crate::operate::metrics_over(&[
+        "--unix-socket",
+        env.admin_socket.to_str().expect("path"),
+        "http://snirouter/metrics",
+    ])
+    .await;
+    let healed = metrics.lines().find(|l| l.starts_with("snirouter_services_healed_total ")).expect("the counter");
+    assert!(!healed.ends_with(" 0"), "{healed}");
+}

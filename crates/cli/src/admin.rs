@@ -258,7 +258,7 @@ pub(crate) async fn status_report(shared: &Shared) -> StatusReport {
         .services
         .iter()
         .map(|svc| {
-            let fqdn = svc.fqdn(&shared.suffix);
+            let fqdn = svc.fqdn(&shared.names_suffix());
             let entry = entries.iter().find(|e| e.fqdn == fqdn);
             let live = table.get(&fqdn);
             let mut status = ServiceStatus {
@@ -290,7 +290,7 @@ pub(crate) async fn status_report(shared: &Shared) -> StatusReport {
         started_at: unix(shared.started),
         uptime_seconds: now.duration_since(shared.started).map(|d| d.as_secs()).unwrap_or(0),
         config: config.origin.clone(),
-        magic_dns_suffix: shared.suffix.clone(),
+        magic_dns_suffix: shared.suffix().unwrap_or_default(),
         listeners: listener_infos(shared).await,
         active_connections: shared.router.active_connections() as u64,
         tunnels: shared.router.tunnels() as u64,
@@ -511,6 +511,9 @@ pub(crate) async fn metrics_text(shared: &Shared) -> String {
         &[("result", "refused")],
         shared.reloads_refused.load(Ordering::Relaxed) as f64,
     );
+    let healed = "snirouter_services_healed_total";
+    out.family(healed, "counter", "Times the Tailscale Services were put back after something else changed them.");
+    out.sample(healed, &[], snirouter_services::heals() as f64);
     out.finish()
 }
 

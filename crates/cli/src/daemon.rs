@@ -28,7 +28,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::health::Upstreams;
 use crate::reload::{BindError, bind, file_sources, log_warnings, service_names, spawn_listener, wanted_listeners};
-use crate::shared::{Live, Shared};
+use crate::shared::{Live, Shared, UNKNOWN_SUFFIX};
 
 pub(crate) use crate::reload::{ReloadError, ReloadReport};
 
@@ -76,25 +76,26 @@ impl Daemon {
     pub(crate) async fn start(config: Config) -> Result<Daemon, StartError> {
         let client = LocalClient::new(&config.tailscale.socket)?;
         let cache = DiskCache::open(&config.cache.dir)?;
-        let suffix = magic_dns_suffix(&config, &client, &cache).await;
-        config.check_fqdns(&suffix).map_err(StartError::Names)?;
-        log_warnings(&config);
-        if config.tailscale.manage_services {
-            // Tailscale Services sync in the background; errors are logged, never fatal.
-            snirouter_services::spawn_startup_sync(config.clone());
+        // Known now (config, cache) or later (tailscaled): nothing waits for it.
+        let suffix = known_suffix(&config, &client, &cache);
+        if let Some(suffix) = &suffix {
+            config.check_fqdns(suffix).map_err(StartError::Names)?;
         }
+        log_warnings(&config);
 
         let store = Arc::new(CertStore::new());
-        let names = service_names(&config, &suffix);
+        let names = service_names(&config, suffix.as_deref());
         store.set_names(&names);
 
+        // The suffix learned later is remembered in the same cache.
+        let suffix_cache = suffix.is_none().then(|| cache.clone());
         let opts = ManagerOptions { request_timeout: config.timeouts.cert_request, ..ManagerOptions::default() };
         let manager = CertManager::new(Arc::clone(&store), client.clone(), Some(cache), opts);
         let cached = manager.load_cache();
         let files = FileCerts::new(Arc::clone(&store));
         files.set_sources(file_sources(&config));
 
-        let table = RouteTable::from_config(&config, &suffix, None);
+        let table = RouteTable::from_config(&config, suffix.as_deref().unwrap_or(UNKNOWN_SUFFIX), None);
         let router = Server::new(table, Arc::clone(&store), ProxyOptions::from_config(&config), Some(client.clone()))?;
         let grace = config.timeouts.idle.min(Duration::from_secs(30));
 
@@ -113,7 +114,7 @@ impl Daemon {
             store: Arc::clone(&store),
             files,
             client,
-            suffix: suffix.clone(),
+            suffix: std::sync::RwLock::new(suffix.clone()),
             started: SystemTime::now(),
             upstreams: Arc::new(Upstreams::default()),
             last_reload: Mutex::new(None),
@@ -126,7 +127,20 @@ impl Daemon {
             tcp_status: Default::default(),
         });
 
-        let background = spawn_background(&shared, &admin, &shutdown_rx).await;
+        let mut background = spawn_background(&shared, &admin, &shutdown_rx).await;
+        // Tailscale Services kept in sync in the background (read each round: reloads
+        // count); errors are logged, never fatal.
+        let current = Arc::clone(&shared);
+        background.spawn(snirouter_services::keep_in_sync(
+            move || {
+                let shared = Arc::clone(&current);
+                async move { shared.config().await }
+            },
+            shutdown_rx.clone(),
+        ));
+        if suffix.is_none() {
+            background.spawn(learn_suffix(Arc::clone(&shared), suffix_cache, shutdown_rx.clone()));
+        }
 
         manager.start();
         for (kind, addr) in &listeners {
@@ -135,7 +149,7 @@ impl Daemon {
         tracing::info!(
             services = names.len(),
             cached_certificates = cached,
-            suffix = %suffix,
+            suffix = suffix.as_deref().unwrap_or("(waiting for tailscaled)"),
             "snirouter ready"
         );
         crate::sdnotify::notify("READY=1");
@@ -232,10 +246,11 @@ async fn record_history(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
             _ = tick.tick() => {
                 let config = shared.config().await;
                 let table = shared.router.routes();
+                let suffix = shared.names_suffix();
                 let readings: Vec<(String, u64, u64)> = config
                     .services
                     .iter()
-                    .filter_map(|svc| table.get(&svc.fqdn(&shared.suffix)).map(|live| (svc, live.stats.snapshot())))
+                    .filter_map(|svc| table.get(&svc.fqdn(&suffix)).map(|live| (svc, live.stats.snapshot())))
                     .map(|(svc, s)| (svc.name.clone(), s.requests, s.responses_5xx))
                     .collect();
                 shared.history.record(&readings);
@@ -249,12 +264,12 @@ async fn record_history(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
     }
 }
 
-/// The suffix names are built from: the config's override, else the one cached from
-/// the last run (so a restart does not wait for tailscaled), else tailscaled's status —
-/// waited for, with a log line per failure naming the cause and the fix.
-async fn magic_dns_suffix(config: &Config, client: &LocalClient, cache: &DiskCache) -> String {
+/// The suffix tailnet names are built from, when it is known at start: the config's
+/// override, else the one cached from the last run (confirmed with tailscaled in the
+/// background). Otherwise [`learn_suffix`] asks tailscaled while everything else serves.
+fn known_suffix(config: &Config, client: &LocalClient, cache: &DiskCache) -> Option<String> {
     if let Some(s) = &config.tailscale.magic_dns_suffix {
-        return s.clone();
+        return Some(s.clone());
     }
     if let Some(s) = cache.state().magic_dns_suffix {
         // Confirm in the background; a renamed tailnet needs a restart to rename names.
@@ -268,18 +283,30 @@ async fn magic_dns_suffix(config: &Config, client: &LocalClient, cache: &DiskCac
                 tracing::error!(cached = %cached, tailscaled = %live, "the tailnet's MagicDNS suffix changed; restart snirouter to serve the new names");
             }
         });
-        return s;
+        return Some(s);
     }
+    tracing::info!(
+        "serving the public names now; the tailnet names join once tailscaled tells the tailnet's MagicDNS suffix"
+    );
+    None
+}
+
+/// Asks tailscaled for the MagicDNS suffix until it answers (a log line per failure with
+/// its cause and fix), then remembers it and adds the tailnet names.
+async fn learn_suffix(shared: Arc<Shared>, cache: Option<DiskCache>, mut shutdown: watch::Receiver<bool>) {
     let mut delay = Duration::from_secs(1);
     loop {
-        match client.status().await {
+        match shared.client.status().await {
             Ok(status) => match status.magic_dns_suffix() {
                 Some(s) => {
                     let s = s.to_owned();
-                    if let Err(e) = cache.update_state(|st| st.magic_dns_suffix = Some(s.clone())) {
+                    if let Some(Err(e)) =
+                        cache.as_ref().map(|c| c.update_state(|st| st.magic_dns_suffix = Some(s.clone())))
+                    {
                         tracing::warn!(error = %e, "cannot remember the MagicDNS suffix in the cache");
                     }
-                    return s;
+                    add_tailnet_names(&shared, s).await;
+                    return;
                 }
                 None => tracing::warn!(
                     backend_state = ?status.backend_state,
@@ -292,9 +319,29 @@ async fn magic_dns_suffix(config: &Config, client: &LocalClient, cache: &DiskCac
                 "waiting for tailscaled to learn the tailnet's MagicDNS suffix"
             ),
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(30));
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = shutdown.changed() => return,
+        }
+        // At most 5 s apart: the tailnet names join within seconds of tailscaled coming up.
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
+}
+
+/// The suffix is known: the tailnet names get their certificates and routes, as a reload
+/// would add them (names first, then routes).
+async fn add_tailnet_names(shared: &Shared, suffix: String) {
+    let live = shared.live.lock().await;
+    if let Err(d) = live.config.check_fqdns(&suffix) {
+        tracing::error!(suffix = %suffix, problems = %d, "the tailnet names collide; fix the config and restart");
+        return;
+    }
+    *shared.suffix.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(suffix.clone());
+    shared.store.set_names(&service_names(&live.config, Some(&suffix)));
+    let table = RouteTable::from_config(&live.config, &suffix, Some(&shared.router.routes()));
+    shared.router.set_routes(table);
+    shared.manager.sync_names();
+    tracing::info!(suffix = %suffix, "tailscaled answered: the tailnet names join");
 }
 /// The tasks beside the listeners: upstream health checks, the admin socket, `/metrics`
 /// over TCP (when configured) and the systemd watchdog (when systemd asks for one).

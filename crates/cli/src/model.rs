@@ -22,7 +22,8 @@ pub(crate) struct StatusReport {
     pub uptime_seconds: u64,
     /// The config file being served.
     pub config: String,
-    /// The tailnet's MagicDNS suffix names are built from.
+    /// The tailnet's MagicDNS suffix names are built from; empty while tailscaled has not
+    /// told it yet (the tailnet names wait, the public names serve).
     pub magic_dns_suffix: String,
     /// Bound TLS listeners.
     pub listeners: Vec<ListenerInfo>,

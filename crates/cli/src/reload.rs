@@ -106,7 +106,9 @@ async fn reload_inner(shared: &Arc<Shared>) -> Result<ReloadReport, ReloadError>
     let old = Arc::clone(&live.config);
     let path = PathBuf::from(&old.origin);
     let new = snirouter_config::load(&path).map_err(ReloadError::Invalid)?;
-    new.check_fqdns(&shared.suffix).map_err(ReloadError::Invalid)?;
+    if let Some(suffix) = shared.suffix() {
+        new.check_fqdns(&suffix).map_err(ReloadError::Invalid)?;
+    }
     log_warnings(&new);
 
     let mut report = ReloadReport { restart_needed: restart_needed(&old, &new), ..ReloadReport::default() };
@@ -137,10 +139,10 @@ async fn reload_inner(shared: &Arc<Shared>) -> Result<ReloadReport, ReloadError>
 
     // Names first (a new name is known to the TLS stage before its routes exist, and
     // answers `unrecognized_name` until its certificate arrives), then routes.
-    shared.store.set_names(&service_names(&new, &shared.suffix));
+    shared.store.set_names(&service_names(&new, shared.suffix().as_deref()));
     shared.files.set_sources(file_sources(&new)); // and re-reads every pair (SIGHUP)
     shared.manager.load_cache();
-    let table = RouteTable::from_config(&new, &shared.suffix, Some(&shared.router.routes()));
+    let table = RouteTable::from_config(&new, &shared.names_suffix(), Some(&shared.router.routes()));
     shared.router.set_routes(table);
     shared.manager.sync_names();
     // Reopened whether or not it changed: `snirouter reload` after logrotate.
@@ -189,10 +191,14 @@ pub(crate) fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
 
 /// The names that need a certificate (passthrough services terminate TLS themselves):
 /// each service's tailnet name from tailscaled, its `names` from their domain's files.
-pub(crate) fn service_names(config: &Config, suffix: &str) -> Vec<ServedName> {
+/// The names to serve: every service's tailnet name — once the MagicDNS `suffix` is
+/// known, or at once with an `fqdn` of its own — and its public `names`.
+pub(crate) fn service_names(config: &Config, suffix: Option<&str>) -> Vec<ServedName> {
     let mut out = Vec::new();
     for s in config.services.iter().filter(|s| s.needs_certificate()) {
-        out.push(ServedName::tailscaled(&s.fqdn(suffix), &s.name));
+        if s.fqdn.is_some() || suffix.is_some() {
+            out.push(ServedName::tailscaled(&s.fqdn(suffix.unwrap_or_default()), &s.name));
+        }
         for name in &s.names {
             out.push(ServedName::from_files(name, &s.name));
         }

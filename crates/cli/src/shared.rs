@@ -33,6 +33,9 @@ pub(crate) struct Live {
     pub(crate) draining: Vec<JoinHandle<()>>,
 }
 
+/// Stands in for the MagicDNS suffix while it is unknown (see [`Shared::names_suffix`]).
+pub(crate) const UNKNOWN_SUFFIX: &str = "tailnet-suffix-unknown.invalid";
+
 /// State shared by the daemon, the admin socket and the background tasks.
 pub(crate) struct Shared {
     pub(crate) router: Arc<Server>,
@@ -42,7 +45,9 @@ pub(crate) struct Shared {
     pub(crate) files: Arc<FileCerts>,
     /// For LocalAPI reads on behalf of the admin socket.
     pub(crate) client: LocalClient,
-    pub(crate) suffix: String,
+    /// The tailnet's MagicDNS suffix; `None` until tailscaled (or the cache, or the
+    /// config) has told it: tailnet names without an `fqdn` wait for it.
+    pub(crate) suffix: std::sync::RwLock<Option<String>>,
     pub(crate) started: SystemTime,
     pub(crate) upstreams: Arc<Upstreams>,
     pub(crate) last_reload: Mutex<Option<LastReload>>,
@@ -61,6 +66,17 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The MagicDNS suffix, if known yet.
+    pub(crate) fn suffix(&self) -> Option<String> {
+        self.suffix.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// The suffix names are built from: the real one, or one no client can send while it
+    /// is unknown (`.invalid`, RFC 2606), so that tailnet names stay out of every lookup.
+    pub(crate) fn names_suffix(&self) -> String {
+        self.suffix().unwrap_or_else(|| UNKNOWN_SUFFIX.to_owned())
+    }
+
     /// A control API client for `api`, reused while `api` and its credentials stay the
     /// same (`None` when the credential files cannot be read; `doctor` explains that).
     pub(crate) fn control_client(

@@ -292,7 +292,11 @@ pub(crate) fn render(report: &StatusReport, colour: bool, now: SystemTime) -> St
         report.version,
         report.pid,
         human_duration(report.uptime_seconds.max(1) as i64),
-        report.magic_dns_suffix,
+        if report.magic_dns_suffix.is_empty() {
+            "tailnet names waiting for tailscaled (MagicDNS suffix not known yet)"
+        } else {
+            &report.magic_dns_suffix
+        },
         report.active_connections,
         report.tunnels,
         listeners.join(", ")

@@ -28,7 +28,9 @@
 //!
 //! Entry points: [`plan`] (what would change; touches nothing), [`sync`] (apply;
 //! idempotent), [`observe`] (per-service [`ServiceState`] for `snirouter status`) and
-//! [`spawn_startup_sync`] for `run` with `[tailscale] manage_services = true`.
+//! [`keep_in_sync`] for `run` with `[tailscale] manage_services = true`: retried until
+//! tailscaled answers, then checked every [`HEAL_INTERVAL`] and put back when something
+//! else changed it.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -38,6 +40,7 @@ mod definition;
 mod error;
 mod guide;
 mod http;
+mod keep;
 mod ownership;
 mod plan;
 mod serve;
@@ -48,11 +51,12 @@ pub use control::{ControlClient, ServiceHost, ServiceInfo};
 pub use definition::Host;
 pub use error::Error;
 pub use guide::{manual_steps, policy_snippet};
+pub use keep::{HEAL_INTERVAL, heals, keep_in_sync};
 pub use ownership::{OWNERSHIP_FILE, Owned, Ownership};
 pub use plan::{Blocker, Change, Conflict, Desired, Plan, plan};
 pub use serve::{SERVICE_PORT, desired_handler, handler_of, same_handler};
 pub use state::{HandlerState, ServiceState, observe};
-pub use sync::{SyncReport, spawn_startup_sync, sync};
+pub use sync::{SyncReport, sync};
 
 /// `svc:NAME` for a configured service name.
 pub fn svc_name(name: &str) -> String {

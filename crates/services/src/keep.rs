@@ -1,0 +1,143 @@
+//! For `run` with `[tailscale] manage_services = true`: the Services stay in sync for as
+//! long as the router runs, not only at start.
+//!
+//! * A sync that fails (tailscaled not up yet at boot, still connecting to control) is
+//!   retried, 1 s after the first failure and at most [`RETRY_MAX`] apart; the first
+//!   failure is logged with cause and fix, the repeats only when the cause changes.
+//! * Once in sync, the local side (serve-config handlers and the advertisement) is
+//!   checked again every [`HEAL_INTERVAL`]: when something else removed or changed what
+//!   the router owns — `tailscale serve reset`, `tailscale serve set-config --all`,
+//!   NixOS' `services.tailscale.serve` at boot — it is put back (everything else kept,
+//!   as [`sync`] always does), logged with the changes and likely causes, and counted
+//!   ([`heals`]).
+//! * The control API (service definitions) is used at the first sync and again when the
+//!   configured services change (a reload), not on every check.
+//!
+//! Never fatal: the router serves whatever tailscaled already routes to it.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use snirouter_config::Config;
+use snirouter_localapi::LocalClient;
+use tokio::sync::watch;
+
+use crate::control::ControlClient;
+use crate::sync::{SyncReport, sync};
+
+/// How often the local side is checked once in sync.
+pub const HEAL_INTERVAL: Duration = Duration::from_secs(15);
+/// The longest wait between two attempts while a sync fails.
+pub(crate) const RETRY_MAX: Duration = Duration::from_secs(30);
+
+static HEALS: AtomicU64 = AtomicU64::new(0);
+
+/// Times something else's change to the serve config or the advertisement was put back.
+pub fn heals() -> u64 {
+    HEALS.load(Ordering::Relaxed)
+}
+
+/// Keeps the Services of `current()` (the running config, read each round so that
+/// reloads count) in sync until `shutdown` turns true.
+pub async fn keep_in_sync<F, Fut>(current: F, mut shutdown: watch::Receiver<bool>)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<Config>>,
+{
+    let mut state = State::default();
+    loop {
+        let config = current().await;
+        let wait = if config.tailscale.manage_services { state.round(&config).await } else { HEAL_INTERVAL };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { return },
+        }
+    }
+}
+
+/// What the loop remembers between rounds.
+#[derive(Default)]
+struct State {
+    /// The services the control API was last synced for (`None`: not yet in sync).
+    synced: Option<Vec<String>>,
+    /// The last failure logged, so that repeats stay quiet.
+    last_error: Option<String>,
+    failures: u32,
+}
+
+impl State {
+    /// One sync; returns how long to wait before the next.
+    async fn round(&mut self, config: &Config) -> Duration {
+        let names: Vec<String> = config.services.iter().map(|s| s.name.clone()).collect();
+        let with_control = self.synced.as_ref() != Some(&names);
+        match sync_once(config, with_control).await {
+            Ok(report) => {
+                self.report(config, &report, with_control);
+                self.synced = Some(names);
+                self.last_error = None;
+                self.failures = 0;
+                HEAL_INTERVAL
+            }
+            Err((cause, fix)) => {
+                self.failures += 1;
+                if self.last_error.as_deref() != Some(cause.as_str()) {
+                    tracing::error!(cause = %cause, fix = %fix, "Tailscale Services sync failed; serving anyway, retrying");
+                    self.last_error = Some(cause);
+                }
+                let backoff = Duration::from_secs(1) * 2u32.saturating_pow(self.failures.saturating_sub(1).min(5));
+                backoff.min(RETRY_MAX)
+            }
+        }
+    }
+
+    fn report(&self, config: &Config, report: &SyncReport, first_or_changed: bool) {
+        for e in &report.errors {
+            tracing::error!(problem = %e, "Tailscale Services sync problem");
+        }
+        if report.is_noop() {
+            if first_or_changed {
+                tracing::info!(services = config.services.len(), "Tailscale Services in sync");
+            }
+            return;
+        }
+        if self.synced.is_some() && !first_or_changed {
+            HEALS.fetch_add(1, Ordering::Relaxed);
+            let changes: Vec<String> = report.applied.iter().map(ToString::to_string).collect();
+            tracing::warn!(
+                changes = %changes.join("; "),
+                likely = "tailscale serve reset, tailscale serve set-config --all, or NixOS services.tailscale.serve",
+                "Tailscale Services drifted: something else changed tailscaled's serve config or advertisement; put back what snirouter owns"
+            );
+            return;
+        }
+        if self.failures > 0 {
+            tracing::info!(attempts = self.failures + 1, "Tailscale Services synced after tailscaled answered");
+        }
+        tracing::info!(
+            applied = report.applied.len(),
+            conflicts = report.conflicts.len(),
+            errors = report.errors.len(),
+            retries = report.retries,
+            "Tailscale Services synced"
+        );
+    }
+}
+
+/// One sync: the local side always, the control API when `with_control`. A failure is
+/// its cause and fix.
+async fn sync_once(config: &Config, with_control: bool) -> Result<SyncReport, (String, String)> {
+    let local = LocalClient::new(&config.tailscale.socket).map_err(|e| (e.to_string(), e.fix().unwrap_or_default()))?;
+    let control = match (&config.tailscale.api, with_control) {
+        (Some(api), true) => match ControlClient::from_config(api) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!(cause = %e, fix = %e.fix(), "control API unavailable; syncing the local side only");
+                None
+            }
+        },
+        _ => None,
+    };
+    sync(config, &local, control.as_ref()).await.map_err(|e| (e.to_string(), e.fix()))
+}
