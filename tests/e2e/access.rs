@@ -116,6 +116,10 @@ async fn allow_admits_by_tailnet_identity_and_refuses_everyone_else() {
     assert_eq!(ask(&env, "100.64.0.8:40000", "homepage", "").await.0, 403);
     let out = curl(&env, "homepage", "/", &[]).await;
     assert_eq!(body_and_status(&out).1, 200, "a local client: {out:?}");
+    // This host reaching a Service it hosts (tailscaled >= 1.96 terminates it locally):
+    // the PROXY source is the node's own tailnet address, which is this host too.
+    let own = env.sim.config().tailscale_ips[0];
+    assert_eq!(ask(&env, &format!("{own}:40000"), "homepage", "").await.0, 200, "this node through its Service");
 
     // sonarr: tailnet nodes skip forward_auth, with Remote-* from the tailnet identity
     // (forged copies replaced); everyone else goes to the auth server.

@@ -29,7 +29,10 @@ async fn in_namespace(hosts: &Path, argv: &[&str]) -> Option<Output> {
 
 #[tokio::test]
 async fn local_clients_reach_every_name_through_the_generated_hosts_lines() {
-    let env = Env::start(EnvOptions::default()).await;
+    // tailscaled before 1.96: the host cannot reach its own Service addresses.
+    let mut opts = EnvOptions::default();
+    opts.sim.version = "1.94.2".to_owned();
+    let env = Env::start(opts).await;
     for name in SERVICES {
         env.wait_serving(name, Duration::from_secs(60)).await;
     }
@@ -73,4 +76,16 @@ async fn local_clients_reach_every_name_through_the_generated_hosts_lines() {
         assert!(line.starts_with("PASS"), "{line}\n{report}");
         assert!(line.contains(&format!("https://{}:{}/", fqdn(name), env.https.port())), "{line}");
     }
+}
+
+/// From tailscaled 1.96 a host reaches the Services it hosts natively (terminated
+/// locally): without hosts lines `doctor` says so instead of warning.
+#[tokio::test]
+async fn doctor_knows_that_tailscaled_1_96_reaches_its_own_services() {
+    let env = Env::start(EnvOptions::default()).await;
+    env.wait_serving("grafana", Duration::from_secs(60)).await;
+    let (_, out, _) = cli(&["doctor", "--config", cfg(&env)]).await;
+    let line = out.lines().find(|l| l.contains("hairpin (local clients)")).unwrap_or_else(|| panic!("{out}"));
+    assert!(line.starts_with("PASS"), "{out}");
+    assert!(out.contains("terminates this host's own active Service addresses locally (since 1.96)"), "{out}");
 }

@@ -188,3 +188,21 @@ async fn without_tailscaled_at_boot_the_public_names_serve_at_once_and_the_tailn
     let (_, status) = body_and_status(&curl_at(&env, "grafana.example.com", "/", &[]).await);
     assert_eq!(status, 200, "the public name still serves");
 }
+
+/// tailscaled 1.100 (no fix for tailscale/tailscale#20362) forwards unserved Service ports
+/// to 127.0.0.1: `doctor` flags the PROXY listener there, with the upgrade and the move to
+/// 127.0.0.2; 1.102 is not flagged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_flags_a_daemon_that_exposes_the_proxy_listener() {
+    for (version, flagged) in [("1.100.0", true), ("1.102.0", false)] {
+        let mut opts = EnvOptions { proxy_protocol: true, ..EnvOptions::default() };
+        opts.sim.version = version.to_owned();
+        let env = Env::start(opts).await;
+        env.wait_serving("grafana", WAIT).await;
+        let (_, out, _) = crate::operate::cli(&["doctor", "--config", crate::operate::cfg(&env)]).await;
+        assert_eq!(out.contains("PROXY listener exposure"), flagged, "tailscaled {version}:\n{out}");
+        if flagged {
+            assert!(out.contains("tailscale/tailscale#20362") && out.contains("127.0.0.2:8443"), "{out}");
+        }
+    }
+}

@@ -138,6 +138,7 @@ impl Daemon {
             },
             shutdown_rx.clone(),
         ));
+        background.spawn(own_addresses(Arc::clone(&shared), shutdown_rx.clone()));
         if suffix.is_none() {
             background.spawn(learn_suffix(Arc::clone(&shared), suffix_cache, shutdown_rx.clone()));
         }
@@ -325,6 +326,24 @@ async fn learn_suffix(shared: Arc<Shared>, cache: Option<DiskCache>, mut shutdow
         }
         // At most 5 s apart: the tailnet names join within seconds of tailscaled coming up.
         delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Keeps the data path told this node's own tailnet addresses (a PROXY source among them
+/// is this host: `local`), re-read every 5 minutes, every 10 s until tailscaled answers.
+async fn own_addresses(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let wait = match shared.client.status().await {
+            Ok(status) => {
+                shared.router.set_own_addresses(status.tailscale_ips.clone());
+                Duration::from_secs(300)
+            }
+            Err(_) => Duration::from_secs(10),
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
     }
 }
 

@@ -111,13 +111,14 @@ pub(crate) async fn run_checks(config_path: &Path, cert_timeout: Duration) -> Ve
     let Some((client, status)) = socket_check(&config, me, &mut out).await else {
         local_checks(&config, None, &mut out).await;
         if let Some(suffix) = &config.tailscale.magic_dns_suffix {
-            hairpin_checks(&config, &hairpin::fqdns(&config, suffix), &mut out).await;
+            hairpin_checks(&config, &hairpin::fqdns(&config, suffix), None, &mut out).await;
         }
         return out;
     };
     let socket_idx = out.len() - 1;
     let running = status.backend_state == BackendState::Running;
     let domains = tailnet_checks(&client, &status, running, &mut out).await;
+    proxy_exposure_check(&config, &status, &mut out);
     let names = service_fqdns(&config, &status);
     let in_domains = if running && !domains.is_empty() {
         name_checks(&config, &client, &status, &names, &domains, &mut out).await
@@ -131,7 +132,7 @@ pub(crate) async fn run_checks(config_path: &Path, cert_timeout: Duration) -> Ve
     fold_permission(&client, denied, !issued.is_empty(), me, &mut out[socket_idx]);
     local_checks(&config, Some((&issued, &status)), &mut out).await;
     let fqdns: Vec<String> = names.into_iter().map(|(_, fqdn)| fqdn).collect();
-    hairpin_checks(&config, &fqdns, &mut out).await;
+    hairpin_checks(&config, &fqdns, Some(&status.version), &mut out).await;
     identity_checks(&config, &client, &status, &mut out).await;
     out
 }
@@ -906,6 +907,17 @@ async fn identity_checks(config: &Config, client: &LocalClient, status: &Status,
     });
 }
 
+/// The PROXY listener reachable through tailscaled's Service-address bug (`exposure.rs`).
+fn proxy_exposure_check(config: &Config, status: &Status, out: &mut Vec<Check>) {
+    let forwarding = crate::exposure::ip_forwarding();
+    if let Some((now, detail, fix)) =
+        crate::exposure::finding(&status.version, forwarding, &config.listen.proxy_protocol)
+    {
+        let level = if now { Level::Fail } else { Level::Warn };
+        out.push(check(level, "PROXY listener exposure", detail, Some(fix)));
+    }
+}
+
 /// Whether a tailscaled version string (`1.102.4-t3caf…`) is at least `major.minor`.
 fn version_at_least(version: &str, major: u32, minor: u32) -> Option<bool> {
     let mut parts = version.split(['.', '-']);
@@ -920,8 +932,9 @@ const HAIRPIN_FIX: &str = "send the names to loopback (`snirouter hosts >> /etc/
     in [listen] https";
 
 /// `doctor`'s hairpin checks: one line per name once any name is sent to loopback,
-/// else one line saying local clients cannot reach the services by name.
-async fn hairpin_checks(config: &Config, names: &[String], out: &mut Vec<Check>) {
+/// else one line on how local clients reach the services by name — natively through
+/// tailscaled from 1.96 on (`daemon` is its version, when known), else not at all.
+async fn hairpin_checks(config: &Config, names: &[String], daemon: Option<&str>, out: &mut Vec<Check>) {
     let resolved: Vec<(&String, hairpin::Resolved)> =
         names.iter().zip(hairpin::resolve_all(config, names).await).collect();
     let fix = HAIRPIN_FIX;
@@ -930,9 +943,18 @@ async fn hairpin_checks(config: &Config, names: &[String], out: &mut Vec<Check>)
             hairpin::Resolved::Elsewhere(how) => format!(" ({n} {how})"),
             _ => String::new(),
         });
+        if let Some(v) = daemon.filter(|v| version_at_least(v, 1, 96) == Some(true)) {
+            let detail = format!(
+                "no served name resolves to this host's loopback{example}; tailscaled {v} terminates this host's own \
+                 active Service addresses locally (since 1.96), so local clients reach the names through it and the \
+                 PROXY listener, as this node's tailnet address (allow = [\"local\"] admits them)"
+            );
+            out.push(check(Level::Pass, "hairpin (local clients)", detail, None));
+            return;
+        }
         let detail = format!(
-            "no served name resolves to this host's loopback{example}: Tailscale documents that a Service host \
-             cannot reach the Services it hosts, so local clients (widgets, scrapes, webhooks) may fail to use the names"
+            "no served name resolves to this host's loopback{example}: before tailscaled 1.96 a Service host cannot \
+             reach the Services it hosts, so local clients (widgets, scrapes, webhooks) may fail to use the names"
         );
         out.push(check(Level::Warn, "hairpin (local clients)", detail, Some(fix.to_owned())));
         return;

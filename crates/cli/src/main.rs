@@ -9,6 +9,7 @@ mod daemon;
 #[cfg(feature = "demo")]
 mod demo;
 mod doctor;
+mod exposure;
 mod hairpin;
 mod health;
 mod history;

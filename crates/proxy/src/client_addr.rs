@@ -43,6 +43,9 @@ pub(crate) struct Client {
     pub via_proxy: Option<Forwarded>,
     /// The request carries a forwarding header: something relayed it.
     pub relayed: bool,
+    /// The peer is one of this node's own tailnet addresses: a process on this host that
+    /// reached a Service it hosts through tailscaled (set by the forwarder).
+    pub this_host: bool,
 }
 
 /// What a trusted proxy said, kept for the upstream request (Caddy's behaviour).
@@ -83,7 +86,8 @@ impl TrustedProxies {
             .chain(&CLIENT_IP_HEADERS)
             .chain(&self.headers)
             .any(|h| headers.contains_key(h));
-        let direct = Client { ip: peer.ip(), ip_value: peer_value.clone(), peer, via_proxy: None, relayed };
+        let direct =
+            Client { ip: peer.ip(), ip_value: peer_value.clone(), peer, via_proxy: None, relayed, this_host: false };
         if !relayed || self.nets.is_empty() || !self.trusts(peer.ip()) {
             return direct;
         }
@@ -132,9 +136,11 @@ impl TrustedProxies {
 }
 
 impl Client {
-    /// A process on this host acting for itself: a loopback peer, nothing relayed.
+    /// A process on this host acting for itself: a loopback peer, or this node's own
+    /// tailnet address as the PROXY source (tailscaled ≥ 1.96 terminates a host's own
+    /// Service addresses locally), and nothing relayed.
     pub(crate) fn is_local(&self) -> bool {
-        !self.relayed && self.peer.ip().to_canonical().is_loopback()
+        !self.relayed && (self.this_host || self.peer.ip().to_canonical().is_loopback())
     }
 
     /// The address to ask tailscaled's `whois` about: the peer, unless a proxy named
@@ -253,6 +259,14 @@ mod tests {
         // No forwarding header from loopback: local.
         assert!(resolve(&t, "127.0.0.1:5000", &[]).is_local());
         assert!(resolve(&TrustedProxies::default(), "[::ffff:127.0.0.1]:5000", &[]).is_local());
+        // This node's own tailnet address as the PROXY source: this host, via tailscaled.
+        let mut own = resolve(&TrustedProxies::default(), "100.64.0.5:5000", &[]);
+        assert!(!own.is_local(), "a tailnet address is not local by itself");
+        own.this_host = true;
+        assert!(own.is_local());
+        let mut relayed = resolve(&TrustedProxies::default(), "100.64.0.5:5000", &[("x-forwarded-for", "203.0.113.7")]);
+        relayed.this_host = true;
+        assert!(!relayed.is_local(), "relayed through this host is still relayed");
     }
 
     #[test]

@@ -91,6 +91,9 @@ pub(crate) struct Forwarder {
     /// `timeouts.idle`: the bound between two reads of a body.
     body_idle: Duration,
     tunnels: Arc<Tunnels>,
+    /// This node's own tailnet addresses (tailscaled's status): a PROXY source among them
+    /// is a process on this host that reached a Service it hosts (tailscaled ≥ 1.96).
+    own_addresses: arc_swap::ArcSwap<Vec<std::net::IpAddr>>,
 }
 
 impl Forwarder {
@@ -109,7 +112,13 @@ impl Forwarder {
             response_timeout: opts.upstream_response_timeout,
             body_idle: opts.idle_timeout,
             tunnels: Tunnels::new(opts.tunnel_idle_timeout),
+            own_addresses: arc_swap::ArcSwap::from_pointee(Vec::new()),
         })
+    }
+
+    /// Replaces this node's own tailnet addresses.
+    pub(crate) fn set_own_addresses(&self, addresses: Vec<std::net::IpAddr>) {
+        self.own_addresses.store(Arc::new(addresses));
     }
 
     /// This thread's pools.
@@ -139,7 +148,8 @@ impl Forwarder {
         };
         svc.stats.request();
         let origin = svc.cors.as_ref().map(|c| crate::cors::allowed_origin(c, req.headers()));
-        let client = table.trusted().resolve(conn.client, &conn.client_ip, req.headers());
+        let mut client = table.trusted().resolve(conn.client, &conn.client_ip, req.headers());
+        client.this_host = self.own_addresses.load().contains(&client.peer.ip().to_canonical());
         table.trusted().strip_untrusted(&client, req.headers_mut());
         let mut outcome = Outcome { client: client.ip, user: None, upstream: None };
         let mut resp = self.handle_service(req, conn, &client, svc, &mut outcome).await;

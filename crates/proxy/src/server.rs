@@ -124,6 +124,12 @@ impl Server {
         self.admission.active()
     }
 
+    /// Tells the data path this node's own tailnet addresses (from tailscaled's status):
+    /// a PROXY source among them is this host, which `allow = ["local"]` admits.
+    pub fn set_own_addresses(&self, addresses: Vec<std::net::IpAddr>) {
+        self.forwarder.set_own_addresses(addresses);
+    }
+
     /// WebSocket (upgraded) tunnels open right now.
     pub fn tunnels(&self) -> usize {
         self.forwarder.tunnels().count()
