@@ -278,6 +278,16 @@ let
   # non-root router leaves the sync to a privileged ExecStartPre (below).
   syncAsRoot = cfg.manageServices && cfg.user != "root";
 
+  # A declarative tailscaled serve config (nixpkgs' services.tailscale.serve, where the
+  # option exists) runs `tailscale serve set-config` at boot, which replaces the whole
+  # serve config and the advertised Services: it and manageServices would undo each other.
+  tsServe = config.services.tailscale.serve or null;
+  tsServeActive =
+    tsServe != null
+    && tsServe != { }
+    && tsServe != [ ]
+    && !(builtins.isAttrs tsServe && (tsServe.enable or true) == false);
+
   # [listen] keys a reload cannot apply (beside the sections in restartSections).
   restartListen = {
     proxy_protocol_from = finalSettings.listen.proxy_protocol_from or null;
@@ -640,6 +650,10 @@ in
       {
         assertion = !cfg.fail2ban.enable || accessFile != null;
         message = "services.snirouter.fail2ban reads the access log file: set services.snirouter.accessLog.enable = true (with accessLog.file, default /var/log/snirouter/access.log).";
+      }
+      {
+        assertion = !(cfg.manageServices && tsServeActive);
+        message = "services.snirouter.manageServices and services.tailscale.serve both write tailscaled's serve config: services.tailscale.serve runs `tailscale serve set-config` at every boot, which replaces the whole config and the advertised Services, so snirouter's names go dark until it puts them back. Keep one writer: drop services.tailscale.serve (snirouter keeps other entries it finds in the serve config), or set manageServices = false and configure the Services there.";
       }
       {
         assertion = publicNames == [ ] || (finalSettings.listen.https or [ ]) != [ ];

@@ -306,6 +306,10 @@ fn assertions_and_type_errors_explain_themselves() {
             "{ lib, ... }: { services.snirouter.settings.listen.https = lib.mkForce [ ]; }",
             "public names (sonarr.arsfeld.one) need a TLS listener",
         ),
+        (
+            "{ lib, ... }: { options.services.tailscale.serve = lib.mkOption { type = lib.types.attrs; default = { }; }; config.services.tailscale.serve.services.svc-x = { }; }",
+            "manageServices and services.tailscale.serve both write tailscaled's serve config",
+        ),
     ];
     for (extra, needle) in cases {
         match nix.eval("toml", &["--arg", "extraConfig", extra]) {
