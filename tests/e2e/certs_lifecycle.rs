@@ -200,3 +200,32 @@ async fn cache_files_are_private_and_a_corrupt_one_is_ignored() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// Before 1.102 tailscaled held one ACME lock for all names (calls queued behind it timed
+/// out while waiting): the router asks one certificate at a time; from 1.102 several.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_requests_are_serialised_for_daemons_with_one_acme_lock() {
+    for (version, serial) in [("1.100.0", true), ("1.102.0", false)] {
+        let mut opts = EnvOptions::default();
+        opts.sim.version = version.to_owned();
+        opts.sim.first_issue_delay = Duration::from_millis(400);
+        let env = Env::start(opts).await;
+        for name in ["grafana", "jellyfin", "immich", "sonarr"] {
+            env.wait_serving(name, Duration::from_secs(60)).await;
+        }
+        let mut arrivals: Vec<_> = env
+            .sim
+            .requests()
+            .into_iter()
+            .filter(|r| r.path_and_query.starts_with("/localapi/v0/cert/"))
+            .map(|r| r.at)
+            .collect();
+        arrivals.sort();
+        let closest = arrivals.windows(2).map(|w| w[1] - w[0]).min().expect("several requests");
+        if serial {
+            assert!(closest >= Duration::from_millis(350), "{version}: two requests {closest:?} apart");
+        } else {
+            assert!(closest < Duration::from_millis(200), "{version}: requests ran one at a time ({closest:?})");
+        }
+    }
+}

@@ -352,7 +352,11 @@ impl CertManager {
 
     /// One request for `fqdn`; on success the certificate is served and cached.
     async fn fetch_once(&self, fqdn: &str, min_validity: Option<Duration>) -> Result<(), Failure> {
-        let permit = self.permits.acquire().await;
+        // Before 1.102 tailscaled held one ACME lock for every name, and the per-call
+        // timeouts of requests queued behind it fired while they waited: one at a time.
+        let all = u32::try_from(self.opts.concurrency.max(1)).unwrap_or(1);
+        let permits = if self.client.daemon_version().is_some_and(|v| one_acme_lock(&v)) { all } else { 1 };
+        let permit = self.permits.acquire_many(permits).await;
         let started = SystemTime::now();
         self.store.update_state(fqdn, |s| {
             s.in_flight = true;
@@ -472,6 +476,12 @@ impl Failure {
     }
 }
 
+/// Whether tailscaled `version` has one ACME lock for all names (before 1.102).
+fn one_acme_lock(version: &str) -> bool {
+    let mut parts = version.split(['.', '-']).map(|p| p.parse::<u32>().ok());
+    matches!((parts.next(), parts.next()), (Some(Some(1)), Some(Some(minor))) if minor < 102)
+}
+
 fn not_in_cert_domains(fqdn: &str, list: &[String]) -> (String, String) {
     if list.is_empty() {
         (
@@ -497,4 +507,16 @@ struct Next {
     failures: u32,
     /// Whether a CertDomains change that adds the name ends the wait early.
     wake_on_domains: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn daemons_before_1_102_get_one_certificate_request_at_a_time() {
+        assert!(one_acme_lock("1.100.0") && one_acme_lock("1.98.9-tabc"));
+        assert!(!one_acme_lock("1.102.0") && !one_acme_lock("1.103.0-t3caf7d9e7-g084ee3b64"));
+        assert!(!one_acme_lock("unknown"), "unknown: the default concurrency");
+    }
 }

@@ -34,6 +34,8 @@ pub struct LocalClient {
     http: reqwest::Client,
     socket: Arc<Path>,
     default_timeout: Duration,
+    /// The `Tailscale-Version` of the last answer (shared by clones).
+    version: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for LocalClient {
@@ -81,6 +83,11 @@ impl<'a> Req<'a> {
 }
 
 impl LocalClient {
+    /// tailscaled's version as its last answer said (`Tailscale-Version`), if any yet.
+    pub fn daemon_version(&self) -> Option<String> {
+        self.version.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
     /// Creates a client for the socket at `socket` (e.g. `/var/run/tailscale/tailscaled.sock`).
     /// Does not connect; the first call does.
     pub fn new(socket: impl Into<PathBuf>) -> Result<Self, Error> {
@@ -104,7 +111,7 @@ impl LocalClient {
             .user_agent(concat!("snirouter-localapi/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| error::from_transport(e, &socket, "building the HTTP client", None))?;
-        Ok(LocalClient { http, socket, default_timeout: DEFAULT_TIMEOUT })
+        Ok(LocalClient { http, socket, default_timeout: DEFAULT_TIMEOUT, version: Arc::default() })
     }
 
     /// Returns a client whose non-certificate calls use `timeout` instead of
@@ -332,6 +339,9 @@ impl LocalClient {
             let resp = self.build(&req).send().await.map_err(|e| self.transport_error(e, &what, timeout))?;
             let status = resp.status();
             let headers = resp.headers().clone();
+            if let Some(v) = headers.get("tailscale-version").and_then(|v| v.to_str().ok()) {
+                *self.version.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(v.to_owned());
+            }
             let body = resp.bytes().await.map_err(|e| self.transport_error(e, &what, timeout))?;
             Ok::<_, Error>(Reply { status, headers, body })
         };
