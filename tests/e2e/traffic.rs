@@ -296,3 +296,37 @@ async fn tunnel_idle_closes_quiet_tunnels_only() {
     let logs = env.router().wait_log("the idle close", WAIT, |l| l.contains("closing tunnel")).await;
     assert!(logs.contains("timeouts.tunnel_idle") && logs.contains("grafana"), "{logs}");
 }
+
+/// One client, 32 HTTP/2 connections × 16 streams at once, 4,096 requests in all (the
+/// shape of `just bench`'s HTTP/2 run): more requests than the client's buffer budget
+/// holds at once (32 MiB / 128 KiB), so some wait for others to end — and every one
+/// ends; a wait never blocks the answers it waits for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_multiplexed_requests_from_one_client_all_finish() {
+    let env = env_with(&[], "").await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..32 {
+        let h2 = h2_connection(&env, "grafana").await;
+        for _ in 0..16 {
+            let mut h2 = h2.clone();
+            let reqs: Vec<_> = (0..8).map(|i| request(&env, "grafana", "GET", &format!("/n?{i}"), empty())).collect();
+            tasks.spawn({
+                async move {
+                    for r in reqs {
+                        let resp = h2.send_request(r).await.expect("answer");
+                        assert_eq!(resp.status(), 200);
+                        resp.into_body().collect().await.expect("body");
+                    }
+                }
+            });
+        }
+    }
+    let all = async {
+        while let Some(done) = tasks.join_next().await {
+            done.expect("a stream of requests");
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), all)
+        .await
+        .unwrap_or_else(|_| panic!("stuck\n{}", env.router().logs()));
+}

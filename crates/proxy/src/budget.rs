@@ -42,10 +42,17 @@ pub(crate) const FAIR_SHARE: usize = 256 * 1024;
 /// HTTP/1.1 connection all its own) and ~9 KiB of state.
 pub(crate) const REQUEST_COST: usize = 128 * 1024;
 
-/// One level's count of buffered bytes, its limit, and the bodies waiting for room.
+/// One level's count of buffered bytes and of what requests in flight hold, its limit,
+/// and the bodies and requests waiting for room.
+///
+/// The two counts are compared with the limit apart: an answer waits while the *bytes*
+/// fill the level, a new request while bytes and holds together do. Were answers held
+/// back by the requests' holds, a client whose requests filled its budget could never
+/// finish one — the holds are given back only when the answers end.
 #[derive(Debug)]
 pub(crate) struct Level {
     used: AtomicUsize,
+    reserved: AtomicUsize,
     limit: usize,
     /// Set while `waiters` is not empty, so writes need not take the lock.
     waiting: AtomicBool,
@@ -55,7 +62,13 @@ pub(crate) struct Level {
 impl Level {
     /// An empty level holding at most `limit` bytes.
     pub(crate) fn new(limit: usize) -> Level {
-        Level { used: AtomicUsize::new(0), limit, waiting: AtomicBool::new(false), waiters: Mutex::new(Vec::new()) }
+        Level {
+            used: AtomicUsize::new(0),
+            reserved: AtomicUsize::new(0),
+            limit,
+            waiting: AtomicBool::new(false),
+            waiters: Mutex::new(Vec::new()),
+        }
     }
 
     /// Bytes buffered now.
@@ -63,12 +76,21 @@ impl Level {
         self.used.load(Ordering::Relaxed)
     }
 
-    fn full(&self) -> bool {
-        self.used() >= self.limit
+    /// What requests in flight hold now.
+    pub(crate) fn reserved(&self) -> usize {
+        self.reserved.load(Ordering::Relaxed)
+    }
+
+    /// No room for answer bytes (`Need::Bytes`) or for another request (`Need::Request`).
+    fn full(&self, need: Need) -> bool {
+        match need {
+            Need::Bytes => self.used() >= self.limit,
+            Need::Request => self.used().saturating_add(self.reserved()) >= self.limit,
+        }
     }
 
     /// Registers `cx` to be woken when the level has room; `Ready` if it has room by now.
-    fn wait(&self, cx: &Context<'_>) -> Poll<()> {
+    fn wait(&self, cx: &Context<'_>, need: Need) -> Poll<()> {
         let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
         // A waiting body is polled again only when woken (which empties the list), so
         // comparing with the last entry is enough to keep one entry per waiter.
@@ -77,7 +99,16 @@ impl Level {
         }
         self.waiting.store(true, Ordering::Release);
         // Checked after registering: a write in between has seen the waiter.
-        if self.full() { Poll::Pending } else { Poll::Ready(()) }
+        if self.full(need) { Poll::Pending } else { Poll::Ready(()) }
+    }
+
+    fn reserve(&self, n: usize) {
+        self.reserved.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn release(&self, n: usize) {
+        self.reserved.fetch_sub(n, Ordering::Relaxed);
+        self.wake_if_room();
     }
 
     fn add(&self, n: usize) {
@@ -89,13 +120,24 @@ impl Level {
         self.wake_if_room();
     }
 
+    /// Wakes every waiter once there is room for bytes; a waiting request that still
+    /// finds no room for itself registers again.
     fn wake_if_room(&self) {
-        if !self.full() && self.waiting.load(Ordering::Acquire) {
+        if !self.full(Need::Bytes) && self.waiting.load(Ordering::Acquire) {
             let woken = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(PoisonError::into_inner));
             self.waiting.store(false, Ordering::Release);
             woken.into_iter().for_each(Waker::wake);
         }
     }
+}
+
+/// What a waiter needs room for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// An answer's next chunk: bytes only.
+    Bytes,
+    /// A new request: bytes and holds.
+    Request,
 }
 
 /// Process-wide figures for the metrics.
@@ -126,10 +168,9 @@ impl ProcessBudget {
         let name = "snirouter_buffered_bytes";
         out.family(name, "gauge", "Answer bytes handed on that clients have not read yet (limits.buffer_total).");
         let requests = self.requests.load(Ordering::Relaxed);
-        let answers = self.level.used().saturating_sub(requests * REQUEST_COST);
-        out.sample(name, &[], answers as f64);
+        out.sample(name, &[], self.level.used() as f64);
         let name = "snirouter_buffer_requests";
-        out.family(name, "gauge", "Requests in flight, each holding 32 KiB of its client's buffer budget.");
+        out.family(name, "gauge", "Requests in flight, each holding 128 KiB of its client's buffer budget.");
         out.sample(name, &[], requests as f64);
         let name = "snirouter_buffer_waits_total";
         out.family(
@@ -166,23 +207,23 @@ impl ConnBudget {
 
     /// `Ready` when a body on this connection may take another chunk.
     fn poll_room(&self, cx: &Context<'_>) -> Poll<()> {
-        self.poll_levels(cx, true)
+        self.poll_levels(cx, Need::Bytes)
     }
 
-    /// `Ready` when the levels have room: the connection's (if `own`), the client's, and
-    /// under process-wide pressure the process's for a connection over its fair share.
-    /// Otherwise the wait is registered with the full level and counted.
-    fn poll_levels(&self, cx: &Context<'_>, own: bool) -> Poll<()> {
-        let level = if own && self.conn.full() {
+    /// `Ready` when the levels have room for `need`: the connection's (for bytes), the
+    /// client's, and under process-wide pressure the process's for a connection over its
+    /// fair share. Otherwise the wait is registered with the full level and counted.
+    fn poll_levels(&self, cx: &Context<'_>, need: Need) -> Poll<()> {
+        let level = if need == Need::Bytes && self.conn.full(Need::Bytes) {
             (0, &self.conn)
-        } else if self.client.full() {
+        } else if self.client.full(need) {
             (1, &*self.client)
-        } else if self.process.level.full() && self.conn.used() > FAIR_SHARE {
+        } else if self.process.level.full(need) && self.conn.used() > FAIR_SHARE {
             (2, &self.process.level)
         } else {
             return Poll::Ready(());
         };
-        let poll = level.1.wait(cx);
+        let poll = level.1.wait(cx, need);
         if poll.is_pending() {
             self.process.waits[level.0].fetch_add(1, Ordering::Relaxed);
         }
@@ -194,9 +235,9 @@ impl ConnBudget {
     pub(crate) async fn request(self: &Arc<Self>) -> RequestHold {
         // Not the connection's own level: that counts answer bytes, and a request waiting
         // for them to drain would wait for its own connection.
-        std::future::poll_fn(|cx| self.poll_levels(cx, false)).await;
-        self.client.add(REQUEST_COST);
-        self.process.level.add(REQUEST_COST);
+        std::future::poll_fn(|cx| self.poll_levels(cx, Need::Request)).await;
+        self.client.reserve(REQUEST_COST);
+        self.process.level.reserve(REQUEST_COST);
         self.process.requests.fetch_add(1, Ordering::Relaxed);
         RequestHold { budget: Arc::clone(self) }
     }
@@ -247,8 +288,8 @@ pub(crate) struct RequestHold {
 impl Drop for RequestHold {
     fn drop(&mut self) {
         self.budget.process.requests.fetch_sub(1, Ordering::Relaxed);
-        self.budget.client.sub(REQUEST_COST);
-        self.budget.process.level.sub(REQUEST_COST);
+        self.budget.client.release(REQUEST_COST);
+        self.budget.process.level.release(REQUEST_COST);
     }
 }
 
@@ -330,6 +371,28 @@ mod tests {
             "credited at most what was charged"
         );
         assert!(conn.poll_room(&cx).is_ready());
+    }
+
+    #[test]
+    fn answers_move_while_the_client_is_full_of_requests_and_new_requests_wait() {
+        let (conn, client, process) = budget(1 << 20, 4 * REQUEST_COST, 1 << 30);
+        let cx = Context::from_waker(Waker::noop());
+        let holds: Vec<RequestHold> = (0..4)
+            .map(|_| {
+                let mut request = std::pin::pin!(conn.request());
+                match request.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                    Poll::Ready(hold) => hold,
+                    Poll::Pending => panic!("room for four requests"),
+                }
+            })
+            .collect();
+        assert_eq!(client.reserved(), 4 * REQUEST_COST);
+        let mut fifth = std::pin::pin!(conn.request());
+        assert!(fifth.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending(), "the fifth waits");
+        assert!(conn.poll_room(&cx).is_ready(), "the four requests' answers still move");
+        drop(holds);
+        assert_eq!((client.reserved(), process.level.reserved()), (0, 0));
+        assert!(fifth.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_ready(), "room again");
     }
 
     #[test]
