@@ -7,9 +7,10 @@
 //! those writes, so without a bound every upstream answer it asks for piles up in the
 //! router's memory (hundreds of KiB per HTTP/2 stream).
 //!
-//! Every request in flight also holds [`REQUEST_COST`] of its client's and the
-//! process's budget until its answer has ended: what a stream costs beyond its bytes
-//! (its state, the upstream connection and that connection's read buffer). So the
+//! Every request in flight also holds [`REQUEST_COST`] ([`STREAM_COST`] on HTTP/2) of its
+//! client's and the process's budget until its answer has ended: what a stream costs
+//! beyond its bytes (its state, the upstream connection and that connection's read
+//! buffer, and on HTTP/1.1 the connection's TLS buffer). So the
 //! budget bounds connections × streams × buffers, and a client that opens streams
 //! faster than it reads their answers waits before any upstream work is started.
 //!
@@ -36,11 +37,16 @@ use crate::metrics::Exposition;
 /// Under process-wide pressure, connections holding at most this much keep going.
 pub(crate) const FAIR_SHARE: usize = 256 * 1024;
 
-/// What a request in flight holds of its client's budget beyond its answer's bytes.
-/// Measured on a stalled exchange: besides the counted bytes, the upstream
-/// connection's read buffer (up to 64 KiB), the TLS record buffer (up to 64 KiB, for an
-/// HTTP/1.1 connection all its own) and ~9 KiB of state.
+/// What an HTTP/1.1 request in flight holds of its client's budget beyond its answer's
+/// bytes. Measured on a stalled exchange: besides the counted bytes, the upstream
+/// connection's read buffer (up to 64 KiB), the TLS record buffer (up to 64 KiB: the
+/// connection's own) and ~9 KiB of state.
 pub(crate) const REQUEST_COST: usize = 128 * 1024;
+
+/// The same for an HTTP/2 stream: its streams share the connection's TLS buffer, so the
+/// upstream read buffer and the state remain. 512 streams of one client (32 MiB) are
+/// admitted at once — `just bench`'s HTTP/2 run (32 connections × 16 streams) never waits.
+pub(crate) const STREAM_COST: usize = 64 * 1024;
 
 /// One level's count of buffered bytes and of what requests in flight hold, its limit,
 /// and the bodies and requests waiting for room.
@@ -170,7 +176,11 @@ impl ProcessBudget {
         let requests = self.requests.load(Ordering::Relaxed);
         out.sample(name, &[], self.level.used() as f64);
         let name = "snirouter_buffer_requests";
-        out.family(name, "gauge", "Requests in flight, each holding 128 KiB of its client's buffer budget.");
+        out.family(
+            name,
+            "gauge",
+            "Requests in flight, each holding 128 KiB (HTTP/1.1) or 64 KiB (HTTP/2) of its client's buffer budget.",
+        );
         out.sample(name, &[], requests as f64);
         let name = "snirouter_buffer_waits_total";
         out.family(
@@ -197,12 +207,19 @@ pub(crate) struct ConnBudget {
     conn: Level,
     client: Arc<Level>,
     process: Arc<ProcessBudget>,
+    /// What one request on this connection holds ([`REQUEST_COST`] or [`STREAM_COST`]).
+    request_cost: usize,
 }
 
 impl ConnBudget {
     /// A budget of `limit` bytes for a connection of the client whose level is `client`.
     pub(crate) fn new(limit: usize, client: Arc<Level>, process: Arc<ProcessBudget>) -> Arc<ConnBudget> {
-        Arc::new(ConnBudget { conn: Level::new(limit), client, process })
+        Arc::new(ConnBudget { conn: Level::new(limit), client, process, request_cost: REQUEST_COST })
+    }
+
+    /// The budget of an HTTP/2 connection, whose requests hold [`STREAM_COST`].
+    pub(crate) fn multiplexed(limit: usize, client: Arc<Level>, process: Arc<ProcessBudget>) -> Arc<ConnBudget> {
+        Arc::new(ConnBudget { conn: Level::new(limit), client, process, request_cost: STREAM_COST })
     }
 
     /// `Ready` when a body on this connection may take another chunk.
@@ -236,8 +253,8 @@ impl ConnBudget {
         // Not the connection's own level: that counts answer bytes, and a request waiting
         // for them to drain would wait for its own connection.
         std::future::poll_fn(|cx| self.poll_levels(cx, Need::Request)).await;
-        self.client.reserve(REQUEST_COST);
-        self.process.level.reserve(REQUEST_COST);
+        self.client.reserve(self.request_cost);
+        self.process.level.reserve(self.request_cost);
         self.process.requests.fetch_add(1, Ordering::Relaxed);
         RequestHold { budget: Arc::clone(self) }
     }
@@ -288,8 +305,8 @@ pub(crate) struct RequestHold {
 impl Drop for RequestHold {
     fn drop(&mut self) {
         self.budget.process.requests.fetch_sub(1, Ordering::Relaxed);
-        self.budget.client.release(REQUEST_COST);
-        self.budget.process.level.release(REQUEST_COST);
+        self.budget.client.release(self.budget.request_cost);
+        self.budget.process.level.release(self.budget.request_cost);
     }
 }
 

@@ -38,7 +38,11 @@ where
     let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let client = info.client;
     let opts = router.options();
-    let budget = ConnBudget::new(opts.buffer_per_connection, info.client_budget(), Arc::clone(&router.budget));
+    let budget = if is_h2 {
+        ConnBudget::multiplexed(opts.buffer_per_connection, info.client_budget(), Arc::clone(&router.budget))
+    } else {
+        ConnBudget::new(opts.buffer_per_connection, info.client_budget(), Arc::clone(&router.budget))
+    };
     let debt = is_h2.then(ResetDebt::new);
     let service = {
         let router = Arc::clone(router);
