@@ -199,8 +199,7 @@ pub(crate) async fn run_until_signal(config: Config) -> Result<(), StartError> {
     let mut term = signal(SignalKind::terminate()).map_err(StartError::Signal)?;
     let mut hup = signal(SignalKind::hangup()).map_err(StartError::Signal)?;
     let mut usr1 = signal(SignalKind::user_defined1()).map_err(StartError::Signal)?;
-    // Starting can wait for tailscaled for a long time (no MagicDNS suffix yet):
-    // SIGTERM and Ctrl-C must still stop it.
+    // A signal while starting (binding, loading caches) still stops the router cleanly.
     let daemon = tokio::select! {
         started = Daemon::start(config) => started?,
         _ = tokio::signal::ctrl_c() => {

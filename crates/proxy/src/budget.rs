@@ -154,7 +154,7 @@ pub(crate) struct ProcessBudget {
     pub(crate) waits: [AtomicU64; 3],
     /// Connections closed by `timeouts.idle` with answers their client never read.
     pub(crate) closed_holding: AtomicU64,
-    /// Requests in flight (each holds [`REQUEST_COST`]).
+    /// Requests in flight (each holds [`REQUEST_COST`] or [`STREAM_COST`]).
     requests: AtomicUsize,
 }
 
@@ -212,14 +212,15 @@ pub(crate) struct ConnBudget {
 }
 
 impl ConnBudget {
-    /// A budget of `limit` bytes for a connection of the client whose level is `client`.
-    pub(crate) fn new(limit: usize, client: Arc<Level>, process: Arc<ProcessBudget>) -> Arc<ConnBudget> {
-        Arc::new(ConnBudget { conn: Level::new(limit), client, process, request_cost: REQUEST_COST })
-    }
-
-    /// The budget of an HTTP/2 connection, whose requests hold [`STREAM_COST`].
-    pub(crate) fn multiplexed(limit: usize, client: Arc<Level>, process: Arc<ProcessBudget>) -> Arc<ConnBudget> {
-        Arc::new(ConnBudget { conn: Level::new(limit), client, process, request_cost: STREAM_COST })
+    /// A budget of `limit` bytes for a connection of the client whose level is `client`,
+    /// each request on it holding `request_cost` ([`REQUEST_COST`] or [`STREAM_COST`]).
+    pub(crate) fn new(
+        limit: usize,
+        request_cost: usize,
+        client: Arc<Level>,
+        process: Arc<ProcessBudget>,
+    ) -> Arc<ConnBudget> {
+        Arc::new(ConnBudget { conn: Level::new(limit), client, process, request_cost })
     }
 
     /// `Ready` when a body on this connection may take another chunk.
@@ -248,7 +249,8 @@ impl ConnBudget {
     }
 
     /// Waits until the client (and, under pressure, the process) has room for one more
-    /// request, and holds [`REQUEST_COST`] of it until the returned hold is dropped.
+    /// request, and holds the connection's request cost of it until the returned hold is
+    /// dropped.
     pub(crate) async fn request(self: &Arc<Self>) -> RequestHold {
         // Not the connection's own level: that counts answer bytes, and a request waiting
         // for them to drain would wait for its own connection.
@@ -296,7 +298,7 @@ impl Drop for ConnBudget {
     }
 }
 
-/// A request's share of its client's budget ([`REQUEST_COST`]), given back when dropped.
+/// A request's share of its client's budget, given back when dropped.
 #[derive(Debug)]
 pub(crate) struct RequestHold {
     budget: Arc<ConnBudget>,
@@ -366,7 +368,7 @@ mod tests {
     fn budget(conn: usize, client: usize, total: usize) -> (Arc<ConnBudget>, Arc<Level>, Arc<ProcessBudget>) {
         let client = Arc::new(Level::new(client));
         let process = ProcessBudget::new(total);
-        (ConnBudget::new(conn, Arc::clone(&client), Arc::clone(&process)), client, process)
+        (ConnBudget::new(conn, REQUEST_COST, Arc::clone(&client), Arc::clone(&process)), client, process)
     }
 
     #[test]
@@ -415,7 +417,7 @@ mod tests {
     #[test]
     fn a_client_over_its_budget_waits_on_every_connection() {
         let (first, client, process) = budget(100, 150, 10_000);
-        let second = ConnBudget::new(100, Arc::clone(&client), Arc::clone(&process));
+        let second = ConnBudget::new(100, REQUEST_COST, Arc::clone(&client), Arc::clone(&process));
         let waker = Waker::noop();
         let cx = Context::from_waker(waker);
         first.charge(90);
@@ -429,7 +431,7 @@ mod tests {
     #[test]
     fn under_process_pressure_only_connections_over_their_fair_share_wait() {
         let (hog, client, process) = budget(usize::MAX, usize::MAX, FAIR_SHARE * 2);
-        let reader = ConnBudget::new(usize::MAX, client, Arc::clone(&process));
+        let reader = ConnBudget::new(usize::MAX, REQUEST_COST, client, Arc::clone(&process));
         let cx = Context::from_waker(Waker::noop());
         hog.charge(FAIR_SHARE * 2);
         reader.charge(1000);

@@ -63,7 +63,7 @@ impl Kind {
         Kind::Protocol,
     ];
 
-    /// The `kind` label of `snirouter_refusals_total`.
+    /// The `kind` field of the log lines.
     pub(crate) fn label(self) -> &'static str {
         match self {
             Kind::HandshakeRefused => "tls_handshake_refused",

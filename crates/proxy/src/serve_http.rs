@@ -18,7 +18,7 @@ use tokio_rustls::server::TlsStream;
 use http::header;
 
 use crate::access_log::Outcome;
-use crate::budget::{Budgeted, ConnBudget};
+use crate::budget::{Budgeted, ConnBudget, REQUEST_COST, STREAM_COST};
 use crate::calm::{Answering, ResetDebt};
 use crate::conn_info::ConnInfo;
 use crate::metrics::{AccessRecord, MeteredBody};
@@ -38,11 +38,9 @@ where
     let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let client = info.client;
     let opts = router.options();
-    let budget = if is_h2 {
-        ConnBudget::multiplexed(opts.buffer_per_connection, info.client_budget(), Arc::clone(&router.budget))
-    } else {
-        ConnBudget::new(opts.buffer_per_connection, info.client_budget(), Arc::clone(&router.budget))
-    };
+    let request_cost = if is_h2 { STREAM_COST } else { REQUEST_COST };
+    let budget =
+        ConnBudget::new(opts.buffer_per_connection, request_cost, info.client_budget(), Arc::clone(&router.budget));
     let debt = is_h2.then(ResetDebt::new);
     let service = {
         let router = Arc::clone(router);
@@ -183,18 +181,6 @@ fn builder(opts: &ProxyOptions, is_h2: bool) -> auto::Builder<TokioExecutor> {
     if is_h2 { builder.http2_only() } else { builder.http1_only() }
 }
 
-/// The h2 error in an error's chain, if there is one.
-fn h2_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a h2::Error> {
-    let mut source = Some(e);
-    while let Some(err) = source {
-        if let Some(h2) = err.downcast_ref::<h2::Error>() {
-            return Some(h2);
-        }
-        source = err.source();
-    }
-    None
-}
-
 /// Runs a client connection until it ends or `idle_timeout` passes without a byte moving.
 async fn drive(
     conn: impl Future<Output = Result<(), BoxError>>,
@@ -207,7 +193,7 @@ async fn drive(
             Ok(()) => End::Closed,
             Err(e) => {
                 tracing::debug!(client = %client, error = %e, "connection ended with an error");
-                match h2_cause(&*e) {
+                match crate::upstream::cause::<h2::Error>(&*e) {
                     Some(h2) if h2.is_go_away() && h2.is_library() => {
                         End::Refused(h2.reason().unwrap_or(h2::Reason::PROTOCOL_ERROR), h2.to_string())
                     }

@@ -381,16 +381,22 @@ impl Body for UpstreamBody {
 
 /// The TLS error behind an upstream failure, if the failure was a TLS handshake.
 pub(crate) fn tls_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    cause::<rustls::Error>(e)
+}
+
+/// The first `T` in `e`'s chain of sources, looking inside `io::Error`s too (whose
+/// `source` skips the error they wrap).
+pub(crate) fn cause<'a, T: std::error::Error + 'static>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a T> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
-        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-            return Some(tls);
+        if let Some(found) = err.downcast_ref::<T>() {
+            return Some(found);
         }
         if let Some(io) = err.downcast_ref::<io::Error>()
             && let Some(inner) = io.get_ref()
-            && let Some(tls) = inner.downcast_ref::<rustls::Error>()
+            && let Some(found) = inner.downcast_ref::<T>()
         {
-            return Some(tls);
+            return Some(found);
         }
         source = err.source();
     }
