@@ -478,8 +478,7 @@ impl Failure {
 
 /// Whether tailscaled `version` has one ACME lock for all names (before 1.102).
 fn one_acme_lock(version: &str) -> bool {
-    let mut parts = version.split(['.', '-']).map(|p| p.parse::<u32>().ok());
-    matches!((parts.next(), parts.next()), (Some(Some(1)), Some(Some(minor))) if minor < 102)
+    snirouter_localapi::DaemonVersion::parse(version).is_some_and(|v| !v.at_least(1, 102))
 }
 
 fn not_in_cert_domains(fqdn: &str, list: &[String]) -> (String, String) {

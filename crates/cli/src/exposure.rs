@@ -49,13 +49,10 @@ pub(crate) fn finding(
 
 /// Whether `version` (`1.100.0`, `1.98.8-t…`) lacks the fix; `None` when unreadable.
 fn vulnerable(version: &str) -> Option<bool> {
-    let mut parts = version.split(['.', '-']);
-    let major: u32 = parts.next()?.parse().ok()?;
-    let minor: u32 = parts.next()?.parse().ok()?;
-    let patch: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    Some(match (major, minor) {
+    let v = snirouter_localapi::DaemonVersion::parse(version)?;
+    Some(match (v.major, v.minor) {
         (1, m) if m < 86 => false, // no Tailscale Services yet
-        (1, 98) => patch < 9,
+        (1, 98) => v.patch < 9,
         (1, m) => m < 102,
         _ => false,
     })

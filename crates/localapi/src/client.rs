@@ -1,5 +1,6 @@
 //! The LocalAPI HTTP client over tailscaled's unix socket.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use rustls::RootCertStore;
 use snirouter_tls::Trust;
 
 use crate::error::{self, Error, classify};
+use crate::services::{ServeBytes, ServiceDetails};
 use crate::status::{DnsConfig, FeatureQuery, Status, WhoIs};
 use crate::{CertPair, format_go_duration, parse_pair_pem};
 
@@ -162,6 +164,24 @@ impl LocalClient {
     pub async fn dns_config(&self) -> Result<DnsConfig, Error> {
         let reply = self.call_ok(Req::get("dns-config"), Some(self.default_timeout), None).await?;
         parse_json(&reply.body, "dns-config JSON (tailcfg.DNSConfig)")
+    }
+
+    /// `GET /localapi/v0/services` (tailscaled ≥ 1.98; older ones answer
+    /// [`Error::NotSupported`]): the Services this node may reach and the ports control
+    /// lists for each, by `svc:NAME`. A Service this node hosts but may not reach itself
+    /// is not listed.
+    pub async fn services(&self) -> Result<BTreeMap<String, ServiceDetails>, Error> {
+        let reply = self.call_ok(Req::get("services"), Some(self.default_timeout), None).await?;
+        let v: Option<BTreeMap<String, ServiceDetails>> =
+            parse_json(&reply.body, "services JSON (map of tailcfg.ServiceDetails)")?;
+        Ok(v.unwrap_or_default())
+    }
+
+    /// The per-Service Serve byte counters from `GET /localapi/v0/usermetrics`, by
+    /// `svc:NAME` (empty before tailscaled 1.102, which added them).
+    pub async fn serve_bytes(&self) -> Result<BTreeMap<String, ServeBytes>, Error> {
+        let reply = self.call_ok(Req::get("usermetrics"), Some(self.default_timeout), None).await?;
+        Ok(crate::services::serve_bytes(&String::from_utf8_lossy(&reply.body)))
     }
 
     /// `POST /localapi/v0/query-feature?feature=<name>`: tailscaled asks control whether a

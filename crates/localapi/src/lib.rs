@@ -34,6 +34,7 @@ mod error;
 mod go_quote;
 mod pem;
 mod retry_after;
+mod services;
 mod status;
 mod user;
 
@@ -41,6 +42,7 @@ pub use client::{DEFAULT_TIMEOUT, IpnBusWatcher, LocalClient};
 pub use duration::format_go_duration;
 pub use error::{Error, ErrorKind, parse_go_string_list, parse_retry_after};
 pub use pem::{CertPair, parse_pair_pem};
+pub use services::{DaemonVersion, ServeBytes, ServiceDetails, ports_allow_tcp};
 pub use status::{BackendState, CurrentTailnet, DnsConfig, DnsRecord, FeatureQuery, SelfNode, Status, WhoIs};
 pub use user::{CurrentUser, current_user};
 
