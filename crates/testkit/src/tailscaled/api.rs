@@ -257,6 +257,8 @@ async fn dispatch(inner: &Arc<Inner>, cfg: &SimConfig, conn_uid: Option<u32>, re
         "serve-config" => serve_serve_config(inner, &p, req).await,
         "prefs" => serve_prefs(inner, &p, req).await,
         "whois" => serve_whois(cfg, &p, &query),
+        "services" if version_at_least(cfg, 1, 98) => serve_services(cfg, &req),
+        "usermetrics" => serve_usermetrics(cfg),
         s if s.starts_with("cert/") => {
             let domain = &s["cert/".len()..];
             serve_cert(inner, &p, domain, &query).await
@@ -340,6 +342,64 @@ impl Drop for PendingCert {
         }
         let _ = self.inner.bus.send(BusEvent::Health);
     }
+}
+
+/// Whether the simulated daemon's `version` is at least `major.minor` (unreadable: newest).
+fn version_at_least(cfg: &SimConfig, major: u32, minor: u32) -> bool {
+    let mut parts = cfg.version.split(['.', '-']).map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(a), Some(b)) => (a, b) >= (major, minor),
+        _ => true,
+    }
+}
+
+/// `serveServices` (1.98+): GET only, no permission check, `nm.Services()` of the
+/// netmap (503 "no netmap" before the first one), JSON-encoded with a trailing newline.
+fn serve_services(cfg: &SimConfig, req: &Request<Incoming>) -> Resp {
+    if req.method() != Method::GET {
+        return go_error(405, "only GET allowed");
+    }
+    if matches!(cfg.backend_state.as_str(), "NoState" | "NeedsLogin" | "NeedsMachineAuth") {
+        return go_error(503, "no netmap");
+    }
+    let mut out = serde_json::Map::new();
+    for (i, (name, ports)) in cfg.visible_services.iter().enumerate() {
+        let name = json::svc_name(name);
+        // `ServiceDetails`: Name, DisplayName (omitzero), Addrs, Ports (omitempty).
+        // The same addresses as the host's `service-host` map gives an approved Service.
+        let vips = cfg.approved_services.iter().position(|s| json::svc_name(s) == name).unwrap_or(1000 + i);
+        let mut fields = vec![("Name", Value::String(name.clone()))];
+        fields.push(("Addrs", serde_json::json!(json::service_vips(vips))));
+        if !ports.is_empty() {
+            fields.push(("Ports", serde_json::json!(ports)));
+        }
+        out.insert(name, serde_json::to_value(gofmt::Ordered(fields)).unwrap_or(Value::Null));
+    }
+    let body = if out.is_empty() { "{}".to_owned() } else { gofmt::to_go_json_compact(&Value::Object(out)) };
+    full(200, Some("application/json"), format!("{body}\n"))
+}
+
+/// `serveUserMetrics`: the user-metrics registry in Prometheus text, no permission check;
+/// the per-Service Serve byte counters exist from 1.102 on.
+fn serve_usermetrics(cfg: &SimConfig) -> Resp {
+    let mut out = String::from(
+        "# HELP tailscaled_advertised_routes Number of advertised network routes (e.g. by a subnet router)\n\
+         # TYPE tailscaled_advertised_routes gauge\ntailscaled_advertised_routes 0\n",
+    );
+    if version_at_least(cfg, 1, 102) && !cfg.serve_bytes.is_empty() {
+        for (metric, dir, inbound) in [
+            ("tailscaled_serve_inbound_bytes_total", "received from", true),
+            ("tailscaled_serve_outbound_bytes_total", "sent to", false),
+        ] {
+            out.push_str(&format!(
+                "# HELP {metric} Bytes {dir} peers on Serve connections for Tailscale Services, labeled by Tailscale Service name.\n# TYPE {metric} counter\n"
+            ));
+            for (svc, (i, o)) in &cfg.serve_bytes {
+                out.push_str(&format!("{metric}{{service=\"{svc}\"}} {}\n", if inbound { i } else { o }));
+            }
+        }
+    }
+    full(200, Some("text/plain; version=0.0.4; charset=utf-8"), out)
 }
 
 fn serve_cert_domains(cfg: &SimConfig, p: &Perms) -> Resp {

@@ -136,6 +136,15 @@ pub struct SimConfig {
     pub edit_prefs_error: Option<String>,
     /// Peers known to `whois` (and `status` with peers).
     pub peers: Vec<SimPeer>,
+    /// The Services this node may reach, as control sends them in `Self.CapMap["services/…"]`
+    /// (`tailcfg.ServiceDetails`): `svc:NAME` → the ports its definition lists (`tcp:443`).
+    /// `GET /localapi/v0/services` (1.98+) lists them with their addresses. Whether a host
+    /// may reach its own Services depends on the policy, so tests set them explicitly.
+    pub visible_services: BTreeMap<String, Vec<String>>,
+    /// Per-Service Serve byte counters `svc:NAME` → (inbound, outbound), in
+    /// `/localapi/v0/usermetrics` from 1.102 on (the simulator forwards no traffic, so
+    /// tests set them).
+    pub serve_bytes: BTreeMap<String, (u64, u64)>,
     /// The simulated control plane this node reports its advertised services to (as
     /// tailscaled does through its Hostinfo): a service's `/devices` then lists this
     /// node while it advertises the service.
@@ -263,6 +272,8 @@ impl SimConfig {
             locked_config_file: false,
             edit_prefs_error: None,
             peers: vec![],
+            visible_services: BTreeMap::new(),
+            serve_bytes: BTreeMap::new(),
             control: None,
         }
     }
