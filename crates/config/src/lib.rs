@@ -36,6 +36,7 @@ mod domains;
 mod headers;
 mod schema;
 mod services;
+mod tcp_ports;
 mod units;
 mod validate;
 
@@ -44,8 +45,8 @@ use std::path::Path;
 pub use diag::{Diagnostic, Diagnostics};
 pub use schema::{
     AccessFormat, Admin, Cache, Config, Cors, DEFAULT_ADMIN_SOCKET, DEFAULT_CACHE_DIR, DEFAULT_SOCKET, Defaults,
-    Domain, ForwardAuth, HeaderRules, Limits, Listen, Log, LogFormat, MAX_HEADER_BYTES, MIN_HEADER_BYTES, Passthrough,
-    Principal, Route, Scheme, Service, Tailscale, Timeouts, Upstream,
+    Domain, ForwardAuth, HeaderRules, HostPort, Limits, Listen, Log, LogFormat, MAX_HEADER_BYTES, MIN_HEADER_BYTES,
+    Principal, Route, Scheme, Service, Tailscale, TcpPort, TcpTarget, Timeouts, Upstream,
 };
 pub use schema::{DEFAULT_API_BASE_URL, TailscaleApi};
 pub use units::{format_duration, parse_duration, parse_size};

@@ -466,17 +466,18 @@ impl Cors {
     }
 }
 
-/// `passthrough = "host:port"`: the TLS connection is forwarded untouched to a backend
-/// that terminates TLS itself (routed by the ClientHello's SNI only).
+/// `host:port` of a backend that is not an HTTP upstream: a `passthrough` target (the TLS
+/// connection is forwarded untouched to a backend that terminates TLS itself, routed by
+/// the ClientHello's SNI only) or a [`TcpPort`]'s target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Passthrough {
+pub struct HostPort {
     /// Lowercase host name or IP address (IPv6 without brackets).
     pub host: String,
     /// Port (always explicit in the file).
     pub port: u16,
 }
 
-impl fmt::Display for Passthrough {
+impl fmt::Display for HostPort {
     /// `host:port` (IPv6 hosts in brackets).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.host.contains(':') {
@@ -485,6 +486,41 @@ impl fmt::Display for Passthrough {
             write!(f, "{}:{}", self.host, self.port)
         }
     }
+}
+
+/// One entry of a service's `tcp` table: `22 = "127.0.0.1:2222"` or
+/// `1883 = { to = "unix:/run/mosquitto.sock", proxy_protocol = 2 }`. tailscaled forwards the
+/// Service's TCP port to `target` itself (`TCPForward` in its serve config); the router
+/// only writes, heals and reports that handler.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TcpPort {
+    /// The Service's port (1-65535, not 443, which is the router's).
+    pub port: u16,
+    /// Where tailscaled connects.
+    pub target: TcpTarget,
+    /// PROXY protocol version tailscaled sends first (1 or 2), `None` for none.
+    pub proxy_protocol: Option<u8>,
+}
+
+impl TcpPort {
+    /// The `TCPForward` value tailscaled expects: `host:port` or `unix:/path`.
+    pub fn forward(&self) -> String {
+        match &self.target {
+            TcpTarget::Address(a) => a.to_string(),
+            TcpTarget::Unix(path) => format!("unix:{}", path.display()),
+        }
+    }
+}
+
+/// Where tailscaled forwards a [`TcpPort`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TcpTarget {
+    /// A TCP address on this host (or one tailscaled can reach).
+    Address(HostPort),
+    /// A unix socket (absolute path). tailscaled accepts such a handler only from root or
+    /// its operator with `sudo` rights (the rule for `unix:` handlers).
+    Unix(PathBuf),
 }
 
 /// `[services.NAME]`: one name served over HTTPS and routed to local backends.
@@ -530,7 +566,10 @@ pub struct Service {
     /// `Tailscale-App-Capabilities`, like `tailscale serve --accept-app-caps`.
     pub accept_app_caps: Vec<String>,
     /// TLS passthrough backend; when set, `routes` is empty and no certificate is needed.
-    pub passthrough: Option<Passthrough>,
+    pub passthrough: Option<HostPort>,
+    /// `tcp`: further TCP ports of the service's Tailscale Service, each forwarded by
+    /// tailscaled straight to an app (never through the router), sorted by port; never 443.
+    pub tcp: Vec<TcpPort>,
     /// `names`: further names the service answers to (lowercase), each under one of the
     /// [`Config::domains`], whose certificate it takes.
     pub names: Vec<String>,
@@ -564,6 +603,7 @@ impl Service {
             deny: Vec::new(),
             accept_app_caps: Vec::new(),
             passthrough: None,
+            tcp: Vec::new(),
             names: Vec::new(),
             request_headers: HeaderRules::default(),
             response_headers: HeaderRules::default(),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use toml_edit::{Item, TableLike, Value};
 
 use crate::checks;
-use crate::schema::{Cors, Defaults, Domain, ForwardAuth, Passthrough, Route, Scheme, Service, Upstream};
+use crate::schema::{Cors, Defaults, Domain, ForwardAuth, HostPort, Route, Scheme, Service, Upstream};
 use crate::validate::{Entry, Span, Validator, describe, describe_value, entries, find};
 
 const SERVICE_KEYS: &[&str] = &[
@@ -30,6 +30,7 @@ const SERVICE_KEYS: &[&str] = &[
     "request_headers",
     "response_headers",
     "error_pages_upstream",
+    "tcp",
 ];
 const ROUTE_KEYS: &[&str] = &["path", "upstream", "strip_prefix"];
 const DEFAULTS_KEYS: &[&str] =
@@ -179,6 +180,9 @@ impl Validator<'_> {
             service.names = self.service_extra_names(n, domains);
         }
         self.header_options(&known, defaults, domains, &mut service);
+        if let Some(t) = find(&known, "tcp") {
+            service.tcp = self.tcp_ports(t);
+        }
         Some((service, fqdn_span))
     }
 
@@ -285,7 +289,7 @@ impl Validator<'_> {
     fn passthrough_option(&mut self, e: &Entry<'_>, known: &[Entry<'_>], default_auth: bool, service: &mut Service) {
         let Some(p) = find(known, "passthrough") else { return };
         if let Some(raw) = self.string(p, "\"127.0.0.1:8920\"") {
-            match parse_host_port(raw) {
+            match parse_host_port(raw, "passthrough", "127.0.0.1:8920") {
                 Ok(target) => service.passthrough = Some(target),
                 Err(problem) => self.report(p.value_span(), &p.path, problem),
             }
@@ -724,33 +728,32 @@ fn check_upstream_host(raw: &str) -> Result<(), checks::Problem> {
     }
 }
 
-/// `passthrough`: `host:port` with an explicit port.
-fn parse_host_port(raw: &str) -> Result<Passthrough, checks::Problem> {
-    let help = Some("write the backend's TLS address as host:port, e.g. passthrough = \"127.0.0.1:8920\"".to_owned());
+/// `host:port` with an explicit port, for the key `key` (`passthrough`, `tcp.22`);
+/// `example` is a valid value for the help.
+pub(crate) fn parse_host_port(raw: &str, key: &str, example: &str) -> Result<HostPort, checks::Problem> {
+    let help = Some(format!("write the backend's address as host:port, e.g. {key} = \"{example}\""));
     let text = raw.trim();
     if text.contains("://") {
         return Err(checks::Problem::new(
-            format!("passthrough {raw:?} must be host:port without a scheme (the bytes are forwarded as they are)"),
-            Some(format!(
-                "write passthrough = {:?}",
-                text.split_once("://").map_or(text, |(_, r)| r).trim_end_matches('/')
-            )),
+            format!("{key} {raw:?} must be host:port without a scheme (the bytes are forwarded as they are)"),
+            Some(format!("write {key} = {:?}", text.split_once("://").map_or(text, |(_, r)| r).trim_end_matches('/'))),
         ));
     }
+    let not_host_port = || checks::Problem::new(format!("{key} {raw:?} is not host:port"), help.clone());
     if text.contains(['@', '/', '?', '#']) || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(checks::Problem::new(format!("passthrough {raw:?} is not host:port"), help));
+        return Err(not_host_port());
     }
     let Ok(authority) = text.parse::<http::uri::Authority>() else {
-        return Err(checks::Problem::new(format!("passthrough {raw:?} is not host:port"), help));
+        return Err(not_host_port());
     };
     let Some(port) = authority.port_u16().filter(|p| *p != 0) else {
-        return Err(checks::Problem::new(format!("passthrough {raw:?} needs a port (1-65535)"), help));
+        return Err(checks::Problem::new(format!("{key} {raw:?} needs a port (1-65535)"), help));
     };
     let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
     if host.is_empty() {
-        return Err(checks::Problem::new(format!("passthrough {raw:?} has no host"), help));
+        return Err(checks::Problem::new(format!("{key} {raw:?} has no host"), help));
     }
-    Ok(Passthrough { host, port })
+    Ok(HostPort { host, port })
 }
 
 /// A forward-auth URL: `http://` or `https://`, a host, any path and query, no user info

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use http::HeaderName;
 use http::uri::PathAndQuery;
 pub(crate) use snirouter_config::Route;
-use snirouter_config::{Cors, Domain, ForwardAuth, Passthrough};
+use snirouter_config::{Cors, Domain, ForwardAuth, HostPort};
 
 use crate::access::AccessPolicy;
 use crate::client_addr::TrustedProxies;
@@ -83,7 +83,7 @@ pub struct ServicePolicy {
     /// policy needs capabilities (`cap:` entries, `accept_app_caps`), else the node.
     pub whois_scope: Option<Arc<str>>,
     /// TLS passthrough target (no HTTP handling at all).
-    pub passthrough: Option<Passthrough>,
+    pub passthrough: Option<HostPort>,
     /// `request_headers`, applied last to the request sent upstream.
     pub request_headers: HeaderOps,
     /// `response_headers`, applied last to every answer.
