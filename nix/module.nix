@@ -165,6 +165,25 @@ let
         example = [ "example.com/cap/grafana" ];
         description = "Application capabilities of the client sent to the backend in `Tailscale-App-Capabilities` (`accept_app_caps`, like `tailscale serve --accept-app-caps`).";
       };
+      tcp = mkOption {
+        type = types.attrsOf (types.either types.str (types.submodule {
+          options = {
+            to = mkOption {
+              type = types.str;
+              example = "127.0.0.1:1883";
+              description = "Where tailscaled forwards the port: `host:port` or `unix:/absolute/path.sock`.";
+            };
+            proxyProtocol = mkOption {
+              type = types.nullOr (types.enum [ 1 2 ]);
+              default = null;
+              description = "PROXY protocol version tailscaled sends first (`proxy_protocol`); null for none.";
+            };
+          };
+        }));
+        default = { };
+        example = { "22" = "127.0.0.1:2222"; };
+        description = "Further TCP ports of the service's Tailscale Service, forwarded by tailscaled straight to an app (Forgejo's SSH, MQTT), never through the router (`tcp`). Port 443 is the router's.";
+      };
       passthrough = mkOption {
         type = types.nullOr types.str;
         default = null;
@@ -260,6 +279,12 @@ let
     // optionalAttrs s.tailscaleIdentity { tailscale_identity = true; }
     // optionalAttrs (s.allow != null) { inherit (s) allow; }
     // optionalAttrs (s.acceptAppCaps != [ ]) { accept_app_caps = s.acceptAppCaps; }
+    // optionalAttrs (s.tcp != { }) {
+      tcp = mapAttrs (_: t:
+        if builtins.isString t then t
+        else { inherit (t) to; } // optionalAttrs (t.proxyProtocol != null) { proxy_protocol = t.proxyProtocol; }
+      ) s.tcp;
+    }
     // optionalAttrs (namesOf n s != [ ]) { names = namesOf n s; }
     // optionalAttrs (s.errorPages != null) { error_pages = "${s.errorPages}"; }
     // optionalAttrs (s.maxBodySize != null) { max_body_bytes = s.maxBodySize; };

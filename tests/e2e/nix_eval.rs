@@ -176,6 +176,17 @@ fn module_renders_a_config_that_snirouter_accepts() {
     assert_eq!(svc("sonarr")["allow"], allow);
     assert_eq!(svc("sonarr")["accept_app_caps"], serde_json::json!(["example.com/cap/sonarr"]));
     assert!(svc("grafana")["allow"].is_null(), "no allow: everyone who reaches it");
+    let tcp = &svc("radarr")["tcp"];
+    assert_eq!(
+        (tcp[0]["port"].as_u64(), tcp[0]["target"]["address"]["port"].as_u64()),
+        (Some(22), Some(2222)),
+        "{tcp}"
+    );
+    assert_eq!(
+        (&tcp[1]["target"]["unix"], tcp[1]["proxy_protocol"].as_u64()),
+        (&serde_json::json!("/run/mosquitto/mqtt.sock"), Some(2)),
+        "{tcp}"
+    );
     assert_eq!(svc("sonarr")["names"], serde_json::json!(["sonarr.arsfeld.one"]));
     assert_eq!(cfg["domains"][0]["cert"], "/var/lib/acme/arsfeld.one/fullchain.pem");
     assert_eq!(cfg["tailscale"]["manage_services"], false, "the router runs as snirouter: root syncs before it");

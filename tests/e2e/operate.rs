@@ -34,7 +34,7 @@ pub(crate) fn cfg(env: &Env) -> &str {
 }
 
 /// `(LEVEL, check name, rest of the line incl. the fix line)` for every doctor check.
-fn doctor_checks(out: &str) -> Vec<(String, String, String)> {
+pub(crate) fn doctor_checks(out: &str) -> Vec<(String, String, String)> {
     let mut checks: Vec<(String, String, String)> = Vec::new();
     for line in out.lines() {
         let level = line.get(..4).unwrap_or("");

@@ -11,7 +11,7 @@ use snirouter_testkit::SimConfig;
 use snirouter_testkit::control::{SimControl, SimControlConfig};
 
 use crate::harness::*;
-use crate::operate::{cfg, cli, service, wait_status};
+use crate::operate::{cfg, cli, service, status_json, wait_status};
 
 pub(crate) async fn services(cmd: &str, config: &Path) -> Output {
     tokio::time::timeout(
@@ -443,4 +443,106 @@ async fn the_services_are_retried_at_boot_and_healed_after_someone_else_wipes_th
     .await;
     let healed = metrics.lines().find(|l| l.starts_with("snirouter_services_healed_total ")).expect("the counter");
     assert!(!healed.ends_with(" 0"), "{healed}");
+}
+
+/// Polls the simulated daemon's serve config until `pred` holds (60 s, a heal takes one
+/// 15 s check).
+async fn wait_serve_config(env: &Env, what: &str, pred: impl Fn(&Value) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !pred(&env.sim.serve_config()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 60 s\n{:#}\n{}",
+            env.sim.serve_config(),
+            env.router().logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A service's further TCP ports (Forgejo's SSH on 22; MQTT with PROXY v2 on 1883) are
+/// written beside TCP 443, put back after a wipe of one port and after a `serve reset`,
+/// reported by `status`, and released by a reload that drops one — which is not drift.
+/// tailscaled's own view of the definition (`/localapi/v0/services`, listing tcp:443
+/// only) shows in `plan`, `status` and `doctor`; its per-Service byte counters in
+/// `status`; `doctor` names the other writer once the heals repeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_further_tcp_port_is_configured_healed_reported_and_released() {
+    let mut sim = SimConfig::storage(SUFFIX, &SERVICES);
+    sim.visible_services = [("svc:grafana".to_owned(), vec!["tcp:443".to_owned()])].into();
+    sim.serve_bytes = [("svc:grafana".to_owned(), (1536, 3 * 1024 * 1024))].into();
+    let opts = EnvOptions {
+        sim,
+        proxy_protocol: true,
+        start_router: false,
+        tailscale: format!("manage_services = true\nmagic_dns_suffix = \"{SUFFIX}\"\n"),
+        ..EnvOptions::default()
+    };
+    let mut env = Env::start(opts).await;
+    let tcp = r#"tcp = { 22 = "127.0.0.1:2222", 1883 = { to = "127.0.0.1:1883", proxy_protocol = 2 } }"#;
+    add_to_service(&env.config, "grafana", tcp);
+    let (code, out, err) = cli(&["services", "plan", "--config", cfg(&env)]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    for needle in [
+        r#"+ serve-config  Services["svc:grafana"].TCP["22"] = {"TCPForward":"127.0.0.1:2222"}"#,
+        r#"TCP["1883"] = {"ProxyProtocol":2,"TCPForward":"127.0.0.1:1883"}"#,
+        "the definition of svc:grafana does not list tcp:22, tcp:1883",
+        "svc:grafana   tcp:443, tcp:22, tcp:1883",
+    ] {
+        assert!(out.contains(needle), "plan lacks {needle:?}:\n{out}");
+    }
+    env.start_router().await;
+    let ssh = json!({"TCPForward": "127.0.0.1:2222"});
+    let mqtt = json!({"TCPForward": "127.0.0.1:1883", "ProxyProtocol": 2});
+    let all_three = |c: &Value| {
+        let t = &c["Services"]["svc:grafana"]["TCP"];
+        t["22"] == ssh && t["1883"] == mqtt && t["443"]["TCPForward"] == target(&env).as_str()
+    };
+    wait_serve_config(&env, "the three handlers", all_three).await;
+
+    // Someone removes port 22 only; later `tailscale serve reset` removes everything.
+    let mut wiped = env.sim.serve_config();
+    wiped["Services"]["svc:grafana"]["TCP"].as_object_mut().expect("TCP").remove("22");
+    env.sim.set_serve_config(wiped);
+    wait_serve_config(&env, "port 22 after its wipe", all_three).await;
+    env.sim.set_serve_config(json!({}));
+    wait_serve_config(&env, "every handler after serve reset", all_three).await;
+
+    let (_, v) = wait_status(&env, "the tcp ports in status", |v| {
+        service(v, "grafana")["tailscale_service"]["tcp"][0]["handler"]["state"] == "correct"
+    })
+    .await;
+    let ts = &service(&v, "grafana")["tailscale_service"];
+    assert_eq!(ts["tcp"][0]["to"], "127.0.0.1:2222", "{ts:#}");
+    assert_eq!((ts["tcp"][1]["port"].as_u64(), ts["tcp"][1]["managed"].as_bool()), (Some(1883), Some(true)), "{ts:#}");
+    assert_eq!(ts["bytes"], json!({"inbound": 1536, "outbound": 3 * 1024 * 1024}), "{ts:#}");
+    assert_eq!(ts["definition"], json!({"state": "missing_ports", "ports": ["tcp:22", "tcp:1883"]}), "{ts:#}");
+    assert_eq!(v["services_drift"]["healed"], 2, "{v:#}");
+    let (_, text, _) = cli(&["status", "--config", cfg(&env)]).await;
+    for needle in ["tcp 22 → 127.0.0.1:2222 (in place)", "through tailscaled: 1.5 KiB in, 3.0 MiB out"] {
+        assert!(text.contains(needle), "status lacks {needle:?}:\n{text}");
+    }
+
+    let (_, out, _) = cli(&["doctor", "--config", cfg(&env)]).await;
+    let checks = crate::operate::doctor_checks(&out);
+    let find = |name: &str| checks.iter().find(|(_, n, _)| n.starts_with(name)).cloned();
+    let (level, _, text) = find("definition: svc:grafana").unwrap_or_else(|| panic!("no definition check:\n{out}"));
+    assert!(level == "FAIL" && text.contains("tcp:22, tcp:1883") && text.contains("fix:"), "{out}");
+    let (level, _, text) = find("Services drift").unwrap_or_else(|| panic!("no drift check:\n{out}"));
+    assert!(level == "WARN" && text.contains("2 times") && text.contains("one writer"), "{out}");
+
+    // A reload drops port 1883: its handler goes, 22 and 443 stay, and it is no drift.
+    let config = std::fs::read_to_string(&env.config).expect("config");
+    std::fs::write(&env.config, config.replace(tcp, r#"tcp = { 22 = "127.0.0.1:2222" }"#)).expect("write");
+    let (code, out, err) = cli(&["reload", "--config", cfg(&env)]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    wait_serve_config(&env, "1883 released by the reload", |c| {
+        let t = &c["Services"]["svc:grafana"]["TCP"];
+        t.get("1883").is_none() && t["22"] == ssh && t["443"]["TCPForward"] == target(&env).as_str()
+    })
+    .await;
+    let (_, v) = status_json(&env).await;
+    assert_eq!(v["services_drift"]["healed"], 2, "a reload is not drift: {v:#}");
+    let owned = snirouter_services::Ownership::load(&env.dir.path().join("cache")).expect("ownership");
+    assert_eq!(owned.get("svc:grafana").ports(), [443, 22]);
 }

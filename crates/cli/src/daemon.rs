@@ -125,6 +125,7 @@ impl Daemon {
             grace,
             history: Default::default(),
             tcp_status: Default::default(),
+            reloaded: Default::default(),
         });
 
         let mut background = spawn_background(&shared, &admin, &shutdown_rx).await;
@@ -136,6 +137,7 @@ impl Daemon {
                 let shared = Arc::clone(&current);
                 async move { shared.config().await }
             },
+            Arc::clone(&shared.reloaded),
             shutdown_rx.clone(),
         ));
         background.spawn(own_addresses(Arc::clone(&shared), shutdown_rx.clone()));

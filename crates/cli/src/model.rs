@@ -43,6 +43,10 @@ pub(crate) struct StatusReport {
     pub tailscaled_health: Vec<String>,
     /// The last reload, if any.
     pub last_reload: Option<LastReload>,
+    /// Something else changed tailscaled's serve config or advertisement and the router
+    /// put back what it owns: how often, when last, what (`null`: never since start).
+    #[serde(default)]
+    pub services_drift: Option<snirouter_services::Drift>,
     /// True when every service is serving.
     pub serving: bool,
     /// One entry per configured service, in config-file order.

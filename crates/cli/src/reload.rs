@@ -168,6 +168,7 @@ async fn reload_inner(shared: &Arc<Shared>) -> Result<ReloadReport, ReloadError>
     live.listeners = kept;
     live.draining.retain(|t| !t.is_finished());
     live.config = Arc::new(new);
+    shared.reloaded.notify_one();
     Ok(report)
 }
 

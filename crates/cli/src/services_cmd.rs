@@ -103,9 +103,8 @@ async fn execute(cfg: &Config, apply: bool, json: bool) -> Result<ExitCode, Erro
             .magic_dns_suffix
             .clone()
             .or_else(|| status.as_ref().and_then(|s| s.magic_dns_suffix().map(str::to_owned)));
-        let services: Vec<String> = cfg.services.iter().map(|s| s.tailscale_service()).collect();
         println!();
-        print!("{}", snirouter_services::manual_steps(&services, &tags, suffix.as_deref()));
+        print!("{}", snirouter_services::manual_steps(cfg, &tags, suffix.as_deref()));
     }
     Ok(code)
 }

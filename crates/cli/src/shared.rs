@@ -63,6 +63,8 @@ pub(crate) struct Shared {
     /// The last status document served over `[admin] metrics_listen`, and when it was
     /// built (reused for a few seconds: `admin::tcp_status`).
     pub(crate) tcp_status: tokio::sync::Mutex<Option<(std::time::Instant, String)>>,
+    /// Woken by every applied reload, so the Services follow the new config at once.
+    pub(crate) reloaded: Arc<tokio::sync::Notify>,
 }
 
 impl Shared {

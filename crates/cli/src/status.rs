@@ -238,6 +238,18 @@ fn details(s: &ServiceStatus, colour: bool, now: u64) -> String {
     if let Some(hosts) = shared_hosts(s) {
         out.push_str(&format!("    hosts: {hosts}\n"));
     }
+    if let Some(b) = serve_bytes(s) {
+        out.push_str(&format!(
+            "    through tailscaled: {} in, {} out since it started\n",
+            human_bytes(b.inbound),
+            human_bytes(b.outbound)
+        ));
+    }
+    for p in tcp_ports(s) {
+        let line = format!("tcp {} → {} ({})", p.port, p.to, p.handler);
+        let ok = p.handler == snirouter_services::HandlerState::Correct;
+        out.push_str(&format!("    {}\n", if ok { line } else { paint(colour, "33", &line) }));
+    }
     for n in &s.names {
         let cert = match &n.certificate {
             Some(c) => format!("expires in {}", human_duration(c.expires_in_seconds)),
@@ -280,6 +292,33 @@ fn shared_hosts(s: &ServiceStatus) -> Option<String> {
     let hosts = s.tailscale_service.as_ref()?.get("hosts")?.clone();
     let hosts: Vec<snirouter_services::Host> = serde_json::from_value(hosts).ok()?;
     hosts.iter().any(|h| !h.this_host).then(|| hosts.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
+}
+
+/// The bytes tailscaled counted for the service's Tailscale Service (1.102+).
+fn serve_bytes(s: &ServiceStatus) -> Option<snirouter_localapi::ServeBytes> {
+    let bytes = s.tailscale_service.as_ref()?.get("bytes")?.clone();
+    serde_json::from_value(bytes).ok()
+}
+
+/// `512 B`, `1.5 KiB`, `20.0 MiB`, `3.2 GiB`.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+/// The service's `tcp` ports as the Services observation saw them.
+fn tcp_ports(s: &ServiceStatus) -> Vec<snirouter_services::PortState> {
+    let ports = s.tailscale_service.as_ref().and_then(|t| t.get("tcp")).cloned();
+    ports.and_then(|p| serde_json::from_value(p).ok()).unwrap_or_default()
 }
 
 /// The table shown on a terminal.

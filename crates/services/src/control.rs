@@ -47,17 +47,9 @@ fn null_default<'de, D: serde::Deserializer<'de>, T: Default + Deserialize<'de>>
 }
 
 impl ServiceInfo {
-    /// Whether the definition accepts a host that serves TCP 443.
-    pub fn allows_tcp_443(&self) -> bool {
-        self.ports.iter().any(|p| p == "do-not-validate" || port_range_contains(p, 443))
-    }
-}
-
-fn port_range_contains(p: &str, port: u16) -> bool {
-    let Some(range) = p.strip_prefix("tcp:") else { return false };
-    match range.split_once('-') {
-        Some((a, b)) => matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if (a..=b).contains(&port)),
-        None => range.parse::<u16>() == Ok(port),
+    /// Whether the definition accepts a host that serves TCP `port`.
+    pub fn allows_tcp(&self, port: u16) -> bool {
+        self.ports.iter().any(|p| p == "do-not-validate") || snirouter_localapi::ports_allow_tcp(&self.ports, port)
     }
 }
 
@@ -357,10 +349,10 @@ mod tests {
             tags: vec![],
             extra: Default::default(),
         };
-        assert!(info(&["tcp:443"]).allows_tcp_443());
-        assert!(info(&["tcp:80", "tcp:400-500"]).allows_tcp_443());
-        assert!(info(&["do-not-validate"]).allows_tcp_443());
-        assert!(!info(&["tcp:80"]).allows_tcp_443());
+        assert!(info(&["tcp:443"]).allows_tcp(443));
+        assert!(info(&["tcp:80", "tcp:400-500"]).allows_tcp(443));
+        assert!(info(&["do-not-validate"]).allows_tcp(443));
+        assert!(!info(&["tcp:80"]).allows_tcp(443));
         let h = ServiceHost::from_json(&serde_json::json!({"stableNodeID": "n1", "approvalLevel": "approved:manual"}));
         assert_eq!(h.as_ref().map(|h| h.node_id.as_str()), Some("n1"));
         assert!(h.is_some_and(|h| h.approved()));

@@ -3,7 +3,7 @@
 //! between hosts). What this host needs of it, and who else hosts it.
 //!
 //! The rule that keeps several snirouter hosts from fighting over it: a host creates a
-//! missing definition, and extends an existing one (adds `tcp:443`, adds its tags) only
+//! missing definition, and extends an existing one (adds its ports, adds its tags) only
 //! while no *other* node hosts the service. With another host present a difference is a
 //! [`Error::SharedDefinition`] naming both, and nothing is written: each host's sync then
 //! converges on the first definition instead of rewriting it in turn.
@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use snirouter_localapi::{LocalClient, Status};
 
 use crate::control::{ControlClient, ServiceHost, ServiceInfo};
+use crate::desired::Desired;
 use crate::error::Error;
 
 /// What this host needs of a service's definition.
@@ -23,20 +24,21 @@ pub(crate) enum Needed {
     Nothing,
     /// It is not defined.
     Create,
-    /// It lacks `tcp:443` or some of this host's tags.
+    /// It lacks `tcp:443` (or a `tcp` port) or some of this host's tags.
     Extend {
-        /// Ports to add (`tcp:443`).
+        /// Ports to add (`tcp:443`, `tcp:22`).
         add_ports: Vec<String>,
         /// Tags to add.
         add_tags: Vec<String>,
     },
 }
 
-/// Compares the definition (`None`: not defined) with this host's `[tailscale.api] tags`.
-pub(crate) fn needed(tags: &[String], info: Option<&ServiceInfo>) -> Needed {
+/// Compares the definition of `service` (`None`: not defined) with the ports this host
+/// serves for it and its `[tailscale.api] tags`.
+pub(crate) fn needed(desired: &Desired, service: &str, info: Option<&ServiceInfo>) -> Needed {
     let Some(info) = info else { return Needed::Create };
-    let add_ports = if info.allows_tcp_443() { vec![] } else { vec!["tcp:443".to_owned()] };
-    let add_tags: Vec<String> = tags.iter().filter(|t| !info.tags.contains(t)).cloned().collect();
+    let add_ports = desired.ports_not_allowed(service, |port| info.allows_tcp(port));
+    let add_tags: Vec<String> = desired.tags.iter().filter(|t| !info.tags.contains(t)).cloned().collect();
     if add_ports.is_empty() && add_tags.is_empty() { Needed::Nothing } else { Needed::Extend { add_ports, add_tags } }
 }
 
@@ -153,8 +155,18 @@ pub(crate) fn may_extend(info: &ServiceInfo, needed: &Needed, hosts: &[Host], st
 mod tests {
     use super::*;
 
-    fn desired(tags: &[&str]) -> Vec<String> {
-        tags.iter().map(|t| (*t).to_owned()).collect()
+    fn desired(tags: &[&str]) -> Desired {
+        Desired {
+            services: vec!["svc:grafana".into()],
+            target: "127.0.0.1:8443".into(),
+            handler: crate::serve::desired_handler("127.0.0.1:8443"),
+            tcp: [("svc:git".to_owned(), [(22, serde_json::json!({"TCPForward": "127.0.0.1:2222"}))].into())].into(),
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+        }
+    }
+
+    fn needed(d: &Desired, info: Option<&ServiceInfo>) -> Needed {
+        super::needed(d, "svc:grafana", info)
     }
 
     fn info(ports: &[&str], tags: &[&str]) -> ServiceInfo {
@@ -189,6 +201,13 @@ mod tests {
             needed(&desired(&["tag:svc"]), Some(&info(&["tcp:80"], &[]))),
             Needed::Extend { add_ports: vec!["tcp:443".into()], add_tags: vec!["tag:svc".into()] }
         );
+        let mut git = desired(&[]);
+        git.services = vec!["svc:git".into()];
+        assert_eq!(
+            super::needed(&git, "svc:git", Some(&info(&["tcp:443"], &[]))),
+            Needed::Extend { add_ports: vec!["tcp:22".into()], add_tags: vec![] }
+        );
+        assert_eq!(super::needed(&git, "svc:git", Some(&info(&["tcp:1-1024"], &[]))), Needed::Nothing);
     }
 
     #[test]

@@ -11,20 +11,23 @@
 //!   as [`sync`] always does), logged with the changes and likely causes, and counted
 //!   ([`heals`]).
 //! * The control API (service definitions) is used at the first sync and again when the
-//!   configured services change (a reload), not on every check.
+//!   configured services or their ports change (a reload, which also wakes the loop at
+//!   once), not on every check. What a reload changes is applied, never counted as drift.
 //!
 //! Never fatal: the router serves whatever tailscaled already routes to it.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde::{Deserialize, Serialize};
 use snirouter_config::Config;
 use snirouter_localapi::LocalClient;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::control::ControlClient;
+use crate::desired::Desired;
 use crate::sync::{SyncReport, sync};
 
 /// How often the local side is checked once in sync.
@@ -33,15 +36,32 @@ pub const HEAL_INTERVAL: Duration = Duration::from_secs(15);
 pub(crate) const RETRY_MAX: Duration = Duration::from_secs(30);
 
 static HEALS: AtomicU64 = AtomicU64::new(0);
+static LAST_DRIFT: Mutex<Option<Drift>> = Mutex::new(None);
 
 /// Times something else's change to the serve config or the advertisement was put back.
 pub fn heals() -> u64 {
     HEALS.load(Ordering::Relaxed)
 }
 
+/// The last change by something else that was put back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Drift {
+    /// Heals since the router started ([`heals`]).
+    pub healed: u64,
+    /// When the last one was put back (unix seconds).
+    pub last_at: u64,
+    /// What was put back then (plan lines).
+    pub last_changes: Vec<String>,
+}
+
+/// The drift seen since start, `None` while nothing else changed what the router owns.
+pub fn last_drift() -> Option<Drift> {
+    LAST_DRIFT.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+}
+
 /// Keeps the Services of `current()` (the running config, read each round so that
-/// reloads count) in sync until `shutdown` turns true.
-pub async fn keep_in_sync<F, Fut>(current: F, mut shutdown: watch::Receiver<bool>)
+/// reloads count) in sync until `shutdown` turns true; `reloaded` wakes it at once.
+pub async fn keep_in_sync<F, Fut>(current: F, reloaded: Arc<Notify>, mut shutdown: watch::Receiver<bool>)
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Arc<Config>>,
@@ -52,6 +72,7 @@ where
         let wait = if config.tailscale.manage_services { state.round(&config).await } else { HEAL_INTERVAL };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
+            () = reloaded.notified() => {}
             changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { return },
         }
     }
@@ -60,8 +81,8 @@ where
 /// What the loop remembers between rounds.
 #[derive(Default)]
 struct State {
-    /// The services the control API was last synced for (`None`: not yet in sync).
-    synced: Option<Vec<String>>,
+    /// What the control API was last synced for (`None`: not yet in sync).
+    synced: Option<Option<Desired>>,
     /// The last failure logged, so that repeats stay quiet.
     last_error: Option<String>,
     failures: u32,
@@ -70,12 +91,12 @@ struct State {
 impl State {
     /// One sync; returns how long to wait before the next.
     async fn round(&mut self, config: &Config) -> Duration {
-        let names: Vec<String> = config.services.iter().map(|s| s.name.clone()).collect();
-        let with_control = self.synced.as_ref() != Some(&names);
+        let desired = Desired::from_config(config).ok();
+        let with_control = self.synced.as_ref() != Some(&desired);
         match sync_once(config, with_control).await {
             Ok(report) => {
                 self.report(config, &report, with_control);
-                self.synced = Some(names);
+                self.synced = Some(desired);
                 self.last_error = None;
                 self.failures = 0;
                 HEAL_INTERVAL
@@ -103,8 +124,11 @@ impl State {
             return;
         }
         if self.synced.is_some() && !first_or_changed {
-            HEALS.fetch_add(1, Ordering::Relaxed);
+            let healed = HEALS.fetch_add(1, Ordering::Relaxed) + 1;
             let changes: Vec<String> = report.applied.iter().map(ToString::to_string).collect();
+            let last_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            *LAST_DRIFT.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some(Drift { healed, last_at, last_changes: changes.clone() });
             tracing::warn!(
                 changes = %changes.join("; "),
                 likely = "tailscale serve reset, tailscale serve set-config --all, or NixOS services.tailscale.serve",

@@ -8,12 +8,14 @@
 //!
 //! * **serve-config** (LocalAPI): `Services["svc:NAME"].TCP["443"] = {"TCPForward":
 //!   "<first [listen] proxy_protocol address>", "ProxyProtocol": 2}`, merged into the
-//!   existing config with `If-Match` and re-read/retried on `412`; the node's own
-//!   `TCP`/`Web` handlers and services snirouter does not own are never touched;
+//!   existing config with `If-Match` and re-read/retried on `412`; a service's `tcp`
+//!   ports get `TCP["22"] = {"TCPForward": "127.0.0.1:2222"}` (to the app, not the router)
+//!   the same way; the node's own `TCP`/`Web` handlers and services snirouter does not own
+//!   are never touched;
 //! * **prefs** (LocalAPI): `svc:NAME` added to `AdvertiseServices` (read, union, `PATCH`
 //!   with `AdvertiseServicesSet`);
 //! * **control API** (optional, `[tailscale.api]`): the service is defined with ports
-//!   `tcp:443` and the configured tags, read before write so its `addrs` survive. Without
+//!   `tcp:443` (plus its `tcp` ports) and the configured tags, read before write so its `addrs` survive. Without
 //!   credentials, [`manual_steps`] prints the admin-console steps and policy snippet.
 //!
 //! **Ownership.** What snirouter added is recorded in `<cache.dir>/services.json`
@@ -37,12 +39,14 @@
 
 mod control;
 mod definition;
+mod desired;
 mod error;
 mod guide;
 mod http;
 mod keep;
 mod ownership;
 mod plan;
+mod seen;
 mod serve;
 mod state;
 mod sync;
@@ -51,11 +55,12 @@ pub use control::{ControlClient, ServiceHost, ServiceInfo};
 pub use definition::Host;
 pub use error::Error;
 pub use guide::{manual_steps, policy_snippet};
-pub use keep::{HEAL_INTERVAL, heals, keep_in_sync};
+pub use keep::{Drift, HEAL_INTERVAL, heals, keep_in_sync, last_drift};
 pub use ownership::{OWNERSHIP_FILE, Owned, Ownership};
 pub use plan::{Blocker, Change, Conflict, Desired, Plan, plan};
-pub use serve::{SERVICE_PORT, desired_handler, handler_of, same_handler};
-pub use state::{HandlerState, ServiceState, observe};
+pub use seen::{Seen, compare_definitions, missing_ports, missing_ports_line, visible_services};
+pub use serve::{SERVICE_PORT, desired_handler, handler_of, same_handler, tcp_handler};
+pub use state::{HandlerState, PortState, ServiceState, observe};
 pub use sync::{SyncReport, sync};
 
 /// `svc:NAME` for a configured service name.

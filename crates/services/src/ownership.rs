@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::Error;
+use crate::serve::SERVICE_PORT;
 
 /// File name of the record inside `[cache] dir`.
 pub const OWNERSHIP_FILE: &str = "services.json";
@@ -22,11 +23,37 @@ pub struct Owned {
     /// `true` when snirouter added the name to `AdvertiseServices` (it was not there before).
     #[serde(default)]
     pub advertised: bool,
+    /// The handlers snirouter wrote for the service's `tcp` ports, by port.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tcp: BTreeMap<u16, Value>,
 }
 
 impl Owned {
     fn is_empty(&self) -> bool {
-        self.handler.is_none() && !self.advertised
+        self.handler.is_none() && !self.advertised && self.tcp.is_empty()
+    }
+
+    /// The handler snirouter wrote at `TCP[port]`, if it did.
+    pub fn handler(&self, port: u16) -> Option<&Value> {
+        if port == SERVICE_PORT { self.handler.as_ref() } else { self.tcp.get(&port) }
+    }
+
+    /// Records (`Some`) or forgets (`None`) the handler at `TCP[port]`.
+    pub(crate) fn set_handler(&mut self, port: u16, handler: Option<Value>) {
+        match (port == SERVICE_PORT, handler) {
+            (true, h) => self.handler = h,
+            (false, Some(h)) => {
+                self.tcp.insert(port, h);
+            }
+            (false, None) => {
+                self.tcp.remove(&port);
+            }
+        }
+    }
+
+    /// Every port with a handler snirouter wrote, 443 first.
+    pub fn ports(&self) -> Vec<u16> {
+        self.handler.iter().map(|_| SERVICE_PORT).chain(self.tcp.keys().copied()).collect()
     }
 }
 
@@ -103,12 +130,15 @@ mod tests {
         let mut o = Ownership::default();
         o.entry("svc:a").handler = Some(serde_json::json!({"TCPForward": "127.0.0.1:1", "ProxyProtocol": 2}));
         o.entry("svc:b").advertised = true;
+        o.entry("svc:b").set_handler(22, Some(serde_json::json!({"TCPForward": "127.0.0.1:2222"})));
         o.entry("svc:c"); // empty entries are not written
         o.save(&dir).expect("save");
         let back = Ownership::load(&dir).expect("load");
         assert_eq!(back.services.len(), 2);
         assert_eq!(back.get("svc:a"), o.get("svc:a"));
         assert!(back.get("svc:b").advertised);
+        assert_eq!(back.get("svc:b").ports(), [22]);
+        assert!(back.get("svc:b").handler(22).is_some() && back.get("svc:b").handler(443).is_none());
         std::fs::write(Ownership::path(&dir), b"{not json").expect("write");
         assert!(matches!(Ownership::load(&dir), Err(Error::Ownership { .. })));
     }

@@ -11,35 +11,11 @@ use snirouter_localapi::{BackendState, LocalClient, Status};
 
 use crate::control::{ControlClient, ServiceInfo};
 use crate::definition::{self, Host};
+pub use crate::desired::Desired;
 use crate::error::Error;
 use crate::ownership::Ownership;
+use crate::seen::Seen;
 use crate::serve::{self, SERVICE_PORT};
-
-/// What the config asks for.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Desired {
-    /// `svc:NAME` for every configured service, in config order.
-    pub services: Vec<String>,
-    /// The forward target (`127.0.0.1:8443`).
-    pub target: String,
-    /// The handler every service gets.
-    pub handler: Value,
-    /// Tags for the service definitions (`[tailscale.api] tags`).
-    pub tags: Vec<String>,
-}
-
-impl Desired {
-    /// The desired state of `config`; fails without a usable proxy_protocol listener.
-    pub fn from_config(config: &Config) -> Result<Desired, Error> {
-        let target = serve::forward_target(config)?;
-        Ok(Desired {
-            services: config.services.iter().map(|s| s.tailscale_service()).collect(),
-            handler: serve::desired_handler(&target),
-            target,
-            tags: config.tailscale.api.as_ref().map(|a| a.tags.clone()).unwrap_or_default(),
-        })
-    }
-}
 
 /// One change to apply.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -67,6 +43,8 @@ pub enum Change {
     AddHandler {
         /// `svc:NAME`.
         service: String,
+        /// The TCP port (443, or a `tcp` port).
+        port: u16,
         /// The handler.
         handler: Value,
     },
@@ -74,15 +52,20 @@ pub enum Change {
     UpdateHandler {
         /// `svc:NAME`.
         service: String,
+        /// The TCP port.
+        port: u16,
         /// The handler now.
         from: Value,
         /// The new handler.
         handler: Value,
     },
-    /// serve-config: remove the handler snirouter added for a service no longer configured.
+    /// serve-config: remove the handler snirouter added for a service or port no longer
+    /// configured.
     RemoveHandler {
         /// `svc:NAME`.
         service: String,
+        /// The TCP port.
+        port: u16,
         /// The handler removed.
         handler: Value,
     },
@@ -137,18 +120,18 @@ impl fmt::Display for Change {
                 }
                 write!(f, " (addrs kept)")
             }
-            Change::AddHandler { service, handler } => {
-                write!(f, "+ serve-config  Services[\"{service}\"].TCP[\"{SERVICE_PORT}\"] = {}", compact(handler))
+            Change::AddHandler { service, port, handler } => {
+                write!(f, "+ serve-config  Services[\"{service}\"].TCP[\"{port}\"] = {}", compact(handler))
             }
-            Change::UpdateHandler { service, from, handler } => write!(
+            Change::UpdateHandler { service, port, from, handler } => write!(
                 f,
-                "~ serve-config  Services[\"{service}\"].TCP[\"{SERVICE_PORT}\"]: {} -> {}",
+                "~ serve-config  Services[\"{service}\"].TCP[\"{port}\"]: {} -> {}",
                 compact(from),
                 compact(handler)
             ),
-            Change::RemoveHandler { service, handler } => write!(
+            Change::RemoveHandler { service, port, handler } => write!(
                 f,
-                "- serve-config  Services[\"{service}\"].TCP[\"{SERVICE_PORT}\"] = {} (added by snirouter, no longer configured)",
+                "- serve-config  Services[\"{service}\"].TCP[\"{port}\"] = {} (added by snirouter, no longer configured)",
                 compact(handler)
             ),
             Change::Advertise { service } => write!(f, "+ prefs         AdvertiseServices += {service}"),
@@ -159,12 +142,14 @@ impl fmt::Display for Change {
     }
 }
 
-/// A configured service whose serve-config entry belongs to someone else.
+/// A configured service port whose serve-config entry belongs to someone else.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Conflict {
     /// `svc:NAME`.
     pub service: String,
-    /// The entry found (`Services[svc]`).
+    /// The TCP port (443 for the whole service, as in TUN mode).
+    pub port: u16,
+    /// The entry found (`Services[svc]`, or its handler at `port`).
     pub existing: Value,
     /// Why it conflicts.
     pub reason: String,
@@ -174,9 +159,10 @@ impl fmt::Display for Conflict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "! conflict      {}: {}; found {} — left alone. fix: remove that handler (the `off` form of the \
+            "! conflict      {} TCP {}: {}; found {} — left alone. fix: remove that handler (the `off` form of the \
              `tailscale serve --service={}` command that added it) and sync again, or rename the snirouter service",
             self.service,
+            self.port,
             self.reason,
             compact(&self.existing),
             self.service
@@ -228,6 +214,12 @@ impl fmt::Display for Plan {
             self.desired.services.len(),
             self.desired.target
         )?;
+        for (service, ports) in &self.desired.tcp {
+            for (port, handler) in ports {
+                let to = handler.get("TCPForward").and_then(Value::as_str).unwrap_or_default();
+                writeln!(f, "  {service} TCP {port} forwarded to {to} (tcp)")?;
+            }
+        }
         for b in &self.blockers {
             writeln!(f, "! blocked       {}\n                fix: {}", b.message, b.fix)?;
         }
@@ -290,7 +282,7 @@ async fn control_view(api: &ControlClient, desired: &Desired, status: &Status) -
     let mut view: ControlView = desired.services.iter().map(|s| (s.clone(), None)).collect();
     for info in api.list_services().await? {
         let Some(slot) = view.get_mut(&info.name) else { continue };
-        let hosts = match definition::needed(&desired.tags, Some(&info)) {
+        let hosts = match definition::needed(desired, &info.name, Some(&info)) {
             definition::Needed::Extend { .. } => definition::hosts(api, &info.name, Some(status)).await?,
             _ => Vec::new(),
         };
@@ -338,11 +330,11 @@ pub(crate) fn control_changes(
             Some(Some((info, hosts))) => (Some(info), hosts.as_slice()),
             _ => (None, &[][..]),
         };
-        match definition::needed(&desired.tags, info) {
+        match definition::needed(desired, service, info) {
             definition::Needed::Nothing => {}
             definition::Needed::Create => out.push(Change::DefineService {
                 service: service.clone(),
-                ports: vec!["tcp:443".to_owned()],
+                ports: desired.definition_ports(service),
                 tags: desired.tags.clone(),
             }),
             need @ definition::Needed::Extend { .. } => {
@@ -367,66 +359,91 @@ pub(crate) fn serve_changes(
     cfg: &Value,
     owned: &Ownership,
 ) -> (Vec<Change>, Vec<Conflict>, Vec<String>, Ownership) {
-    let (mut changes, mut conflicts, mut notes) = (Vec::new(), Vec::new(), Vec::new());
-    let mut next = owned.clone();
+    let mut out = ServeDiff { next: owned.clone(), ..ServeDiff::default() };
     for service in &desired.services {
-        let mine = owned.get(service).handler;
-        match serve::handler_of(cfg, service) {
-            None if serve::is_tun(cfg, service) => conflicts.push(Conflict {
+        if serve::is_tun(cfg, service) {
+            out.conflicts.push(Conflict {
                 service: service.clone(),
+                port: SERVICE_PORT,
                 existing: serve::service_entry(cfg, service).cloned().unwrap_or(Value::Null),
                 reason: "the service is in TUN mode (\"Tun\": true)".to_owned(),
-            }),
-            None => {
-                changes.push(Change::AddHandler { service: service.clone(), handler: desired.handler.clone() });
-                next.entry(service).handler = Some(desired.handler.clone());
-            }
-            Some(h) if serve::same_handler(h, &desired.handler) => {
-                if mine.is_none() {
-                    notes.push(format!(
-                        "{service}: the handler is already in place but was not added by snirouter; it will not be removed with the service"
-                    ));
-                }
-            }
-            Some(h) if mine.as_ref().is_some_and(|m| serve::same_handler(m, h)) => {
-                changes.push(Change::UpdateHandler {
-                    service: service.clone(),
-                    from: h.clone(),
-                    handler: desired.handler.clone(),
-                });
-                next.entry(service).handler = Some(desired.handler.clone());
-            }
-            Some(h) => conflicts.push(Conflict {
-                service: service.clone(),
-                existing: h.clone(),
-                reason: format!("TCP {SERVICE_PORT} already has a handler that snirouter did not add"),
-            }),
+            });
+            continue;
+        }
+        for (port, want) in desired.handlers(service) {
+            out.port(cfg, owned, service, port, want);
         }
     }
     for (service, o) in &owned.services {
-        if desired.services.contains(service) {
-            continue;
-        }
-        let Some(mine) = &o.handler else { continue };
-        match serve::handler_of(cfg, service) {
-            Some(h) if serve::same_handler(h, mine) => {
-                changes.push(Change::RemoveHandler { service: service.clone(), handler: h.clone() });
-                next.entry(service).handler = None;
-            }
-            Some(h) => {
-                notes.push(format!(
-                    "{service}: its handler was changed by someone else since snirouter added it ({}); left alone and no longer owned",
-                    compact(h)
-                ));
-                next.entry(service).handler = None;
-            }
-            None => {
-                notes.push(format!("{service}: the handler snirouter added is already gone"));
-                next.entry(service).handler = None;
+        for port in o.ports() {
+            if !desired.wants(service, port) {
+                out.release(cfg, owned, service, port);
             }
         }
     }
-    (changes, conflicts, notes, next)
+    (out.changes, out.conflicts, out.notes, out.next)
+}
+
+/// What [`serve_changes`] collects.
+#[derive(Default)]
+struct ServeDiff {
+    changes: Vec<Change>,
+    conflicts: Vec<Conflict>,
+    notes: Vec<String>,
+    next: Ownership,
+}
+
+impl ServeDiff {
+    /// One wanted handler: add it, update the one snirouter wrote, or report who is in the way.
+    fn port(&mut self, cfg: &Value, owned: &Ownership, service: &str, port: u16, want: &Value) {
+        let owned_entry = owned.get(service);
+        let mine = owned_entry.handler(port);
+        match serve::handler_of(cfg, service, port) {
+            None => {
+                self.changes.push(Change::AddHandler { service: service.to_owned(), port, handler: want.clone() });
+                self.next.entry(service).set_handler(port, Some(want.clone()));
+            }
+            Some(h) if serve::same_handler(h, want) => {
+                if mine.is_none() {
+                    self.notes.push(format!(
+                        "{service} TCP {port}: the handler is already in place but was not added by snirouter; it will not be removed with the service"
+                    ));
+                }
+            }
+            Some(h) if mine.is_some_and(|m| serve::same_handler(m, h)) => {
+                self.changes.push(Change::UpdateHandler {
+                    service: service.to_owned(),
+                    port,
+                    from: h.clone(),
+                    handler: want.clone(),
+                });
+                self.next.entry(service).set_handler(port, Some(want.clone()));
+            }
+            Some(h) => self.conflicts.push(Conflict {
+                service: service.to_owned(),
+                port,
+                existing: h.clone(),
+                reason: format!("TCP {port} already has a handler that snirouter did not add"),
+            }),
+        }
+    }
+
+    /// A handler snirouter wrote that is no longer configured: removed while unchanged.
+    fn release(&mut self, cfg: &Value, owned: &Ownership, service: &str, port: u16) {
+        let owned_entry = owned.get(service);
+        let Some(mine) = owned_entry.handler(port) else { return };
+        match serve::handler_of(cfg, service, port) {
+            Some(h) if serve::same_handler(h, mine) => {
+                self.changes.push(Change::RemoveHandler { service: service.to_owned(), port, handler: h.clone() });
+            }
+            Some(h) => self.notes.push(format!(
+                "{service} TCP {port}: its handler was changed by someone else since snirouter added it ({}); left alone and no longer owned",
+                compact(h)
+            )),
+            None => self.notes.push(format!("{service} TCP {port}: the handler snirouter added is already gone")),
+        }
+        self.next.entry(service).set_handler(port, None);
+    }
 }
 
 /// The prefs changes: advertise every desired service without a conflict, and withdraw the
@@ -442,7 +459,8 @@ pub(crate) fn prefs_changes(
     let mut list = advertised.to_vec();
     let mut next = owned.clone();
     for service in &desired.services {
-        if conflicts.iter().any(|c| &c.service == service) || list.contains(service) {
+        let blocked = conflicts.iter().any(|c| &c.service == service && c.port == SERVICE_PORT);
+        if blocked || list.contains(service) {
             continue;
         }
         changes.push(Change::Advertise { service: service.clone() });
@@ -477,7 +495,27 @@ pub async fn plan(config: &Config, local: &LocalClient, control: Option<&Control
     changes.extend(serve);
     let (prefs, _, _) = prefs_changes(&desired, &seen.advertised, &conflicts, &owned);
     changes.extend(prefs);
+    let mut notes = notes;
+    if control.is_none() {
+        notes.extend(definition_notes(&desired, local).await);
+    }
     Ok(Plan { desired, changes, conflicts, errors, blockers, notes, control_api: seen.control.is_some() })
+}
+
+/// Without the control API: what tailscaled (1.98+) shows of the definitions.
+async fn definition_notes(desired: &Desired, local: &LocalClient) -> Vec<String> {
+    let Some(visible) = crate::seen::visible_services(local).await else { return Vec::new() };
+    let seen = crate::seen::compare_definitions(desired, &visible);
+    let mut notes: Vec<String> = seen.iter().filter_map(|(svc, s)| crate::seen::missing_ports_line(svc, s)).collect();
+    let hidden: Vec<&str> = seen.iter().filter(|(_, s)| *s == Seen::NotVisible).map(|(svc, _)| svc.as_str()).collect();
+    if !hidden.is_empty() {
+        notes.push(format!(
+            "not among the Services tailscaled lists for this node (/localapi/v0/services): {} — not defined yet, or \
+             the policy does not let this host reach them",
+            hidden.join(", ")
+        ));
+    }
+    notes
 }
 
 #[cfg(test)]
@@ -490,6 +528,7 @@ mod tests {
             services: names.iter().map(|n| format!("svc:{n}")).collect(),
             target: "127.0.0.1:8443".into(),
             handler: serve::desired_handler("127.0.0.1:8443"),
+            tcp: BTreeMap::new(),
             tags: vec![],
         }
     }
@@ -513,9 +552,9 @@ mod tests {
         assert_eq!(
             changes,
             vec![
-                Change::AddHandler { service: "svc:a".into(), handler: d.handler.clone() },
-                Change::UpdateHandler { service: "svc:c".into(), from: old, handler: d.handler.clone() },
-                Change::RemoveHandler { service: "svc:gone".into(), handler: d.handler.clone() },
+                Change::AddHandler { service: "svc:a".into(), port: 443, handler: d.handler.clone() },
+                Change::UpdateHandler { service: "svc:c".into(), port: 443, from: old, handler: d.handler.clone() },
+                Change::RemoveHandler { service: "svc:gone".into(), port: 443, handler: d.handler.clone() },
             ]
         );
         let names: Vec<_> = conflicts.iter().map(|c| c.service.as_str()).collect();
@@ -560,5 +599,40 @@ mod tests {
         for change in &c {
             assert!(!change.to_string().is_empty());
         }
+    }
+
+    #[test]
+    fn tcp_ports_are_added_healed_conflicted_and_released_on_their_own() {
+        let mut d = desired(&["git", "mqtt"]);
+        let ssh = json!({"TCPForward": "127.0.0.1:2222"});
+        let mqtt = json!({"TCPForward": "127.0.0.1:1883", "ProxyProtocol": 2});
+        d.tcp.insert("svc:git".into(), [(22, ssh.clone())].into());
+        d.tcp.insert("svc:mqtt".into(), [(1883, mqtt.clone())].into());
+        let old_http = json!({"TCPForward": "127.0.0.1:8080"});
+        // git: 443 in place, 22 wiped; mqtt: someone else's 1883; git's old port 8080 still ours.
+        let cfg = json!({"Services": {
+            "svc:git": {"TCP": {"443": d.handler.clone(), "8080": old_http.clone()}},
+            "svc:mqtt": {"TCP": {"1883": {"TCPForward": "127.0.0.1:9999"}}}
+        }});
+        let mut owned = Ownership::default();
+        owned.entry("svc:git").handler = Some(d.handler.clone());
+        owned.entry("svc:git").set_handler(22, Some(ssh.clone()));
+        owned.entry("svc:git").set_handler(8080, Some(old_http.clone()));
+        let (changes, conflicts, _notes, next) = serve_changes(&d, &cfg, &owned);
+        assert_eq!(
+            changes,
+            vec![
+                Change::AddHandler { service: "svc:git".into(), port: 22, handler: ssh.clone() },
+                Change::AddHandler { service: "svc:mqtt".into(), port: 443, handler: d.handler.clone() },
+                Change::RemoveHandler { service: "svc:git".into(), port: 8080, handler: old_http },
+            ]
+        );
+        assert_eq!(conflicts.len(), 1);
+        assert_eq!((conflicts[0].service.as_str(), conflicts[0].port), ("svc:mqtt", 1883));
+        assert_eq!(next.get("svc:git").ports(), [443, 22]);
+        // A conflict on a further port does not keep the service from being advertised.
+        let (prefs, _, _) = prefs_changes(&d, &[], &conflicts, &next);
+        assert_eq!(prefs.len(), 2, "{prefs:?}");
+        assert!(changes[0].to_string().contains("TCP[\"22\"]"), "{}", changes[0]);
     }
 }

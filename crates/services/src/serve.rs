@@ -1,5 +1,6 @@
-//! Pure edits of tailscaled's serve config (`ipn.ServeConfig` JSON): the one handler
-//! snirouter manages per service, `Services["svc:NAME"].TCP["443"]`.
+//! Pure edits of tailscaled's serve config (`ipn.ServeConfig` JSON): the handlers
+//! snirouter manages per service, `Services["svc:NAME"].TCP["443"]` (to the router) and
+//! one per `tcp` port (straight to an app).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -7,12 +8,20 @@ use serde_json::{Map, Value, json};
 
 use crate::error::Error;
 
-/// The service port snirouter serves (`tcp:443`), as the serve config's port key.
-pub const SERVICE_PORT: &str = "443";
+/// The service port snirouter serves (`tcp:443`).
+pub const SERVICE_PORT: u16 = 443;
 
 /// The handler for every service: forward TCP to `target` with a PROXY v2 header.
 pub fn desired_handler(target: &str) -> Value {
     json!({ "TCPForward": target, "ProxyProtocol": 2 })
+}
+
+/// The handler for a `tcp` port: forward to the app, with PROXY when asked for.
+pub fn tcp_handler(port: &snirouter_config::TcpPort) -> Value {
+    match port.proxy_protocol {
+        Some(v) => json!({ "TCPForward": port.forward(), "ProxyProtocol": v }),
+        None => json!({ "TCPForward": port.forward() }),
+    }
 }
 
 /// The forward target: the first `[listen] proxy_protocol` address, with a wildcard IP
@@ -35,9 +44,9 @@ pub(crate) fn service_entry<'a>(cfg: &'a Value, service: &str) -> Option<&'a Val
     cfg.get("Services")?.get(service).filter(|v| !v.is_null())
 }
 
-/// `Services[service].TCP["443"]`, if present.
-pub fn handler_of<'a>(cfg: &'a Value, service: &str) -> Option<&'a Value> {
-    service_entry(cfg, service)?.get("TCP")?.get(SERVICE_PORT).filter(|v| !v.is_null())
+/// `Services[service].TCP[port]`, if present.
+pub fn handler_of<'a>(cfg: &'a Value, service: &str, port: u16) -> Option<&'a Value> {
+    service_entry(cfg, service)?.get("TCP")?.get(port.to_string()).filter(|v| !v.is_null())
 }
 
 /// Whether the service runs in TUN mode (`{"Tun": true}`), where a TCP handler makes no sense.
@@ -90,20 +99,20 @@ fn object_at<'a>(parent: &'a mut Value, key: &str) -> &'a mut Map<String, Value>
     }
 }
 
-/// Sets `Services[service].TCP["443"] = handler`, keeping everything else.
-pub(crate) fn set_handler(cfg: &mut Value, service: &str, handler: Value) {
+/// Sets `Services[service].TCP[port] = handler`, keeping everything else.
+pub(crate) fn set_handler(cfg: &mut Value, service: &str, port: u16, handler: Value) {
     let services = object_at(cfg, "Services");
     let entry = services.entry(service.to_owned()).or_insert_with(|| Value::Object(Map::new()));
-    object_at(entry, "TCP").insert(SERVICE_PORT.to_owned(), handler);
+    object_at(entry, "TCP").insert(port.to_string(), handler);
 }
 
-/// Removes `Services[service].TCP["443"]`; then drops `TCP` if empty, the service entry
+/// Removes `Services[service].TCP[port]`; then drops `TCP` if empty, the service entry
 /// if nothing else is left in it, and `Services` if empty. Returns whether anything was removed.
-pub(crate) fn remove_handler(cfg: &mut Value, service: &str) -> bool {
+pub(crate) fn remove_handler(cfg: &mut Value, service: &str, port: u16) -> bool {
     let Some(services) = cfg.get_mut("Services").and_then(Value::as_object_mut) else { return false };
     let Some(entry) = services.get_mut(service) else { return false };
     let Some(tcp) = entry.get_mut("TCP").and_then(Value::as_object_mut) else { return false };
-    if tcp.remove(SERVICE_PORT).is_none() {
+    if tcp.remove(&port.to_string()).is_none() {
         return false;
     }
     if tcp.is_empty()
@@ -134,21 +143,24 @@ mod tests {
             "Services": {"svc:other": {"TCP": {"443": {"HTTPS": true}}}, "svc:grafana": {"TCP": {"80": {"HTTP": true}}}}
         });
         let mut cfg = own.clone();
-        set_handler(&mut cfg, "svc:grafana", desired_handler("127.0.0.1:8443"));
-        set_handler(&mut cfg, "svc:new", desired_handler("127.0.0.1:8443"));
-        assert_eq!(handler_of(&cfg, "svc:new"), Some(&desired_handler("127.0.0.1:8443")));
+        set_handler(&mut cfg, "svc:grafana", 443, desired_handler("127.0.0.1:8443"));
+        set_handler(&mut cfg, "svc:new", 443, desired_handler("127.0.0.1:8443"));
+        set_handler(&mut cfg, "svc:new", 22, json!({"TCPForward": "127.0.0.1:2222"}));
+        assert_eq!(handler_of(&cfg, "svc:new", 443), Some(&desired_handler("127.0.0.1:8443")));
+        assert_eq!(handler_of(&cfg, "svc:new", 22), Some(&json!({"TCPForward": "127.0.0.1:2222"})));
         assert_eq!(cfg["Services"]["svc:grafana"]["TCP"]["80"], json!({"HTTP": true}));
-        assert!(remove_handler(&mut cfg, "svc:grafana"));
-        assert!(remove_handler(&mut cfg, "svc:new"));
-        assert!(!remove_handler(&mut cfg, "svc:new"));
+        assert!(remove_handler(&mut cfg, "svc:grafana", 443));
+        assert!(remove_handler(&mut cfg, "svc:new", 443));
+        assert!(!remove_handler(&mut cfg, "svc:new", 443));
+        assert!(remove_handler(&mut cfg, "svc:new", 22));
         assert_eq!(cfg, own);
 
         let mut cfg = json!({});
-        set_handler(&mut cfg, "svc:a", desired_handler("127.0.0.1:1"));
-        assert!(remove_handler(&mut cfg, "svc:a"));
+        set_handler(&mut cfg, "svc:a", 443, desired_handler("127.0.0.1:1"));
+        assert!(remove_handler(&mut cfg, "svc:a", 443));
         assert_eq!(cfg, json!({}));
         let mut null = Value::Null;
-        set_handler(&mut null, "svc:a", desired_handler("127.0.0.1:1"));
+        set_handler(&mut null, "svc:a", 443, desired_handler("127.0.0.1:1"));
         assert_eq!(null["Services"]["svc:a"]["TCP"]["443"]["ProxyProtocol"], 2);
     }
 

@@ -4,24 +4,25 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use snirouter_config::Config;
-use snirouter_localapi::{Error as LocalError, LocalClient, Status};
+use snirouter_localapi::{Error as LocalError, LocalClient, ServeBytes, Status};
 
 use crate::control::ControlClient;
 use crate::definition::{self, Host};
 use crate::ownership::Ownership;
 use crate::plan::{self, Desired};
-use crate::serve;
+use crate::seen::Seen;
+use crate::serve::{self, SERVICE_PORT};
 
 /// The serve-config handler of a service compared with what snirouter wants.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum HandlerState {
     /// The serve config could not be read.
     Unknown,
-    /// No `TCP["443"]` handler.
+    /// No handler at the port.
     Missing,
     /// Exactly the PROXY v2 forward to snirouter's listener.
     Correct,
@@ -35,6 +36,19 @@ pub enum HandlerState {
         /// The handler found.
         handler: Value,
     },
+}
+
+/// One `tcp` port of a service and its serve-config handler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PortState {
+    /// The Service's port (`22`).
+    pub port: u16,
+    /// Where tailscaled forwards it (`127.0.0.1:2222`, `unix:/run/app.sock`).
+    pub to: String,
+    /// The handler compared with the config.
+    pub handler: HandlerState,
+    /// Whether snirouter added it (ownership record).
+    pub managed: bool,
 }
 
 /// Everything known about one configured service.
@@ -56,10 +70,17 @@ pub struct ServiceState {
     pub hosts: Option<Vec<Host>>,
     /// In the node's `AdvertiseServices` pref; `None` if prefs could not be read.
     pub advertised: Option<bool>,
-    /// The serve-config handler.
+    /// The serve-config handler of TCP 443.
     pub handler: HandlerState,
     /// Whether snirouter added the handler (ownership record).
     pub managed: bool,
+    /// The service's `tcp` ports, each with its handler.
+    pub tcp: Vec<PortState>,
+    /// Bytes tailscaled forwarded for the Service since it started (tailscaled ≥ 1.102).
+    pub bytes: Option<ServeBytes>,
+    /// Listed by tailscaled's `/localapi/v0/services` (≥ 1.98) with every port this host
+    /// serves; `None` when the daemon cannot say.
+    pub definition: Option<Seen>,
     /// Listed in `Self.CapMap["service-host"]` (the host is approved); `None` if status failed.
     pub approved: Option<bool>,
     /// The service's VIPs from `service-host`.
@@ -109,6 +130,10 @@ struct Observed {
     cert_domains: Option<Vec<String>>,
     advertised: Option<Vec<String>>,
     defined: Option<BTreeSet<String>>,
+    /// Per-Service byte counters (empty before tailscaled 1.102).
+    bytes: BTreeMap<String, ServeBytes>,
+    /// `/localapi/v0/services` compared with the config (`None`: the daemon cannot say).
+    seen: Option<BTreeMap<String, Seen>>,
     general: Vec<String>,
 }
 
@@ -145,7 +170,13 @@ impl Observed {
         };
         let suffix = config.tailscale.magic_dns_suffix.clone();
         let self_node = status.and_then(|s| s.self_node.as_ref());
+        let seen = match (&desired, crate::seen::visible_services(local).await) {
+            (Ok(d), Some(visible)) => Some(crate::seen::compare_definitions(d, &visible).into_iter().collect()),
+            _ => None,
+        };
         Observed {
+            bytes: local.serve_bytes().await.unwrap_or_default(),
+            seen,
             suffix: suffix.or_else(|| status.and_then(|s| s.magic_dns_suffix().map(str::to_owned))),
             service_host: status.map(|_| self_node.map(|n| n.service_host()).unwrap_or_default()),
             cert_domains: status.map(|s| s.cert_domains.clone()),
@@ -167,18 +198,25 @@ impl Observed {
     ) -> ServiceState {
         let service = svc.tailscale_service();
         let fqdn = self.suffix.as_deref().map(|s| svc.fqdn(s));
-        let managed = self.owned.get(&service).handler.is_some();
-        let handler = match (&self.serve_config, &self.desired) {
-            (Ok(cfg), Ok(d)) => match serve::handler_of(cfg, &service) {
-                None => HandlerState::Missing,
-                Some(h) if serve::same_handler(h, &d.handler) => HandlerState::Correct,
-                Some(h) if managed => HandlerState::Outdated { handler: h.clone() },
-                Some(h) => HandlerState::Foreign { handler: h.clone() },
-            },
-            _ => HandlerState::Unknown,
-        };
+        let owned = self.owned.get(&service);
+        let managed = owned.handler.is_some();
+        let handler =
+            self.handler_state(&service, SERVICE_PORT, self.desired.as_ref().ok().map(|d| &d.handler), managed);
+        let tcp = svc
+            .tcp
+            .iter()
+            .map(|p| {
+                let managed = owned.handler(p.port).is_some();
+                let want = serve::tcp_handler(p);
+                let handler = self.handler_state(&service, p.port, Some(&want), managed);
+                PortState { port: p.port, to: p.forward(), handler, managed }
+            })
+            .collect();
         let defined = self.defined.as_ref().map(|d| d.contains(&service));
         let mut problems = self.general.clone();
+        let seen = self.seen.as_ref().and_then(|m| m.get(&service));
+        problems.extend(seen.and_then(|s| crate::seen::missing_ports_line(&service, s)));
+        let definition = seen.cloned();
         let mut hosts = None;
         if defined == Some(true)
             && let Some(api) = control
@@ -201,6 +239,9 @@ impl Observed {
             advertised: self.advertised.as_ref().map(|a| a.contains(&service)),
             handler,
             managed,
+            tcp,
+            bytes: self.bytes.get(&service).copied(),
+            definition,
             approved: self.service_host.as_ref().map(|m| m.contains_key(&service)),
             vips: self.service_host.as_ref().and_then(|m| m.get(&service).cloned()).unwrap_or_default(),
             in_cert_domains,
@@ -214,6 +255,32 @@ impl Observed {
     }
 }
 
+impl std::fmt::Display for HandlerState {
+    /// `in place`, `missing`, … for `status`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HandlerState::Unknown => write!(f, "unknown (the serve config could not be read)"),
+            HandlerState::Missing => write!(f, "missing"),
+            HandlerState::Correct => write!(f, "in place"),
+            HandlerState::Outdated { .. } => write!(f, "outdated"),
+            HandlerState::Foreign { handler } => write!(f, "someone else's handler: {handler}"),
+        }
+    }
+}
+
+impl Observed {
+    /// The handler at `TCP[port]` compared with `want` (`None`: the config could not say).
+    fn handler_state(&self, service: &str, port: u16, want: Option<&Value>, managed: bool) -> HandlerState {
+        let (Ok(cfg), Some(want)) = (&self.serve_config, want) else { return HandlerState::Unknown };
+        match serve::handler_of(cfg, service, port) {
+            None => HandlerState::Missing,
+            Some(h) if serve::same_handler(h, want) => HandlerState::Correct,
+            Some(h) if managed => HandlerState::Outdated { handler: h.clone() },
+            Some(h) => HandlerState::Foreign { handler: h.clone() },
+        }
+    }
+}
+
 /// What is missing for one service, each with its next step.
 fn missing_steps(s: &ServiceState) -> Vec<String> {
     let service = &s.service;
@@ -223,14 +290,17 @@ fn missing_steps(s: &ServiceState) -> Vec<String> {
             "{service} is not defined in the tailnet: run `snirouter services sync` (with [tailscale.api]) or define it in the admin console with port tcp:443"
         ));
     }
-    match &s.handler {
-        HandlerState::Missing | HandlerState::Outdated { .. } => {
-            problems.push("the serve-config handler is missing or outdated: run `snirouter services sync`".to_owned())
+    let ports = std::iter::once((SERVICE_PORT, &s.handler)).chain(s.tcp.iter().map(|p| (p.port, &p.handler)));
+    for (port, handler) in ports {
+        match handler {
+            HandlerState::Missing | HandlerState::Outdated { .. } => problems.push(format!(
+                "the serve-config handler of TCP {port} is missing or outdated: run `snirouter services sync`"
+            )),
+            HandlerState::Foreign { handler } => problems.push(format!(
+                "TCP {port} of {service} has a handler snirouter did not add ({handler}); remove it, then sync"
+            )),
+            HandlerState::Unknown | HandlerState::Correct => {}
         }
-        HandlerState::Foreign { handler } => problems.push(format!(
-            "TCP 443 of {service} has a handler snirouter did not add ({handler}); remove it, then sync"
-        )),
-        HandlerState::Unknown | HandlerState::Correct => {}
     }
     if s.advertised == Some(false) {
         problems.push(format!("{service} is not in AdvertiseServices: run `snirouter services sync`"));

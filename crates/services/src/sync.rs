@@ -148,11 +148,12 @@ async fn sync_serve_config(
         }
         for change in &changes {
             match change {
-                Change::AddHandler { service, handler } | Change::UpdateHandler { service, handler, .. } => {
-                    serve::set_handler(&mut cfg, service, handler.clone())
+                Change::AddHandler { service, port, handler }
+                | Change::UpdateHandler { service, port, handler, .. } => {
+                    serve::set_handler(&mut cfg, service, *port, handler.clone())
                 }
-                Change::RemoveHandler { service, .. } => {
-                    serve::remove_handler(&mut cfg, service);
+                Change::RemoveHandler { service, port, .. } => {
+                    serve::remove_handler(&mut cfg, service, *port);
                 }
                 _ => {}
             }
@@ -219,7 +220,7 @@ async fn sync_prefs(
     Ok(())
 }
 
-/// Defines `service` if it is missing, or adds `tcp:443`/tags to its definition (reading
+/// Defines `service` if it is missing, or adds its ports/tags to its definition (reading
 /// it first so its `addrs` are sent back) while no other node hosts it. `None` when
 /// nothing had to change. Two hosts creating it at once: the second PUT is refused (it
 /// carries no addresses), so the definition is read again and compared like any other.
@@ -236,7 +237,7 @@ async fn define(
                 name: service.to_owned(),
                 addrs: Vec::new(),
                 comment: COMMENT.to_owned(),
-                ports: vec!["tcp:443".to_owned()],
+                ports: desired.definition_ports(service),
                 tags: desired.tags.clone(),
                 extra: Default::default(),
             };
@@ -258,7 +259,7 @@ async fn define(
             }
         }
     };
-    let need = definition::needed(&desired.tags, Some(&info));
+    let need = definition::needed(desired, service, Some(&info));
     let definition::Needed::Extend { add_ports, add_tags } = &need else { return Ok(None) };
     let hosts = definition::hosts(api, service, Some(status)).await?;
     definition::may_extend(&info, &need, &hosts, status)?;

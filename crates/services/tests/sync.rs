@@ -353,3 +353,31 @@ async fn control_api_errors_are_surfaced_and_vip_services_is_the_fallback() {
     assert!(err.to_string().contains("HTTP 401: invalid client credentials"), "{err}");
     assert!(err.fix().contains("[tailscale.api]"));
 }
+
+/// The version gates of what tailscaled tells without an API key, each on both sides:
+/// `/localapi/v0/services` from 1.98 (a 404 before, so nothing is claimed), the per-Service
+/// byte counters in `usermetrics` from 1.102 (absent before).
+#[tokio::test]
+async fn services_list_and_byte_counters_follow_the_daemon_version() {
+    let names = ["grafana", "git"];
+    for (version, listed, counted) in
+        [("1.96.4-tabc", false, false), ("1.98.0", true, false), ("1.100.2", true, false), ("1.102.0", true, true)]
+    {
+        let mut sim = SimConfig::storage(SUFFIX, &names);
+        sim.version = version.to_owned();
+        sim.visible_services = [("svc:grafana".to_owned(), vec!["tcp:443".to_owned()])].into();
+        sim.serve_bytes = [("svc:grafana".to_owned(), (10, 20))].into();
+        let e = env(sim).await;
+        let cfg = config(e.dir.path(), &names, "");
+        let visible = snirouter_services::visible_services(&e.local).await;
+        assert_eq!(visible.is_some(), listed, "{version}");
+        let bytes = e.local.serve_bytes().await.expect("usermetrics answers at every version");
+        assert_eq!(bytes.contains_key("svc:grafana"), counted, "{version}");
+        let p = plan(&cfg, &e.local, None).await.expect("plan");
+        let hidden_note = p.notes.iter().any(|n| n.contains("not among the Services") && n.contains("svc:git"));
+        assert_eq!(hidden_note, listed, "{version}: {:?}", p.notes);
+        let st = observe(&cfg, &e.local, e.local.status().await.as_ref(), None).await;
+        assert_eq!(st[0].definition.is_some(), listed, "{version}");
+        assert_eq!(st[0].bytes.map(|b| (b.inbound, b.outbound)), counted.then_some((10, 20)), "{version}");
+    }
+}

@@ -56,7 +56,13 @@
         ];
         acceptAppCaps = [ "example.com/cap/sonarr" ];
       };
-      radarr.port = 7878;
+      radarr = {
+        port = 7878;
+        tcp = {
+          "22" = "127.0.0.1:2222";
+          "1883" = { to = "unix:/run/mosquitto/mqtt.sock"; proxyProtocol = 2; };
+        };
+      };
       prowlarr.port = 9696;
       lidarr.port = 8686;
       bazarr.port = 6767;

@@ -18,6 +18,8 @@ use snirouter_localapi::{BackendState, CurrentUser, Error as LocalError, LocalCl
 
 use crate::hairpin;
 
+mod services;
+
 /// A check's verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Level {
@@ -119,6 +121,9 @@ pub(crate) async fn run_checks(config_path: &Path, cert_timeout: Duration) -> Ve
     let running = status.backend_state == BackendState::Running;
     let domains = tailnet_checks(&client, &status, running, &mut out).await;
     proxy_exposure_check(&config, &status, &mut out);
+    if running {
+        services::definition_checks(&config, &client, &status, &mut out).await;
+    }
     let names = service_fqdns(&config, &status);
     let in_domains = if running && !domains.is_empty() {
         name_checks(&config, &client, &status, &names, &domains, &mut out).await
@@ -462,8 +467,10 @@ async fn local_checks(
     fetched: Option<(&[(String, snirouter_certs::ServedCert)], &Status)>,
     out: &mut Vec<Check>,
 ) {
-    // 8. Listeners.
-    let running: Option<Vec<String>> = running_listeners(config).await;
+    // 8. Listeners (and what the running router saw of the Services).
+    let report = running_report(config).await;
+    services::drift_check(report.as_ref().and_then(|r| r.services_drift.as_ref()), out);
+    let running: Option<Vec<String>> = report.map(|r| r.listeners.into_iter().map(|l| l.address).collect());
     let addrs = config.listen.https.iter().chain(&config.listen.proxy_protocol);
     for addr in addrs {
         out.push(listener_check(*addr, running.as_deref()));
@@ -538,15 +545,24 @@ async fn fetch_certs(
     out
 }
 
-/// The listeners of the running daemon, from its admin socket (`None` when it does
+/// The running daemon's status document, from its admin socket (`None` when it does
 /// not run).
-async fn running_listeners(config: &Config) -> Option<Vec<String>> {
+async fn running_report(config: &Config) -> Option<crate::model::StatusReport> {
     let (code, body) = crate::status::request(&config.admin.socket, http::Method::GET, "/status").await.ok()?;
     if code != 200 {
         return None;
     }
-    let report: crate::model::StatusReport = serde_json::from_str(&body).ok()?;
-    Some(report.listeners.into_iter().map(|l| l.address).collect())
+    serde_json::from_str(&body).ok()
+}
+
+/// `12 s ago`, `5 min ago`, `3 h ago` for a unix time.
+fn seconds_ago(unix: u64) -> String {
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    match now.saturating_sub(unix) {
+        s if s < 120 => format!("{s} s ago"),
+        s if s < 7200 => format!("{} min ago", s / 60),
+        s => format!("{} h ago", s / 3600),
+    }
 }
 
 fn listener_check(addr: SocketAddr, running: Option<&[String]>) -> Check {
@@ -920,10 +936,7 @@ fn proxy_exposure_check(config: &Config, status: &Status, out: &mut Vec<Check>) 
 
 /// Whether a tailscaled version string (`1.102.4-t3caf…`) is at least `major.minor`.
 fn version_at_least(version: &str, major: u32, minor: u32) -> Option<bool> {
-    let mut parts = version.split(['.', '-']);
-    let got_major: u32 = parts.next()?.parse().ok()?;
-    let got_minor: u32 = parts.next()?.parse().ok()?;
-    Some((got_major, got_minor) >= (major, minor))
+    snirouter_localapi::DaemonVersion::parse(version).map(|v| v.at_least(major, minor))
 }
 
 /// How local clients reach the services by name (the NixOS option is `hairpin.enable`).
@@ -992,7 +1005,7 @@ mod tests {
     #[test]
     fn the_hairpin_fix_names_the_module_option_that_exists() {
         assert!(HAIRPIN_FIX.contains("services.snirouter.hairpin.enable = true"), "{HAIRPIN_FIX}");
-        let module = include_str!("../../../nix/module.nix");
+        let module = include_str!("../../../../nix/module.nix");
         let block = module.split("    hairpin = {").nth(1).expect("the module has a hairpin option set");
         assert!(block.trim_start().starts_with("enable = "), "hairpin.enable is the option");
     }
