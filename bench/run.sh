@@ -29,6 +29,9 @@
 #   BENCH_KEEP_TMP    1 = keep the temp dir (configs, logs, raw client output)
 #   BENCH_RETRIES     runs that may be repeated because other processes used >= 5 % of the
 #                     machine meanwhile (default 2 per script run)
+#   BENCH_PIN         1 = the proxy on the last CPU, the load clients and the backend on the
+#                     others (taskset); 0 (default) = the scheduler places everything
+#                     (docs/benchmarks.md shows what pinning does to the spread here)
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -61,6 +64,17 @@ IDLE_CONNS=${BENCH_IDLE_CONNECTIONS:-10000}
 IDLE_TUNNELS=${BENCH_IDLE_TUNNELS:-1000}
 SCALE_PORT=18446
 UPGRADE_PORT=18091
+PIN=${BENCH_PIN:-0}
+PIN_PROXY=()
+PIN_LOAD=()
+if [[ $PIN == 1 ]]; then
+    NCPU=$(nproc)
+    ((NCPU >= 2)) || { echo "BENCH_PIN=1 needs 2 or more CPUs" >&2; exit 2; }
+    PIN_PROXY=(taskset -c $((NCPU - 1)))
+    PIN_LOAD=(taskset -c "0-$((NCPU - 2))")
+elif [[ $PIN != 0 ]]; then
+    echo "BENCH_PIN must be 0 or 1" >&2; exit 2
+fi
 
 log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -218,11 +232,12 @@ setup_resolution() {
 # sends only an X25519 key share, which servers restricted to P-256 (nginx, HAProxy, Caddy
 # here) answer with a HelloRetryRequest, an extra round trip that snirouter (which accepts
 # X25519) would not pay.
-client() {           # run a load client that must resolve $NAME to 127.0.0.1
+client() {           # run a load client that must resolve $NAME to 127.0.0.1 (on the load CPUs)
     if [[ $HOSTS_MODE == unshare ]]; then
-        OPENSSL_CONF=$TMP/client.cnf unshare -m sh -c 'mount --bind "$0" /etc/hosts && exec "$@"' "$TMP/hosts" "$@"
+        OPENSSL_CONF=$TMP/client.cnf unshare -m sh -c 'mount --bind "$0" /etc/hosts && exec "$@"' "$TMP/hosts" \
+            "${PIN_LOAD[@]}" "$@"
     else
-        OPENSSL_CONF=$TMP/client.cnf "$@"
+        OPENSSL_CONF=$TMP/client.cnf "${PIN_LOAD[@]}" "$@"
     fi
 }
 write_client_cnf() {
@@ -264,7 +279,7 @@ start_backend() {
     render "$BENCH_DIR/configs/backend-nginx.conf" "$d/nginx.conf" 0
     PIDFILES+=("$d/nginx.pid")
     CMDS+=("backend: nginx -p $d -e $d/error.log -c $d/nginx.conf   # bench/configs/backend-nginx.conf")
-    nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf"
+    "${PIN_LOAD[@]}" nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf"
     local i
     for ((i = 0; i < 50; i++)); do
         curl -fsS -o /dev/null "http://127.0.0.1:$BACKEND_PORT/1k" 2>/dev/null && return 0
@@ -287,7 +302,7 @@ start_nginx() {
     nginx -t -q -p "$d" -e "$d/error.log" -c "$d/nginx.conf"
     PIDFILES+=("$d/nginx.pid")
     CMDS+=("nginx: nginx -p $d -e $d/error.log -c $d/nginx.conf   # bench/configs/nginx.conf")
-    nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf"
+    "${PIN_PROXY[@]}" nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf"
     wait_pidfile "$d/nginx.pid" || return 1
     ROOTPID=$(cat "$d/nginx.pid")
     CACERT=$TMP/pki/ca.pem
@@ -300,7 +315,7 @@ start_haproxy() {
     haproxy -q -c -f "$d/haproxy.cfg" >/dev/null
     PIDFILES+=("$d/haproxy.pid")
     CMDS+=("haproxy: haproxy -D -q -f $d/haproxy.cfg   # bench/configs/haproxy.cfg")
-    haproxy -D -q -f "$d/haproxy.cfg" 2>"$d/stderr.log"
+    "${PIN_PROXY[@]}" haproxy -D -q -f "$d/haproxy.cfg" 2>"$d/stderr.log"
     wait_pidfile "$d/haproxy.pid" || return 1
     ROOTPID=$(cat "$d/haproxy.pid")
     CACERT=$TMP/pki/ca.pem
@@ -312,7 +327,7 @@ start_caddy() {
     render "$BENCH_DIR/configs/Caddyfile" "$d/Caddyfile" "${PORT[caddy]}"
     CMDS+=("caddy: HOME=$d/home caddy run --adapter caddyfile --config $d/Caddyfile   # bench/configs/Caddyfile")
     HOME=$d/home XDG_DATA_HOME=$d/home XDG_CONFIG_HOME=$d/home \
-        caddy run --adapter caddyfile --config "$d/Caddyfile" >"$d/stdout.log" 2>"$d/stderr.log" &
+        "${PIN_PROXY[@]}" caddy run --adapter caddyfile --config "$d/Caddyfile" >"$d/stdout.log" 2>"$d/stderr.log" &
     ROOTPID=$!
     PIDS+=("$ROOTPID")
     CACERT=$TMP/pki/ca.pem
@@ -351,7 +366,7 @@ start_router() {     # start_router NAME ROUTER_BIN SIM_BIN: a snirouter build a
     "$bin" check --config "$d/config.toml" >"$d/check.log" 2>&1 \
         || { cat "$d/check.log" >&2; return 1; }
     CMDS+=("$name: $bin run --config $d/config.toml   # bench/configs/snirouter.toml")
-    "$bin" run --config "$d/config.toml" >"$d/stdout.log" 2>"$d/stderr.log" &
+    "${PIN_PROXY[@]}" "$bin" run --config "$d/config.toml" >"$d/stdout.log" 2>"$d/stderr.log" &
     ROOTPID=$!
     PIDS+=("$ROOTPID")
     CACERT=$TMP/sim-ca.pem
@@ -940,6 +955,11 @@ report() {
         echo "snirouter: $SNIROUTER_REV, \`cargo build --release\`."
     fi
     [[ -n $BASELINE_REV ]] && echo "baseline: $BASELINE_REV (BENCH_BASELINE=$BASELINE), built the same way."
+    if [[ $PIN == 1 ]]; then
+        echo "Pinned (BENCH_PIN=1): every proxy on CPU $((NCPU - 1)); load clients and the backend on CPU 0-$((NCPU - 2))."
+    else
+        echo "Not pinned (BENCH_PIN=0): the scheduler places proxies, clients and the backend."
+    fi
     echo "Each row is the median of $ROUNDS round(s) run in alternation ($PROXIES, then again), ± half the"
     echo "range over the rounds. Noise floor (median spread of the proxy-CPU rows): $(noise_floor); a difference"
     echo "smaller than that is not a result."
