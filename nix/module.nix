@@ -834,5 +834,28 @@ in
         UMask = "0077";
       };
     };
+
+    # A non-root router may not write to tailscaled, so it cannot put back what something
+    # else wipes while it runs: root does, every 30 s, for as long as the router runs
+    # (`services sync --local`: this node's side only, silent when nothing changed).
+    systemd.services.snirouter-services-heal = mkIf syncAsRoot {
+      description = "snirouter: put back the Tailscale Services' handlers and advertisement";
+      after = [ "tailscaled.service" ];
+      serviceConfig = {
+        Type = "oneshot";
+        ExecStart = "${lib.getExe cfg.package} services sync --local --config /etc/snirouter/config.toml";
+      };
+    };
+    systemd.timers.snirouter-services-heal = mkIf syncAsRoot {
+      description = "snirouter: check the Tailscale Services every 30 s while the router runs";
+      wantedBy = [ "snirouter.service" ];
+      partOf = [ "snirouter.service" ];
+      after = [ "snirouter.service" ];
+      timerConfig = {
+        OnActiveSec = "30s";
+        OnUnitActiveSec = "30s";
+        AccuracySec = "5s";
+      };
+    };
   };
 }

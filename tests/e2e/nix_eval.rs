@@ -264,11 +264,20 @@ fn a_non_root_router_gets_its_services_synced_by_root_and_restarts_for_listener_
     );
     let toml = nix.eval("toml", &[]).expect("toml");
     assert!(toml.as_str().is_some_and(|t| t.contains("manage_services = false")), "{toml}");
+    // While it runs, root puts back what something else wipes, every 30 s.
+    let heal = nix.eval("heal", &[]).expect("heal unit");
+    let exec = heal["serviceConfig"]["ExecStart"].as_str().unwrap_or_default();
+    assert!(exec.ends_with("/bin/snirouter services sync --local --config /etc/snirouter/config.toml"), "{heal}");
+    assert!(heal["serviceConfig"].get("User").is_none(), "the heal runs as root: {heal}");
+    let timer = nix.eval("healTimer", &[]).expect("heal timer");
+    assert_eq!(timer["timerConfig"]["OnUnitActiveSec"], "30s", "{timer}");
+    assert_eq!(timer["partOf"], serde_json::json!(["snirouter.service"]), "{timer}");
     let triggers = unit["restartTriggers"].to_string();
     assert!(triggers.contains("proxy_protocol_from"), "a changed proxy_protocol_from restarts: {triggers}");
     let as_root = r#"{ services.snirouter.user = "root"; }"#;
     let unit = nix.eval("unit", &["--arg", "extraConfig", as_root]).expect("unit as root");
     assert!(unit["serviceConfig"].get("ExecStartPre").is_none_or(|p| p.is_null()), "{unit}");
+    assert!(nix.eval("healTimer", &["--arg", "extraConfig", as_root]).expect("timer as root").is_null());
     let toml = nix.eval("toml", &["--arg", "extraConfig", as_root]).expect("toml as root");
     assert!(toml.as_str().is_some_and(|t| t.contains("manage_services = true")), "{toml}");
 }

@@ -377,6 +377,18 @@ async fn a_non_root_router_serves_while_root_syncs_the_services() {
     env.wait_serving("grafana", Duration::from_secs(60)).await;
     env.wait_serving("jellyfin", Duration::from_secs(60)).await;
     assert!(!env.router().logs().contains("denied"), "{}", env.router().logs());
+
+    // 3. The heal timer's shape: `services sync --local` as root says nothing while all is
+    // in place, puts back a `serve reset` as drift, and the record is `doctor`'s.
+    let (code, out, err) = cli(&["services", "sync", "--local", "--config", cfg(&env)]).await;
+    assert_eq!((code, out.as_str()), (0, ""), "silent when nothing changed: {err}");
+    env.sim.set_serve_config(json!({}));
+    let (code, out, err) = cli(&["services", "sync", "--local", "--config", cfg(&env)]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("Tailscale Services drifted") && out.contains("Applied 14 change(s)"), "{out}{err}");
+    assert_eq!(env.sim.serve_config()["Services"]["svc:grafana"]["TCP"]["443"]["TCPForward"], target(&env).as_str());
+    let (_, v) = status_json(&env).await;
+    assert_eq!(v["services_drift"]["healed"], 1, "{v:#}");
 }
 
 /// tailscaled is not up when the router starts (boot order), then comes up: the sync is

@@ -298,7 +298,7 @@ pub(crate) async fn status_report(shared: &Shared) -> StatusReport {
         cert_domains_error: domains.error.clone(),
         tailscaled_health,
         last_reload: shared.last_reload.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-        services_drift: snirouter_services::last_drift(),
+        services_drift: snirouter_services::Ownership::load(&config.cache.dir).ok().and_then(|o| o.drift),
         serving: services.iter().all(|s| s.serving),
         services,
     }

@@ -43,8 +43,8 @@ pub(crate) struct StatusReport {
     pub tailscaled_health: Vec<String>,
     /// The last reload, if any.
     pub last_reload: Option<LastReload>,
-    /// Something else changed tailscaled's serve config or advertisement and the router
-    /// put back what it owns: how often, when last, what (`null`: never since start).
+    /// Something else changed tailscaled's serve config or advertisement and a sync put
+    /// back what snirouter owns: how often (across restarts), when last, what (`null`: never).
     #[serde(default)]
     pub services_drift: Option<snirouter_services::Drift>,
     /// True when every service is serving.

@@ -41,15 +41,21 @@ pub(crate) enum ServicesCommand {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// This node's side (serve-config handlers and advertisement), the control API only
+        /// when the configured services or ports changed since the last sync, and silent
+        /// when nothing changed: what the running router checks every 15 s, for a periodic
+        /// privileged timer beside a non-root router.
+        #[arg(long)]
+        local: bool,
     },
 }
 
 /// Runs a `services` subcommand.
 pub(crate) fn run(args: ServicesArgs) -> ExitCode {
     crate::logging::init_quiet();
-    let (path, json, apply) = match &args.command {
-        ServicesCommand::Plan { config, json } => (config, *json, false),
-        ServicesCommand::Sync { config, json } => (config, *json, true),
+    let (path, json, apply, local) = match &args.command {
+        ServicesCommand::Plan { config, json } => (config, *json, false, false),
+        ServicesCommand::Sync { config, json, local } => (config, *json, true, *local),
     };
     let what = if apply { "sync" } else { "plan" };
     let cfg = match load(path) {
@@ -57,7 +63,7 @@ pub(crate) fn run(args: ServicesArgs) -> ExitCode {
         None => return ExitCode::from(1),
     };
     crate::runtime().block_on(async {
-        match execute(&cfg, apply, json).await {
+        match execute(&cfg, apply, json, local).await {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("snirouter services {what}: {e}\n  fix: {}", e.fix());
@@ -78,16 +84,24 @@ fn load(path: &Path) -> Option<Config> {
     }
 }
 
-async fn execute(cfg: &Config, apply: bool, json: bool) -> Result<ExitCode, Error> {
+async fn execute(cfg: &Config, apply: bool, json: bool, local_only: bool) -> Result<ExitCode, Error> {
     let local = LocalClient::new(&cfg.tailscale.socket)
         .map_err(|source| Error::LocalApi { what: "connecting to tailscaled", source })?
         .with_default_timeout(Duration::from_secs(30));
     let control = match &cfg.tailscale.api {
-        Some(api) => Some(ControlClient::from_config(api)?),
-        None => None,
+        Some(api) if !local_only || config_changed(cfg) => Some(ControlClient::from_config(api)?),
+        _ => None,
     };
     let code = if apply {
         let report = snirouter_services::sync(cfg, &local, control.as_ref()).await?;
+        if local_only && report.is_noop() && report.is_clean() {
+            return Ok(ExitCode::SUCCESS);
+        }
+        if report.drift {
+            eprintln!(
+                "Tailscale Services drifted: something else changed tailscaled's serve config or advertisement; put back what snirouter owns (`snirouter doctor` names likely writers)"
+            );
+        }
         emit(&report, json);
         if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::from(2) }
     } else {
@@ -95,7 +109,7 @@ async fn execute(cfg: &Config, apply: bool, json: bool) -> Result<ExitCode, Erro
         emit(&plan, json);
         if plan.blockers.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) }
     };
-    if control.is_none() && !json {
+    if control.is_none() && !json && !local_only {
         let status = local.status().await.ok();
         let tags = status.as_ref().and_then(|s| s.self_node.as_ref()).map(|n| n.tags.clone()).unwrap_or_default();
         let suffix = cfg
@@ -107,6 +121,13 @@ async fn execute(cfg: &Config, apply: bool, json: bool) -> Result<ExitCode, Erro
         print!("{}", snirouter_services::manual_steps(cfg, &tags, suffix.as_deref()));
     }
     Ok(code)
+}
+
+/// Whether the services or their ports differ from what the last sync was for.
+fn config_changed(cfg: &Config) -> bool {
+    let now = snirouter_services::Desired::from_config(cfg).ok().map(|d| d.local_fingerprint());
+    let last = snirouter_services::Ownership::load(&cfg.cache.dir).ok().and_then(|o| o.synced_for);
+    now != last
 }
 
 /// Prints `v` for people, or as pretty JSON.

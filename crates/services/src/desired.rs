@@ -56,6 +56,14 @@ impl Desired {
             && (port == SERVICE_PORT || self.tcp.get(service).is_some_and(|t| t.contains_key(&port)))
     }
 
+    /// What the local side (serve config and advertisement) is synced for: the services
+    /// and their handlers, without the definitions' tags. Recorded after each sync, so
+    /// that the next one can tell drift (the same config, changed by someone else) from
+    /// a new config.
+    pub fn local_fingerprint(&self) -> Value {
+        serde_json::json!({ "services": self.services, "handler": self.handler, "tcp": self.tcp })
+    }
+
     /// The ports of `service` that `allows` refuses, as a definition writes them (`tcp:22`).
     pub fn ports_not_allowed(&self, service: &str, allows: impl Fn(u16) -> bool) -> Vec<String> {
         self.handlers(service)

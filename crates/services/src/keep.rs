@@ -9,7 +9,7 @@
 //!   the router owns — `tailscale serve reset`, `tailscale serve set-config --all`,
 //!   NixOS' `services.tailscale.serve` at boot — it is put back (everything else kept,
 //!   as [`sync`] always does), logged with the changes and likely causes, and counted
-//!   ([`heals`]).
+//!   ([`heals`]; [`sync`] records it in the ownership file, [`crate::Ownership::drift`]).
 //! * The control API (service definitions) is used at the first sync and again when the
 //!   configured services or their ports change (a reload, which also wakes the loop at
 //!   once), not on every check. What a reload changes is applied, never counted as drift.
@@ -17,11 +17,10 @@
 //! Never fatal: the router serves whatever tailscaled already routes to it.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use snirouter_config::Config;
 use snirouter_localapi::LocalClient;
 use tokio::sync::{Notify, watch};
@@ -36,27 +35,11 @@ pub const HEAL_INTERVAL: Duration = Duration::from_secs(15);
 pub(crate) const RETRY_MAX: Duration = Duration::from_secs(30);
 
 static HEALS: AtomicU64 = AtomicU64::new(0);
-static LAST_DRIFT: Mutex<Option<Drift>> = Mutex::new(None);
 
-/// Times something else's change to the serve config or the advertisement was put back.
+/// Times this process put back something else's change to the serve config or the
+/// advertisement (the record across restarts is [`crate::Ownership::drift`]).
 pub fn heals() -> u64 {
     HEALS.load(Ordering::Relaxed)
-}
-
-/// The last change by something else that was put back.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Drift {
-    /// Heals since the router started ([`heals`]).
-    pub healed: u64,
-    /// When the last one was put back (unix seconds).
-    pub last_at: u64,
-    /// What was put back then (plan lines).
-    pub last_changes: Vec<String>,
-}
-
-/// The drift seen since start, `None` while nothing else changed what the router owns.
-pub fn last_drift() -> Option<Drift> {
-    LAST_DRIFT.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
 }
 
 /// Keeps the Services of `current()` (the running config, read each round so that
@@ -123,12 +106,9 @@ impl State {
             }
             return;
         }
-        if self.synced.is_some() && !first_or_changed {
-            let healed = HEALS.fetch_add(1, Ordering::Relaxed) + 1;
+        if report.drift {
+            HEALS.fetch_add(1, Ordering::Relaxed);
             let changes: Vec<String> = report.applied.iter().map(ToString::to_string).collect();
-            let last_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-            *LAST_DRIFT.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                Some(Drift { healed, last_at, last_changes: changes.clone() });
             tracing::warn!(
                 changes = %changes.join("; "),
                 likely = "tailscale serve reset, tailscale serve set-config --all, or NixOS services.tailscale.serve",

@@ -66,6 +66,25 @@ pub struct Ownership {
     /// Per service.
     #[serde(default)]
     pub services: BTreeMap<String, Owned>,
+    /// What the last sync was for ([`crate::Desired::local_fingerprint`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_for: Option<Value>,
+    /// Changes by something else that a sync put back, across restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<Drift>,
+}
+
+/// Changes by something else to what snirouter owns in tailscaled, put back by a sync of
+/// the same config (the running router's check, the root timer of a non-root install, or
+/// `services sync` by hand).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Drift {
+    /// How many syncs put something back.
+    pub healed: u64,
+    /// When the last one did (unix seconds).
+    pub last_at: u64,
+    /// What it put back (plan lines).
+    pub last_changes: Vec<String>,
 }
 
 impl Ownership {

@@ -82,6 +82,11 @@ pub enum Change {
 }
 
 impl Change {
+    /// Whether it changes this node's tailscaled (serve config or prefs), not the control API.
+    pub fn is_local(&self) -> bool {
+        !matches!(self, Change::DefineService { .. } | Change::UpdateDefinition { .. })
+    }
+
     /// The service the change is about.
     pub fn service(&self) -> &str {
         match self {

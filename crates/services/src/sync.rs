@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde_json::json;
@@ -37,6 +37,9 @@ pub struct SyncReport {
     pub notes: Vec<String>,
     /// Whether the control API was used.
     pub control_api: bool,
+    /// The local side was changed although the config is the one the last sync was for:
+    /// something else changed it (recorded in [`crate::Ownership::drift`]).
+    pub drift: bool,
 }
 
 impl SyncReport {
@@ -102,7 +105,27 @@ pub async fn sync(config: &Config, local: &LocalClient, control: Option<&Control
     report.conflicts = conflicts;
     // 3. AdvertiseServices: read, merge, PATCH.
     sync_prefs(local, &desired, dir, &owned, &mut report).await?;
+    record(dir, &desired, &mut report)?;
     Ok(report)
+}
+
+/// Records what this sync was for and, when it put back local changes to the same
+/// config, the drift.
+fn record(dir: &Path, desired: &Desired, report: &mut SyncReport) -> Result<(), Error> {
+    let mut owned = crate::Ownership::load(dir)?;
+    let fingerprint = desired.local_fingerprint();
+    let local: Vec<String> = report.applied.iter().filter(|c| c.is_local()).map(ToString::to_string).collect();
+    report.drift = owned.synced_for.as_ref() == Some(&fingerprint) && !local.is_empty();
+    if !report.drift && owned.synced_for.as_ref() == Some(&fingerprint) {
+        return Ok(());
+    }
+    if report.drift {
+        let last_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let healed = owned.drift.as_ref().map_or(0, |d| d.healed) + 1;
+        owned.drift = Some(crate::ownership::Drift { healed, last_at, last_changes: local });
+    }
+    owned.synced_for = Some(fingerprint);
+    owned.save(dir)
 }
 
 /// Defines every desired service that is missing in the tailnet; failures are reported

@@ -381,3 +381,40 @@ async fn services_list_and_byte_counters_follow_the_daemon_version() {
         assert_eq!(st[0].bytes.map(|b| (b.inbound, b.outbound)), counted.then_some((10, 20)), "{version}");
     }
 }
+
+/// Drift is what a sync of the same config puts back; it is recorded in the ownership file
+/// across processes. A sync for a changed config (a further port) is not drift.
+#[tokio::test]
+async fn drift_is_recorded_across_syncs_and_a_new_config_is_not_drift() {
+    let names = ["grafana", "git"];
+    let e = env(SimConfig::storage(SUFFIX, &names)).await;
+    let cfg = config(e.dir.path(), &names, "");
+    let first = sync(&cfg, &e.local, None).await.expect("first sync");
+    assert!(!first.drift && !first.is_noop(), "{first}");
+    e.sim.set_serve_config(json!({}));
+    let healed = sync(&cfg, &e.local, None).await.expect("heal");
+    assert!(healed.drift, "{healed}");
+    let drift = Ownership::load(&cfg.cache.dir).expect("ownership").drift.expect("recorded");
+    assert_eq!(drift.healed, 1);
+    assert!(drift.last_changes.iter().any(|c| c.contains("svc:git")), "{drift:?}");
+
+    // The config gains a port: applied, not drift.
+    let src = format!(
+        "[tailscale]\nsocket = \"{}\"\n[listen]\nproxy_protocol = [\"{TARGET}\"]\n[cache]\ndir = \"{}\"\n\
+         [services.grafana]\nupstream = \"http://127.0.0.1:3000\"\n\
+         [services.git]\nupstream = \"http://127.0.0.1:3000\"\ntcp = {{ 22 = \"127.0.0.1:2222\" }}\n",
+        e.dir.path().join("ts.sock").display(),
+        e.dir.path().join("cache").display()
+    );
+    let with_ssh = snirouter_config::parse(&src, "test.toml").expect("valid");
+    let grown = sync(&with_ssh, &e.local, None).await.expect("new config");
+    assert!(!grown.drift && grown.applied.len() == 1, "{grown}");
+    assert_eq!(e.sim.serve_config()["Services"]["svc:git"]["TCP"]["22"], json!({"TCPForward": "127.0.0.1:2222"}));
+    // Someone removes port 22 alone: drift again, counted on.
+    let mut wiped = e.sim.serve_config();
+    wiped["Services"]["svc:git"]["TCP"].as_object_mut().expect("TCP").remove("22");
+    e.sim.set_serve_config(wiped);
+    let healed = sync(&with_ssh, &e.local, None).await.expect("heal 22");
+    assert!(healed.drift && healed.applied.len() == 1, "{healed}");
+    assert_eq!(Ownership::load(&cfg.cache.dir).expect("ownership").drift.map(|d| d.healed), Some(2));
+}

@@ -35,6 +35,8 @@ let
     # The build-time check the module runs on it.
     inherit (checked) buildCommand;
     unit = config.systemd.services.snirouter;
+    heal = config.systemd.services.snirouter-services-heal or null;
+    healTimer = config.systemd.timers.snirouter-services-heal or null;
     inherit (config.services.tailscale) permitCertUid;
     firewall = config.networking.firewall.allowedTCPPorts;
     hosts = config.networking.hosts;

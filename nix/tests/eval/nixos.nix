@@ -101,6 +101,21 @@ let
       };
     };
   };
+  timer = types.submodule {
+    options = {
+      description = mkOption {
+        type = types.singleLineStr;
+        default = "";
+      };
+      wantedBy = strList;
+      partOf = strList;
+      after = strList;
+      timerConfig = mkOption {
+        type = types.attrsOf unitOption;
+        default = { };
+      };
+    };
+  };
 in
 {
   options = {
@@ -138,6 +153,10 @@ in
     };
     systemd.services = mkOption {
       type = types.attrsOf service;
+      default = { };
+    };
+    systemd.timers = mkOption {
+      type = types.attrsOf timer;
       default = { };
     };
     security.acme.certs = mkOption {

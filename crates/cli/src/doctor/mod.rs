@@ -467,10 +467,11 @@ async fn local_checks(
     fetched: Option<(&[(String, snirouter_certs::ServedCert)], &Status)>,
     out: &mut Vec<Check>,
 ) {
-    // 8. Listeners (and what the running router saw of the Services).
-    let report = running_report(config).await;
-    services::drift_check(report.as_ref().and_then(|r| r.services_drift.as_ref()), out);
-    let running: Option<Vec<String>> = report.map(|r| r.listeners.into_iter().map(|l| l.address).collect());
+    // 8. Listeners (and who keeps undoing the Services, from the ownership record).
+    let drift = snirouter_services::Ownership::load(&config.cache.dir).ok().and_then(|o| o.drift);
+    services::drift_check(drift.as_ref(), out);
+    let running: Option<Vec<String>> =
+        running_report(config).await.map(|r| r.listeners.into_iter().map(|l| l.address).collect());
     let addrs = config.listen.https.iter().chain(&config.listen.proxy_protocol);
     for addr in addrs {
         out.push(listener_check(*addr, running.as_deref()));

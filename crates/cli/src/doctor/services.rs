@@ -56,14 +56,14 @@ pub(super) async fn definition_checks(config: &Config, client: &LocalClient, sta
     }
 }
 
-/// Whether something else keeps undoing the router's serve-config handlers or
-/// advertisement (the running router's heal record), naming the writers found on the host.
+/// Whether something else keeps undoing snirouter's serve-config handlers or advertisement
+/// (the drift the syncs recorded in `services.json`), naming the writers found on the host.
 pub(super) fn drift_check(drift: Option<&snirouter_services::Drift>, out: &mut Vec<Check>) {
     let what = "Services drift";
     let Some(drift) = drift else { return };
     let ago = super::seconds_ago(drift.last_at);
     if drift.healed < 2 {
-        let detail = format!("put back once since the router started ({ago}): {}", drift.last_changes.join("; "));
+        let detail = format!("put back once ({ago}): {}", drift.last_changes.join("; "));
         out.push(check(Level::Pass, what, detail, None));
         return;
     }
@@ -79,8 +79,8 @@ pub(super) fn drift_check(drift: Option<&snirouter_services::Drift>, out: &mut V
         Level::Warn,
         what,
         format!(
-            "something else keeps rewriting tailscaled's serve config or advertisement: put back {} times since the \
-             router started, last {ago} ({}); {named}",
+            "something else keeps rewriting tailscaled's serve config or advertisement: put back {} times, last \
+             {ago} ({}); {named}",
             drift.healed,
             drift.last_changes.join("; ")
         ),
