@@ -189,6 +189,21 @@ async fn without_tailscaled_at_boot_the_public_names_serve_at_once_and_the_tailn
     assert_eq!(status, 200, "the public name still serves");
 }
 
+/// A restart serves the tailnet names from the suffix cached by the last run at once, and
+/// the status task confirms it with tailscaled: a renamed tailnet is named in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_suffix_serves_at_once_and_a_renamed_tailnet_is_reported() {
+    let mut env = Env::start(EnvOptions::default()).await;
+    env.wait_serving("grafana", Duration::from_secs(30)).await;
+    env.sim.update(|c| c.magic_dns_suffix = "renamed-tailnet.ts.net".to_owned());
+    env.start_router().await;
+    let logs = env.router().logs();
+    assert!(!logs.contains("the tailnet names join once tailscaled"), "the cached suffix is used at once:\n{logs}");
+    let line =
+        env.router().wait_log("the rename", Duration::from_secs(30), |l| l.contains("MagicDNS suffix changed")).await;
+    assert!(line.contains("renamed-tailnet.ts.net") && line.contains(SUFFIX), "{line}");
+}
+
 /// tailscaled 1.100 (no fix for tailscale/tailscale#20362) forwards unserved Service ports
 /// to 127.0.0.1: `doctor` flags the PROXY listener there, with the upgrade and the move to
 /// 127.0.0.2; 1.102 is not flagged.

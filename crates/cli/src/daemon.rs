@@ -77,7 +77,7 @@ impl Daemon {
         let client = LocalClient::new(&config.tailscale.socket)?;
         let cache = DiskCache::open(&config.cache.dir)?;
         // Known now (config, cache) or later (tailscaled): nothing waits for it.
-        let suffix = known_suffix(&config, &client, &cache);
+        let (suffix, pending) = known_suffix(&config, &cache);
         if let Some(suffix) = &suffix {
             config.check_fqdns(suffix).map_err(StartError::Names)?;
         }
@@ -87,8 +87,6 @@ impl Daemon {
         let names = service_names(&config, suffix.as_deref());
         store.set_names(&names);
 
-        // The suffix learned later is remembered in the same cache.
-        let suffix_cache = suffix.is_none().then(|| cache.clone());
         let opts = ManagerOptions { request_timeout: config.timeouts.cert_request, ..ManagerOptions::default() };
         let manager = CertManager::new(Arc::clone(&store), client.clone(), Some(cache), opts);
         let cached = manager.load_cache();
@@ -140,10 +138,7 @@ impl Daemon {
             Arc::clone(&shared.reloaded),
             shutdown_rx.clone(),
         ));
-        background.spawn(own_addresses(Arc::clone(&shared), shutdown_rx.clone()));
-        if suffix.is_none() {
-            background.spawn(learn_suffix(Arc::clone(&shared), suffix_cache, shutdown_rx.clone()));
-        }
+        background.spawn(watch_tailscaled(Arc::clone(&shared), pending, shutdown_rx.clone()));
 
         manager.start();
         for (kind, addr) in &listeners {
@@ -266,78 +261,53 @@ async fn record_history(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
     }
 }
 
+/// What is left to do about the MagicDNS suffix once tailscaled answers.
+enum Suffix {
+    /// Nothing: the config sets it, or tailscaled confirmed it.
+    Settled,
+    /// Cached from the last run: confirm it (a renamed tailnet needs a restart).
+    Cached(String),
+    /// Unknown: learn it, remember it in the cache, add the tailnet names.
+    Learn(DiskCache),
+}
+
 /// The suffix tailnet names are built from, when it is known at start: the config's
-/// override, else the one cached from the last run (confirmed with tailscaled in the
-/// background). Otherwise [`learn_suffix`] asks tailscaled while everything else serves.
-fn known_suffix(config: &Config, client: &LocalClient, cache: &DiskCache) -> Option<String> {
+/// override, else the one cached from the last run; and what [`watch_tailscaled`] still
+/// has to do about it.
+fn known_suffix(config: &Config, cache: &DiskCache) -> (Option<String>, Suffix) {
     if let Some(s) = &config.tailscale.magic_dns_suffix {
-        return Some(s.clone());
+        return (Some(s.clone()), Suffix::Settled);
     }
     if let Some(s) = cache.state().magic_dns_suffix {
-        // Confirm in the background; a renamed tailnet needs a restart to rename names.
-        let client = client.clone();
-        let cached = s.clone();
-        tokio::spawn(async move {
-            if let Ok(status) = client.status().await
-                && let Some(live) = status.magic_dns_suffix()
-                && live != cached
-            {
-                tracing::error!(cached = %cached, tailscaled = %live, "the tailnet's MagicDNS suffix changed; restart snirouter to serve the new names");
-            }
-        });
-        return Some(s);
+        return (Some(s.clone()), Suffix::Cached(s));
     }
     tracing::info!(
         "serving the public names now; the tailnet names join once tailscaled tells the tailnet's MagicDNS suffix"
     );
-    None
+    (None, Suffix::Learn(cache.clone()))
 }
 
-/// Asks tailscaled for the MagicDNS suffix until it answers (a log line per failure with
-/// its cause and fix), then remembers it and adds the tailnet names.
-async fn learn_suffix(shared: Arc<Shared>, cache: Option<DiskCache>, mut shutdown: watch::Receiver<bool>) {
+/// The one task that polls tailscaled's status: it keeps the data path told this node's
+/// own tailnet addresses (a PROXY source among them is this host: `local`) and settles the
+/// suffix. Until the suffix is learned it asks every 1–5 s, logging each failure with its
+/// cause and fix; afterwards every 5 minutes (10 s after a failure).
+async fn watch_tailscaled(shared: Arc<Shared>, mut pending: Suffix, mut shutdown: watch::Receiver<bool>) {
     let mut delay = Duration::from_secs(1);
     loop {
-        match shared.client.status().await {
-            Ok(status) => match status.magic_dns_suffix() {
-                Some(s) => {
-                    let s = s.to_owned();
-                    if let Some(Err(e)) =
-                        cache.as_ref().map(|c| c.update_state(|st| st.magic_dns_suffix = Some(s.clone())))
-                    {
-                        tracing::warn!(error = %e, "cannot remember the MagicDNS suffix in the cache");
-                    }
-                    add_tailnet_names(&shared, s).await;
-                    return;
-                }
-                None => tracing::warn!(
-                    backend_state = ?status.backend_state,
-                    "tailscaled has no tailnet yet; fix: log in with `tailscale up` (or set [tailscale] magic_dns_suffix)"
-                ),
-            },
-            Err(e) => tracing::warn!(
-                cause = %e,
-                fix = e.fix().unwrap_or_default(),
-                "waiting for tailscaled to learn the tailnet's MagicDNS suffix"
-            ),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            _ = shutdown.changed() => return,
-        }
-        // At most 5 s apart: the tailnet names join within seconds of tailscaled coming up.
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
-}
-
-/// Keeps the data path told this node's own tailnet addresses (a PROXY source among them
-/// is this host: `local`), re-read every 5 minutes, every 10 s until tailscaled answers.
-async fn own_addresses(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    loop {
+        let learning = matches!(pending, Suffix::Learn(_));
         let wait = match shared.client.status().await {
             Ok(status) => {
                 shared.router.set_own_addresses(status.tailscale_ips.clone());
-                Duration::from_secs(300)
+                pending = settle_suffix(&shared, pending, &status).await;
+                if matches!(pending, Suffix::Learn(_)) { delay } else { Duration::from_secs(300) }
+            }
+            Err(e) if learning => {
+                tracing::warn!(
+                    cause = %e,
+                    fix = e.fix().unwrap_or_default(),
+                    "waiting for tailscaled to learn the tailnet's MagicDNS suffix"
+                );
+                delay
             }
             Err(_) => Duration::from_secs(10),
         };
@@ -345,6 +315,38 @@ async fn own_addresses(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>)
             () = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,
         }
+        // At most 5 s apart: the tailnet names join within seconds of tailscaled coming up.
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// One status answer applied to what is left to do about the suffix.
+async fn settle_suffix(shared: &Shared, pending: Suffix, status: &snirouter_localapi::Status) -> Suffix {
+    match pending {
+        Suffix::Settled => Suffix::Settled,
+        Suffix::Cached(cached) => {
+            if let Some(live) = status.magic_dns_suffix().filter(|live| *live != cached) {
+                tracing::error!(cached = %cached, tailscaled = %live, "the tailnet's MagicDNS suffix changed; restart snirouter to serve the new names");
+            }
+            Suffix::Settled
+        }
+        Suffix::Learn(cache) => match status.magic_dns_suffix() {
+            Some(s) => {
+                let s = s.to_owned();
+                if let Err(e) = cache.update_state(|st| st.magic_dns_suffix = Some(s.clone())) {
+                    tracing::warn!(error = %e, "cannot remember the MagicDNS suffix in the cache");
+                }
+                add_tailnet_names(shared, s).await;
+                Suffix::Settled
+            }
+            None => {
+                tracing::warn!(
+                    backend_state = ?status.backend_state,
+                    "tailscaled has no tailnet yet; fix: log in with `tailscale up` (or set [tailscale] magic_dns_suffix)"
+                );
+                Suffix::Learn(cache)
+            }
+        },
     }
 }
 
