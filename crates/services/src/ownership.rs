@@ -1,5 +1,7 @@
 //! The record of what snirouter itself added to tailscaled (`<cache.dir>/services.json`),
-//! so that removing a service from the config removes exactly that and nothing else.
+//! so that removing a service from the config removes exactly that and nothing else; with
+//! it, what the last sync was for and the drift syncs put back (read by `status` and
+//! `doctor`, whichever process wrote it).
 
 use std::collections::BTreeMap;
 use std::io::Write;
