@@ -447,6 +447,11 @@ async fn the_services_are_retried_at_boot_and_healed_after_someone_else_wipes_th
 
     let logs = env.router().logs();
     assert!(logs.contains("Tailscale Services drifted"), "{logs}");
+    // The reset advertisement was announced on tailscaled's IPN bus: that woke the check.
+    assert!(
+        logs.lines().any(|l| l.contains("Tailscale Services drifted") && l.contains("tailscaled's prefs changed")),
+        "{logs}"
+    );
     let metrics = crate::operate::metrics_over(&[
         "--unix-socket",
         env.admin_socket.to_str().expect("path"),

@@ -5,7 +5,8 @@
 //!   retried, 1 s after the first failure and at most [`RETRY_MAX`] apart; the first
 //!   failure is logged with cause and fix, the repeats only when the cause changes.
 //! * Once in sync, the local side (serve-config handlers and the advertisement) is
-//!   checked again every [`HEAL_INTERVAL`]: when something else removed or changed what
+//!   checked again every [`HEAL_INTERVAL`], and at once when tailscaled announces new prefs
+//!   on its IPN bus (the serve config it does not announce): when something else removed or changed what
 //!   the router owns — `tailscale serve reset`, `tailscale serve set-config --all`,
 //!   NixOS' `services.tailscale.serve` at boot — it is put back (everything else kept,
 //!   as [`sync`] always does), logged with the changes and likely causes, and counted
@@ -43,21 +44,49 @@ pub fn heals() -> u64 {
 }
 
 /// Keeps the Services of `current()` (the running config, read each round so that
-/// reloads count) in sync until `shutdown` turns true; `reloaded` wakes it at once.
+/// reloads count) in sync until `shutdown` turns true; `reloaded` wakes it at once, and so
+/// does every new set of prefs tailscaled announces on its IPN bus (a reset
+/// `AdvertiseServices` among them; the serve config is not announced, the check finds it).
 pub async fn keep_in_sync<F, Fut>(current: F, reloaded: Arc<Notify>, mut shutdown: watch::Receiver<bool>)
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Arc<Config>>,
 {
+    let prefs_changed = Arc::new(Notify::new());
+    let socket = current().await.tailscale.socket.clone();
+    let watcher = tokio::spawn(watch_prefs(socket, Arc::clone(&prefs_changed)));
     let mut state = State::default();
+    let mut woken_by = "start";
     loop {
         let config = current().await;
-        let wait = if config.tailscale.manage_services { state.round(&config).await } else { HEAL_INTERVAL };
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = reloaded.notified() => {}
-            changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { return },
+        let wait = if config.tailscale.manage_services { state.round(&config, woken_by).await } else { HEAL_INTERVAL };
+        woken_by = tokio::select! {
+            () = tokio::time::sleep(wait) => "check",
+            () = reloaded.notified() => "reload",
+            () = prefs_changed.notified() => "tailscaled's prefs changed",
+            changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { break } else { "check" },
+        };
+    }
+    watcher.abort();
+}
+
+/// Wakes `changed` for every notification with prefs on tailscaled's IPN bus, watching
+/// again (at most 30 s apart) whenever the watch ends or cannot start.
+async fn watch_prefs(socket: std::path::PathBuf, changed: Arc<Notify>) {
+    let mut retry = Duration::from_secs(1);
+    loop {
+        if let Ok(local) = LocalClient::new(&socket)
+            && let Ok(mut bus) = local.watch_ipn_bus(0).await
+        {
+            retry = Duration::from_secs(1);
+            while let Ok(Some(n)) = bus.next().await {
+                if n.get("Prefs").is_some_and(|p| !p.is_null()) {
+                    changed.notify_one();
+                }
+            }
         }
+        tokio::time::sleep(retry).await;
+        retry = (retry * 2).min(RETRY_MAX);
     }
 }
 
@@ -72,13 +101,14 @@ struct State {
 }
 
 impl State {
-    /// One sync; returns how long to wait before the next.
-    async fn round(&mut self, config: &Config) -> Duration {
+    /// One sync (`woken_by` says what started it, for the drift log line); returns how long
+    /// to wait before the next.
+    async fn round(&mut self, config: &Config, woken_by: &str) -> Duration {
         let desired = Desired::from_config(config).ok();
         let with_control = self.synced.as_ref() != Some(&desired);
         match sync_once(config, with_control).await {
             Ok(report) => {
-                self.report(config, &report, with_control);
+                self.report(config, &report, with_control, woken_by);
                 self.synced = Some(desired);
                 self.last_error = None;
                 self.failures = 0;
@@ -96,7 +126,7 @@ impl State {
         }
     }
 
-    fn report(&self, config: &Config, report: &SyncReport, first_or_changed: bool) {
+    fn report(&self, config: &Config, report: &SyncReport, first_or_changed: bool, woken_by: &str) {
         for e in &report.errors {
             tracing::error!(problem = %e, "Tailscale Services sync problem");
         }
@@ -111,6 +141,7 @@ impl State {
             let changes: Vec<String> = report.applied.iter().map(ToString::to_string).collect();
             tracing::warn!(
                 changes = %changes.join("; "),
+                noticed = woken_by,
                 likely = "tailscale serve reset, tailscale serve set-config --all, or NixOS services.tailscale.serve",
                 "Tailscale Services drifted: something else changed tailscaled's serve config or advertisement; put back what snirouter owns"
             );

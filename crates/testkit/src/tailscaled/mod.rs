@@ -622,6 +622,8 @@ impl SimTailscaled {
     /// Set the `AdvertiseServices` pref directly (as if `tailscale serve advertise` ran).
     pub fn set_advertised_services(&self, services: &[&str]) {
         self.inner.state().prefs.advertise_services = Some(services.iter().map(|s| s.to_string()).collect());
+        // tailscaled announces every change of prefs to its IPN bus watchers.
+        let _ = self.inner.bus.send(BusEvent::Prefs);
     }
 
     /// Simulate one concurrent writer: the next serve-config POST that carries an
