@@ -646,12 +646,6 @@ impl Service {
     pub fn tailscale_service(&self) -> String {
         format!("svc:{}", self.name)
     }
-
-    /// The route for a request path: longest matching prefix on segment boundaries
-    /// (`/sonarr` matches `/sonarr` and `/sonarr/x`, not `/sonarrx`; `/` matches everything).
-    pub fn route_for(&self, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| r.matches(path))
-    }
 }
 
 /// `[domains."DOMAIN"]`: a domain (a public one, say) whose names take their certificate

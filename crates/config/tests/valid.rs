@@ -188,9 +188,11 @@ routes = [
     assert_eq!(media.routes[0].upstream.port, 8989);
     assert_eq!(media.routes[1].path, "/");
     assert_eq!(media.routes[1].upstream.port, 8080);
-    assert_eq!(media.route_for("/sonarr/calendar").map(|r| r.upstream.port), Some(8989));
-    assert_eq!(media.route_for("/sonarrx").map(|r| r.upstream.port), Some(8080));
-    assert_eq!(media.route_for("/").map(|r| r.upstream.port), Some(8080));
+    // Longest path first: the first route that matches is the one the proxy takes.
+    let route_for = |path: &str| media.routes.iter().find(|r| r.matches(path)).map(|r| r.upstream.port);
+    assert_eq!(route_for("/sonarr/calendar"), Some(8989));
+    assert_eq!(route_for("/sonarrx"), Some(8080));
+    assert_eq!(route_for("/"), Some(8080));
     assert!(c.check_fqdns("tailnet-1234.ts.net").is_ok());
     assert_eq!(
         c.service_for("Media.Tailnet-1234.ts.net.", "tailnet-1234.ts.net").map(|s| s.name.as_str()),
