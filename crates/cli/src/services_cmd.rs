@@ -117,17 +117,22 @@ async fn execute(cfg: &Config, apply: bool, json: bool, local_only: bool) -> Res
             .magic_dns_suffix
             .clone()
             .or_else(|| status.as_ref().and_then(|s| s.magic_dns_suffix().map(str::to_owned)));
-        println!();
-        print!("{}", snirouter_services::manual_steps(cfg, &tags, suffix.as_deref()));
+        // The sync or plan above succeeded, so the config's desired state exists.
+        if let Ok(desired) = snirouter_services::Desired::from_config(cfg) {
+            println!();
+            print!("{}", snirouter_services::manual_steps(&desired, &tags, suffix.as_deref()));
+        }
     }
     Ok(code)
 }
 
 /// Whether the services or their ports differ from what the last sync was for.
 fn config_changed(cfg: &Config) -> bool {
-    let now = snirouter_services::Desired::from_config(cfg).ok().map(|d| d.local_fingerprint());
-    let last = snirouter_services::Ownership::load(&cfg.cache.dir).ok().and_then(|o| o.synced_for);
-    now != last
+    let owned = snirouter_services::Ownership::load(&cfg.cache.dir).ok();
+    match (snirouter_services::Desired::from_config(cfg), owned) {
+        (Ok(desired), Some(owned)) => !owned.is_synced_for(&desired),
+        _ => true,
+    }
 }
 
 /// Prints `v` for people, or as pretty JSON.

@@ -217,7 +217,8 @@ fn human_duration(secs: i64) -> String {
     }
 }
 
-fn ago(now: u64, t: Option<u64>) -> String {
+/// `5m ago`, `in 2h`, `-` for a unix time (`now` in unix seconds too).
+pub(crate) fn ago(now: u64, t: Option<u64>) -> String {
     match t {
         None => "-".to_owned(),
         Some(t) if t <= now => format!("{} ago", human_duration((now - t).max(1) as i64)),

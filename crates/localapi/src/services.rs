@@ -38,19 +38,13 @@ impl ServiceDetails {
 
 /// Whether a Service's port list (`tcp:443`, `tcp:8000-8010`, `tcp:*`, `*`) includes TCP `port`.
 pub fn ports_allow_tcp(ports: &[String], port: u16) -> bool {
-    ports.iter().any(|p| {
-        let range = match p.as_str() {
-            "*" => return true,
-            p => match p.strip_prefix("tcp:") {
-                Some(r) => r,
-                None => return false,
-            },
-        };
-        match range.split_once('-') {
-            _ if range == "*" => true,
+    ports.iter().any(|p| match (p.as_str(), p.strip_prefix("tcp:")) {
+        ("*", _) | (_, Some("*")) => true,
+        (_, Some(range)) => match range.split_once('-') {
             Some((a, b)) => matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if (a..=b).contains(&port)),
             None => range.parse::<u16>() == Ok(port),
-        }
+        },
+        (_, None) => false,
     })
 }
 

@@ -3,28 +3,18 @@
 
 use std::collections::BTreeMap;
 
-use snirouter_config::Config;
+use crate::desired::Desired;
 
-use crate::serve::SERVICE_PORT;
-
-/// Every configured service (`svc:NAME`) with the ports it serves (443, then its `tcp` ports).
-fn services_and_ports(config: &Config) -> Vec<(String, Vec<u16>)> {
-    config
-        .services
-        .iter()
-        .map(|s| (s.tailscale_service(), std::iter::once(SERVICE_PORT).chain(s.tcp.iter().map(|p| p.port)).collect()))
-        .collect()
+/// Every desired service (`svc:NAME`) with its definition's ports (`tcp:443`, then its `tcp` ports).
+fn services_and_ports(desired: &Desired) -> Vec<(&str, Vec<String>)> {
+    desired.services.iter().map(|s| (s.as_str(), desired.definition_ports(s))).collect()
 }
 
-fn port_list(ports: &[u16]) -> String {
-    ports.iter().map(|p| format!("tcp:{p}")).collect::<Vec<_>>().join(", ")
-}
-
-/// The policy-file (HuJSON) snippet for the configured services hosted by a node tagged
+/// The policy-file (HuJSON) snippet for the desired services hosted by a node tagged
 /// `host_tag`: `tagOwners`, per-service `autoApprovers.services`, and a grant to their
 /// ports (one grant per set of ports, so that no service is granted a port it does not serve).
-pub fn policy_snippet(config: &Config, host_tag: &str) -> String {
-    let services = services_and_ports(config);
+pub fn policy_snippet(desired: &Desired, host_tag: &str) -> String {
+    let services = services_and_ports(desired);
     let mut s = String::new();
     s.push_str("{\n  \"tagOwners\": {\n");
     s.push_str(&format!("    \"{host_tag}\": [\"autogroup:admin\"],\n"));
@@ -33,7 +23,7 @@ pub fn policy_snippet(config: &Config, host_tag: &str) -> String {
         s.push_str(&format!("      \"{svc}\": [\"{host_tag}\"],\n"));
     }
     s.push_str("    },\n  },\n  \"grants\": [\n");
-    let mut by_ports: BTreeMap<&[u16], Vec<&str>> = BTreeMap::new();
+    let mut by_ports: BTreeMap<&[String], Vec<&str>> = BTreeMap::new();
     for (svc, ports) in &services {
         by_ports.entry(ports).or_default().push(svc);
     }
@@ -42,7 +32,7 @@ pub fn policy_snippet(config: &Config, host_tag: &str) -> String {
         for svc in svcs {
             s.push_str(&format!("        \"{svc}\",\n"));
         }
-        let ip: Vec<String> = ports.iter().map(|p| format!("\"tcp:{p}\"")).collect();
+        let ip: Vec<String> = ports.iter().map(|p| format!("\"{p}\"")).collect();
         s.push_str(&format!("      ],\n      \"ip\": [{}],\n    }},\n", ip.join(", ")));
     }
     s.push_str("  ],\n}\n");
@@ -52,8 +42,8 @@ pub fn policy_snippet(config: &Config, host_tag: &str) -> String {
 /// The steps to do by hand in the admin console when `[tailscale.api]` is not configured.
 /// `host_tags` are the node's current tags (the first is used in the policy; `tag:storage`
 /// when untagged); `suffix` the MagicDNS suffix, when known.
-pub fn manual_steps(config: &Config, host_tags: &[String], suffix: Option<&str>) -> String {
-    let services = services_and_ports(config);
+pub fn manual_steps(desired: &Desired, host_tags: &[String], suffix: Option<&str>) -> String {
+    let services = services_and_ports(desired);
     let host_tag = host_tags.first().map(String::as_str).unwrap_or("tag:storage");
     let mut s = String::new();
     s.push_str("The control API is not configured ([tailscale.api]), so snirouter cannot define the services.\n");
@@ -65,14 +55,14 @@ pub fn manual_steps(config: &Config, host_tags: &[String], suffix: Option<&str>)
     ));
     for (svc, ports) in &services {
         let name = svc.strip_prefix("svc:").unwrap_or(svc);
-        let ports = port_list(ports);
+        let ports = ports.join(", ");
         match suffix {
             Some(sfx) => s.push_str(&format!("       {svc}   {ports}   ({name}.{sfx})\n")),
             None => s.push_str(&format!("       {svc}   {ports}\n")),
         }
     }
     s.push_str("  3. Access controls: merge this into the policy file:\n");
-    for line in policy_snippet(config, host_tag).lines() {
+    for line in policy_snippet(desired, host_tag).lines() {
         s.push_str("       ");
         s.push_str(line);
         s.push('\n');
@@ -106,13 +96,14 @@ mod tests {
             "t.toml",
         )
         .expect("valid");
-        let p = policy_snippet(&cfg, "tag:storage");
+        let desired = Desired::from_config(&cfg).expect("desired");
+        let p = policy_snippet(&desired, "tag:storage");
         assert!(p.contains("\"svc:grafana\": [\"tag:storage\"]"));
         assert!(p.contains("\"ip\": [\"tcp:443\"]"));
         assert!(p.contains("\"ip\": [\"tcp:443\", \"tcp:22\"]"), "{p}");
         assert_eq!(p.matches("\"svc:git\",").count(), 1, "git is granted its ports only once: {p}");
         assert!(p.contains("\"tag:storage\": [\"autogroup:admin\"]"));
-        let m = manual_steps(&cfg, &[], Some("x.ts.net"));
+        let m = manual_steps(&desired, &[], Some("x.ts.net"));
         assert!(m.contains("jellyfin.x.ts.net"));
         assert!(m.contains("svc:git   tcp:443, tcp:22"), "{m}");
         assert!(m.contains("--advertise-tags=tag:storage"));

@@ -53,12 +53,16 @@ where
     Fut: Future<Output = Arc<Config>>,
 {
     let prefs_changed = Arc::new(Notify::new());
-    let socket = current().await.tailscale.socket.clone();
-    let watcher = tokio::spawn(watch_prefs(socket, Arc::clone(&prefs_changed)));
+    // Watched only once there is something to keep (a router that may not write never is).
+    let mut watcher = None;
     let mut state = State::default();
     let mut woken_by = "start";
     loop {
         let config = current().await;
+        if config.tailscale.manage_services && watcher.is_none() {
+            let socket = config.tailscale.socket.clone();
+            watcher = Some(tokio::spawn(watch_prefs(socket, Arc::clone(&prefs_changed))));
+        }
         let wait = if config.tailscale.manage_services { state.round(&config, woken_by).await } else { HEAL_INTERVAL };
         woken_by = tokio::select! {
             () = tokio::time::sleep(wait) => "check",
@@ -67,7 +71,9 @@ where
             changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { break } else { "check" },
         };
     }
-    watcher.abort();
+    if let Some(w) = watcher {
+        w.abort();
+    }
 }
 
 /// Wakes `changed` for every notification with prefs on tailscaled's IPN bus, watching

@@ -58,7 +58,7 @@ pub use guide::{manual_steps, policy_snippet};
 pub use keep::{HEAL_INTERVAL, heals, keep_in_sync};
 pub use ownership::{Drift, OWNERSHIP_FILE, Owned, Ownership};
 pub use plan::{Blocker, Change, Conflict, Desired, Plan, plan};
-pub use seen::{Seen, compare_definitions, missing_ports, missing_ports_line, visible_services};
+pub use seen::{Seen, compare_definitions, missing_ports, missing_ports_line, not_visible_line, visible_services};
 pub use serve::{SERVICE_PORT, desired_handler, handler_of, same_handler, tcp_handler};
 pub use state::{HandlerState, PortState, ServiceState, observe};
 pub use sync::{SyncReport, sync};

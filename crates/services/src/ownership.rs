@@ -128,6 +128,11 @@ impl Ownership {
         })
     }
 
+    /// Whether the last sync was for `desired`'s local side (its services and handlers).
+    pub fn is_synced_for(&self, desired: &crate::Desired) -> bool {
+        self.synced_for.as_ref() == Some(&desired.local_fingerprint())
+    }
+
     /// The entry for `service` (empty if none).
     pub fn get(&self, service: &str) -> Owned {
         self.services.get(service).cloned().unwrap_or_default()

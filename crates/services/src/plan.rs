@@ -514,11 +514,7 @@ async fn definition_notes(desired: &Desired, local: &LocalClient) -> Vec<String>
     let mut notes: Vec<String> = seen.iter().filter_map(|(svc, s)| crate::seen::missing_ports_line(svc, s)).collect();
     let hidden: Vec<&str> = seen.iter().filter(|(_, s)| *s == Seen::NotVisible).map(|(svc, _)| svc.as_str()).collect();
     if !hidden.is_empty() {
-        notes.push(format!(
-            "not among the Services tailscaled lists for this node (/localapi/v0/services): {} — not defined yet, or \
-             the policy does not let this host reach them",
-            hidden.join(", ")
-        ));
+        notes.push(crate::seen::not_visible_line(&hidden));
     }
     notes
 }

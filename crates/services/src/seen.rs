@@ -76,6 +76,15 @@ pub fn missing_ports(service: &str, seen: &Seen) -> Option<(String, String)> {
     ))
 }
 
+/// The line for the services tailscaled does not list for this node.
+pub fn not_visible_line(services: &[&str]) -> String {
+    format!(
+        "not among the Services tailscaled lists for this node (/localapi/v0/services): {} — not defined yet, or \
+         the policy does not let this host reach them",
+        services.join(", ")
+    )
+}
+
 /// [`missing_ports`] as one line.
 pub fn missing_ports_line(service: &str, seen: &Seen) -> Option<String> {
     missing_ports(service, seen).map(|(what, fix)| format!("{what}: {fix}"))

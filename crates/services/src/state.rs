@@ -207,8 +207,8 @@ impl Observed {
             .iter()
             .map(|p| {
                 let managed = owned.handler(p.port).is_some();
-                let want = serve::tcp_handler(p);
-                let handler = self.handler_state(&service, p.port, Some(&want), managed);
+                let want = self.desired.as_ref().ok().and_then(|d| d.tcp.get(&service)?.get(&p.port));
+                let handler = self.handler_state(&service, p.port, want, managed);
                 PortState { port: p.port, to: p.forward(), handler, managed }
             })
             .collect();

@@ -104,19 +104,18 @@ pub async fn sync(config: &Config, local: &LocalClient, control: Option<&Control
     }
     report.conflicts = conflicts;
     // 3. AdvertiseServices: read, merge, PATCH.
-    sync_prefs(local, &desired, dir, &owned, &mut report).await?;
-    record(dir, &desired, &mut report)?;
+    sync_prefs(local, &desired, dir, &mut owned, &mut report).await?;
+    record(dir, &desired, &mut owned, &mut report)?;
     Ok(report)
 }
 
 /// Records what this sync was for and, when it put back local changes to the same
 /// config, the drift.
-fn record(dir: &Path, desired: &Desired, report: &mut SyncReport) -> Result<(), Error> {
-    let mut owned = crate::Ownership::load(dir)?;
-    let fingerprint = desired.local_fingerprint();
+fn record(dir: &Path, desired: &Desired, owned: &mut crate::Ownership, report: &mut SyncReport) -> Result<(), Error> {
+    let same_config = owned.is_synced_for(desired);
     let local: Vec<String> = report.applied.iter().filter(|c| c.is_local()).map(ToString::to_string).collect();
-    report.drift = owned.synced_for.as_ref() == Some(&fingerprint) && !local.is_empty();
-    if !report.drift && owned.synced_for.as_ref() == Some(&fingerprint) {
+    report.drift = same_config && !local.is_empty();
+    if same_config && !report.drift {
         return Ok(());
     }
     if report.drift {
@@ -124,7 +123,7 @@ fn record(dir: &Path, desired: &Desired, report: &mut SyncReport) -> Result<(), 
         let healed = owned.drift.as_ref().map_or(0, |d| d.healed) + 1;
         owned.drift = Some(crate::ownership::Drift { healed, last_at, last_changes: local });
     }
-    owned.synced_for = Some(fingerprint);
+    owned.synced_for = Some(desired.local_fingerprint());
     owned.save(dir)
 }
 
@@ -218,7 +217,7 @@ async fn sync_prefs(
     local: &LocalClient,
     desired: &Desired,
     dir: &Path,
-    owned: &crate::Ownership,
+    owned: &mut crate::Ownership,
     report: &mut SyncReport,
 ) -> Result<(), Error> {
     let prefs = local.prefs().await.map_err(Error::local("reading tailscaled's prefs"))?;
@@ -227,6 +226,7 @@ async fn sync_prefs(
     if changes.is_empty() {
         if next != *owned {
             next.save(dir)?;
+            *owned = next;
         }
         return Ok(());
     }
@@ -239,6 +239,7 @@ async fn sync_prefs(
     for change in &changes {
         tracing::info!(service = %change.service(), change = %change, "prefs changed");
     }
+    *owned = next;
     report.applied.extend(changes);
     Ok(())
 }

@@ -556,16 +556,6 @@ async fn running_report(config: &Config) -> Option<crate::model::StatusReport> {
     serde_json::from_str(&body).ok()
 }
 
-/// `12 s ago`, `5 min ago`, `3 h ago` for a unix time.
-fn seconds_ago(unix: u64) -> String {
-    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    match now.saturating_sub(unix) {
-        s if s < 120 => format!("{s} s ago"),
-        s if s < 7200 => format!("{} min ago", s / 60),
-        s => format!("{} h ago", s / 3600),
-    }
-}
-
 fn listener_check(addr: SocketAddr, running: Option<&[String]>) -> Check {
     let what = format!("listener: {addr}");
     if addr.port() == 0 {

@@ -43,11 +43,8 @@ pub(super) async fn definition_checks(config: &Config, client: &LocalClient, sta
     // A tagged host is often not granted access to its own Services: not a fault, and
     // nothing to say when it sees none of them.
     if !hidden.is_empty() && hidden.len() < seen.len() {
-        let detail = format!(
-            "not among the Services tailscaled lists for this node: {} (not defined yet, or the policy does not let \
-             this host reach them), so their ports cannot be checked from here",
-            hidden.join(", ")
-        );
+        let detail =
+            format!("{}; their ports cannot be checked from here", snirouter_services::not_visible_line(&hidden));
         out.push(check(Level::Skip, format!("definitions not visible ({})", hidden.len()), detail, None));
     }
     if complete > 0 {
@@ -61,7 +58,8 @@ pub(super) async fn definition_checks(config: &Config, client: &LocalClient, sta
 pub(super) fn drift_check(drift: Option<&snirouter_services::Drift>, out: &mut Vec<Check>) {
     let what = "Services drift";
     let Some(drift) = drift else { return };
-    let ago = super::seconds_ago(drift.last_at);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let ago = crate::status::ago(now, Some(drift.last_at));
     if drift.healed < 2 {
         let detail = format!("put back once ({ago}): {}", drift.last_changes.join("; "));
         out.push(check(Level::Pass, what, detail, None));
