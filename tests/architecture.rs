@@ -245,3 +245,44 @@ fn functions_fit_on_a_screen() {
         long.join("\n")
     );
 }
+
+/// The crate table of `docs/architecture.md`: (crate name, its "start reading at" cell).
+fn documented_crates(doc: &str) -> Vec<(String, String)> {
+    doc.lines()
+        .filter(|l| l.starts_with("| `snirouter"))
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let name = cells.get(1)?.split('`').nth(1)?.to_owned();
+            Some((name, cells.get(3)?.to_string()))
+        })
+        .collect()
+}
+
+/// The crate table names every crate, and every file or directory it says to start
+/// reading at exists in that crate.
+#[test]
+fn the_architecture_docs_name_files_that_exist() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let doc = std::fs::read_to_string(root.join("docs/architecture.md")).expect("docs/architecture.md");
+    let table = documented_crates(&doc);
+    let mut problems = Vec::new();
+    for entry in std::fs::read_dir(root.join("crates")).expect("crates").flatten() {
+        let manifest = std::fs::read_to_string(entry.path().join("Cargo.toml")).unwrap_or_default();
+        let Some(name) =
+            manifest.lines().find_map(|l| l.strip_prefix("name = ")).map(|n| n.trim_matches('"').to_owned())
+        else {
+            continue;
+        };
+        let Some((_, files)) = table.iter().find(|(n, _)| *n == name) else {
+            problems.push(format!("crate {name} is not in the crate table"));
+            continue;
+        };
+        let src = entry.path().join("src");
+        for file in files.split('`').skip(1).step_by(2) {
+            if (file.ends_with(".rs") || file.ends_with(".html") || file.ends_with('/')) && !src.join(file).exists() {
+                problems.push(format!("{name}: `{file}` is named but {} does not exist", src.join(file).display()));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "docs/architecture.md is out of date:\n{}", problems.join("\n"));
+}

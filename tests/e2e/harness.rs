@@ -38,10 +38,16 @@ pub(crate) struct RouterProcess {
 
 impl RouterProcess {
     pub(crate) fn start(config: &Path, log: &Path) -> RouterProcess {
+        Self::start_with_env(config, log, &[])
+    }
+
+    /// [`RouterProcess::start`] with extra environment variables.
+    pub(crate) fn start_with_env(config: &Path, log: &Path, env: &[(&str, &str)]) -> RouterProcess {
         let log_file = std::fs::File::create(log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_snirouter"))
             .args(["run", "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .env("SNIROUTER_LOG", "info,snirouter_certs=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

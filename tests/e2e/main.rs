@@ -20,6 +20,7 @@ mod nix_eval;
 mod operate;
 mod parity;
 mod proxy_protocol;
+mod sd_notify;
 mod services;
 mod several_hosts;
 mod status_page;

@@ -13,8 +13,8 @@ use snirouter_proxy::ListenerKind;
 use snirouter_testkit::backend;
 use snirouter_testkit::tailscaled::{SimConfig, SimTailscaled};
 
-use crate::daemon::Daemon;
 use crate::probe;
+use snirouter_daemon::start::Daemon;
 
 use snirouter_testkit::SAMPLE_SERVICES as SERVICES;
 

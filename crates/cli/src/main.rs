@@ -1,35 +1,26 @@
-//! `snirouter` — the command line. A thin shell: every real decision lives in the
-//! library crates (`snirouter-config`, `-localapi`, `-certs`, `-proxy`); this binary
-//! parses arguments, sets up logging, wires the pieces together ([`daemon`]) and
-//! turns results into exit codes.
+//! `snirouter` — the command line: argument parsing, logging set-up, output formatting
+//! and exit codes. What the commands do lives in the library crates: the running router,
+//! its admin socket and `doctor`'s checks in `snirouter-daemon`, the configuration in
+//! `snirouter-config`, Tailscale Services in `snirouter-services`, the Caddyfile importer
+//! in `snirouter-caddyfile`.
 
-mod admin;
-mod cert_files;
-mod daemon;
 #[cfg(feature = "demo")]
 mod demo;
 mod doctor;
-mod exposure;
-mod hairpin;
-mod health;
-mod history;
+mod hosts;
 mod import_cmd;
 mod logging;
-mod model;
-#[cfg(feature = "demo")]
 mod pipe;
+#[cfg(feature = "demo")]
 mod probe;
-mod reload;
-mod rlimit;
-mod sdnotify;
 mod services_cmd;
-mod shared;
 mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use snirouter_daemon::machine::{self, DirProblem, Finding};
 
 /// TLS-terminating SNI/path router for one tailnet host, with certificates from tailscaled.
 #[derive(Debug, Parser)]
@@ -120,7 +111,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config, print } => check(&config, print),
         Command::Run { config } => {
-            let cfg = match snirouter_config::load(&config) {
+            let cfg = match snirouter_daemon::config_file::load(&config) {
                 Ok(cfg) => cfg,
                 Err(diags) => {
                     eprintln!("{diags}");
@@ -129,7 +120,7 @@ fn main() -> ExitCode {
                 }
             };
             logging::init(&cfg.log);
-            match rlimit::raise_nofile() {
+            match snirouter_daemon::rlimit::raise_nofile() {
                 Ok((old, new)) if old != new => tracing::info!(old, new, "raised the open-file limit"),
                 Ok(_) => {}
                 Err(e) => {
@@ -137,7 +128,7 @@ fn main() -> ExitCode {
                 }
             }
             runtime().block_on(async {
-                match daemon::run_until_signal(cfg).await {
+                match snirouter_daemon::start::run_until_signal(cfg).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         tracing::error!(cause = %e, "snirouter stopped");
@@ -152,7 +143,7 @@ fn main() -> ExitCode {
         Command::Status { json, config } => runtime().block_on(status::run(config.as_deref(), json)),
         Command::Reload { config } => runtime().block_on(status::reload(config.as_deref())),
         Command::Doctor { config, cert_timeout } => runtime().block_on(doctor::run(&config, cert_timeout)),
-        Command::Hosts { config, suffix } => runtime().block_on(hairpin::run(&config, suffix)),
+        Command::Hosts { config, suffix } => runtime().block_on(hosts::run(&config, suffix)),
         #[cfg(feature = "demo")]
         Command::Demo { once, dir } => {
             logging::init_quiet();
@@ -171,7 +162,7 @@ fn main() -> ExitCode {
 }
 
 fn check(path: &std::path::Path, print: bool) -> ExitCode {
-    let (loaded, warnings) = snirouter_config::load_with_warnings(path);
+    let (loaded, warnings) = snirouter_daemon::config_file::load_with_warnings(path);
     for warning in &warnings {
         eprintln!("warning: {warning}");
     }
@@ -214,9 +205,8 @@ fn check(path: &std::path::Path, print: bool) -> ExitCode {
 /// serve its names. Files that cannot be read here are warnings: `check` also runs where
 /// they do not exist yet (a NixOS build), and `doctor` checks them on the host.
 fn check_cert_files(cfg: &snirouter_config::Config) -> bool {
-    use cert_files::Finding;
     let mut ok = true;
-    for finding in cert_files::inspect(cfg) {
+    for finding in machine::cert_files(cfg) {
         match finding {
             Finding::Usable { .. } | Finding::RedirectOnly { .. } => {}
             Finding::Unused { domain } => {
@@ -241,19 +231,20 @@ fn check_cert_files(cfg: &snirouter_config::Config) -> bool {
 /// A directory that is not there is a warning, for the same reason as certificate files.
 fn check_error_pages(cfg: &snirouter_config::Config) -> bool {
     let mut ok = true;
-    for (key, dir) in cfg.error_page_dirs() {
-        match std::fs::metadata(dir) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
+    for p in machine::error_page_dirs(cfg) {
+        match p.problem {
+            DirProblem::NotADirectory => {
                 eprintln!(
-                    "error: {key}: {} is a file, not a directory\n  help: point it at the directory holding 404.html, 502.html, …",
-                    dir.display()
+                    "error: {}: {} is a file, not a directory\n  help: point it at the directory holding 404.html, 502.html, …",
+                    p.key,
+                    p.dir.display()
                 );
                 ok = false;
             }
-            Err(e) => eprintln!(
-                "warning: {key}: {} not checked here: {e}\n  help: create it on the host (404.html, 500.html, 502.html, 503.html, 504.html; missing pages fall back to the built-in text); `snirouter doctor` checks it there",
-                dir.display()
+            DirProblem::Unreadable(e) => eprintln!(
+                "warning: {}: {} not checked here: {e}\n  help: create it on the host (404.html, 500.html, 502.html, 503.html, 504.html; missing pages fall back to the built-in text); `snirouter doctor` checks it there",
+                p.key,
+                p.dir.display()
             ),
         }
     }

@@ -74,7 +74,7 @@ pub(crate) fn run(args: ServicesArgs) -> ExitCode {
 }
 
 fn load(path: &Path) -> Option<Config> {
-    match snirouter_config::load(path) {
+    match snirouter_daemon::config_file::load(path) {
         Ok(cfg) => Some(cfg),
         Err(diags) => {
             eprintln!("{diags}");

@@ -6,131 +6,37 @@
 //! admin socket); 4 the admin socket exists but this user may not use it.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-
-use crate::model::{ServiceStatus, StatusReport};
-
-/// Default config file, read for `[admin] socket` when `--config` is not given.
-pub(crate) const DEFAULT_CONFIG: &str = "/etc/snirouter/config.toml";
+use snirouter_daemon::admin_client::{self, AdminError};
+use snirouter_daemon::status::{ServiceStatus, StatusReport, ago, human_duration};
 
 /// Exit code when the daemon is not running.
 const EXIT_NOT_RUNNING: u8 = 3;
 /// Exit code when this user may not use the admin socket.
 const EXIT_NO_PERMISSION: u8 = 4;
 
-/// Why the admin socket could not be used.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum AdminError {
-    /// Nothing listens on the socket.
-    #[error("snirouter is not running: cannot connect to {}: {source}", path.display())]
-    NotRunning {
-        /// The socket.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The socket exists but this user may not use it.
-    #[error(
-        "cannot connect to {}: {source}\n  fix: run as root or as a member of the group owning the socket (mode 0660)",
-        path.display()
-    )]
-    Permission {
-        /// The socket.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The exchange failed.
-    #[error("admin socket {}: {detail}", path.display())]
-    Protocol {
-        /// The socket.
-        path: PathBuf,
-        /// What went wrong.
-        detail: String,
-    },
-}
-
-impl AdminError {
-    /// The process exit code for this error.
-    pub(crate) fn exit_code(&self) -> ExitCode {
-        ExitCode::from(self.code())
+/// The process exit code for an admin-socket error.
+fn code(e: &AdminError) -> u8 {
+    match e {
+        AdminError::NotRunning { .. } => EXIT_NOT_RUNNING,
+        AdminError::Permission { .. } => EXIT_NO_PERMISSION,
+        AdminError::Protocol { .. } => 2,
     }
-
-    fn code(&self) -> u8 {
-        match self {
-            AdminError::NotRunning { .. } => EXIT_NOT_RUNNING,
-            AdminError::Permission { .. } => EXIT_NO_PERMISSION,
-            AdminError::Protocol { .. } => 2,
-        }
-    }
-}
-
-/// The admin socket to use: `[admin] socket` of `--config`, else of the default config
-/// file when it exists and is valid, else the default path.
-pub(crate) fn socket_path(config: Option<&Path>) -> Result<PathBuf, snirouter_config::Diagnostics> {
-    match config {
-        Some(path) => match snirouter_config::load(path) {
-            Ok(c) => Ok(c.admin.socket),
-            // An invalid file (being edited?) still names the running daemon's socket.
-            Err(d) => match snirouter_config::admin_socket_of(path) {
-                Some(socket) => Ok(socket),
-                None if std::fs::metadata(path).is_ok() => Ok(PathBuf::from(snirouter_config::DEFAULT_ADMIN_SOCKET)),
-                None => Err(d),
-            },
-        },
-        None => Ok(snirouter_config::load(Path::new(DEFAULT_CONFIG))
-            .map(|c| c.admin.socket)
-            .unwrap_or_else(|_| PathBuf::from(snirouter_config::DEFAULT_ADMIN_SOCKET))),
-    }
-}
-
-/// One HTTP/1.1 exchange on the admin socket. Returns status and body.
-pub(crate) async fn request(socket: &Path, method: http::Method, path: &str) -> Result<(u16, String), AdminError> {
-    let proto = |detail: String| AdminError::Protocol { path: socket.to_owned(), detail };
-    let stream = match tokio::net::UnixStream::connect(socket).await {
-        Ok(s) => s,
-        Err(source) if source.kind() == std::io::ErrorKind::PermissionDenied => {
-            return Err(AdminError::Permission { path: socket.to_owned(), source });
-        }
-        Err(source) => return Err(AdminError::NotRunning { path: socket.to_owned(), source }),
-    };
-    let exchange = async {
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| proto(e.to_string()))?;
-        tokio::spawn(conn);
-        let req = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header(http::header::HOST, "snirouter")
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| proto(e.to_string()))?;
-        let resp = sender.send_request(req).await.map_err(|e| proto(e.to_string()))?;
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await.map_err(|e| proto(e.to_string()))?.to_bytes();
-        Ok((status, String::from_utf8_lossy(&body).into_owned()))
-    };
-    // A reload re-reads and validates the file; everything else is immediate.
-    tokio::time::timeout(Duration::from_secs(60), exchange)
-        .await
-        .map_err(|_| proto("no answer within 60s".to_owned()))?
 }
 
 /// `snirouter status`.
 pub(crate) async fn run(config: Option<&Path>, json: bool) -> ExitCode {
-    let socket = match socket_path(config) {
+    let socket = match admin_client::socket_path(config) {
         Ok(s) => s,
         Err(d) => {
             eprintln!("{d}");
             return ExitCode::from(2);
         }
     };
-    let body = match request(&socket, http::Method::GET, "/status").await {
+    let body = match admin_client::request(&socket, http::Method::GET, "/status").await {
         Ok((200, body)) => body,
         Ok((code, body)) => {
             eprintln!("snirouter status: the admin socket answered HTTP {code}: {}", body.trim());
@@ -138,7 +44,7 @@ pub(crate) async fn run(config: Option<&Path>, json: bool) -> ExitCode {
         }
         Err(e) => {
             eprintln!("{e}");
-            return e.exit_code();
+            return ExitCode::from(code(&e));
         }
     };
     let report: StatusReport = match serde_json::from_str(&body) {
@@ -161,7 +67,7 @@ pub(crate) async fn run(config: Option<&Path>, json: bool) -> ExitCode {
 
 /// `snirouter reload`: `POST /reload` on the admin socket.
 pub(crate) async fn reload(config: Option<&Path>) -> ExitCode {
-    let socket = match socket_path(config) {
+    let socket = match admin_client::socket_path(config) {
         Ok(s) => s,
         Err(d) => {
             eprintln!("{d}");
@@ -169,7 +75,7 @@ pub(crate) async fn reload(config: Option<&Path>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match request(&socket, http::Method::POST, "/reload").await {
+    match admin_client::request(&socket, http::Method::POST, "/reload").await {
         Ok((200, body)) => {
             let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
             let changes = &v["changes"];
@@ -195,35 +101,13 @@ pub(crate) async fn reload(config: Option<&Path>) -> ExitCode {
         }
         Err(e) => {
             eprintln!("{e}");
-            e.exit_code()
+            ExitCode::from(code(&e))
         }
     }
 }
 
 fn paint(colour: bool, code: &str, s: &str) -> String {
     if colour { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_owned() }
-}
-
-/// `37d`, `5h`, `12m`, `expired`.
-fn human_duration(secs: i64) -> String {
-    if secs <= 0 {
-        return "expired".to_owned();
-    }
-    match secs {
-        s if s >= 86_400 => format!("{}d", s / 86_400),
-        s if s >= 3_600 => format!("{}h", s / 3_600),
-        s if s >= 60 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
-}
-
-/// `5m ago`, `in 2h`, `-` for a unix time (`now` in unix seconds too).
-pub(crate) fn ago(now: u64, t: Option<u64>) -> String {
-    match t {
-        None => "-".to_owned(),
-        Some(t) if t <= now => format!("{} ago", human_duration((now - t).max(1) as i64)),
-        Some(t) => format!("in {}", human_duration((t - now).max(1) as i64)),
-    }
 }
 
 /// The lines under a service's row: problems, access, shared hosts, what is pending on
@@ -433,6 +317,8 @@ fn row(s: &ServiceStatus, _now: u64) -> [String; 7] {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     #[test]
@@ -440,10 +326,10 @@ mod tests {
         let path = PathBuf::from("/run/snirouter/admin.sock");
         let refused = std::io::Error::from(std::io::ErrorKind::NotFound);
         let not_running = AdminError::NotRunning { path: path.clone(), source: refused };
-        assert_eq!(not_running.code(), 3);
+        assert_eq!(code(&not_running), 3);
         let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
         let permission = AdminError::Permission { path, source: denied };
-        assert_eq!(permission.code(), 4);
+        assert_eq!(code(&permission), 4);
         let text = permission.to_string();
         assert!(!text.contains("not running") && text.contains("run as root or as a member of the group"), "{text}");
     }

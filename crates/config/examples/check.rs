@@ -5,7 +5,14 @@ fn main() {
         eprintln!("usage: check FILE");
         std::process::exit(2);
     };
-    match snirouter_config::load(std::path::Path::new(&path)) {
+    let source = match std::fs::read_to_string(&path) {
+        Ok(source) => source,
+        Err(e) => {
+            eprintln!("{path}: cannot read the configuration file: {e}");
+            std::process::exit(1);
+        }
+    };
+    match snirouter_config::parse(&source, &path) {
         Ok(cfg) => println!("{cfg:#?}"),
         Err(d) => {
             eprintln!("{d}");

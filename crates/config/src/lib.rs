@@ -40,8 +40,6 @@ mod tcp_ports;
 mod units;
 mod validate;
 
-use std::path::Path;
-
 pub use diag::{Diagnostic, Diagnostics};
 pub use schema::{
     AccessFormat, Admin, Cache, Config, Cors, DEFAULT_ADMIN_SOCKET, DEFAULT_CACHE_DIR, DEFAULT_SOCKET, Defaults,
@@ -158,43 +156,11 @@ fn duplicate_table(source: &str, at: usize) -> Option<(String, String)> {
     ))
 }
 
-/// Reads and validates a configuration file; an I/O error becomes a single [`Diagnostic`]
-/// without position.
-pub fn load(path: &Path) -> Result<Config, Diagnostics> {
-    load_with_warnings(path).0
-}
-
-/// [`load`] with the warnings of [`parse_with_warnings`].
-pub fn load_with_warnings(path: &Path) -> (Result<Config, Diagnostics>, Vec<Diagnostic>) {
-    let origin = path.display().to_string();
-    match std::fs::read_to_string(path) {
-        Ok(source) => parse_with_warnings(&source, &origin),
-        Err(e) => (
-            Err(Diagnostics(vec![Diagnostic {
-                origin,
-                line: 0,
-                column: 0,
-                key_path: String::new(),
-                message: format!("cannot read the configuration file: {e}"),
-                help: Some(match e.kind() {
-                    std::io::ErrorKind::NotFound => "check the path given to --config".to_owned(),
-                    std::io::ErrorKind::PermissionDenied => {
-                        "make the file readable by the user snirouter runs as".to_owned()
-                    }
-                    _ => "check that the path is a readable UTF-8 text file".to_owned(),
-                }),
-            }])),
-            Vec::new(),
-        ),
-    }
-}
-
-/// The `[admin] socket` of the file at `path`, read leniently: the rest of the file may
-/// be invalid (so `snirouter status` still finds a running daemon while its config file
-/// is being edited). `None` when the file cannot be read, is not TOML, or sets no socket.
-pub fn admin_socket_of(path: &Path) -> Option<std::path::PathBuf> {
-    let source = std::fs::read_to_string(path).ok()?;
-    let doc = toml_edit::Document::parse(source.as_str()).ok()?;
+/// The `[admin] socket` set in `source`, read leniently: the rest of the file may be
+/// invalid (so `snirouter status` still finds a running daemon while its config file is
+/// being edited). `None` when `source` is not TOML or sets no socket.
+pub fn admin_socket_in(source: &str) -> Option<std::path::PathBuf> {
+    let doc = toml_edit::Document::parse(source).ok()?;
     let socket = doc.as_table().get("admin")?.as_table_like()?.get("socket")?.as_str()?;
     (!socket.trim().is_empty()).then(|| std::path::PathBuf::from(socket))
 }

@@ -557,28 +557,6 @@ fn check_fqdns_collisions() {
 }
 
 #[test]
-fn load_reports_io_errors() {
-    let path = std::path::Path::new("/nonexistent/snirouter-config-test.toml");
-    let err = snirouter_config::load(path).expect_err("missing file");
-    assert_eq!(err.len(), 1);
-    let d = &err.0[0];
-    assert_eq!((d.line, d.column, d.key_path.as_str()), (0, 0, ""));
-    assert!(
-        d.to_string().starts_with("/nonexistent/snirouter-config-test.toml: cannot read the configuration file:"),
-        "{d}"
-    );
-
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file_path = dir.path().join("ok.toml");
-    std::fs::write(&file_path, OK_TAIL.join("\n")).expect("write");
-    let cfg = snirouter_config::load(&file_path).expect("loads");
-    assert_eq!(cfg.origin, file_path.display().to_string());
-    std::fs::write(&file_path, "[listen]\n").expect("write");
-    let err = snirouter_config::load(&file_path).expect_err("invalid");
-    assert!(err.0.iter().all(|d| d.origin == file_path.display().to_string()));
-}
-
-#[test]
 fn proxy_headers_are_trusted_by_peer() {
     // A PROXY listener others can reach needs the list of peers that may send headers.
     let d = one(&file(&[

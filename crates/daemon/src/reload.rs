@@ -1,5 +1,5 @@
 //! Reload: re-read the config file the daemon was started from and apply it without
-//! dropping anything in flight (see [`crate::daemon`] for the order), and the listener
+//! dropping anything in flight (see [`crate::start`] for the order), and the listener
 //! helpers start and reload share.
 
 use std::net::SocketAddr;
@@ -13,13 +13,13 @@ use snirouter_proxy::{ListenerKind, RouteTable, Server};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::model::LastReload;
 use crate::shared::{ListenerHandle, Shared};
+use crate::status::LastReload;
 
 /// A listener could not be bound.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr}: {source}\n  fix: {fix}")]
-pub(crate) struct BindError {
+pub struct BindError {
     /// The address.
     pub addr: SocketAddr,
     /// The OS error.
@@ -31,7 +31,7 @@ pub(crate) struct BindError {
 
 /// Why a reload was refused; the running configuration keeps serving.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ReloadError {
+pub enum ReloadError {
     /// The new file does not validate (every problem, with line and fix).
     #[error("the new configuration is invalid; still serving the previous one\n{0}")]
     Invalid(snirouter_config::Diagnostics),
@@ -42,7 +42,7 @@ pub(crate) enum ReloadError {
 
 /// What a reload changed.
 #[derive(Debug, Clone, Default, serde::Serialize)]
-pub(crate) struct ReloadReport {
+pub struct ReloadReport {
     /// Services now served that were not before.
     pub added: Vec<String>,
     /// Services no longer served.
@@ -57,10 +57,10 @@ pub(crate) struct ReloadReport {
     pub restart_needed: Vec<String>,
 }
 
-/// Applies the config file again; see [`crate::daemon::Daemon::reload`].
+/// Applies the config file again; see [`crate::start::Daemon::reload`].
 pub(crate) async fn reload(shared: &Arc<Shared>) -> Result<ReloadReport, ReloadError> {
     use std::sync::atomic::Ordering;
-    crate::sdnotify::notify("RELOADING=1");
+    crate::sdnotify::reloading();
     let result = reload_inner(shared).await;
     let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let last = match &result {
@@ -90,7 +90,7 @@ pub(crate) async fn reload(shared: &Arc<Shared>) -> Result<ReloadReport, ReloadE
     };
     *shared.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(last);
     shared.upstreams.wake();
-    crate::sdnotify::notify("READY=1");
+    crate::sdnotify::ready();
     result
 }
 
@@ -105,7 +105,7 @@ async fn reload_inner(shared: &Arc<Shared>) -> Result<ReloadReport, ReloadError>
     let mut live = shared.live.lock().await;
     let old = Arc::clone(&live.config);
     let path = PathBuf::from(&old.origin);
-    let new = snirouter_config::load(&path).map_err(ReloadError::Invalid)?;
+    let new = crate::config_file::load(&path).map_err(ReloadError::Invalid)?;
     if let Some(suffix) = shared.suffix() {
         new.check_fqdns(&suffix).map_err(ReloadError::Invalid)?;
     }

@@ -1,13 +1,18 @@
-//! The certificate files of `[domains]`, as `check` and `doctor` see them: every pair
-//! read and checked for every name served under its domain, as the router would.
+//! What the configuration needs from this machine, checked in one place for `check`,
+//! `doctor` and start-up: the certificate files of `[domains]` (every pair read and checked
+//! for every name served under its domain, as the router would) and the `error_pages`
+//! directories. The configuration itself is parsed without touching the machine.
 
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 use snirouter_certs::files;
 use snirouter_config::Config;
 
-/// What one domain's files are worth.
-pub(crate) enum Finding {
+/// What one domain's files are worth. `domain` is the `[domains]` key; `error` and `fix`
+/// say what is wrong and what to do.
+#[allow(missing_docs)] // the fields are named for what they hold
+pub enum Finding {
     /// Every name is served: how many, and the earliest expiry in days.
     Usable { domain: String, names: usize, days_left: u64 },
     /// No service lists a name under the domain, and it has no `apex_redirect`: it would
@@ -23,7 +28,7 @@ pub(crate) enum Finding {
 }
 
 /// Inspects every `[domains]` entry.
-pub(crate) fn inspect(config: &Config) -> Vec<Finding> {
+pub fn cert_files(config: &Config) -> Vec<Finding> {
     let now = SystemTime::now();
     let mut out = Vec::new();
     for source in crate::reload::file_sources(config) {
@@ -59,6 +64,38 @@ pub(crate) fn inspect(config: &Config) -> Vec<Finding> {
                     .unwrap_or(0),
             },
         });
+    }
+    out
+}
+
+/// An `error_pages` directory that cannot be used: its pages fall back to the built-in text.
+pub struct ErrorPagesProblem {
+    /// The key that names it (`services.NAME.error_pages`, `defaults.error_pages`).
+    pub key: String,
+    /// The directory.
+    pub dir: PathBuf,
+    /// What is wrong with it.
+    pub problem: DirProblem,
+}
+
+/// Why a directory cannot be used.
+pub enum DirProblem {
+    /// The path is a file.
+    NotADirectory,
+    /// It cannot be read here (maybe only here: `check` runs at build time too).
+    Unreadable(std::io::Error),
+}
+
+/// Every configured `error_pages` directory that is not a readable directory.
+pub fn error_page_dirs(config: &Config) -> Vec<ErrorPagesProblem> {
+    let mut out = Vec::new();
+    for (key, dir) in config.error_page_dirs() {
+        let problem = match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => continue,
+            Ok(_) => DirProblem::NotADirectory,
+            Err(e) => DirProblem::Unreadable(e),
+        };
+        out.push(ErrorPagesProblem { key, dir: dir.to_owned(), problem });
     }
     out
 }

@@ -11,54 +11,26 @@
 //! policy with a valid certificate. `doctor` checks both halves with [`resolve_all`].
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
-use std::process::ExitCode;
 
 use snirouter_config::Config;
 
 /// The loopback addresses local clients are sent to.
 const LOOPBACK: [&str; 2] = ["127.0.0.1", "::1"];
 
-/// `snirouter hosts`: prints a hosts-file line per loopback address and served name.
-pub(crate) async fn run(config_path: &Path, suffix: Option<String>) -> ExitCode {
-    let config = match snirouter_config::load(config_path) {
-        Ok(c) => c,
-        Err(diags) => {
-            eprintln!("{diags}");
-            return ExitCode::from(1);
-        }
-    };
-    let suffix = match suffix.or_else(|| config.tailscale.magic_dns_suffix.clone()) {
-        Some(s) => s,
-        None => match asked_suffix(&config).await {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("snirouter hosts: cannot learn the MagicDNS suffix from tailscaled: {e}");
-                eprintln!(
-                    "  fix: pass it, e.g. `snirouter hosts --suffix tail1234.ts.net`, or set [tailscale] magic_dns_suffix"
-                );
-                return ExitCode::from(1);
-            }
-        },
-    };
-    print!("{}", lines(&fqdns(&config, &suffix)));
-    ExitCode::SUCCESS
-}
-
 /// The MagicDNS suffix as tailscaled reports it.
-async fn asked_suffix(config: &Config) -> Result<String, String> {
+pub async fn asked_suffix(config: &Config) -> Result<String, String> {
     let client = snirouter_localapi::LocalClient::new(&config.tailscale.socket).map_err(|e| e.to_string())?;
     let status = client.status().await.map_err(|e| e.to_string())?;
     status.magic_dns_suffix().map(str::to_owned).ok_or_else(|| "tailscaled reports no MagicDNS suffix".to_owned())
 }
 
 /// Every served name under `suffix`, in config order.
-pub(crate) fn fqdns(config: &Config, suffix: &str) -> Vec<String> {
+pub fn fqdns(config: &Config, suffix: &str) -> Vec<String> {
     config.services.iter().map(|s| s.fqdn(suffix)).collect()
 }
 
 /// Hosts-file lines sending every name to both loopback addresses.
-pub(crate) fn lines(names: &[String]) -> String {
+pub fn lines(names: &[String]) -> String {
     let mut out = String::from("# snirouter: served names on this host's loopback (local clients; snirouter hosts)\n");
     for addr in LOOPBACK {
         for name in names {

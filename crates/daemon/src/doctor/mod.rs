@@ -1,15 +1,11 @@
-//! `snirouter doctor`: every check, in order, that explains why a name is not served —
-//! everything that broke for the owner and everything the LocalAPI reference lists.
-//! Each check prints `PASS`, `WARN`, `FAIL` or `SKIP` with its cause and, when it did
-//! not pass, the fix. Works whether or not the daemon runs; exits 1 if any check
-//! failed.
+//! `snirouter doctor`'s checks: every check, in order, that explains why a name is not
+//! served — everything that broke for the owner and everything the LocalAPI reference
+//! lists. Each gives `PASS`, `WARN`, `FAIL` or `SKIP` with its cause and, when it did not
+//! pass, the fix. Works whether or not the daemon runs.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use snirouter_certs::cache::CacheState;
@@ -22,7 +18,7 @@ mod services;
 
 /// A check's verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Level {
+pub enum Level {
     /// Fine.
     Pass,
     /// Works, but something is at risk.
@@ -34,7 +30,8 @@ pub(crate) enum Level {
 }
 
 impl Level {
-    fn label(self) -> &'static str {
+    /// `PASS`, `WARN`, `FAIL` or `SKIP`.
+    pub fn label(self) -> &'static str {
         match self {
             Level::Pass => "PASS",
             Level::Warn => "WARN",
@@ -42,20 +39,11 @@ impl Level {
             Level::Skip => "SKIP",
         }
     }
-
-    fn colour(self) -> &'static str {
-        match self {
-            Level::Pass => "32",
-            Level::Warn => "33",
-            Level::Fail => "1;31",
-            Level::Skip => "2",
-        }
-    }
 }
 
 /// One result line.
 #[derive(Debug, Clone)]
-pub(crate) struct Check {
+pub struct Check {
     /// Verdict.
     pub level: Level,
     /// What was checked (`tailscaled socket`, `in CertDomains: grafana.x.ts.net`, …).
@@ -73,39 +61,8 @@ fn check(level: Level, name: impl Into<String>, detail: impl Into<String>, fix: 
 /// Days covered by the Let's Encrypt budget check.
 const WEEK: u64 = 7 * 86_400;
 
-/// `snirouter doctor`.
-pub(crate) async fn run(config_path: &Path, cert_timeout: Duration) -> ExitCode {
-    let checks = run_checks(config_path, cert_timeout).await;
-    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    print!("{}", render(&checks, colour));
-    if checks.iter().any(|c| c.level == Level::Fail) { ExitCode::from(1) } else { ExitCode::SUCCESS }
-}
-
-/// Renders the results, one or two lines each.
-pub(crate) fn render(checks: &[Check], colour: bool) -> String {
-    let width = checks.iter().map(|c| c.name.chars().count()).max().unwrap_or(0);
-    let mut out = String::new();
-    for c in checks {
-        let label = if colour {
-            format!("\x1b[{}m{}\x1b[0m", c.level.colour(), c.level.label())
-        } else {
-            c.level.label().to_owned()
-        };
-        let _ = writeln!(out, "{label}  {:<width$}  {}", c.name, c.detail);
-        if let Some(fix) = &c.fix
-            && matches!(c.level, Level::Fail | Level::Warn)
-        {
-            let _ = writeln!(out, "      {:<width$}  fix: {fix}", "");
-        }
-    }
-    let fails = checks.iter().filter(|c| c.level == Level::Fail).count();
-    let warns = checks.iter().filter(|c| c.level == Level::Warn).count();
-    let _ = writeln!(out, "\n{} check(s): {fails} failed, {warns} warning(s)", checks.len());
-    out
-}
-
 /// Runs every check in order.
-pub(crate) async fn run_checks(config_path: &Path, cert_timeout: Duration) -> Vec<Check> {
+pub async fn run_checks(config_path: &Path, cert_timeout: Duration) -> Vec<Check> {
     let mut out = Vec::new();
     let Some(config) = config_check(config_path, &mut out) else { return out };
     file_checks(&config, &mut out);
@@ -144,7 +101,7 @@ pub(crate) async fn run_checks(config_path: &Path, cert_timeout: Duration) -> Ve
 
 /// Check 1: the config file validates.
 fn config_check(config_path: &Path, out: &mut Vec<Check>) -> Option<Config> {
-    match snirouter_config::load(config_path) {
+    match crate::config_file::load(config_path) {
         Ok(c) => {
             let listeners = c.listen.https.len() + c.listen.proxy_protocol.len();
             out.push(check(
@@ -177,8 +134,8 @@ fn config_check(config_path: &Path, out: &mut Vec<Check>) -> Option<Config> {
 
 /// Check 1b: each `[domains]` entry's certificate files serve every name under it.
 fn file_checks(config: &Config, out: &mut Vec<Check>) {
-    use crate::cert_files::Finding;
-    for finding in crate::cert_files::inspect(config) {
+    use crate::machine::{DirProblem, Finding};
+    for finding in crate::machine::cert_files(config) {
         out.push(match finding {
             Finding::Usable { domain, names, days_left } => check(
                 Level::Pass,
@@ -203,18 +160,15 @@ fn file_checks(config: &Config, out: &mut Vec<Check>) {
             }
         });
     }
-    for (key, dir) in config.error_page_dirs() {
-        let problem = match std::fs::metadata(dir) {
-            Ok(m) if m.is_dir() => None,
-            Ok(_) => Some("is a file, not a directory".to_owned()),
-            Err(e) => Some(format!("cannot be read: {e}")),
+    for p in crate::machine::error_page_dirs(config) {
+        let problem = match p.problem {
+            DirProblem::NotADirectory => "is a file, not a directory".to_owned(),
+            DirProblem::Unreadable(e) => format!("cannot be read: {e}"),
         };
-        if let Some(problem) = problem {
-            let detail = format!("{} {problem}: every page falls back to the built-in text", dir.display());
-            let fix = "create the directory with 404.html, 500.html, 502.html, 503.html and/or 504.html, readable by \
-                       the user snirouter runs as, or fix the path";
-            out.push(check(Level::Warn, key, detail, Some(fix.to_owned())));
-        }
+        let detail = format!("{} {problem}: every page falls back to the built-in text", p.dir.display());
+        let fix = "create the directory with 404.html, 500.html, 502.html, 503.html and/or 504.html, readable by \
+                   the user snirouter runs as, or fix the path";
+        out.push(check(Level::Warn, p.key, detail, Some(fix.to_owned())));
     }
 }
 
@@ -548,8 +502,8 @@ async fn fetch_certs(
 
 /// The running daemon's status document, from its admin socket (`None` when it does
 /// not run).
-async fn running_report(config: &Config) -> Option<crate::model::StatusReport> {
-    let (code, body) = crate::status::request(&config.admin.socket, http::Method::GET, "/status").await.ok()?;
+async fn running_report(config: &Config) -> Option<crate::status::StatusReport> {
+    let (code, body) = crate::admin_client::request(&config.admin.socket, http::Method::GET, "/status").await.ok()?;
     if code != 200 {
         return None;
     }

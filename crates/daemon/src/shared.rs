@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::health::Upstreams;
-use crate::model::LastReload;
+use crate::status::LastReload;
 
 /// One running listener.
 pub(crate) struct ListenerHandle {

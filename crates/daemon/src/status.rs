@@ -5,11 +5,11 @@
 use serde::{Deserialize, Serialize};
 
 /// The schema number of [`StatusReport`].
-pub(crate) const SCHEMA: u32 = 1;
+pub const SCHEMA: u32 = 1;
 
 /// The whole state of a running router.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct StatusReport {
+pub struct StatusReport {
     /// Always [`SCHEMA`].
     pub schema: u32,
     /// snirouter version.
@@ -55,7 +55,7 @@ pub(crate) struct StatusReport {
 
 /// One listener.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct ListenerInfo {
+pub struct ListenerInfo {
     /// `tls` or `proxy_protocol`.
     pub kind: String,
     /// The bound address.
@@ -64,7 +64,7 @@ pub(crate) struct ListenerInfo {
 
 /// One service.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct ServiceStatus {
+pub struct ServiceStatus {
     /// Service name (`grafana`).
     pub name: String,
     /// The name clients use (`grafana.TAILNET.ts.net`).
@@ -106,7 +106,7 @@ pub(crate) struct ServiceStatus {
 
 /// One further name of a service.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct NameStatus {
+pub struct NameStatus {
     /// `grafana.example.com`.
     pub fqdn: String,
     /// The domain whose files serve it.
@@ -122,7 +122,7 @@ pub(crate) struct NameStatus {
 
 /// One route and its upstream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct RouteStatus {
+pub struct RouteStatus {
     /// Path prefix.
     pub path: String,
     /// `http://host:port`.
@@ -137,7 +137,7 @@ pub(crate) struct RouteStatus {
 
 /// The served certificate.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct CertificateInfo {
+pub struct CertificateInfo {
     /// Leaf notBefore, unix seconds.
     pub not_before: u64,
     /// Leaf notAfter, unix seconds.
@@ -155,7 +155,7 @@ pub(crate) struct CertificateInfo {
 
 /// Fetch state of the certificate.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub(crate) struct FetchInfo {
+pub struct FetchInfo {
     /// A request to tailscaled is in flight.
     pub in_flight: bool,
     /// Consecutive failures.
@@ -178,7 +178,7 @@ pub(crate) struct FetchInfo {
 
 /// Request counters.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub(crate) struct RequestCounts {
+pub struct RequestCounts {
     /// Requests received.
     pub requests: u64,
     /// 2xx (and 101) answers.
@@ -198,7 +198,7 @@ pub(crate) struct RequestCounts {
 
 /// The outcome of the last reload, for `snirouter status`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub(crate) struct LastReload {
+pub struct LastReload {
     /// When it ran (unix seconds).
     pub at: u64,
     /// Whether the new configuration is serving.
@@ -209,7 +209,7 @@ pub(crate) struct LastReload {
 
 /// A service's requests and 5xx answers per interval, oldest first (`crate::history`).
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub(crate) struct RateHistory {
+pub struct RateHistory {
     /// Length of one interval.
     pub interval_seconds: u64,
     /// Intervals kept at most (the chart's width).
@@ -218,4 +218,26 @@ pub(crate) struct RateHistory {
     pub requests: Vec<u64>,
     /// 5xx answers in each interval.
     pub errors: Vec<u64>,
+}
+
+/// `37d`, `5h`, `12m`, `expired`.
+pub fn human_duration(secs: i64) -> String {
+    if secs <= 0 {
+        return "expired".to_owned();
+    }
+    match secs {
+        s if s >= 86_400 => format!("{}d", s / 86_400),
+        s if s >= 3_600 => format!("{}h", s / 3_600),
+        s if s >= 60 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// `5m ago`, `in 2h`, `-` for a unix time (`now` in unix seconds too).
+pub fn ago(now: u64, t: Option<u64>) -> String {
+    match t {
+        None => "-".to_owned(),
+        Some(t) if t <= now => format!("{} ago", human_duration((now - t).max(1) as i64)),
+        Some(t) => format!("in {}", human_duration((t - now).max(1) as i64)),
+    }
 }

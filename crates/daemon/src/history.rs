@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::model::RateHistory;
+use crate::status::RateHistory;
 
 /// Time between two readings of the counters.
 pub(crate) const INTERVAL: Duration = Duration::from_secs(10);

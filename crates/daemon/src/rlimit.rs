@@ -5,7 +5,7 @@
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit. Returns `(old, new)` soft limits.
-pub(crate) fn raise_nofile() -> std::io::Result<(u64, u64)> {
+pub fn raise_nofile() -> std::io::Result<(u64, u64)> {
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
     if soft < hard {
         setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;

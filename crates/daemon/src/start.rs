@@ -27,14 +27,14 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::health::Upstreams;
-use crate::reload::{BindError, bind, file_sources, log_warnings, service_names, spawn_listener, wanted_listeners};
+use crate::reload::{bind, file_sources, log_warnings, service_names, spawn_listener, wanted_listeners};
 use crate::shared::{Live, Shared, UNKNOWN_SUFFIX};
 
-pub(crate) use crate::reload::{ReloadError, ReloadReport};
+pub use crate::reload::{BindError, ReloadError, ReloadReport};
 
 /// Why the router could not start.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum StartError {
+pub enum StartError {
     /// The LocalAPI client could not be built.
     #[error("LocalAPI client: {0}")]
     LocalApi(#[from] snirouter_localapi::Error),
@@ -58,13 +58,11 @@ pub(crate) enum StartError {
 }
 
 /// A running router.
-pub(crate) struct Daemon {
+pub struct Daemon {
     /// The listeners bound at start, with their kind (see [`Daemon::listeners`] for the
     /// current set after reloads).
-    #[cfg_attr(not(feature = "demo"), allow(dead_code))] // read by `snirouter demo`
     pub listeners: Vec<(ListenerKind, SocketAddr)>,
     /// The certificate store.
-    #[cfg_attr(not(feature = "demo"), allow(dead_code))] // read by `snirouter demo`
     pub store: Arc<CertStore>,
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
@@ -73,7 +71,7 @@ pub(crate) struct Daemon {
 
 impl Daemon {
     /// Starts everything described by `config`.
-    pub(crate) async fn start(config: Config) -> Result<Daemon, StartError> {
+    pub async fn start(config: Config) -> Result<Daemon, StartError> {
         let client = LocalClient::new(&config.tailscale.socket)?;
         let cache = DiskCache::open(&config.cache.dir)?;
         // Known now (config, cache) or later (tailscaled): nothing waits for it.
@@ -150,26 +148,25 @@ impl Daemon {
             suffix = suffix.as_deref().unwrap_or("(waiting for tailscaled)"),
             "snirouter ready"
         );
-        crate::sdnotify::notify("READY=1");
+        crate::sdnotify::ready();
         Ok(Daemon { listeners, store, shared, shutdown, background })
     }
 
     /// The first listener of `kind`.
-    #[cfg(feature = "demo")]
-    pub(crate) fn addr(&self, kind: ListenerKind) -> Option<SocketAddr> {
+    pub fn addr(&self, kind: ListenerKind) -> Option<SocketAddr> {
         self.listeners.iter().find(|(k, _)| *k == kind).map(|(_, a)| *a)
     }
 
     /// Re-reads the config file this daemon was started from and applies it (see the
     /// module docs). On error the running configuration is untouched.
-    pub(crate) async fn reload(&self) -> Result<ReloadReport, ReloadError> {
+    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
         crate::reload::reload(&self.shared).await
     }
 
     /// Stops accepting, lets open connections finish within the grace period, stops
     /// certificate work.
-    pub(crate) async fn shutdown(mut self) {
-        crate::sdnotify::notify("STOPPING=1");
+    pub async fn shutdown(mut self) {
+        crate::sdnotify::stopping();
         let _ = self.shutdown.send(true);
         let (tasks, draining) = {
             let mut live = self.shared.live.lock().await;
@@ -191,7 +188,7 @@ impl Daemon {
 
 /// `run`: start, then serve until SIGINT or SIGTERM; SIGHUP reloads the config file,
 /// SIGUSR1 reopens the access log file (logrotate).
-pub(crate) async fn run_until_signal(config: Config) -> Result<(), StartError> {
+pub async fn run_until_signal(config: Config) -> Result<(), StartError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(StartError::Signal)?;
     let mut hup = signal(SignalKind::hangup()).map_err(StartError::Signal)?;
